@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates the virtual environment it needs and installs the project into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-fast test-legacy lint bench install clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tf-distill demo --output runs/demo
+
+# The suite runs twice: on Keras 3, then the TensorFlow Model Optimization
+# tests on tf_keras (TF_USE_LEGACY_KERAS=1 must be set before TensorFlow loads).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not legacy_keras'
+	TF_USE_LEGACY_KERAS=1 $(BIN)/python -m pytest -q -m legacy_keras
+
+lint: $(STAMP)
+	$(BIN)/ruff check tf_distill tests examples bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

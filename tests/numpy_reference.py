@@ -1,0 +1,212 @@
+"""Plain NumPy implementations of each paper's formula, for the loss tests.
+
+Written from the papers, not from tf_distill: float64, explicit loops over
+pairs and triplets where the paper sums over them, probabilities computed
+directly. Each returns the per-example values tf_distill documents (rows whose
+batch mean is the paper's loss).
+"""
+
+import numpy as np
+
+
+def softmax(logits, temperature=1.0):
+    z = np.asarray(logits, np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def kl(p, q):
+    """KL(p ‖ q) over the last axis; 0 · log 0 counts as 0."""
+    p = np.asarray(p, np.float64)
+    q = np.asarray(q, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
+    return terms.sum(axis=-1)
+
+
+def masked_mean(values, mask=None):
+    """Per-example mean over every axis but the first, counting `mask`."""
+    values = np.asarray(values, np.float64)
+    flat = values.reshape(values.shape[0], -1)
+    if mask is None:
+        return flat.mean(axis=1)
+    weights = np.broadcast_to(np.asarray(mask, np.float64), values.shape)
+    weights = weights.reshape(values.shape[0], -1)
+    count = weights.sum(axis=1)
+    total = (flat * weights).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+# --- Soft labels (Hinton et al. 2015; MiniLLM; GKD; Sun et al. 2024) -------
+
+
+def standardize(logits, epsilon=1e-7):
+    z = np.asarray(logits, np.float64)
+    return (z - z.mean(axis=-1, keepdims=True)) / (
+        z.std(axis=-1, keepdims=True) + epsilon
+    )
+
+
+def kd(teacher, student, temperature, mask=None, standardized=False):
+    if standardized:
+        teacher, student = standardize(teacher), standardize(student)
+    p_t = softmax(teacher, temperature)
+    p_s = softmax(student, temperature)
+    return masked_mean(temperature**2 * kl(p_t, p_s), mask)
+
+
+def reverse_kd(teacher, student, temperature, mask=None):
+    p_t = softmax(teacher, temperature)
+    p_s = softmax(student, temperature)
+    return masked_mean(temperature**2 * kl(p_s, p_t), mask)
+
+
+def jsd(teacher, student, temperature, beta=0.5, mask=None):
+    p_t = softmax(teacher, temperature)
+    p_s = softmax(student, temperature)
+    m = beta * p_t + (1 - beta) * p_s
+    values = beta * kl(p_t, m) + (1 - beta) * kl(p_s, m)
+    return masked_mean(temperature**2 * values, mask)
+
+
+# --- Features ---------------------------------------------------------------
+
+
+def fitnets(teacher, student):
+    """Romero et al. 2015: ½‖u_h − r(v_g)‖², divided by D/2 (a mean)."""
+    t = np.asarray(teacher, np.float64).reshape(len(teacher), -1)
+    s = np.asarray(student, np.float64).reshape(len(student), -1)
+    half_sum = 0.5 * ((t - s) ** 2).sum(axis=1)
+    return half_sum / (t.shape[1] / 2)
+
+
+def attention(teacher, student, power=2.0):
+    """Zagoruyko & Komodakis 2017, Eq. 2 with the 2-norm of the difference."""
+    values = []
+    for a_t, a_s in zip(teacher, student):
+        q_t = (np.abs(np.asarray(a_t, np.float64)) ** power).sum(axis=-1).ravel()
+        q_s = (np.abs(np.asarray(a_s, np.float64)) ** power).sum(axis=-1).ravel()
+        values.append(np.linalg.norm(q_s / np.linalg.norm(q_s) - q_t / np.linalg.norm(q_t)))
+    return np.array(values)
+
+
+# --- Relations --------------------------------------------------------------
+
+
+def _rows(features):
+    features = np.asarray(features, np.float64)
+    return features.reshape(features.shape[0], -1)
+
+
+def huber(x):
+    x = abs(x)
+    return 0.5 * x * x if x < 1 else x - 0.5
+
+
+def rkd_distance(teacher, student):
+    """Park et al. 2019, Eqs. 3–5, averaged over all b² ordered pairs."""
+    t, s = _rows(teacher), _rows(student)
+    b = len(t)
+
+    def psi(f):
+        d = np.array([[np.linalg.norm(f[i] - f[j]) for j in range(b)] for i in range(b)])
+        mu = sum(d[i, j] for i in range(b) for j in range(b) if i != j) / (b * (b - 1))
+        return d / mu
+
+    d_t, d_s = psi(t), psi(s)
+    return np.array(
+        [sum(huber(d_s[i, j] - d_t[i, j]) for j in range(b)) / b for i in range(b)]
+    )
+
+
+def rkd_angle(teacher, student):
+    """Park et al. 2019, Eqs. 6–7, averaged over all b³ triplets (vertex i)."""
+    t, s = _rows(teacher), _rows(student)
+    b = len(t)
+
+    def psi(f, i, j, k):
+        u, v = f[j] - f[i], f[k] - f[i]
+        if np.linalg.norm(u) == 0 or np.linalg.norm(v) == 0:
+            return 0.0
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    return np.array(
+        [
+            sum(
+                huber(psi(s, i, j, k) - psi(t, i, j, k))
+                for j in range(b)
+                for k in range(b)
+            )
+            / b**2
+            for i in range(b)
+        ]
+    )
+
+
+def similarity_preserving(teacher, student):
+    """Tung & Mori 2019: ‖G̃_t − G̃_s‖_F² / b², split into rows."""
+    t, s = _rows(teacher), _rows(student)
+    b = len(t)
+
+    def g(f):
+        gram = f @ f.T
+        return gram / np.linalg.norm(gram, axis=1, keepdims=True)
+
+    difference = g(t) - g(s)
+    total = (difference**2).sum() / b**2
+    rows = (difference**2).sum(axis=1) / b
+    assert np.isclose(rows.mean(), total)
+    return rows
+
+
+def pkt(teacher, student):
+    """Passalis & Tefas 2018: Σ_{j≠i} p_{j|i} log(p_{j|i} / q_{j|i}) per i."""
+    t, s = _rows(teacher), _rows(student)
+    b = len(t)
+
+    def kernel(a, c):
+        return 0.5 * (a @ c / (np.linalg.norm(a) * np.linalg.norm(c)) + 1.0)
+
+    def conditional(f, i):
+        k = {j: kernel(f[i], f[j]) for j in range(b) if j != i}
+        total = sum(k.values())
+        return {j: v / total for j, v in k.items()}
+
+    values = []
+    for i in range(b):
+        p, q = conditional(t, i), conditional(s, i)
+        values.append(sum(p[j] * np.log(p[j] / q[j]) for j in p))
+    return np.array(values)
+
+
+# --- Logit methods ----------------------------------------------------------
+
+
+def dkd(teacher, student, labels, alpha, beta, temperature):
+    """Zhao et al. 2022, Eqs. 1–7: T²(α·TCKD + β·NCKD), per example."""
+    p_t = softmax(teacher, temperature)
+    p_s = softmax(student, temperature)
+    values = []
+    for i, g in enumerate(labels):
+        b_t = np.array([p_t[i, g], 1 - p_t[i, g]])
+        b_s = np.array([p_s[i, g], 1 - p_s[i, g]])
+        others = [k for k in range(p_t.shape[1]) if k != g]
+        hat_t = p_t[i, others] / p_t[i, others].sum()
+        hat_s = p_s[i, others] / p_s[i, others].sum()
+        values.append(temperature**2 * (alpha * kl(b_t, b_s) + beta * kl(hat_t, hat_s)))
+    return np.array(values)
+
+
+def pearson(u, v):
+    return np.corrcoef(np.asarray(u, np.float64), np.asarray(v, np.float64))[0, 1]
+
+
+def dist(teacher, student, beta, gamma, temperature):
+    """Huang et al. 2022, Eqs. 5–9; the batch-level intra term on every row."""
+    y_t = softmax(teacher, temperature)
+    y_s = softmax(student, temperature)
+    b, c = y_t.shape
+    inter = np.array([1 - pearson(y_s[i], y_t[i]) for i in range(b)])
+    intra = np.mean([1 - pearson(y_s[:, k], y_t[:, k]) for k in range(c)])
+    return temperature**2 * (beta * inter + gamma * intra)

@@ -1,0 +1,138 @@
+"""The `tf-distill` command. It parses, calls the public API and prints."""
+
+import argparse
+import os
+import sys
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+
+def _print_table(results):
+    from tf_distill.report import RESULT_COLUMNS
+    from tf_distill.report import markdown_table
+
+    print()
+    print(markdown_table(results["models"], RESULT_COLUMNS))
+    if results.get("summary"):
+        print()
+        print(results["summary"])
+
+
+def _run(args):
+    from tf_distill import config as config_lib
+    from tf_distill import job
+
+    config = config_lib.load(args.config) if args.command == "run" else config_lib.default()
+    if args.output:
+        config["output"] = args.output
+    if getattr(args, "unsafe", False):
+        config["unsafe"] = True
+    results = job.run(config, verbose=0 if args.quiet else 1)
+    _print_table(results)
+    print(f"\nWrote {config['output']}/: student.keras, metrics.json, report.md")
+    return 0
+
+
+def _losses(args):
+    from tf_distill import losses
+
+    rows = losses.describe()
+    width = max(len(name) for name, _, _ in rows)
+    for name, class_name, summary in rows:
+        print(f"{name:<{width}}  {summary} ({class_name})")
+    return 0
+
+
+def _export(args):
+    from tf_distill import saving
+    from tf_distill.export import export_litert
+    from tf_distill.job import load_data
+
+    model = saving.load_model(args.model, unsafe=args.unsafe)
+    data = load_data({"source": args.data, "seed": 0})
+    output = args.output or os.path.splitext(args.model)[0] + f"_{args.quantization}.tflite"
+    report = export_litert(
+        model,
+        output,
+        quantization=args.quantization,
+        representative_data=data.x_train[: args.representative_size],
+        validation_data=(data.x_test, data.y_test),
+        max_accuracy_drop=args.max_accuracy_drop,
+        int8_io=args.int8_io,
+        allow_tf_ops=args.allow_tf_ops,
+        latency_runs=args.latency_runs,
+        report_path=os.path.splitext(output)[0] + ".md",
+    )
+    print(report.to_markdown())
+    print(f"\nWrote {output}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tf-distill",
+        description="Knowledge distillation for Keras: train a small student from a teacher.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a whole job from a YAML config")
+    run.add_argument("config", help="the YAML config file")
+    demo = commands.add_parser("demo", help="the main job on the embedded digits data")
+    for sub in (run, demo):
+        sub.add_argument("--output", help="the output folder (overrides the config's)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--unsafe", action="store_true",
+                     help="trust model files: allow Lambda layers and .h5 files")
+    run.set_defaults(handler=_run)
+    demo.set_defaults(handler=_run)
+
+    listing = commands.add_parser("losses", help="list the distillation losses")
+    listing.set_defaults(handler=_losses)
+
+    export = commands.add_parser("export", help="export a student to LiteRT, verified")
+    export.add_argument("model", help="the student .keras file")
+    export.add_argument("--quantization", default="int8",
+                        choices=["float32", "dynamic", "float16", "int8"])
+    export.add_argument("--data", default="digits",
+                        help="data for calibration and verification (as in configs)")
+    export.add_argument("--output", help="the .tflite file")
+    export.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                        help="refuse the export if accuracy drops more (points)")
+    export.add_argument("--int8-io", action="store_true", help="int8 inputs and outputs")
+    export.add_argument("--allow-tf-ops", action="store_true",
+                        help="fall back to TensorFlow ops for unsupported ones")
+    export.add_argument("--latency-runs", type=int, default=200)
+    export.add_argument("--representative-size", type=int, default=200)
+    export.add_argument("--unsafe", action="store_true", help="trust the model file")
+    export.set_defaults(handler=_export)
+
+    return parser
+
+
+def main(argv=None):
+    """Entry point of `tf-distill`; returns the exit status."""
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    from tf_distill.config import ConfigError
+    from tf_distill.saving import UnsafeModelError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, UnsafeModelError, FileNotFoundError) as error:
+        print(f"tf-distill: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"tf-distill: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tf-distill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Distillation losses: pure tensor functions plus thin serializable classes.
+
+Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
+other logit-based methods (`logit_methods`), features (`features`) and
+relations between examples (`relations`).
+"""
+
+from tf_distill.losses.base import DistillationLoss
+from tf_distill.losses.base import reduce_per_example
+from tf_distill.losses.features import AttentionTransfer
+from tf_distill.losses.features import FeatureDistillation
+from tf_distill.losses.features import FitNets
+from tf_distill.losses.features import attention_transfer
+from tf_distill.losses.features import feature_cosine
+from tf_distill.losses.features import feature_l1
+from tf_distill.losses.features import feature_mse
+from tf_distill.losses.features import fitnets_hint
+from tf_distill.losses.logit_methods import DIST
+from tf_distill.losses.logit_methods import DecoupledKD
+from tf_distill.losses.logit_methods import decoupled_kd
+from tf_distill.losses.logit_methods import dist
+from tf_distill.losses.registry import describe
+from tf_distill.losses.registry import deserialize
+from tf_distill.losses.registry import get
+from tf_distill.losses.registry import names
+from tf_distill.losses.registry import register
+from tf_distill.losses.registry import serialize
+from tf_distill.losses.relations import PKT
+from tf_distill.losses.relations import RKDAngle
+from tf_distill.losses.relations import RKDDistance
+from tf_distill.losses.relations import SimilarityPreserving
+from tf_distill.losses.relations import pkt
+from tf_distill.losses.relations import rkd_angle
+from tf_distill.losses.relations import rkd_distance
+from tf_distill.losses.relations import similarity_preserving
+from tf_distill.losses.soft_labels import LogitsDistillation
+from tf_distill.losses.soft_labels import jensen_shannon
+from tf_distill.losses.soft_labels import reverse_kl
+from tf_distill.losses.soft_labels import soft_label_kl
+from tf_distill.losses.soft_labels import standardize_logits

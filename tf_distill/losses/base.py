@@ -1,0 +1,167 @@
+"""The base class of every distillation loss, and the shared reductions."""
+
+from tf_distill.backend import keras
+from tf_distill.backend import tf
+
+
+def reduce_per_example(values, mask=None):
+    """Averages `values` over every axis but the first (the batch).
+
+    Token-level losses produce one value per position (`[batch, time]`); the
+    Distiller weighs and averages per example, so positions are averaged here,
+    counting only those where `mask` is true.
+
+    Args:
+        values: Tensor of shape `[batch, ...]`.
+        mask: Optional boolean or 0/1 tensor broadcastable to `values`
+            (`[batch, time]` for `[batch, time]` values). Masked positions do
+            not count; an example with no valid position gets 0.
+
+    Returns:
+        A `[batch]` tensor.
+    """
+    values = tf.convert_to_tensor(values)
+    if values.shape.rank == 0:
+        raise ValueError(
+            "A distillation loss must keep the batch axis. Received a scalar."
+        )
+    if values.shape.rank == 1 and mask is None:
+        return values
+    axes = list(range(1, values.shape.rank))
+    if mask is None:
+        return tf.reduce_mean(values, axis=axes)
+    mask = tf.cast(mask, values.dtype)
+    mask = tf.broadcast_to(mask, tf.shape(values))
+    total = tf.reduce_sum(values * mask, axis=axes)
+    count = tf.reduce_sum(mask, axis=axes)
+    return tf.math.divide_no_nan(total, count)
+
+
+def static_shape(value):
+    """The static shape of a tensor, array or KerasTensor, as a TensorShape.
+
+    Keras 3 `KerasTensor`s and NumPy arrays report shapes as tuples, which
+    lack `rank` and `is_compatible_with`.
+    """
+    return tf.TensorShape(value.shape)
+
+
+def check_positive(name, value):
+    """Raises unless `value` is a real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"`{name}` must be a number > 0. Received: {name}={value!r}"
+        )
+    if not value > 0:
+        raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
+
+
+def check_unit_interval(name, value):
+    """Raises unless `value` is a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
+        )
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"`{name}` must be in [0, 1]. Received: {name}={value!r}"
+        )
+
+
+class DistillationLoss:
+    """Base class of the distillation losses.
+
+    A distillation loss compares what the teacher and the student produce for
+    the same batch and returns **one value per example** (shape `[batch]`);
+    the `Distiller` weighs, masks and averages them. The math lives in pure
+    functions (`tf_distill.losses.soft_label_kl`, ...); a class only carries
+    their arguments, which outputs it reads, and its config.
+
+    Which tensors a loss receives is data, not code: `teacher_layer_name` and
+    `student_layer_name` name the layers whose outputs it compares (`None`
+    means the model's final output, its logits). The `Distiller` taps every
+    named layer in the one forward pass it makes of each model.
+
+    Subclasses implement `call(teacher_outputs, student_outputs)`. A subclass
+    written for `keras.distillation` that implements only
+    `compute_loss(teacher_outputs, student_outputs)` returning a scalar also
+    works: the scalar counts for every example of the batch.
+
+    Attributes:
+        teacher_layer_name: Layer of the teacher whose output the loss reads,
+            or `None` for the final output.
+        student_layer_name: Layer of the student whose output the loss reads,
+            or `None` for the final output.
+        needs_adapter: Whether the Distiller should project the student's
+            tapped output to the teacher's shape with a trainable adapter.
+    """
+
+    teacher_layer_name = None
+    student_layer_name = None
+    needs_adapter = False
+
+    def call(self, teacher_outputs, student_outputs, mask=None):
+        """Returns the per-example loss, shape `[batch]`.
+
+        `mask` (optional, `[batch, ...]`) marks the positions that count in
+        token-level losses; example-level losses may ignore it.
+        """
+        value = self.compute_loss(teacher_outputs, student_outputs)
+        value = tf.convert_to_tensor(value)
+        if value.shape.rank == 0:
+            batch = tf.shape(tf.nest.flatten(student_outputs)[0])[0]
+            return tf.fill([batch], tf.cast(value, tf.float32))
+        return reduce_per_example(tf.cast(value, tf.float32), mask)
+
+    def __call__(self, teacher_outputs, student_outputs, mask=None):
+        return self.call(teacher_outputs, student_outputs, mask=mask)
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        """Returns the batch's mean loss, as `keras.distillation` does."""
+        if type(self).call is DistillationLoss.call:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement `call` (per-example "
+                "values) or `compute_loss` (a scalar)."
+            )
+        return tf.reduce_mean(self.call(teacher_outputs, student_outputs))
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        """Raises if the two outputs cannot be compared."""
+        tf.nest.assert_same_structure(teacher_outputs, student_outputs)
+
+    def validate_model_compatibility(self, teacher, student):
+        """Raises if the models cannot feed this loss (named layers exist)."""
+        for role, model, name in (
+            ("teacher", teacher, self.teacher_layer_name),
+            ("student", student, self.student_layer_name),
+        ):
+            if name is None:
+                continue
+            from tf_distill.taps import find_layer  # avoid an import cycle
+
+            find_layer(model, name, role=role)
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def serialize_keras_loss(loss):
+    """Serializes a Keras loss given by name, function or object."""
+    if loss is None or isinstance(loss, str):
+        return loss
+    return keras.losses.serialize(loss)
+
+
+def deserialize_keras_loss(config):
+    """Inverse of `serialize_keras_loss`."""
+    if config is None or isinstance(config, str):
+        return config
+    return keras.losses.deserialize(config)
