@@ -43,9 +43,7 @@ def masked_mean(values, mask=None):
 
 def standardize(logits, epsilon=1e-7):
     z = np.asarray(logits, np.float64)
-    return (z - z.mean(axis=-1, keepdims=True)) / (
-        z.std(axis=-1, keepdims=True) + epsilon
-    )
+    return (z - z.mean(axis=-1, keepdims=True)) / (z.std(axis=-1, keepdims=True) + epsilon)
 
 
 def kd(teacher, student, temperature, mask=None, standardized=False):
@@ -115,9 +113,7 @@ def rkd_distance(teacher, student):
         return d / mu
 
     d_t, d_s = psi(t), psi(s)
-    return np.array(
-        [sum(huber(d_s[i, j] - d_t[i, j]) for j in range(b)) / b for i in range(b)]
-    )
+    return np.array([sum(huber(d_s[i, j] - d_t[i, j]) for j in range(b)) / b for i in range(b)])
 
 
 def rkd_angle(teacher, student):
@@ -133,12 +129,7 @@ def rkd_angle(teacher, student):
 
     return np.array(
         [
-            sum(
-                huber(psi(s, i, j, k) - psi(t, i, j, k))
-                for j in range(b)
-                for k in range(b)
-            )
-            / b**2
+            sum(huber(psi(s, i, j, k) - psi(t, i, j, k)) for j in range(b) for k in range(b)) / b**2
             for i in range(b)
         ]
     )

@@ -36,9 +36,7 @@ def assert_round_trips(loss, teacher, student):
     assert type(restored) is type(loss)
     assert restored.get_config() == loss.get_config()
     np.testing.assert_allclose(restored(teacher, student), expected, rtol=1e-6)
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(loss)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is type(loss)
     assert restored.get_config() == loss.get_config()
     np.testing.assert_allclose(restored(teacher, student), expected, rtol=1e-6)
@@ -191,9 +189,7 @@ def test_attention_transfer_zero_and_invariances():
     features = random_features([3, 4, 4, 6], 16)
     # Zero for the same map, and for any positive rescaling (normalization).
     np.testing.assert_allclose(attention_transfer(features, features), 0.0, atol=1e-6)
-    np.testing.assert_allclose(
-        attention_transfer(features, 5.0 * features), 0.0, atol=1e-6
-    )
+    np.testing.assert_allclose(attention_transfer(features, 5.0 * features), 0.0, atol=1e-6)
     # Sign flips do not change |A|^p.
     np.testing.assert_allclose(attention_transfer(features, -features), 0.0, atol=1e-6)
     # Invariant to permuting the channels of either side.
@@ -212,9 +208,7 @@ def test_attention_transfer_zero_and_invariances():
 def test_attention_transfer_compiled_equals_eager(jit_compile):
     teacher = random_features([2, 3, 3, 4], 19)
     student = random_features([2, 3, 3, 2], 20)
-    compiled = tf.function(attention_transfer, jit_compile=jit_compile)(
-        teacher, student
-    )
+    compiled = tf.function(attention_transfer, jit_compile=jit_compile)(teacher, student)
     np.testing.assert_allclose(compiled, attention_transfer(teacher, student), atol=1e-6)
 
 
@@ -237,9 +231,7 @@ def test_attention_transfer_round_trip():
         "student_layer_name": "s2",
     }
     assert not loss.needs_adapter
-    assert_round_trips(
-        loss, random_features([2, 3, 3, 4], 23), random_features([2, 3, 3, 2], 24)
-    )
+    assert_round_trips(loss, random_features([2, 3, 3, 4], 23), random_features([2, 3, 3, 2], 24))
 
 
 def test_attention_transfer_errors():
@@ -257,7 +249,5 @@ def test_attention_transfer_errors():
         AttentionTransfer(power=0)
     with pytest.raises(ValueError, match=r"`power` must be > 0. Received: power=-2"):
         attention_transfer(tf.ones([1, 2, 1]), tf.ones([1, 2, 1]), power=-2)
-    with pytest.raises(
-        ValueError, match=r"`power` must be a number > 0. Received: power='2'"
-    ):
+    with pytest.raises(ValueError, match=r"`power` must be a number > 0. Received: power='2'"):
         AttentionTransfer(power="2")

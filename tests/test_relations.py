@@ -87,9 +87,7 @@ def test_similarity_preserving_hand_checked():
     g = np.array([1.0, 2.0]) / math.sqrt(5.0)
     difference = np.array([[1.0, 0.0], [0.0, 1.0]]) - np.stack([g, g])
     expected = (difference**2).sum(axis=1) / 2
-    np.testing.assert_allclose(
-        similarity_preserving(teacher, student), expected, atol=1e-6
-    )
+    np.testing.assert_allclose(similarity_preserving(teacher, student), expected, atol=1e-6)
     # The batch mean is the paper's ‖G̃_t − G̃_s‖_F² / b².
     np.testing.assert_allclose(
         float(tf.reduce_mean(similarity_preserving(teacher, student))),
@@ -189,9 +187,7 @@ def test_invariant_to_permuting_feature_channels(name):
     student = random_features([5, 4], 12)
     base = function(teacher, student).numpy()
     permutation = np.random.default_rng(13).permutation(6)
-    np.testing.assert_allclose(
-        function(teacher[:, permutation], student[:, ::-1]), base, atol=1e-6
-    )
+    np.testing.assert_allclose(function(teacher[:, permutation], student[:, ::-1]), base, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -256,9 +252,7 @@ def test_unknown_batch_size_in_graph():
     for name in NAMES:
         function = FUNCTIONS[name][0]
         traced = tf.function(function, input_signature=[spec, spec])
-        np.testing.assert_allclose(
-            traced(teacher, student), function(teacher, student), atol=1e-6
-        )
+        np.testing.assert_allclose(traced(teacher, student), function(teacher, student), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -311,9 +305,7 @@ def test_serialization_round_trip(name):
     assert restored.get_config() == loss.get_config()
     np.testing.assert_allclose(restored(teacher, student), expected, rtol=1e-6)
 
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(loss)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is cls
     assert restored.get_config() == loss.get_config()
     np.testing.assert_allclose(restored(teacher, student), expected, rtol=1e-6)
@@ -343,7 +335,5 @@ def test_scalar_features_are_rejected(name):
 def test_constructor_rejects_unknown_arguments(name):
     with pytest.raises(TypeError, match="temperature"):
         FUNCTIONS[name][1](temperature=2.0)
-    with pytest.raises(
-        ValueError, match=rf"Invalid arguments for distillation loss '{name}'"
-    ):
+    with pytest.raises(ValueError, match=rf"Invalid arguments for distillation loss '{name}'"):
         losses.get({"name": name, "temperature": 2.0})

@@ -38,16 +38,12 @@ def test_soft_label_kl_hand_checked_value():
     np.testing.assert_allclose(soft_label_kl(teacher, student), [expected], atol=1e-6)
     # Reverse: KL(p_s ‖ p_t).
     expected_reverse = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
-    np.testing.assert_allclose(
-        reverse_kl(teacher, student), [expected_reverse], atol=1e-6
-    )
+    np.testing.assert_allclose(reverse_kl(teacher, student), [expected_reverse], atol=1e-6)
     # JSD: m = [3/8, 5/8].
-    expected_jsd = 0.5 * (
-        0.25 * math.log(0.25 / 0.375) + 0.75 * math.log(0.75 / 0.625)
-    ) + 0.5 * (0.5 * math.log(0.5 / 0.375) + 0.5 * math.log(0.5 / 0.625))
-    np.testing.assert_allclose(
-        jensen_shannon(teacher, student), [expected_jsd], atol=1e-6
+    expected_jsd = 0.5 * (0.25 * math.log(0.25 / 0.375) + 0.75 * math.log(0.75 / 0.625)) + 0.5 * (
+        0.5 * math.log(0.5 / 0.375) + 0.5 * math.log(0.5 / 0.625)
     )
+    np.testing.assert_allclose(jensen_shannon(teacher, student), [expected_jsd], atol=1e-6)
 
 
 def test_temperature_squared_scaling_hand_checked():
@@ -124,9 +120,7 @@ def test_standardized_kd_matches_numpy_and_ignores_logit_range():
     teacher = random_logits([4, 6], 9)
     student = random_logits([4, 6], 10)
     values = soft_label_kl(teacher, student, temperature=2.0, standardize=True)
-    np.testing.assert_allclose(
-        values, ref.kd(teacher, student, 2.0, standardized=True), atol=1e-5
-    )
+    np.testing.assert_allclose(values, ref.kd(teacher, student, 2.0, standardized=True), atol=1e-5)
     # A student with the teacher's logits shifted and rescaled per row matches
     # it exactly once standardized.
     affine = teacher * np.array([[3.0], [0.5], [1.0], [7.0]], np.float32) - 2.0
@@ -158,9 +152,7 @@ def test_extreme_logits_stay_finite():
     np.testing.assert_allclose(soft_label_kl(teacher, student), [2e4, 0.0], rtol=1e-6)
     np.testing.assert_allclose(reverse_kl(teacher, student), [2e4, 0.0], rtol=1e-6)
     # Disjoint supports: JSD is log 2.
-    np.testing.assert_allclose(
-        jensen_shannon(teacher, student), [math.log(2.0), 0.0], atol=1e-6
-    )
+    np.testing.assert_allclose(jensen_shannon(teacher, student), [math.log(2.0), 0.0], atol=1e-6)
     for function in (soft_label_kl, reverse_kl, jensen_shannon):
         with tf.GradientTape() as tape:
             tape.watch(student)
@@ -297,9 +289,7 @@ def test_logits_distillation_named_losses(loss, reference):
     )
 
 
-@pytest.mark.parametrize(
-    "loss", [keras.losses.KLDivergence(), keras.losses.kl_divergence]
-)
+@pytest.mark.parametrize("loss", [keras.losses.KLDivergence(), keras.losses.kl_divergence])
 def test_logits_distillation_keras_kl_is_softened_and_scaled(loss):
     # keras.io's example passes probabilities to KLDivergence and forgets T²;
     # here the object means the same as "kl_divergence".
@@ -325,9 +315,7 @@ def test_logits_distillation_callable_sees_probabilities_times_t_squared():
 def test_logits_distillation_keras_loss_object_gives_per_example_values():
     teacher = random_logits([4, 6], 31)
     student = random_logits([4, 6], 32)
-    distillation = LogitsDistillation(
-        temperature=2.0, loss=keras.losses.MeanSquaredError()
-    )
+    distillation = LogitsDistillation(temperature=2.0, loss=keras.losses.MeanSquaredError())
     p_t = ref.softmax(teacher, 2.0)
     p_s = ref.softmax(student, 2.0)
     expected = 4.0 * ((p_t - p_s) ** 2).mean(axis=-1)

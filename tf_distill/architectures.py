@@ -31,20 +31,20 @@ _MLP_UNITS = (32, 16)
 _CNN_FILTERS = (16, 32, 64)
 
 
-def names():
+def names() -> list[str]:
     """The architecture names `build` accepts, sorted."""
     return sorted(_BUILDERS)
 
 
 def build(
-    architecture,
-    input_shape,
-    num_classes,
-    size="small",
-    dropout=0.0,
-    seed=None,
-    name=None,
-):
+    architecture: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    size: str | float = "small",
+    dropout: float = 0.0,
+    seed: int | None = None,
+    name: str | None = None,
+) -> "keras.Model":
     """Builds a reference model that outputs logits.
 
     Args:
@@ -113,9 +113,7 @@ def build(
         or not 0.0 <= dropout < 1.0
     ):
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-    ):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
     return _BUILDERS[architecture](
         input_shape=input_shape,
@@ -127,7 +125,7 @@ def build(
     )
 
 
-def count_params(model, trainable_only=False):
+def count_params(model: "keras.Model", trainable_only: bool = False) -> int:
     """Number of parameters of `model` (all weights, or only trainable ones).
 
     All weights include BatchNorm's moving statistics, as `model.summary()`
@@ -163,12 +161,8 @@ def _check_input_shape(input_shape):
         shape = tuple(input_shape)
     except TypeError:
         shape = None
-    if (
-        not shape
-        or any(
-            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-            for d in shape
-        )
+    if not shape or any(
+        isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape
     ):
         raise ValueError(
             "`input_shape` must be a non-empty tuple of positive integers, "
@@ -187,9 +181,7 @@ def _head(x, num_classes, features, dropout, seeds):
     )(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, seed=seeds.next(), name="dropout")(x)
-    return keras.layers.Dense(
-        num_classes, kernel_initializer=seeds.initializer(), name="logits"
-    )(x)
+    return keras.layers.Dense(num_classes, kernel_initializer=seeds.initializer(), name="logits")(x)
 
 
 def _build_mlp(input_shape, num_classes, multiplier, dropout, seeds, name):

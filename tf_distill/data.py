@@ -109,7 +109,7 @@ class DataSplits:
     input_shape: tuple
     name: str = "data"
 
-    def arrays(self, split):
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Returns `(x, y)` of `split` (`"train"`, `"validation"` or `"test"`)."""
         key = _SPLIT_ALIASES.get(split) if isinstance(split, str) else None
         if key is None:
@@ -125,13 +125,13 @@ class DataSplits:
 
     def as_tf_dataset(
         self,
-        split,
-        batch_size=32,
-        shuffle=None,
-        seed=None,
-        repeat=False,
-        drop_remainder=False,
-    ):
+        split: str,
+        batch_size: int = 32,
+        shuffle: bool | None = None,
+        seed: int | None = None,
+        repeat: bool = False,
+        drop_remainder: bool = False,
+    ) -> "tf.data.Dataset":
         """A batched, prefetched `tf.data.Dataset` of `(x, y)` pairs.
 
         The whole split is shuffled (the buffer holds every example), in a new
@@ -156,9 +156,7 @@ class DataSplits:
                 not a positive integer.
         """
         x, y = self.arrays(split)
-        if isinstance(batch_size, bool) or not isinstance(
-            batch_size, (int, np.integer)
-        ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise ValueError(
                 f"`batch_size` must be an integer > 0. Received: batch_size={batch_size!r}"
             )
@@ -180,7 +178,7 @@ class DataSplits:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     @property
-    def sizes(self):
+    def sizes(self) -> dict[str, int]:
         """`{"train": n, "validation": n, "test": n}`."""
         return {
             "train": len(self.y_train),
@@ -197,7 +195,7 @@ class DataSplits:
         )
 
 
-def load(source="digits", **options):
+def load(source: str | os.PathLike | dict = "digits", **options) -> DataSplits:
     """Loads a data set from any supported source as `DataSplits`.
 
     The `data:` section of a tf_distill config is passed here, either as a
@@ -270,14 +268,14 @@ def from_arrays(
     x_test=None,
     y_test=None,
     *,
-    validation_size=None,
-    test_size=None,
-    train_size=None,
-    seed=0,
-    num_classes=None,
-    name="arrays",
-    default_size=0.1,
-):
+    validation_size: int | float | None = None,
+    test_size: int | float | None = None,
+    train_size: int | float | None = None,
+    seed: int | None = 0,
+    num_classes: int | None = None,
+    name: str = "arrays",
+    default_size: float = 0.1,
+) -> DataSplits:
     """Checks, converts and splits in-memory arrays into `DataSplits`.
 
     Every loader ends here. Images of shape `[n, h, w]` get a channel axis;
@@ -327,8 +325,7 @@ def from_arrays(
     for split, (x, y) in arrays.items():
         if len(x) != len(y):
             raise ValueError(
-                f"The {split} split of data set {name!r} has {len(x)} inputs "
-                f"but {len(y)} labels."
+                f"The {split} split of data set {name!r} has {len(x)} inputs but {len(y)} labels."
             )
     if len(arrays["train"][0]) == 0:
         raise ValueError(f"Data set {name!r} is empty: it has no training examples.")
@@ -380,8 +377,7 @@ def from_arrays(
         count = _resolve_size(train_size, len(y_pool), "train_size")
         if count == 0:
             raise ValueError(
-                "`train_size` leaves no training examples. "
-                f"Received: train_size={train_size!r}"
+                f"`train_size` leaves no training examples. Received: train_size={train_size!r}"
             )
         chosen, _ = _stratified_split(y_pool, count, rng)
         x_pool, y_pool = x_pool[chosen], y_pool[chosen]
@@ -399,7 +395,7 @@ def from_arrays(
     )
 
 
-def read_idx(path, expected_magic=None):
+def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
     """Reads one idx file (MNIST's format), gzipped or not, as a NumPy array.
 
     The header is big-endian: a magic number whose third byte is the element
@@ -521,8 +517,7 @@ def _resolve_source(source):
     if source in _KERAS_DATASETS:
         hint = f" Did you mean 'tfds:{source}' or 'keras:{source}'?"
     raise ValueError(
-        f"Unknown data source. Expected {_VALID_SOURCES}.{hint} "
-        f"Received: source={source!r}"
+        f"Unknown data source. Expected {_VALID_SOURCES}.{hint} Received: source={source!r}"
     )
 
 
@@ -577,9 +572,7 @@ def _load_idx_folder(folder, *, verify_checksums=True, **split_options):
     x_test = y_test = None
     if paths["test_images"] is not None:
         x_test, y_test = read_pair("test_images", "test_labels")
-    split_options.setdefault(
-        "name", os.path.basename(os.path.normpath(os.path.abspath(folder)))
-    )
+    split_options.setdefault("name", os.path.basename(os.path.normpath(os.path.abspath(folder))))
     return from_arrays(x_train, y_train, x_test=x_test, y_test=y_test, **split_options)
 
 
@@ -602,8 +595,7 @@ def _read_checksums(folder):
                 or any(ch not in "0123456789abcdef" for ch in digest)
             ):
                 raise ValueError(
-                    f"'{path}' line {number} is not '<sha256>  <file name>'. "
-                    f"Received: {line!r}"
+                    f"'{path}' line {number} is not '<sha256>  <file name>'. Received: {line!r}"
                 )
             # `sha256sum` marks binary mode with a leading '*'.
             checksums[parts[1].strip().lstrip("*")] = digest
@@ -684,8 +676,7 @@ def _load_tfds(
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
-            "A 'tfds:' data source needs TensorFlow Datasets: "
-            "`pip install tensorflow-datasets`."
+            "A 'tfds:' data source needs TensorFlow Datasets: `pip install tensorflow-datasets`."
         ) from error
     if not train_split:
         raise ValueError(
@@ -752,8 +743,7 @@ def _as_inputs(x, split, name):
         x = np.asarray(x)
     except ValueError as error:
         raise ValueError(
-            f"Images of inconsistent shape in the {split} split of data set "
-            f"{name!r}: {error}"
+            f"Images of inconsistent shape in the {split} split of data set {name!r}: {error}"
         ) from error
     if x.dtype == object:
         raise ValueError(
@@ -841,8 +831,7 @@ def _check_split_options(
             )
         if isinstance(value, float) and not 0.0 <= value < 1.0:
             raise ValueError(
-                f"`{argument}` as a fraction must be in [0, 1). "
-                f"Received: {argument}={value!r}"
+                f"`{argument}` as a fraction must be in [0, 1). Received: {argument}={value!r}"
             )
         if value < 0:
             raise ValueError(f"`{argument}` must be >= 0. Received: {argument}={value!r}")

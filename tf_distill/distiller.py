@@ -28,6 +28,7 @@ _CROSSENTROPY_NAMES = (
 )
 
 
+@register_serializable()
 def crossentropy_from_logits(y_true, logits):
     """Cross-entropy of logits with sparse integer or one-hot labels.
 

@@ -208,7 +208,9 @@ def export_litert(
     Args:
         model: A Keras classifier with one input and one output, or a
             `Distiller` (anything with a `.student`), in which case only the
-            student is exported: the teacher never ships.
+            student is exported: the teacher never ships. A student still
+            wrapped by `compression.prune_student` is exported stripped of
+            its pruning wrappers.
         path: Destination `.tflite` file.
         quantization: One of `"float32"`, `"dynamic"`, `"float16"`, `"int8"`.
         representative_data: Inputs to calibrate `"int8"` activation ranges
@@ -271,7 +273,7 @@ def export_litert(
         )
     _check_count("latency_runs", latency_runs, minimum=0)
     _check_count("num_threads", num_threads, minimum=1)
-    student = _unwrap_student(model)
+    student = _strip_pruning_wrappers(_unwrap_student(model))
     # Converting takes seconds: the data is checked before it starts.
     if validation_data is not None:
         x, y = _validation_xy(validation_data, student)
@@ -376,7 +378,7 @@ def convert_to_litert(
             "hundred examples) to calibrate activation ranges on. Received: "
             "representative_data=None"
         )
-    model = _unwrap_student(model)
+    model = _strip_pruning_wrappers(_unwrap_student(model))
     _check_single_input_output(model)
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -496,6 +498,7 @@ def verify_litert(
             "written unverified (accuracy and outputs not checked).",
             stacklevel=2,
         )
+        report.latency_runs = 0
         return report
 
     runner = _LiteRTRunner(litert_model, num_threads)
@@ -804,8 +807,9 @@ def _tf_ops_in(litert_model):
         custom_code = flatbuffer.OperatorCodes(index).CustomCode()
         if custom_code:
             name = custom_code.decode("utf-8", "replace")
-            if name.startswith("Flex") and name[4:] not in ops:
-                ops.append(name[4:])
+            # The converter names them Flex<TensorFlow op>.
+            if name.startswith("Flex") and f"tf.{name[4:]}" not in ops:
+                ops.append(f"tf.{name[4:]}")
     return ops
 
 
@@ -831,6 +835,26 @@ def _unwrap_student(model):
             f"Received: model of type {type(model).__name__}.{hint}"
         )
     return model
+
+
+def _strip_pruning_wrappers(model):
+    """`model` without TFMOT pruning wrappers, which would ship their masks.
+
+    A pruned student still wrapped for training computes `kernel * mask` at
+    run time, so the converter can neither fold nor quantize its kernels.
+    """
+    if not LEGACY_KERAS or not _has_pruning_wrapper(model):
+        return model
+    from tf_distill import compression
+
+    return compression.strip_pruning(model)
+
+
+def _has_pruning_wrapper(layer):
+    # By class name, so that TFMOT is imported only when it is in use.
+    if type(layer).__name__ == "PruneLowMagnitude":
+        return True
+    return any(_has_pruning_wrapper(inner) for inner in getattr(layer, "layers", []))
 
 
 def _check_single_input_output(model):

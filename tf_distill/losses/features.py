@@ -23,17 +23,13 @@ def _flatten_features(features):
 
 def feature_mse(teacher_features, student_features):
     """Mean squared difference per example: `mean((f_t − f_s)²)`."""
-    difference = _flatten_features(teacher_features) - _flatten_features(
-        student_features
-    )
+    difference = _flatten_features(teacher_features) - _flatten_features(student_features)
     return tf.reduce_mean(tf.square(difference), axis=-1)
 
 
 def feature_l1(teacher_features, student_features):
     """Mean absolute difference per example: `mean(|f_t − f_s|)`."""
-    difference = _flatten_features(teacher_features) - _flatten_features(
-        student_features
-    )
+    difference = _flatten_features(teacher_features) - _flatten_features(student_features)
     return tf.reduce_mean(tf.abs(difference), axis=-1)
 
 
@@ -351,4 +347,3 @@ class AttentionTransfer(DistillationLoss):
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
         }
-

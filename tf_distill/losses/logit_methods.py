@@ -66,9 +66,7 @@ def _target_mask(labels, teacher_logits):
     return tf.one_hot(indices, num_classes, on_value=True, off_value=False)
 
 
-def decoupled_kd(
-    teacher_logits, student_logits, labels=None, alpha=1.0, beta=8.0, temperature=4.0
-):
+def decoupled_kd(teacher_logits, student_logits, labels=None, alpha=1.0, beta=8.0, temperature=4.0):
     """Decoupled knowledge distillation (DKD) per example.
 
     Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation"
@@ -133,16 +131,19 @@ def decoupled_kd(
         log_others_total = tf.reduce_logsumexp(others, axis=-1)
         log_target = tf.reduce_sum(tf.where(target, scaled, 0.0), axis=-1) - log_total
         log_binary = tf.stack([log_target, log_others_total - log_total], axis=-1)
-        log_non_target = scaled - log_others_total[:, None]
+        # The target's own entry is set to log 1 = 0 on both sides, so its
+        # KL term is exactly 0: `scaled − log_others_total` there can be
+        # large enough for `exp` to overflow, and `inf · 0` is NaN.
+        log_non_target = tf.where(target, tf.zeros_like(scaled), scaled - log_others_total[:, None])
         return log_binary, log_non_target
 
     teacher_binary, teacher_non_target = log_parts(teacher_logits)
     student_binary, student_non_target = log_parts(student_logits)
-    tckd = tf.reduce_sum(
-        tf.exp(teacher_binary) * (teacher_binary - student_binary), axis=-1
+    tckd = tf.reduce_sum(tf.exp(teacher_binary) * (teacher_binary - student_binary), axis=-1)
+    nckd = tf.reduce_sum(
+        tf.exp(teacher_non_target) * (teacher_non_target - student_non_target),
+        axis=-1,
     )
-    nckd_terms = tf.exp(teacher_non_target) * (teacher_non_target - student_non_target)
-    nckd = tf.reduce_sum(tf.where(target, 0.0, nckd_terms), axis=-1)
     return (alpha * tckd + beta * nckd) * temperature**2
 
 
@@ -156,9 +157,7 @@ def _pearson_distance(a, b, axis, epsilon=1e-8):
     a = a - tf.reduce_mean(a, axis=axis, keepdims=True)
     b = b - tf.reduce_mean(b, axis=axis, keepdims=True)
     covariance = tf.reduce_sum(a * b, axis=axis)
-    norms_squared = tf.reduce_sum(tf.square(a), axis=axis) * tf.reduce_sum(
-        tf.square(b), axis=axis
-    )
+    norms_squared = tf.reduce_sum(tf.square(a), axis=axis) * tf.reduce_sum(tf.square(b), axis=axis)
     return 1.0 - covariance / tf.sqrt(tf.maximum(norms_squared, epsilon**2))
 
 

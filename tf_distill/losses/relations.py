@@ -24,10 +24,7 @@ _NORMALIZE_EPSILON = 1e-12
 def _flatten(features):
     features = tf.cast(features, tf.float32)
     if features.shape.rank == 0:
-        raise ValueError(
-            "Relational losses need features with a batch axis. Received a "
-            "scalar."
-        )
+        raise ValueError("Relational losses need features with a batch axis. Received a scalar.")
     return tf.reshape(features, [tf.shape(features)[0], -1])
 
 
@@ -92,9 +89,7 @@ def rkd_distance(teacher_features, student_features):
 def _angles(features):
     """`[b, b, b]` cosines `⟨e(f_j − f_i), e(f_k − f_i)⟩` at each vertex `i`."""
     differences = features[None, :, :] - features[:, None, :]  # [i, j] = f_j − f_i
-    directions = tf.math.l2_normalize(
-        differences, axis=-1, epsilon=_NORMALIZE_EPSILON
-    )
+    directions = tf.math.l2_normalize(differences, axis=-1, epsilon=_NORMALIZE_EPSILON)
     return tf.matmul(directions, directions, transpose_b=True)
 
 

@@ -1,0 +1,133 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from tf_distill import cli
+from tf_distill import saving
+
+MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+FAST = {
+    "data": {"source": "digits", "batch_size": 64},
+    "teacher": {"architecture": "cnn", "size": "medium", "epochs": 3},
+    "student": {"architecture": "mlp", "size": "small"},
+    "distillation": {"student_loss_weight": 0.3, "losses": [{"name": "kd", "temperature": 4.0}]},
+    "training": {"epochs": 2, "seed": 1},
+}
+
+
+def _write_config(tmp_path, **overrides):
+    config = json.loads(json.dumps(FAST))
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    config.setdefault("output", str(tmp_path / "out"))
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
+def test_run_writes_student_metrics_and_report(tmp_path, capsys):
+    path, config = _write_config(tmp_path)
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    models = {row["model"]: row for row in metrics["models"]}
+    assert set(models) == {"teacher", "student alone", "distilled student"}
+    for row in models.values():
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["test_error"] == pytest.approx(1.0 - row["test_accuracy"])
+    # Three epochs of a CNN on digits beat chance (0.1) by far.
+    assert models["teacher"]["test_accuracy"] > 0.5
+    assert models["distilled student"]["parameters"] < models["teacher"]["parameters"]
+    assert metrics["data"] == {"name": "digits", "train": 1257, "validation": 270,
+                               "test": 270, "num_classes": 10}
+    history = metrics["histories"]["distilled student"]
+    assert {"loss", "student_loss", "distillation_loss", "accuracy", "val_accuracy"} <= set(history)
+    assert len(history["loss"]) == 2
+    report = (out / "report.md").read_text()
+    assert "![training curves](curves.png)" in report
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    student = saving.load_model(out / "student.keras")
+    assert student.count_params() == models["distilled student"]["parameters"]
+    x = np.zeros((1, 8, 8, 1), "float32")
+    assert student(x).shape == (1, 10)
+    printed = capsys.readouterr().out
+    assert "| distilled student |" in printed
+
+
+def test_loaded_teacher_with_wrong_class_count_is_refused_before_training(tmp_path, capsys):
+    from tf_distill import architectures
+
+    teacher = architectures.build("mlp", (8, 8, 1), 5, size="small")
+    teacher_path = tmp_path / "teacher.keras"
+    saving.save_model(teacher, teacher_path)
+    path, _ = _write_config(tmp_path, teacher={"path": str(teacher_path)})
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "The teacher outputs 5 classes but the data has 10" in err
+    assert not (tmp_path / "out" / "student.keras").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"distillation": {"losses": [{"name": "kd", "temperature": 0}]}}, "Received: temperature=0"),
+        ({"distillation": {"student_loss_weight": 2}}, "student_loss_weight` must be <= 1"),
+        ({"data": {"source": "/no/such/folder"}}, "/no/such/folder"),
+        ({"training": {"epochs": 1, "bogus": 1}}, "Unknown key(s) ['bogus']"),
+    ],
+)
+def test_bad_configs_exit_2_with_a_clear_message(tmp_path, capsys, overrides, message):
+    path, _ = _write_config(tmp_path, **overrides)
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tf-distill: error:")
+    assert message in err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_labels_outside_the_class_range_are_refused(tmp_path, capsys):
+    npz = tmp_path / "bad.npz"
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
+    y = np.arange(40) % 4
+    y[3] = -1
+    np.savez(npz, x=x, y=y)
+    path, _ = _write_config(tmp_path, data={"source": str(npz)})
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    assert "-1" in capsys.readouterr().err
+
+
+def test_losses_lists_the_registry(capsys):
+    assert cli.main(["losses"]) == 0
+    out = capsys.readouterr().out
+    from tf_distill import losses
+
+    for name in losses.names():
+        assert any(line.startswith(name + " ") for line in out.splitlines())
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert cli.main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "Cannot read the config file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST), reason="../shared/data/mnist is absent")
+def test_run_on_local_mnist(tmp_path):
+    path, _ = _write_config(
+        tmp_path,
+        data={"source": MNIST, "train_size": 600, "validation_size": 200, "test_size": 300},
+        teacher={"architecture": "mlp", "size": "small", "epochs": 2},
+        training={"epochs": 1, "baseline": False},
+    )
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["data"]["name"] == "mnist"
+    assert metrics["data"]["train"] == 600
+    assert [row["model"] for row in metrics["models"]] == ["teacher", "distilled student"]

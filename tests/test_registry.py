@@ -1,0 +1,174 @@
+"""Tests of the loss registry: names, configs, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tf_distill import losses
+from tf_distill.backend import keras
+from tf_distill.backend import register_serializable
+from tf_distill.backend import tf
+from tf_distill.losses import registry
+
+EXPECTED = {
+    "kd": (losses.LogitsDistillation, {"temperature": 2.0, "loss": "reverse_kl"}),
+    "feature": (losses.FeatureDistillation, {"loss": "l1"}),
+    "fitnets": (losses.FitNets, {"teacher_layer_name": "t3"}),
+    "attention_transfer": (losses.AttentionTransfer, {"power": 1.0}),
+    "rkd_distance": (losses.RKDDistance, {"student_layer_name": "emb"}),
+    "rkd_angle": (losses.RKDAngle, {"teacher_layer_name": "emb"}),
+    "similarity_preserving": (losses.SimilarityPreserving, {}),
+    "pkt": (losses.PKT, {"student_layer_name": "pool"}),
+    "dkd": (losses.DecoupledKD, {"alpha": 0.5, "beta": 2.0}),
+    "dist": (losses.DIST, {"gamma": 2.0, "temperature": 1.0}),
+}
+
+
+def test_every_issue_name_is_registered():
+    assert set(EXPECTED) <= set(losses.names())
+    assert losses.names() == sorted(losses.names())
+    described = {name: (cls, summary) for name, cls, summary in losses.describe()}
+    for name, (cls, _) in EXPECTED.items():
+        assert described[name][0] == cls.__name__
+        assert described[name][1].strip()
+        assert "\n" not in described[name][1]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_get_by_name_builds_the_default(name):
+    cls, _ = EXPECTED[name]
+    loss = losses.get(name)
+    assert type(loss) is cls
+    assert loss.get_config() == cls().get_config()
+    # Names are read case- and space-insensitively.
+    assert type(losses.get(f" {name.upper()} ")) is cls
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_round_trip(name):
+    cls, arguments = EXPECTED[name]
+    loss = losses.get({"name": name, **arguments})
+    assert type(loss) is cls
+    for key, value in arguments.items():
+        assert loss.get_config()[key] == value
+
+    config = losses.serialize(loss)
+    assert config["name"] == name
+    # A config is plain data: it survives JSON (and hence YAML).
+    config = json.loads(json.dumps(config))
+    restored = losses.get(config)
+    assert type(restored) is cls
+    assert restored.get_config() == loss.get_config()
+
+    keras_config = json.loads(json.dumps(keras.saving.serialize_keras_object(loss)))
+    for restored in (
+        losses.deserialize(keras_config),
+        losses.get(keras_config),
+        keras.saving.deserialize_keras_object(keras_config),
+    ):
+        assert type(restored) is cls
+        assert restored.get_config() == loss.get_config()
+
+
+def test_get_returns_a_loss_object_unchanged():
+    loss = losses.RKDAngle()
+    assert losses.get(loss) is loss
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError) as info:
+        losses.get("crd")
+    message = str(info.value)
+    assert "Unknown distillation loss" in message
+    assert "Received: 'crd'" in message
+    for name in EXPECTED:
+        assert repr(name) in message
+    with pytest.raises(ValueError, match=r"Unknown distillation loss.*'rkd_angle'"):
+        losses.get({"name": "rkd_anlge"})
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"name": "kd", "temperature": 0.0}, r"`temperature` must be > 0"),
+        ({"name": "dist", "gamma": -1.0}, r"`gamma` must be >= 0"),
+        ({"name": "attention_transfer", "power": "two"}, r"`power` must be a number"),
+        (
+            {"name": "rkd_angle", "temperature": 2.0},
+            r"Invalid arguments for distillation loss 'rkd_angle'.*temperature"
+            r".*Received: \{'temperature': 2.0\}",
+        ),
+        (
+            {"name": "dkd", "alpah": 1.0},
+            r"Invalid arguments for distillation loss 'dkd'.*alpah",
+        ),
+        ({"temperature": 4.0}, r"A loss config needs a `name` \(one of \[.*'kd'"),
+    ],
+)
+def test_bad_configs_raise_with_message(config, message):
+    with pytest.raises(ValueError, match=message):
+        losses.get(config)
+
+
+def test_bad_identifiers_raise_with_message():
+    with pytest.raises(
+        ValueError, match=r"Could not interpret distillation loss identifier.*Received: 3"
+    ):
+        losses.get(3)
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a DistillationLoss to serialize. Received: "
+        r"loss='kd' of type str",
+    ):
+        losses.serialize("kd")
+    with pytest.raises(ValueError, match=r"Expected a dict to deserialize.*Received: config='kd'"):
+        losses.deserialize("kd")
+
+
+def test_registering_a_taken_name_raises():
+    class Imposter(losses.DistillationLoss):
+        pass
+
+    with pytest.raises(ValueError, match=r"already registered as 'kd'"):
+        losses.register("kd", "not Hinton")(Imposter)
+    assert losses.get("kd").__class__ is losses.LogitsDistillation
+    # Registering the same class twice is harmless (module reloads).
+    losses.register("kd", "again")(losses.LogitsDistillation)
+    assert registry._REGISTRY["kd"][0] is losses.LogitsDistillation
+
+
+def test_user_losses_join_the_registry():
+    @register_serializable()
+    class MeanGap(losses.DistillationLoss):
+        """A keras.distillation-style loss: only `compute_loss`, a scalar."""
+
+        def __init__(self, scale=1.0):
+            self.scale = scale
+
+        def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+            return self.scale * tf.reduce_mean(tf.abs(teacher_outputs - student_outputs))
+
+        def get_config(self):
+            return {"scale": self.scale}
+
+    try:
+        losses.register("test_mean_gap", "Mean absolute gap (test only)")(MeanGap)
+        loss = losses.get({"name": "test_mean_gap", "scale": 2.0})
+        teacher = tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+        # The scalar counts for every example.
+        np.testing.assert_allclose(loss(teacher, teacher + 0.5), [1.0, 1.0, 1.0])
+        assert losses.serialize(loss) == {"name": "test_mean_gap", "scale": 2.0}
+    finally:
+        registry._REGISTRY.pop("test_mean_gap", None)
+    assert "test_mean_gap" not in losses.names()
+
+
+def test_base_class_requires_call_or_compute_loss():
+    class Empty(losses.DistillationLoss):
+        pass
+
+    with pytest.raises(
+        NotImplementedError, match=r"Empty must implement `call`.*or `compute_loss`"
+    ):
+        Empty()(tf.zeros([2, 3]), tf.zeros([2, 3]))
