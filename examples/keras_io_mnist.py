@@ -41,10 +41,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-import tf_distill  # noqa: E402
+import tf_distill.data  # noqa: E402
 from tf_distill import Distiller  # noqa: E402  (keras.io: `class Distiller(keras.Model)`)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,8 +51,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist")
 
 # --fast: enough examples that one epoch beats chance, few enough for a test.
-FAST_TRAIN_SIZE = 1500
-FAST_TEST_SIZE = 1000
+FAST_TRAIN_SIZE = 1000
+FAST_TEST_SIZE = 500
 
 
 def local_mnist_folder():

@@ -80,7 +80,7 @@ def fitnets(teacher, student):
 
 
 def attention(teacher, student, power=2.0):
-    """Zagoruyko & Komodakis 2017, Eq. 2 with the 2-norm of the difference."""
+    """Zagoruyko & Komodakis 2017, with the 2-norm of the difference."""
     values = []
     for a_t, a_s in zip(teacher, student):
         q_t = (np.abs(np.asarray(a_t, np.float64)) ** power).sum(axis=-1).ravel()
@@ -103,7 +103,7 @@ def huber(x):
 
 
 def rkd_distance(teacher, student):
-    """Park et al. 2019, Eqs. 3–5, averaged over all b² ordered pairs."""
+    """Park et al. 2019, distance-wise, averaged over all b² ordered pairs."""
     t, s = _rows(teacher), _rows(student)
     b = len(t)
 
@@ -117,7 +117,7 @@ def rkd_distance(teacher, student):
 
 
 def rkd_angle(teacher, student):
-    """Park et al. 2019, Eqs. 6–7, averaged over all b³ triplets (vertex i)."""
+    """Park et al. 2019, angle-wise, averaged over all b³ triplets (vertex i)."""
     t, s = _rows(teacher), _rows(student)
     b = len(t)
 
@@ -175,7 +175,7 @@ def pkt(teacher, student):
 
 
 def dkd(teacher, student, labels, alpha, beta, temperature):
-    """Zhao et al. 2022, Eqs. 1–7: T²(α·TCKD + β·NCKD), per example."""
+    """Zhao et al. 2022: T²(α·TCKD + β·NCKD), per example."""
     p_t = softmax(teacher, temperature)
     p_s = softmax(student, temperature)
     values = []
@@ -194,7 +194,7 @@ def pearson(u, v):
 
 
 def dist(teacher, student, beta, gamma, temperature):
-    """Huang et al. 2022, Eqs. 5–9; the batch-level intra term on every row."""
+    """Huang et al. 2022; the batch-level intra term on every row."""
     y_t = softmax(teacher, temperature)
     y_s = softmax(student, temperature)
     b, c = y_t.shape

@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import importlib.util
 import os
 
 import numpy as np
@@ -357,6 +358,15 @@ def test_tfds_offline_from_data_dir(tmp_path):
         _rows(tiny.x_val, tiny.y_val),
         _rows(shapes["validation"][0].astype("float32") / 255, shapes["validation"][1]),
     )
+
+
+def test_tfds_missing_importlib_resources_is_explained(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    if importlib.util.find_spec("importlib_resources") is not None:
+        pytest.skip("importlib_resources is installed; preparing would download")
+    # tensorflow/datasets#11212: preparing fails before any download without it.
+    with pytest.raises(ImportError, match=r"needs `importlib_resources` to prepare 'mnist'"):
+        data.load("tfds:mnist", data_dir=str(tmp_path))
 
 
 def test_keras_datasets_dispatch(monkeypatch):

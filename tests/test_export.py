@@ -230,9 +230,7 @@ def test_distiller_exports_only_the_student(classifier, digits, tmp_path):
     )
     distiller = types.SimpleNamespace(teacher=teacher, student=classifier)
     path = tmp_path / "student.tflite"
-    report = export.export_litert(
-        distiller, path, validation_data=(x_val, y_val), latency_runs=0
-    )
+    report = export.export_litert(distiller, path, validation_data=(x_val, y_val), latency_runs=0)
     outputs, _, _ = run_litert(path, x_val)
     np.testing.assert_allclose(outputs, keras_outputs(classifier, x_val), atol=1e-4)
     assert report.keras_accuracy == pytest.approx(
@@ -267,7 +265,10 @@ def test_verify_litert_reads_a_file(classifier, digits, tmp_path):
     path = tmp_path / "student.tflite"
     path.write_bytes(export.convert_to_litert(classifier, quantization="float16"))
     report = export.verify_litert(
-        str(path), classifier, validation_data=x_val, quantization="float16",
+        str(path),
+        classifier,
+        validation_data=x_val,
+        quantization="float16",
         latency_runs=0,
     )
     assert report.verified
@@ -283,9 +284,7 @@ def test_unsupported_ops_listed_and_nothing_written(tmp_path):
             keras.Input((4,)),
             # MatrixDeterminant has no LiteRT builtin kernel.
             keras.layers.Lambda(
-                lambda t: tf.concat(
-                    [t, tf.linalg.det(tf.reshape(t, [-1, 2, 2]))[:, None]], axis=1
-                )
+                lambda t: tf.concat([t, tf.linalg.det(tf.reshape(t, [-1, 2, 2]))[:, None]], axis=1)
             ),
             keras.layers.Dense(3),
         ]
@@ -394,7 +393,9 @@ def test_rejects_non_keras_and_multi_input_models(tmp_path):
     first, second = keras.Input((3,)), keras.Input((3,))
     outputs = keras.layers.Dense(2)(keras.layers.Concatenate()([first, second]))
     model = keras.Model([first, second], outputs)
-    with pytest.raises(ValueError, match="one input and one output. Received a model with 2 inputs"):
+    with pytest.raises(
+        ValueError, match="one input and one output. Received a model with 2 inputs"
+    ):
         export.export_litert(model, tmp_path / "m.tflite")
     assert os.listdir(tmp_path) == []
 

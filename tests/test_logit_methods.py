@@ -53,7 +53,7 @@ def test_dkd_hand_checked():
 
 
 def test_dkd_reformulates_kd():
-    # Zhao et al. Eq. 7: KD = TCKD + (1 − p_g^T) · NCKD, for every example.
+    # Zhao et al. 2022: KD = TCKD + (1 − p_g^T) · NCKD, for every example.
     temperature = 2.5
     teacher = random_logits([6, 5], 0)
     student = random_logits([6, 5], 1)

@@ -253,7 +253,7 @@ def test_student_gradients_finite_and_nonzero(function):
 
 
 def test_gradient_matches_hinton_closed_form():
-    # d/ds T²·KL(p_t ‖ p_s) = T · (p_s − p_t) (Hinton et al. 2015, Eq. 2).
+    # d/ds T²·KL(p_t ‖ p_s) = T · (p_s − p_t) (Hinton et al. 2015, Sec. 2.1).
     temperature = 3.0
     teacher = random_logits([2, 4], 23)
     student = tf.Variable(random_logits([2, 4], 24))

@@ -118,6 +118,7 @@ def main(argv=None):
     """Entry point of `tf-distill`; returns the exit status."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    from tf_distill.callbacks import TrainingDivergedError
     from tf_distill.config import ConfigError
     from tf_distill.saving import UnsafeModelError
 
@@ -129,6 +130,9 @@ def main(argv=None):
     except ValueError as error:
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        print(f"tf-distill: error: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("tf-distill: interrupted", file=sys.stderr)
         return 130

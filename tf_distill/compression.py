@@ -112,8 +112,7 @@ def prune_student(
     require_legacy_keras("prune_student")
     if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(
-            "`target_sparsity` must be in [0, 1). Received: "
-            f"target_sparsity={target_sparsity!r}"
+            f"`target_sparsity` must be in [0, 1). Received: target_sparsity={target_sparsity!r}"
         )
     if not 0.0 <= initial_sparsity <= target_sparsity:
         raise ValueError(
@@ -123,9 +122,7 @@ def prune_student(
         )
     for name, value in (("begin_step", begin_step), ("end_step", end_step)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be an integer >= 0. Received: {name}={value!r}"
-            )
+            raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
     if end_step <= begin_step:
         raise ValueError(
             "`end_step` must be greater than `begin_step`. Received: "
@@ -148,9 +145,7 @@ def prune_student(
         end_step=end_step,
         frequency=frequency,
     )
-    return tfmot.sparsity.keras.prune_low_magnitude(
-        student, pruning_schedule=schedule
-    )
+    return tfmot.sparsity.keras.prune_low_magnitude(student, pruning_schedule=schedule)
 
 
 def pruning_callbacks(log_dir=None):
@@ -214,11 +209,9 @@ def sparsity(model):
 
 
 def _prunable_weights(model):
-    from tensorflow_model_optimization.python.core.sparsity.keras import (
-        prunable_layer,
-        prune_registry,
-        pruning_wrapper,
-    )
+    from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
     weights, seen = [], set()
 

@@ -432,6 +432,9 @@ class Distiller(keras.Model):
                 student_value = self.adapters[index](student_value, training=training)
                 if self._teacher_pools[index] is not None:
                     teacher_value = self._teacher_pools[index](teacher_value)
+            # As keras.distillation does: a clear error (at trace time, before
+            # the first step) rather than a shape error deep inside the loss.
+            loss.validate_outputs(teacher_value, student_value)
             kwargs = {"mask": mask}
             if getattr(loss, "needs_labels", False):
                 kwargs["labels"] = y

@@ -22,19 +22,17 @@ Runs under Keras 3 and, with `TF_USE_LEGACY_KERAS=1`, with tf_keras models
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import os
 import statistics
 import time
 import warnings
-from typing import Optional
 
 import numpy as np
 
 from tf_distill import io as tf_distill_io
-from tf_distill.backend import keras
 from tf_distill.backend import LEGACY_KERAS
+from tf_distill.backend import keras
 from tf_distill.backend import tf
 
 QUANTIZATION_MODES = ("float32", "dynamic", "float16", "int8")
@@ -110,23 +108,23 @@ class ExportReport:
         max_accuracy_drop: The allowed accuracy drop in points.
     """
 
-    path: Optional[str]
+    path: str | None
     quantization: str
     file_size_bytes: int
-    num_examples: Optional[int] = None
-    keras_accuracy: Optional[float] = None
-    litert_accuracy: Optional[float] = None
-    accuracy_drop_points: Optional[float] = None
-    top1_agreement: Optional[float] = None
-    max_abs_difference: Optional[float] = None
-    latency_ms: Optional[float] = None
+    num_examples: int | None = None
+    keras_accuracy: float | None = None
+    litert_accuracy: float | None = None
+    accuracy_drop_points: float | None = None
+    top1_agreement: float | None = None
+    max_abs_difference: float | None = None
+    latency_ms: float | None = None
     latency_runs: int = 0
     num_threads: int = 1
-    input_dtype: Optional[str] = None
-    output_dtype: Optional[str] = None
+    input_dtype: str | None = None
+    output_dtype: str | None = None
     tf_ops: list = dataclasses.field(default_factory=list)
     verified: bool = False
-    max_accuracy_drop: Optional[float] = None
+    max_accuracy_drop: float | None = None
 
     def to_dict(self):
         """The report as a JSON-serializable dict."""
@@ -172,8 +170,7 @@ def reports_table(reports):
     header = "| " + " | ".join(name for name, _ in _TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in _TABLE_COLUMNS) + "|"
     rows = [
-        "| " + " | ".join(cell(report) for _, cell in _TABLE_COLUMNS) + " |"
-        for report in reports
+        "| " + " | ".join(cell(report) for _, cell in _TABLE_COLUMNS) + " |" for report in reports
     ]
     return "\n".join([header, rule, *rows]) + "\n"
 
@@ -264,15 +261,7 @@ def export_litert(
     >>> print(report.to_markdown())
     """
     _check_quantization(quantization)
-    if isinstance(max_accuracy_drop, bool) or not isinstance(
-        max_accuracy_drop, (int, float)
-    ) or not math.isfinite(max_accuracy_drop):
-        raise ValueError(
-            "`max_accuracy_drop` must be a finite number of percentage points. "
-            f"Received: max_accuracy_drop={max_accuracy_drop!r}"
-        )
-    _check_count("latency_runs", latency_runs, minimum=0)
-    _check_count("num_threads", num_threads, minimum=1)
+    _check_verification_arguments(max_accuracy_drop, latency_runs, num_threads)
     student = _strip_pruning_wrappers(_unwrap_student(model))
     # Converting takes seconds: the data is checked before it starts.
     if validation_data is not None:
@@ -280,7 +269,9 @@ def export_litert(
         comparison_data = x if y is None else (x, y)
     elif representative_data is not None:
         comparison_data = _examples(
-            representative_data, student, "representative_data",
+            representative_data,
+            student,
+            "representative_data",
             limit=calibration_examples,
         )
     else:
@@ -390,7 +381,9 @@ def convert_to_litert(
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
         calibration = _examples(
-            representative_data, model, "representative_data",
+            representative_data,
+            model,
+            "representative_data",
             limit=calibration_examples,
         )
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -411,9 +404,7 @@ def convert_to_litert(
         # converter warns that int8 inputs have no statistics, which is
         # expected: their scale comes from calibration.
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="Statistics for quantized inputs"
-            )
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return converter.convert()
     except Exception as error:  # The converter raises a private class.
         unsupported, need_custom = _unsupported_ops(error)
@@ -438,8 +429,7 @@ def convert_to_litert(
                 ops=unsupported,
             ) from error
         raise ExportError(
-            f"LiteRT conversion failed ({quantization} mode): "
-            f"{_first_lines(str(error))}"
+            f"LiteRT conversion failed ({quantization} mode): {_first_lines(str(error))}"
         ) from error
 
 
@@ -476,6 +466,7 @@ def verify_litert(
             interpreter cannot run the model.
     """
     _check_quantization(quantization)
+    _check_verification_arguments(max_accuracy_drop, latency_runs, num_threads)
     model = _unwrap_student(model)
     if isinstance(litert_model, (str, os.PathLike)):
         with open(litert_model, "rb") as handle:
@@ -507,9 +498,6 @@ def verify_litert(
     if validation_data is not None:
         x, y = _validation_xy(validation_data, model)
         _compare(report, runner, model, x, y)
-    if latency_runs:
-        report.latency_ms = runner.latency_ms(latency_runs)
-
     if (
         quantization == "float32"
         and report.max_abs_difference is not None
@@ -521,10 +509,7 @@ def verify_litert(
             "conversion changed the model's computation.",
             report=report,
         )
-    if (
-        report.accuracy_drop_points is not None
-        and report.accuracy_drop_points > max_accuracy_drop
-    ):
+    if report.accuracy_drop_points is not None and report.accuracy_drop_points > max_accuracy_drop:
         raise AccuracyDropError(
             f"The {quantization} LiteRT model is "
             f"{report.accuracy_drop_points:.2f} accuracy points below the "
@@ -535,6 +520,8 @@ def verify_litert(
             "typical representative_data, or quantization-aware training.",
             report=report,
         )
+    if latency_runs:
+        report.latency_ms = runner.latency_ms(latency_runs)
     report.verified = True
     return report
 
@@ -546,9 +533,7 @@ class _LiteRTRunner:
         # Imported here so that importing tf_distill stays light.
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(
-            model_content=litert_model, num_threads=num_threads
-        )
+        self._interpreter = Interpreter(model_content=litert_model, num_threads=num_threads)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -566,9 +551,7 @@ class _LiteRTRunner:
         try:
             self._interpreter.allocate_tensors()
         except RuntimeError as error:
-            raise ExportError(
-                f"The LiteRT interpreter cannot run the model: {error}"
-            ) from error
+            raise ExportError(f"The LiteRT interpreter cannot run the model: {error}") from error
 
     def _resize(self, batch_size):
         if batch_size == self._batch_size:
@@ -650,9 +633,7 @@ def _compare(report, runner, model, x, y):
     labels = _class_indices(y, keras_outputs.shape[-1])
     report.keras_accuracy = float(np.mean(keras_classes == labels))
     report.litert_accuracy = float(np.mean(litert_classes == labels))
-    report.accuracy_drop_points = 100.0 * (
-        report.keras_accuracy - report.litert_accuracy
-    )
+    report.accuracy_drop_points = 100.0 * (report.keras_accuracy - report.litert_accuracy)
 
 
 def _class_indices(y, num_classes):
@@ -770,9 +751,11 @@ def _unsupported_ops(error):
     unsupported, need_custom = [], []
     for error_data in getattr(error, "errors", None) or []:
         try:
-            code = error_data.DESCRIPTOR.fields_by_name[
-                "error_code"
-            ].enum_type.values_by_number[error_data.error_code].name
+            code = (
+                error_data.DESCRIPTOR.fields_by_name["error_code"]
+                .enum_type.values_by_number[error_data.error_code]
+                .name
+            )
         except (AttributeError, KeyError):
             continue
         name = error_data.operator.name
@@ -876,11 +859,23 @@ def _check_quantization(quantization):
         )
 
 
+def _check_verification_arguments(max_accuracy_drop, latency_runs, num_threads):
+    if (
+        isinstance(max_accuracy_drop, bool)
+        or not isinstance(max_accuracy_drop, (int, float))
+        or not math.isfinite(max_accuracy_drop)
+    ):
+        raise ValueError(
+            "`max_accuracy_drop` must be a finite number of percentage points. "
+            f"Received: max_accuracy_drop={max_accuracy_drop!r}"
+        )
+    _check_count("latency_runs", latency_runs, minimum=0)
+    _check_count("num_threads", num_threads, minimum=1)
+
+
 def _check_count(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
 
 
 __all__ = [

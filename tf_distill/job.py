@@ -5,6 +5,8 @@ trained alone (the baseline) and distilled from the same initial weights →
 test metrics, saved student, `metrics.json` and `report.md` with plots.
 """
 
+import hashlib
+import json
 import os
 import time
 
@@ -15,6 +17,9 @@ from tf_distill import architectures
 from tf_distill import data as data_lib
 from tf_distill import saving
 from tf_distill.backend import keras
+from tf_distill.callbacks import KeepLastGoodModel
+from tf_distill.callbacks import StopOnNonFiniteLoss
+from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.config import ConfigError
 from tf_distill.distiller import Distiller
 from tf_distill.distiller import crossentropy_from_logits
@@ -70,6 +75,16 @@ def _history(history):
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
+STATE_FILE = "run_state.json"
+
+
+def config_hash(config):
+    """A fingerprint of everything in `config` that changes the results."""
+    relevant = {k: v for k, v in config.items() if k not in ("output",)}
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class Job:
     """Runs one config. `Job(config).run()` returns the metrics dict."""
 
@@ -78,8 +93,47 @@ class Job:
         self.verbose = verbose
         self.log = log if verbose else (lambda *args, **kwargs: None)
         self.output = config["output"]
+        self.hash = config_hash(config)
+        self.state = {"config_hash": self.hash, "phases": {}}
 
-    def _fit_plain(self, model, data, epochs, learning_rate, optimizer, seed):
+    def _path(self, *names):
+        return os.path.join(self.output, *names)
+
+    def _load_state(self):
+        """Reads the state of an interrupted run; refuses another config's."""
+        path = self._path(STATE_FILE)
+        if not os.path.exists(path):
+            # Written first, so that even a backup of an interrupted first
+            # phase is tied to this config.
+            atomic_write_json(path, self.state)
+            return
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        if state.get("config_hash") != self.hash:
+            raise ConfigError(
+                f"The output folder {self.output!r} holds a run of a different "
+                f"config (fingerprint {state.get('config_hash')} there, "
+                f"{self.hash} now). Resuming with a changed config would mix "
+                "results: use another `--output`, or delete the folder to start over."
+            )
+        self.state = state
+        done = ", ".join(state["phases"]) or "nothing"
+        self.log(f"Resuming the run in {self.output} (done: {done})")
+
+    def _save_phase(self, phase, **values):
+        self.state["phases"][phase] = values
+        atomic_write_json(self._path(STATE_FILE), self.state)
+
+    def _done(self, phase, filename):
+        return phase in self.state["phases"] and os.path.exists(self._path(filename))
+
+    def _backup(self, phase):
+        # Restores the last finished epoch of an interrupted phase.
+        return keras.callbacks.BackupAndRestore(
+            self._path(".backup", phase), double_checkpoint=True
+        )
+
+    def _fit_plain(self, model, data, epochs, learning_rate, optimizer, seed, phase):
         model.compile(
             optimizer=_optimizer(optimizer, learning_rate),
             loss=crossentropy_from_logits,
@@ -94,6 +148,7 @@ class Job:
             epochs=epochs,
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=[self._backup(phase), keras.callbacks.TerminateOnNaN()],
         )
         return _history(history), time.perf_counter() - start
 
@@ -109,6 +164,11 @@ class Job:
             model = saving.load_model(config["path"], unsafe=self.config["unsafe"])
             _check_output_classes(model, "teacher", data.num_classes)
             return model, {}, 0.0
+        if self._done("teacher", "teacher.keras"):
+            phase = self.state["phases"]["teacher"]
+            self.log("Reusing the teacher trained before the interruption")
+            model = saving.load_model(self._path("teacher.keras"))
+            return model, phase["history"], phase["seconds"]
         model = architectures.build(
             config["architecture"],
             data.input_shape,
@@ -123,8 +183,33 @@ class Job:
         )
         history, seconds = self._fit_plain(
             model, data, config["epochs"], config["learning_rate"],
-            self.config["training"]["optimizer"], self.config["training"]["seed"],
+            self.config["training"]["optimizer"], self.config["training"]["seed"], "teacher",
         )
+        _check_finite(history, "teacher")
+        saving.save_model(_without_training_state(model), self._path("teacher.keras"))
+        self._save_phase("teacher", history=history, seconds=seconds)
+        return model, history, seconds
+
+    def baseline(self, data, initial_weights):
+        """Trains the student alone from `initial_weights`."""
+        training = self.config["training"]
+        if self._done("baseline", "student_alone.keras"):
+            phase = self.state["phases"]["baseline"]
+            self.log("Reusing the student trained alone before the interruption")
+            return saving.load_model(self._path("student_alone.keras")), phase["history"], phase["seconds"]
+        model = self._student(data, "student_alone")
+        model.set_weights(initial_weights)
+        self.log(
+            f"Training the student alone ({model.count_params():,} parameters, "
+            f"{training['epochs']} epochs)"
+        )
+        history, seconds = self._fit_plain(
+            model, data, training["epochs"], training["learning_rate"],
+            training["optimizer"], training["seed"], "baseline",
+        )
+        _check_finite(history, "student trained alone")
+        saving.save_model(_without_training_state(model), self._path("student_alone.keras"))
+        self._save_phase("baseline", history=history, seconds=seconds)
         return model, history, seconds
 
     def _student(self, data, name):
@@ -157,6 +242,8 @@ class Job:
             jit_compile=self._jit(),
         )
         batch = self.config["data"]["batch_size"]
+        diverged = StopOnNonFiniteLoss()
+        last_good = self._path("student_last_good.keras")
         start = time.perf_counter()
         history = distiller.fit(
             data.as_tf_dataset("train", batch, shuffle=True, seed=training["seed"]),
@@ -164,12 +251,26 @@ class Job:
             epochs=training["epochs"],
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=[diverged, KeepLastGoodModel(student, last_good), self._backup("distill")],
         )
+        if diverged.diverged_at is not None:
+            epoch, step, loss = diverged.diverged_at
+            kept = (
+                f"The last good student is kept at {last_good}."
+                if os.path.exists(last_good)
+                else "No epoch finished with a finite loss, so no student was saved."
+            )
+            raise TrainingDivergedError(
+                f"Distillation diverged: the loss became {loss} at epoch {epoch}, "
+                f"step {step}. {kept} Lower `training.learning_rate` or the "
+                "temperature, and check the data for extreme values."
+            )
         return distiller, _history(history), time.perf_counter() - start
 
     def run(self):
         """Runs the job; writes the output folder; returns the metrics."""
         os.makedirs(self.output, exist_ok=True)
+        self._load_state()
         training = self.config["training"]
         keras.utils.set_random_seed(training["seed"])
         data = load_data(self.config["data"])
@@ -195,29 +296,17 @@ class Job:
                "train_seconds": teacher_seconds}
         row.update(_evaluate(teacher, None, data.x_test, data.y_test, batch))
         if not self.config["teacher"]["path"]:
-            row["file_bytes"] = saving.save_model(
-                _without_training_state(teacher), os.path.join(self.output, "teacher.keras"))
+            row["file_bytes"] = os.path.getsize(self._path("teacher.keras"))
         rows.append(row)
 
         initial_weights = student.get_weights()
         if training["baseline"]:
-            baseline = self._student(data, "student_alone")
-            baseline.set_weights(initial_weights)
-            self.log(
-                f"Training the student alone ({student.count_params():,} parameters, "
-                f"{training['epochs']} epochs)"
-            )
-            history, seconds = self._fit_plain(
-                baseline, data, training["epochs"], training["learning_rate"],
-                training["optimizer"], training["seed"],
-            )
+            baseline, history, seconds = self.baseline(data, initial_weights)
             histories["student alone"] = history
             row = {"model": "student alone", "parameters": int(baseline.count_params()),
                    "train_seconds": seconds}
             row.update(_evaluate(baseline, None, data.x_test, data.y_test, batch))
-            row["file_bytes"] = saving.save_model(
-                _without_training_state(baseline), os.path.join(self.output, "student_alone.keras")
-            )
+            row["file_bytes"] = os.path.getsize(self._path("student_alone.keras"))
             rows.append(row)
 
         self.log(f"Distilling into the student ({training['epochs']} epochs)")
@@ -226,8 +315,10 @@ class Job:
         row = {"model": "distilled student", "parameters": int(student.count_params()),
                "train_seconds": seconds}
         row.update(_evaluate(student, None, data.x_test, data.y_test, batch))
-        row["file_bytes"] = saving.save_model(student, os.path.join(self.output, "student.keras"))
+        row["file_bytes"] = saving.save_model(student, self._path("student.keras"))
         rows.append(row)
+        if os.path.exists(self._path("student_last_good.keras")):
+            os.remove(self._path("student_last_good.keras"))
 
         results = {
             "data": {
@@ -273,6 +364,15 @@ class Job:
         result = report.to_dict()
         result["markdown"] = report.to_markdown()
         return result
+
+
+def _check_finite(history, role):
+    losses = history.get("loss") or []
+    if any(not np.isfinite(value) for value in losses):
+        raise TrainingDivergedError(
+            f"Training the {role} diverged: its loss became {losses[-1]}. Lower "
+            "the learning rate, and check the data for extreme values."
+        )
 
 
 def _summary(rows):

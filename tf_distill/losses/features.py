@@ -8,7 +8,6 @@ from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import deserialize_keras_loss
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import serialize_keras_loss
@@ -48,7 +47,7 @@ def feature_cosine(teacher_features, student_features, epsilon=1e-12):
 def fitnets_hint(teacher_hint, student_guided):
     """FitNets hint loss per example: `mean((u_h − r(v_g))²)`.
 
-    Romero et al., "FitNets: Hints for Thin Deep Nets" (ICLR 2015), Eq. 3:
+    Romero et al., "FitNets: Hints for Thin Deep Nets" (ICLR 2015), hint-based training:
 
         L_HT = ½ · ‖u_h(x) − r(v_g(x))‖²
 
@@ -56,7 +55,7 @@ def fitnets_hint(teacher_hint, student_guided):
     and `r` the trainable regressor (the adapter the `Distiller` applies to
     the student's features before calling this loss). This function returns
     the *mean* of the squared differences rather than the paper's half sum,
-    as torchdistill and mdistiller do: the two differ by the constant factor
+    as mdistiller does: the two differ by the constant factor
     `D / 2` (`D` the number of features), and the mean keeps a loss weight
     meaningful whatever the width of the hint layer.
 
@@ -80,6 +79,15 @@ def fitnets_hint(teacher_hint, student_guided):
             f"teacher {tuple(t_shape)} and student {tuple(s_shape)}."
         )
     return feature_mse(teacher_hint, student_guided)
+
+
+def _check_power(power):
+    # Below 1, d|a|^p/da is infinite at a = 0 (any ReLU zero), so training
+    # would see NaN gradients; the paper uses p >= 1.
+    if isinstance(power, bool) or not isinstance(power, (int, float)):
+        raise ValueError(f"`power` must be a number >= 1. Received: power={power!r}")
+    if not power >= 1:
+        raise ValueError(f"`power` must be >= 1. Received: power={power!r}")
 
 
 def _attention_map(features, power):
@@ -127,7 +135,7 @@ def attention_transfer(teacher_features, student_features, power=2.0):
 
     Zagoruyko & Komodakis, "Paying More Attention to Attention: Improving the
     Performance of Convolutional Neural Networks via Attention Transfer"
-    (ICLR 2017), Eq. 2. For a feature map `A` of shape `[h, w, c]`:
+    (ICLR 2017). For a feature map `A` of shape `[h, w, c]`:
 
         Q = vec(Σ_c |A_c|^p)                 # spatial attention, h·w values
         loss = ‖ Q_s / ‖Q_s‖₂ − Q_t / ‖Q_t‖₂ ‖₂
@@ -147,14 +155,15 @@ def attention_transfer(teacher_features, student_features, power=2.0):
             channels]`).
         student_features: Tensor `[batch, height, width, channels']` with the
             teacher's spatial size.
-        power: The exponent `p > 0` applied to absolute activations. The
-            paper uses 2.
+        power: The exponent `p >= 1` applied to absolute activations. The
+            paper uses 2 (larger values weigh the most active positions more).
 
     Returns:
         A `[batch]` float32 tensor, in [0, 2].
 
     Raises:
-        ValueError: if a rank is below 3 or the spatial sizes differ.
+        ValueError: if a rank is below 3, the spatial sizes differ, or
+            `power < 1`.
 
     Example:
 
@@ -162,7 +171,7 @@ def attention_transfer(teacher_features, student_features, power=2.0):
     >>> round(float(attention_transfer(maps, maps * 3.0)[0]), 6)
     0.0
     """
-    check_positive("power", power)
+    _check_power(power)
     _check_attention_shapes(teacher_features, student_features)
     teacher_attention = _attention_map(teacher_features, power)
     student_attention = _attention_map(student_features, power)
@@ -320,16 +329,16 @@ class AttentionTransfer(DistillationLoss):
     needed; spatial sizes must match.
 
     Args:
-        power: The exponent `p > 0`. Defaults to 2, as in the paper.
+        power: The exponent `p >= 1`. Defaults to 2, as in the paper.
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
 
     Raises:
-        ValueError: for `power <= 0`.
+        ValueError: for `power < 1`.
     """
 
     def __init__(self, power=2.0, teacher_layer_name=None, student_layer_name=None):
-        check_positive("power", power)
+        _check_power(power)
         self.power = float(power)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name

@@ -70,7 +70,7 @@ def decoupled_kd(teacher_logits, student_logits, labels=None, alpha=1.0, beta=8.
     """Decoupled knowledge distillation (DKD) per example.
 
     Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation"
-    (CVPR 2022), Eqs. 1–7. Hinton's KD loss splits into a target-class term
+    (CVPR 2022). Hinton's KD loss splits into a target-class term
     and a non-target-class term, which DKD weighs separately. With `g` the
     target class, `p = softmax(z / T)`:
 
@@ -165,7 +165,7 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
     """DIST: relation-matching KD, one value per example.
 
     Huang, You, Wang, Qian & Xu, "Knowledge Distillation from A Stronger
-    Teacher" (NeurIPS 2022), Eqs. 5–9. With `Y = softmax(Z / T)` row-wise for
+    Teacher" (NeurIPS 2022). With `Y = softmax(Z / T)` row-wise for
     a batch of `b` examples and `C` classes, and `d_p(u, v) = 1 − ρ(u, v)`
     (Pearson correlation):
 
@@ -186,7 +186,7 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
         gamma: Weight `γ ≥ 0` of the intra-class relation. The paper uses 1
             (2 for some ImageNet students).
         temperature: `T > 0`. The paper uses 1 on ImageNet and 4 on
-            CIFAR-100 (the default here, like mdistiller).
+            CIFAR-100 (the default here).
 
     Returns:
         A `[batch]` float32 tensor.

@@ -62,9 +62,9 @@ def _normalized_distances(features):
 def rkd_distance(teacher_features, student_features):
     """Distance-wise RKD loss, one row per example.
 
-    Park, Kim, Lu & Cho, "Relational Knowledge Distillation" (CVPR 2019),
-    Eqs. 3–5. Pairwise distances are normalized by their mean, so only the
-    *shape* of the batch is transferred, not its scale:
+    Park, Kim, Lu & Cho, "Relational Knowledge Distillation" (CVPR 2019).
+    Pairwise distances are normalized by their mean, so only the *shape* of
+    the batch is transferred, not its scale:
 
         ψ_D(t_i, t_j) = ‖t_i − t_j‖₂ / μ,   μ = mean_{i≠j} ‖t_i − t_j‖₂
         loss = mean_{i,j} huber(ψ_D(s_i, s_j) − ψ_D(t_i, t_j))
@@ -96,8 +96,8 @@ def _angles(features):
 def rkd_angle(teacher_features, student_features):
     """Angle-wise RKD loss, one row per example.
 
-    Park, Kim, Lu & Cho, "Relational Knowledge Distillation" (CVPR 2019),
-    Eqs. 6–7. For every triplet the cosine of the angle at the vertex `i`:
+    Park, Kim, Lu & Cho, "Relational Knowledge Distillation" (CVPR 2019).
+    For every triplet, the cosine of the angle at the vertex `i`:
 
         e_ij = (t_j − t_i) / ‖t_j − t_i‖₂
         ψ_A(t_i, t_j, t_k) = ⟨e_ij, e_ik⟩
@@ -130,8 +130,8 @@ def _similarity(features):
 def similarity_preserving(teacher_features, student_features):
     """Similarity-preserving KD loss, one row per example.
 
-    Tung & Mori, "Similarity-Preserving Knowledge Distillation" (ICCV 2019),
-    Eqs. 1–4. With `F` the `[b, features]` activations of the batch:
+    Tung & Mori, "Similarity-Preserving Knowledge Distillation" (ICCV 2019).
+    With `F` the `[b, features]` activations of the batch:
 
         G = F Fᵀ,   G̃[i, :] = G[i, :] / ‖G[i, :]‖₂
         loss = ‖G̃_t − G̃_s‖_F² / b²
@@ -166,7 +166,7 @@ def pkt(teacher_features, student_features, epsilon=1e-7):
     """Probabilistic knowledge transfer, one row per example.
 
     Passalis & Tefas, "Learning Deep Representations with Probabilistic
-    Knowledge Transfer" (ECCV 2018), Eqs. 6–11, with the cosine kernel:
+    Knowledge Transfer" (ECCV 2018), with the cosine kernel:
 
         K(a, b) = (cos(a, b) + 1) / 2                   # in [0, 1]
         p_{j|i} = K(t_i, t_j) / Σ_{k≠i} K(t_i, t_k)      (j ≠ i)

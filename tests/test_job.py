@@ -1,0 +1,141 @@
+"""Robustness of `tf-distill run`: divergence, resume after a kill, config changes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from tf_distill import config as config_lib
+from tf_distill import job
+from tf_distill import losses
+from tf_distill import saving
+from tf_distill.backend import tf
+from tf_distill.callbacks import TrainingDivergedError
+from tf_distill.config import ConfigError
+
+FAST = {
+    "data": {"source": "digits", "batch_size": 64},
+    "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},
+    "student": {"architecture": "mlp", "size": "small"},
+    "training": {"epochs": 3, "seed": 0, "baseline": False},
+}
+
+
+@losses.register("test_nan_after_steps", "test only: NaN after 25 steps")
+class NanAfterSteps(losses.DistillationLoss):
+    """A loss that turns NaN at the 26th training step (epoch 2 on digits)."""
+
+    def __init__(self):
+        self.steps = tf.Variable(0, trainable=False)
+
+    def call(self, teacher_outputs, student_outputs, mask=None):
+        self.steps.assign_add(1)
+        values = tf.reduce_mean(tf.square(teacher_outputs - student_outputs), axis=-1)
+        # Added, not selected with tf.where: the NaN must not reach the
+        # gradients of the steps before it appears.
+        return values + tf.where(self.steps > 25, np.nan, 0.0)
+
+
+def test_nan_loss_stops_with_error_and_keeps_last_good_student(tmp_path):
+    config = config_lib.validate(
+        {**FAST, "distillation": {"losses": ["test_nan_after_steps"]}, "output": str(tmp_path)}
+    )
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 2, step \d+.*kept at"):
+        job.run(config, verbose=0)
+    kept = saving.load_model(tmp_path / "student_last_good.keras")
+    assert all(np.isfinite(w).all() for w in kept.get_weights())
+    assert not (tmp_path / "student.keras").exists()
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_changed_config_is_refused_in_the_same_output(tmp_path):
+    config = config_lib.validate({**FAST, "training": {**FAST["training"], "epochs": 1},
+                                  "output": str(tmp_path)})
+    job.run(config, verbose=0)
+    metrics_before = (tmp_path / "metrics.json").read_bytes()
+    changed = dict(config, training={**config["training"], "learning_rate": 0.5})
+    with pytest.raises(ConfigError, match=r"holds a run of a different config.*another `--output`"):
+        job.run(changed, verbose=0)
+    assert (tmp_path / "metrics.json").read_bytes() == metrics_before
+
+
+def _cli(config_path, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tf_distill.cli", "run", str(config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}, **kwargs,
+    )
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    output = tmp_path / "out"
+    config = {**FAST, "teacher": {**FAST["teacher"], "epochs": 2},
+              "training": {**FAST["training"], "epochs": 40}, "output": str(output)}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = _cli(path)
+    metadata = output / ".backup" / "distill" / "training_metadata.json"
+    deadline = time.monotonic() + 240
+    try:
+        while not metadata.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert metadata.exists(), "the run never finished a distillation epoch"
+        # Let it run a little further so that the kill lands mid-epoch.
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (output / "metrics.json").exists()
+    finished_epochs = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= finished_epochs < 40
+    teacher_before = (output / "teacher.keras").read_bytes()
+
+    resumed = _cli(path)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert "Resuming the run" in out
+    assert "Reusing the teacher" in out
+    metrics = json.loads((output / "metrics.json").read_text())
+    history = metrics["histories"]["distilled student"]
+    # Only the epochs left after the last finished one were run again.
+    assert len(history["loss"]) <= 40 - finished_epochs
+    assert (output / "teacher.keras").read_bytes() == teacher_before
+    assert not (output / ".backup" / "distill").exists()
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 100), st.floats(allow_nan=True),
+    st.text(max_size=8), st.lists(st.integers(), max_size=3),
+)
+_keys = st.sampled_from(
+    ["source", "batch_size", "epochs", "learning_rate", "student_loss_weight", "losses",
+     "loss_weights", "architecture", "size", "path", "seed", "optimizer", "baseline",
+     "validation_size", "train_size", "quantization", "unknown_key", "temperature"]
+)
+_sections = st.dictionaries(
+    st.sampled_from(list(config_lib.SCHEMA) + ["output", "unsafe", "bogus"]),
+    st.one_of(_values, st.dictionaries(_keys, _values, max_size=4)),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sections)
+def test_random_configs_give_a_valid_config_or_a_clear_error(raw):
+    try:
+        config = config_lib.validate(raw)
+    except ConfigError as error:
+        assert str(error)
+        assert "Received" in str(error) or "Valid keys" in str(error) or "Expected" in str(error)
+    else:
+        assert set(config) == set(config_lib.SCHEMA) | {"output", "unsafe"}
