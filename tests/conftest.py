@@ -34,9 +34,9 @@ def build_mlp(
     """A Functional MLP: `Input -> <name>_hidden (relu) -> <name>_logits`."""
     inputs = keras.Input((input_dim,), name=f"{name}_input")
     hidden_out = keras.layers.Dense(hidden, activation="relu", name=f"{name}_hidden")(inputs)
-    outputs = keras.layers.Dense(
-        num_classes, activation=final_activation, name=f"{name}_logits"
-    )(hidden_out)
+    outputs = keras.layers.Dense(num_classes, activation=final_activation, name=f"{name}_logits")(
+        hidden_out
+    )
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -115,7 +115,6 @@ def counted_mlp(name, hidden=16):
 def test_keras_distillation_port_subclassed_models():
     """keras.distillation distiller_test.TestDistiller, on tf_distill."""
     x = np.random.random((20, 5)).astype(np.float32)
-    y = np.random.randint(0, 10, (20,)).astype(np.int32)
     teacher = SimpleModel(vocab_size=10, hidden_dim=32)
     student = SimpleModel(vocab_size=10, hidden_dim=16)
     teacher(x[:2])
@@ -165,7 +164,9 @@ def test_keras_distillation_port_subclassed_models():
     assert predictions.shape == (5, 10)
     initial = [w.numpy().copy() for w in student.trainable_weights]
     distiller.fit(x_train[:10], y_train[:10], epochs=1, verbose=0)
-    assert any(not np.allclose(a, w.numpy(), atol=1e-6) for a, w in zip(initial, student.trainable_weights))
+    assert any(
+        not np.allclose(a, w.numpy(), atol=1e-6) for a, w in zip(initial, student.trainable_weights)
+    )
 
     # test_evaluation_workflow
     results = distiller.evaluate(x_val, y_val, verbose=0)
@@ -227,10 +228,14 @@ def test_keras_distillation_port_sequential_features():
         distillation_losses=[
             LogitsDistillation(temperature=3.0),
             FeatureDistillation(
-                loss="mse", teacher_layer_name="teacher_dense_1", student_layer_name="student_dense_1"
+                loss="mse",
+                teacher_layer_name="teacher_dense_1",
+                student_layer_name="student_dense_1",
             ),
             FeatureDistillation(
-                loss="mse", teacher_layer_name="teacher_dense_2", student_layer_name="student_dense_2"
+                loss="mse",
+                teacher_layer_name="teacher_dense_2",
+                student_layer_name="student_dense_2",
             ),
         ],
         distillation_loss_weights=[1.0, 0.5, 0.3],
@@ -318,7 +323,9 @@ def test_distillation_loss_errors(teacher, student):
     distiller = Distiller(teacher, student, None)
     with pytest.raises(ValueError, match="'distillation_losses' cannot be `None`"):
         distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    with pytest.raises(ValueError, match=r"must hold at least one loss. Received: distillation_losses=\[\]"):
+    with pytest.raises(
+        ValueError, match=r"must hold at least one loss. Received: distillation_losses=\[\]"
+    ):
         Distiller(teacher, student, [])
     with pytest.raises(
         ValueError,
@@ -334,7 +341,8 @@ def test_distillation_loss_errors(teacher, student):
 
 def test_model_type_errors(teacher, student):
     with pytest.raises(
-        ValueError, match="`teacher` must be a keras.Model. Received: teacher='not_a_model' of type str"
+        ValueError,
+        match="`teacher` must be a keras.Model. Received: teacher='not_a_model' of type str",
     ):
         Distiller("not_a_model", student, LogitsDistillation())
     with pytest.raises(ValueError, match="`student` must be a keras.Model. Received: student=None"):
@@ -444,7 +452,9 @@ def test_logged_loss_matches_numpy(make_mlp, tiny_data, weighted):
     np.testing.assert_allclose(history["loss"][0], mean(total_values), rtol=1e-5)
     np.testing.assert_allclose(history["total_loss"][0], mean(total_values), rtol=1e-5)
     np.testing.assert_allclose(history["student_loss"][0], mean(student_values), rtol=1e-5)
-    np.testing.assert_allclose(history["distillation_loss"][0], mean(distillation_values), rtol=1e-5)
+    np.testing.assert_allclose(
+        history["distillation_loss"][0], mean(distillation_values), rtol=1e-5
+    )
 
     # The same value from the loss terms on fixed inputs.
     _, (total, student_loss, distillation_loss) = distiller._loss_terms(
@@ -669,14 +679,16 @@ def test_cached_teacher_outputs_skip_the_teacher(tiny_data):
     x, y = tiny_data
     teacher, student = counted_mlp("teacher"), counted_mlp("student")
     distiller = Distiller(teacher, student, LogitsDistillation(2.0))
-    distiller.compile(optimizer=frozen_sgd(), loss="sparse_categorical_crossentropy", run_eagerly=True)
+    distiller.compile(
+        optimizer=frozen_sgd(), loss="sparse_categorical_crossentropy", run_eagerly=True
+    )
     reference = distiller.fit(x, y, batch_size=64, verbose=0).history["loss"][0]
-    calls = len(teacher.get_layer("teacher_calls").training_flags)
     cached = {
         tf_distill.distiller.INPUTS: x,
         tf_distill.distiller.TEACHER_OUTPUTS: {"logits": teacher.predict(x, verbose=0)},
     }
     calls = len(teacher.get_layer("teacher_calls").training_flags)
+    assert calls >= 1  # the counter does count the teacher's passes
     loss = distiller.fit(cached, y, batch_size=64, verbose=0).history["loss"][0]
     np.testing.assert_allclose(loss, reference, rtol=1e-6)
     assert len(teacher.get_layer("teacher_calls").training_flags) == calls
@@ -733,7 +745,9 @@ def test_probability_teacher_gives_the_logit_teacher_loss(teacher, student, tiny
 def test_evaluate_predict_and_call_use_the_student(teacher, student, tiny_data):
     x, y = tiny_data
     distiller = Distiller(teacher, student, LogitsDistillation(2.0), student_loss_weight=0.0)
-    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    distiller.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
 
     student_logits, teacher_logits = outputs_of(student, None, x), outputs_of(teacher, None, x)
@@ -748,7 +762,9 @@ def test_evaluate_predict_and_call_use_the_student(teacher, student, tiny_data):
     np.testing.assert_allclose(
         results["accuracy"], (student_logits.argmax(1) == y).mean(), rtol=1e-6
     )
-    np.testing.assert_allclose(distiller.predict(x, verbose=0), student_logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student_logits, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(distiller(x), student_logits, rtol=1e-5, atol=1e-6)
     assert not np.allclose(distiller(x), teacher_logits, atol=1e-2)
 
@@ -869,7 +885,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
         env=environment,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(l for l in completed.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(text for text in completed.stdout.splitlines() if text.startswith("RESULT"))
     result = json.loads(line[len("RESULT") :])
     single, mirrored = result["single"], result["mirrored"]
     assert single["replicas"] == 1 and mirrored["replicas"] == 2
@@ -890,7 +906,10 @@ def test_jit_compile_matches_eager_values(make_mlp, tiny_data):
         distiller = Distiller(
             teacher,
             student,
-            [LogitsDistillation(2.0), FeatureDistillation("mse", "teacher_hidden", "student_hidden")],
+            [
+                LogitsDistillation(2.0),
+                FeatureDistillation("mse", "teacher_hidden", "student_hidden"),
+            ],
         )
         distiller.compile(
             optimizer=keras.optimizers.SGD(0.1),
@@ -916,7 +935,10 @@ def test_student_saves_alone(teacher, student, tiny_data, tmp_path):
     distiller = Distiller(
         teacher,
         student,
-        [LogitsDistillation(2.0), FeatureDistillation("cosine", "teacher_logits", "student_logits")],
+        [
+            LogitsDistillation(2.0),
+            FeatureDistillation("cosine", "teacher_logits", "student_logits"),
+        ],
     )
     distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     distiller.fit(x, y, batch_size=16, verbose=0)
@@ -926,7 +948,9 @@ def test_student_saves_alone(teacher, student, tiny_data, tmp_path):
     assert loaded.count_params() == student.count_params()
     assert loaded.count_params() < distiller.count_params()
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in student.layers]
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6
+    )
 
 
 def test_distiller_round_trips_and_resumes(teacher, student, tiny_data, tmp_path):
@@ -938,7 +962,9 @@ def test_distiller_round_trips_and_resumes(teacher, student, tiny_data, tmp_path
         distillation_loss_weights=[1.0, 0.25],
         student_loss_weight=0.3,
     )
-    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    distiller.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     distiller.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     path = str(tmp_path / "distiller.keras")
     distiller.save(path)
@@ -946,7 +972,9 @@ def test_distiller_round_trips_and_resumes(teacher, student, tiny_data, tmp_path
 
     assert isinstance(loaded, Distiller)
     assert as_json(loaded.get_config()) == as_json(distiller.get_config())
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-6
+    )
     np.testing.assert_allclose(loaded.teacher(x), distiller.teacher(x), rtol=1e-6)
     assert loaded.teacher.trainable is False
     assert int(loaded.optimizer.iterations) == int(distiller.optimizer.iterations) == 4

@@ -139,3 +139,33 @@ def test_random_configs_give_a_valid_config_or_a_clear_error(raw):
         assert "Received" in str(error) or "Valid keys" in str(error) or "Expected" in str(error)
     else:
         assert set(config) == set(config_lib.SCHEMA) | {"output", "unsafe"}
+
+
+_MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tf_distill import config, job
+raw = json.loads(sys.argv[1])
+result = job.run(config.validate(raw), verbose=0)
+print("RESULT", json.dumps([row["test_accuracy"] for row in result["models"]]))
+"""
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+    accuracies = {}
+    for distribute in ("none", "mirrored"):
+        raw = {**FAST, "training": {**FAST["training"], "epochs": 2, "distribute": distribute},
+               "output": str(tmp_path / distribute)}
+        done = subprocess.run(
+            [sys.executable, "-c", _MIRRORED_SCRIPT, json.dumps(raw)],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
+        accuracies[distribute] = json.loads(line[len("RESULT "):])
+    # Same seed, same data order, the loss averaged over the global batch:
+    # the two runs agree up to floating-point summation order.
+    np.testing.assert_allclose(accuracies["mirrored"], accuracies["none"], atol=0.02)

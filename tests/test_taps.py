@@ -85,7 +85,9 @@ def test_find_layer_errors():
     assert taps.find_layer(model, "b/dense") is second.get_layer("dense")
 
 
-@pytest.mark.parametrize("build", [sequential_model, nested_model], ids=["sequential", "functional"])
+@pytest.mark.parametrize(
+    "build", [sequential_model, nested_model], ids=["sequential", "functional"]
+)
 def test_tap_model_returns_logits_and_features_of_one_pass(build):
     model = build()
     x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")

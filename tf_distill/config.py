@@ -157,6 +157,7 @@ SCHEMA = {
         "seed": (_number(low=0, integer=True), 0),
         "baseline": (_boolean, True),
         "jit_compile": (_optional(_boolean), None),
+        "distribute": (_string(("none", "mirrored")), "none"),
     },
     "export": {
         "quantization": (_string(("float32", "dynamic", "float16", "int8")), "int8"),

@@ -269,6 +269,10 @@ class Job:
 
     def run(self):
         """Runs the job; writes the output folder; returns the metrics."""
+        with _strategy(self.config["training"]["distribute"]).scope():
+            return self._run()
+
+    def _run(self):
         os.makedirs(self.output, exist_ok=True)
         self._load_state()
         training = self.config["training"]
@@ -364,6 +368,16 @@ class Job:
         result = report.to_dict()
         result["markdown"] = report.to_markdown()
         return result
+
+
+def _strategy(name):
+    """The `tf.distribute` strategy a config's `training.distribute` names."""
+    from tf_distill.backend import tf
+
+    if name == "mirrored":
+        # Every local GPU (or the CPU): the loss is averaged over the global batch.
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def _check_finite(history, role):
