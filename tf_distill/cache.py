@@ -104,8 +104,27 @@ class _Arrays:
                 f"examples. Received lengths {sorted(lengths)}."
             )
         self.num_examples = lengths.pop()
+        self.order_invariant = False
         if self.num_examples == 0:
             raise ValueError("Cannot cache teacher outputs for an empty data set.")
+
+    def _digest_any_order(self):
+        leaves = self.leaves()
+        rows = max(1, _HASH_CHUNK // max(1, sum(leaf[:1].nbytes for leaf in leaves)))
+        digests = []
+        for start in range(0, self.num_examples, rows):
+            chunks = [np.ascontiguousarray(leaf[start : start + rows]) for leaf in leaves]
+            for index in range(len(chunks[0])):
+                example = hashlib.sha256()
+                for chunk in chunks:
+                    example.update(chunk[index].data)
+                digests.append(example.digest())
+        digests.sort()
+        digest = hashlib.sha256(b"any-order")
+        for leaf in leaves:
+            digest.update(f"{leaf.dtype.str}{tuple(leaf.shape)}".encode())
+        digest.update(b"".join(digests))
+        return digest.hexdigest()
 
     def leaves(self):
         extra = [a for a in (self.y, self.sample_weight) if a is not None]
@@ -115,6 +134,15 @@ class _Arrays:
         return tf.nest.pack_sequence_as(self.x, leaves)
 
     def digest(self):
+        """Hex digest of every byte of the examples, in order.
+
+        A pipeline's examples are stored with their outputs, so their order
+        does not matter: they are hashed one by one and the hashes sorted.
+        Arrays given by the user are not stored, so the outputs must line up
+        with them index by index: their order counts.
+        """
+        if self.order_invariant:
+            return self._digest_any_order()
         digest = hashlib.sha256()
         for role, arrays in (
             ("inputs", self.x_leaves),
@@ -179,7 +207,7 @@ def _pipeline_ops(dataset):
 
     try:
         serialized = dataset._as_serialized_graph(  # noqa: SLF001 - no public API
-            external_state_policy=tf.data.experimental.ExternalStatePolicy.ALLOW
+            external_state_policy=tf.data.experimental.ExternalStatePolicy.IGNORE
         )
     except (tf.errors.OpError, TypeError, ValueError, AttributeError):
         return None
@@ -285,6 +313,7 @@ def _materialize(dataset, staging, log):
     x = tf.nest.pack_sequence_as(x_structure, arrays[:count])
     source = _Arrays(x, arrays[count], arrays[count + 1] if has_weights else None)
     source.staged_files = {sink.name: sink.path for sink in sinks if sink.path}
+    source.order_invariant = True
     log(
         f"Read {source.num_examples} examples from the pipeline in "
         f"{time.perf_counter() - start:.1f} s."
@@ -681,15 +710,12 @@ def build_teacher_cache(
             changed = [
                 what
                 for what, key, value in (
-                    ("the teacher (architecture, weights or tapped layers)", "teacher_fingerprint", teacher_digest),
-                    ("the data", "data_fingerprint", data_digest),
+                    ("a different teacher (architecture, weights or tapped layers)", "teacher_fingerprint", teacher_digest),
+                    ("different data", "data_fingerprint", data_digest),
                 )
                 if manifest.get(key) != value
-            ] or ["the cache format"]
-            message = (
-                f"The teacher cache in {directory} is stale: it was made from other "
-                f"{' and '.join(c.replace('the ', '', 1) for c in changed)}"
-            )
+            ] or ["an older cache format"]
+            message = f"The teacher cache in {directory} is stale: it was made with {' and '.join(changed)}"
             if on_stale == "raise":
                 raise StaleCacheError(
                     f"{message}. Rebuild it (`on_stale='rebuild'`) or remove the folder."
@@ -697,7 +723,9 @@ def build_teacher_cache(
             log(f"{message}: rebuilding it.")
         start = time.perf_counter()
         outputs = _compute(spec, source, directory, fingerprint, inference_batch_size)
-        cache = _commit(directory, source, outputs, fingerprint, teacher_digest, data_digest, spec)
+        cache = _commit(
+            directory, source, outputs, fingerprint, teacher_digest, data_digest, spec, manifest
+        )
         log(
             f"Cached the teacher's outputs {sorted(outputs)} for {cache.num_examples} "
             f"examples in {directory} ({cache.nbytes / 1e6:.1f} MB, "
@@ -827,7 +855,7 @@ def _file_stem(name, fingerprint):
     return f"{safe}-{fingerprint[:16]}"
 
 
-def _commit(directory, source, outputs, fingerprint, teacher_digest, data_digest, spec):
+def _commit(directory, source, outputs, fingerprint, teacher_digest, data_digest, spec, old_manifest):
     """Moves the new files into place; the manifest is written last.
 
     File names carry the fingerprint, so a manifest never points at files of
@@ -861,7 +889,7 @@ def _commit(directory, source, outputs, fingerprint, teacher_digest, data_digest
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(os.path.join(directory, MANIFEST), manifest)
-    _remove_other_caches(directory, fingerprint)
+    _remove_files(directory, old_manifest, set(entries.values()) | set(stored.values()))
     cache = _open_disk_cache(directory, manifest, source)
     if cache is None:
         raise RuntimeError(f"The teacher cache just written in {directory} cannot be read back.")
@@ -869,15 +897,19 @@ def _commit(directory, source, outputs, fingerprint, teacher_digest, data_digest
     return cache
 
 
-def _remove_other_caches(directory, fingerprint):
-    keep = fingerprint[:16]
-    for name in os.listdir(directory):
-        match = re.fullmatch(r"\.?.+-([0-9a-f]{16})(\.[0-9a-f]{8})?\.npy", name)
-        if match and match.group(1) != keep:
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
+def _remove_files(directory, manifest, keep):
+    """Deletes the files an old manifest lists, except those in `keep`."""
+    if not manifest:
+        return
+    listed = list((manifest.get("outputs") or {}).values())
+    listed += list((manifest.get("stored_examples") or {}).values())
+    for file_name in listed:
+        if not isinstance(file_name, str) or file_name in keep or os.sep in file_name:
+            continue
+        try:
+            os.unlink(os.path.join(directory, file_name))
+        except OSError:
+            pass
 
 
 def _read_manifest(directory):

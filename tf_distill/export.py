@@ -568,7 +568,7 @@ class _LiteRTRunner:
             return x.astype(dtype)
         scale, zero_point = self._input["quantization"]
         info = np.iinfo(dtype)
-        quantized = np.round(x / scale)
+        quantized = np.round(x / scale) + zero_point
         return np.clip(quantized, info.min, info.max).astype(dtype)
 
     def _dequantize(self, y):
