@@ -131,3 +131,32 @@ def test_run_on_local_mnist(tmp_path):
     assert metrics["data"]["name"] == "mnist"
     assert metrics["data"]["train"] == 600
     assert [row["model"] for row in metrics["models"]] == ["teacher", "distilled student"]
+
+
+def test_run_with_export_section_and_export_command(tmp_path, capsys):
+    path, _ = _write_config(
+        tmp_path,
+        teacher={"architecture": "mlp", "size": "small", "epochs": 2},
+        training={"epochs": 2, "baseline": False},
+        export={"quantization": "dynamic", "latency_runs": 5},
+    )
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["export"]["quantization"] == "dynamic"
+    assert (out / "student_dynamic.tflite").stat().st_size > 0
+    assert "LiteRT export" in (out / "report.md").read_text()
+
+    tflite = tmp_path / "student_f32.tflite"
+    assert cli.main(["export", str(out / "student.keras"), "--quantization", "float32",
+                     "--output", str(tflite), "--latency-runs", "5"]) == 0
+    assert tflite.stat().st_size > 0
+    assert "float32" in capsys.readouterr().out
+
+    # An impossible accuracy guard refuses the export and writes nothing.
+    refused = tmp_path / "refused.tflite"
+    assert cli.main(["export", str(out / "student.keras"), "--quantization", "int8",
+                     "--output", str(refused), "--max-accuracy-drop", "-1",
+                     "--latency-runs", "5"]) == 4
+    assert "export refused" in capsys.readouterr().err
+    assert not refused.exists()

@@ -3,7 +3,7 @@
 TFMOT wraps only tf_keras models, and TF_USE_LEGACY_KERAS must be set before
 TensorFlow is imported, so these tests run in their own process:
 
-    TF_USE_LEGACY_KERAS=1 pytest tests/test_compression.py   (make test-legacy)
+    TF_USE_LEGACY_KERAS=1 pytest tests/test_compression.py   (`make test` runs it so)
 
 Under Keras 3 they are skipped; the error raised there is tested in
 tests/test_export.py.
@@ -19,9 +19,12 @@ from sklearn.datasets import load_digits
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 
-pytestmark = pytest.mark.skipif(
-    not LEGACY_KERAS, reason="needs TF_USE_LEGACY_KERAS=1 (run: make test-legacy)"
-)
+pytestmark = [
+    pytest.mark.legacy_keras,
+    pytest.mark.skipif(
+        not LEGACY_KERAS, reason="needs TF_USE_LEGACY_KERAS=1 (`make test` runs it so)"
+    ),
+]
 
 BATCH_SIZE = 64
 

@@ -120,6 +120,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from tf_distill.callbacks import TrainingDivergedError
     from tf_distill.config import ConfigError
+    from tf_distill.export import ExportError
     from tf_distill.saving import UnsafeModelError
 
     try:
@@ -130,6 +131,9 @@ def main(argv=None):
     except ValueError as error:
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 2
+    except ExportError as error:
+        print(f"tf-distill: export refused: {error}", file=sys.stderr)
+        return 4
     except TrainingDivergedError as error:
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 3
