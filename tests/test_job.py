@@ -164,7 +164,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
+        line = [text for text in done.stdout.splitlines() if text.startswith("RESULT ")][-1]
         accuracies[distribute] = json.loads(line[len("RESULT "):])
     # Same seed, same data order, the loss averaged over the global batch:
     # the two runs agree up to floating-point summation order.

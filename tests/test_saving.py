@@ -75,3 +75,14 @@ def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
         saving.save_model(model, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.keras"]
+
+
+def test_keras_with_known_loading_vulnerabilities_is_refused(monkeypatch, capsys):
+    from tf_distill import backend
+    from tf_distill import cli
+
+    monkeypatch.setattr(backend.keras, "__version__", "3.8.0")
+    with pytest.raises(RuntimeError, match=r"refuses to load model files with Keras 3.8.0"):
+        backend.check_safe_keras()
+    assert cli.main(["losses"]) == 2
+    assert "Upgrade with `pip install -U keras`" in capsys.readouterr().err

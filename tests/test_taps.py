@@ -1,5 +1,7 @@
 """Tests of `tf_distill.taps`: a model's logits and named layers in one pass."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,25 @@ def test_tap_model_returns_logits_and_features_of_one_pass(build):
         np.testing.assert_allclose(outputs[name], expected, rtol=1e-6)
     # The tap shares the model's variables: training it trains the model.
     assert {id(v) for v in tapped.trainable_variables} == {id(v) for v in model.trainable_variables}
+
+
+def test_tap_model_takes_the_inputs_the_model_takes():
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    for model in (sequential_model(), nested_model()):
+        tapped = taps.tap_model(model, ["logits"])
+        with warnings.catch_warnings():
+            # Keras warns when a tensor is passed to a model expecting a list.
+            warnings.simplefilter("error")
+            np.testing.assert_allclose(tapped(x)["logits"], model(x), rtol=1e-6)
+
+    first, second = keras.Input((6,), name="first"), keras.Input((2,), name="second")
+    hidden = keras.layers.Dense(4, name="hidden")(keras.layers.Concatenate()([first, second]))
+    model = keras.Model({"first": first, "second": second}, keras.layers.Dense(3)(hidden))
+    inputs = {"second": np.ones((4, 2), "float32"), "first": x}
+    outputs = taps.tap_model(model, ["hidden"])(inputs)
+    np.testing.assert_allclose(outputs[taps.LOGITS], model(inputs), rtol=1e-6)
+    expected = keras.Model(model.input, model.get_layer("hidden").output)(inputs)
+    np.testing.assert_allclose(outputs["hidden"], expected, rtol=1e-6)
 
 
 def test_tap_model_without_names_is_none():

@@ -1,9 +1,29 @@
-"""tf_distill: knowledge distillation for Keras 3 on TensorFlow."""
+"""tf_distill: knowledge distillation for Keras 3 on TensorFlow.
+
+`Distiller` trains a student from a frozen teacher; `losses` holds the
+distillation losses (soft labels, features, relations) behind one registry;
+`data` and `architectures` give data sets and reference models;
+`export_litert` ships the student to LiteRT, verified.
+"""
 
 __version__ = "0.1.0"
 
+from tf_distill import architectures
+from tf_distill import data
 from tf_distill import losses
+from tf_distill.distiller import Distiller
+from tf_distill.export import export_litert
 from tf_distill.losses import DistillationLoss
 from tf_distill.losses import FeatureDistillation
 from tf_distill.losses import LogitsDistillation
-from tf_distill.distiller import Distiller
+
+__all__ = [
+    "Distiller",
+    "DistillationLoss",
+    "FeatureDistillation",
+    "LogitsDistillation",
+    "architectures",
+    "data",
+    "export_litert",
+    "losses",
+]

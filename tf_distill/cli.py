@@ -118,6 +118,13 @@ def main(argv=None):
     """Entry point of `tf-distill`; returns the exit status."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    from tf_distill.backend import check_safe_keras
+
+    try:
+        check_safe_keras()
+    except RuntimeError as error:
+        print(f"tf-distill: error: {error}", file=sys.stderr)
+        return 2
     from tf_distill.callbacks import TrainingDivergedError
     from tf_distill.config import ConfigError
     from tf_distill.export import ExportError

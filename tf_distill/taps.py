@@ -123,7 +123,20 @@ def tap_model(model, names, role="model"):
                 f"sub-model itself ({name.split('/')[0]!r}) or build the "
                 f"{role} without nesting."
             )
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_taps")
+    return keras.Model(_input_structure(model), outputs, name=f"{model.name}_taps")
+
+
+def _input_structure(model):
+    """The model's inputs as callers pass them: a tensor, a list or a dict.
+
+    `model.inputs` is always a flat list; a tap built on it would expect a
+    list where the model takes a tensor (Keras warns) or a dict.
+    """
+    try:
+        return model.input
+    except (AttributeError, ValueError):  # A Sequential never called.
+        inputs = model.inputs
+        return inputs[0] if len(inputs) == 1 else inputs
 
 
 def _in_graph(model, tensor):
