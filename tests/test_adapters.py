@@ -121,8 +121,8 @@ def test_fitnets_vector_adapter_trains_and_is_not_saved(make_mlp, tiny_data, tmp
     # The hint loss is mean((teacher_hidden − adapter(student_hidden))²).
     distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
     history = distiller.fit(x, y, batch_size=64, verbose=0).history
-    teacher_hidden = keras.Model(teacher.inputs, teacher.get_layer("teacher_hidden").output)(x)
-    student_hidden = keras.Model(student.inputs, student.get_layer("student_hidden").output)(x)
+    teacher_hidden = keras.Model(teacher.inputs[0], teacher.get_layer("teacher_hidden").output)(x)
+    student_hidden = keras.Model(student.inputs[0], student.get_layer("student_hidden").output)(x)
     kernel, bias = adapter.get_weights()
     hint = ((np.asarray(teacher_hidden) - (np.asarray(student_hidden) @ kernel + bias)) ** 2).mean()
     teacher_logits, student_logits = np.asarray(teacher(x), np.float64), np.asarray(student(x))
@@ -187,8 +187,8 @@ def test_fitnets_feature_maps(teacher_pool, student_pool, adapter_pool, teacher_
     # The hint compares the (pooled) teacher map with the adapted student map.
     distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
     logged = distiller.fit(x, y, batch_size=16, verbose=0).history["distillation_loss"][0]
-    teacher_maps = keras.Model(teacher.inputs, teacher.get_layer("teacher_features").output)(x)
-    student_maps = keras.Model(student.inputs, student.get_layer("student_features").output)(x)
+    teacher_maps = keras.Model(teacher.inputs[0], teacher.get_layer("teacher_features").output)(x)
+    student_maps = keras.Model(student.inputs[0], student.get_layer("student_features").output)(x)
     teacher_maps = np.asarray(teacher_maps, np.float64)
     if teacher_pool_size is not None:
         teacher_maps = teacher_maps.reshape(16, side, 2, side, 2, 8).mean(axis=(2, 4))

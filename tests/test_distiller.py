@@ -54,7 +54,7 @@ def outputs_of(model, layer_name, x):
     """The output of `layer_name` (or the model's output) on `x`, float64."""
     if layer_name is None:
         return np.asarray(model(x, training=False), np.float64)
-    extractor = keras.Model(model.inputs, model.get_layer(layer_name).output)
+    extractor = keras.Model(model.inputs[0], model.get_layer(layer_name).output)
     return np.asarray(extractor(x, training=False), np.float64)
 
 
@@ -705,7 +705,7 @@ def test_softmax_teacher_is_refused(make_mlp, student, style):
     else:
         logits_teacher = make_mlp("teacher")
         teacher = keras.Model(
-            logits_teacher.inputs, keras.layers.Softmax()(logits_teacher.outputs[0])
+            logits_teacher.inputs[0], keras.layers.Softmax()(logits_teacher.outputs[0])
         )
     with pytest.raises(
         ValueError, match=r"ends with a softmax.*pass `teacher_outputs='probabilities'`"
@@ -722,7 +722,7 @@ def test_softmax_student_is_refused(teacher, make_mlp):
 def test_probability_teacher_gives_the_logit_teacher_loss(teacher, student, tiny_data):
     x, y = tiny_data
     probability_teacher = keras.Model(
-        teacher.inputs, keras.layers.Softmax()(teacher.outputs[0]), name="probability_teacher"
+        teacher.inputs[0], keras.layers.Softmax()(teacher.outputs[0]), name="probability_teacher"
     )
     losses = []
     for model, kind in ((teacher, "logits"), (probability_teacher, "probabilities")):

@@ -100,7 +100,7 @@ def test_tap_model_returns_logits_and_features_of_one_pass(build):
     np.testing.assert_allclose(outputs[taps.LOGITS], model(x), rtol=1e-6)
     for name in names:
         layer = taps.find_layer(model, name)
-        expected = keras.Model(model.inputs, layer.output)(x)
+        expected = keras.Model(model.inputs[0], layer.output)(x)
         np.testing.assert_allclose(outputs[name], expected, rtol=1e-6)
     # The tap shares the model's variables: training it trains the model.
     assert {id(v) for v in tapped.trainable_variables} == {id(v) for v in model.trainable_variables}

@@ -338,8 +338,7 @@ class Distiller(keras.Model):
         if student_loss_fn is not None:
             if loss is not None:
                 raise ValueError(
-                    "Pass the student's loss as `loss` or as `student_loss_fn`, "
-                    "not both."
+                    "Pass the student's loss as `loss` or as `student_loss_fn`, not both."
                 )
             loss = student_loss_fn
         if alpha is not None:
@@ -365,9 +364,7 @@ class Distiller(keras.Model):
         if loss is None:
             raise ValueError("'loss' cannot be `None`.")
         if metrics is not None and not isinstance(metrics, (list, tuple, dict)):
-            raise ValueError(
-                f"metrics must be a list or tuple, got {type(metrics)}"
-            )
+            raise ValueError(f"metrics must be a list or tuple, got {type(metrics)}")
         self._student_loss_fn = _resolve_student_loss(loss)
         self._student_loss_config = loss
         self._compile_arguments = {"optimizer": optimizer, "metrics": metrics}
@@ -491,7 +488,9 @@ class Distiller(keras.Model):
                 y, teacher_outputs, student_outputs, sample_weight
             )
             if self.student.losses:
-                regularization = tf.add_n([tf.cast(value, tf.float32) for value in self.student.losses])
+                regularization = tf.add_n(
+                    [tf.cast(value, tf.float32) for value in self.student.losses]
+                )
                 loss += tf.nn.scale_regularization_loss(regularization)
                 total += regularization
             if not LEGACY_KERAS:
@@ -502,7 +501,13 @@ class Distiller(keras.Model):
             gradients = tape.gradient(loss, trainable)
             self.optimizer.apply_gradients(zip(gradients, trainable))
         return self._update_metrics(
-            x, y, student_outputs[taps.LOGITS], sample_weight, total, student_loss, distillation_loss
+            x,
+            y,
+            student_outputs[taps.LOGITS],
+            sample_weight,
+            total,
+            student_loss,
+            distillation_loss,
         )
 
     def test_step(self, data):
@@ -609,8 +614,7 @@ class Distiller(keras.Model):
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
             "distillation_losses": [
-                keras.saving.serialize_keras_object(loss)
-                for loss in self.distillation_losses
+                keras.saving.serialize_keras_object(loss) for loss in self.distillation_losses
             ],
             "distillation_loss_weights": list(self.distillation_loss_weights),
             "student_loss_weight": self.student_loss_weight,
@@ -642,9 +646,7 @@ class Distiller(keras.Model):
         return {
             "optimizer": keras.saving.serialize_keras_object(self.optimizer),
             "loss": loss,
-            "metrics": keras.saving.serialize_keras_object(
-                self._compile_arguments["metrics"]
-            ),
+            "metrics": keras.saving.serialize_keras_object(self._compile_arguments["metrics"]),
         }
 
     def compile_from_config(self, config):
