@@ -144,37 +144,54 @@ def _keras_callback_base():
 
 
 class EpochTimer(_keras_callback_base()):
-    """Records the wall time of each training epoch in `self.seconds`.
+    """Records the wall and CPU time of each training epoch.
 
     From `on_epoch_begin` to `on_epoch_end`: the epoch's steps and its
-    iterator, not the set-up `fit` does once per call.
+    iterator, not the set-up `fit` does once per call. `seconds` holds wall
+    times; `cpu_seconds` the CPU time of the whole process (all its threads)
+    over the same span, which is less sensitive than wall time to other
+    programs running on a shared machine.
     """
 
     def __init__(self):
         super().__init__()
         self.seconds = []
+        self.cpu_seconds = []
         self._start = None
+
+    def _begin(self):
+        self._start = (time.perf_counter(), time.process_time())
+
+    def _end(self):
+        wall, cpu = self._start
+        self.seconds.append(time.perf_counter() - wall)
+        self.cpu_seconds.append(time.process_time() - cpu)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._begin()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self._end()
+
+    def last(self):
+        """`{"wall": seconds, "cpu": seconds}` of the last epoch or pass."""
+        return {"wall": self.seconds[-1], "cpu": self.cpu_seconds[-1]}
 
 
-class PredictTimer(_keras_callback_base()):
-    """Records the wall time of each `predict` loop in `self.seconds`."""
+class PredictTimer(EpochTimer):
+    """Records the wall and CPU time of each `predict` loop."""
 
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-        self._start = None
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
 
     def on_predict_begin(self, logs=None):
-        self._start = time.perf_counter()
+        self._begin()
 
     def on_predict_end(self, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self._end()
 
 
 def interleave(tasks, repetitions, warmup=1, log=None):
@@ -185,30 +202,37 @@ def interleave(tasks, repetitions, warmup=1, log=None):
 
     Args:
         tasks: `{name: fn}`; `fn()` runs one repetition and returns its time
-            in seconds (so a task can time only part of what it does).
+            in seconds, or a dict of times (`{"wall": s, "cpu": s}`), so a
+            task can time only part of what it does.
         repetitions: Timed runs of each task.
         warmup: Untimed runs of each task first (tracing, caches).
         log: Optional `fn(str)` for progress lines.
 
     Returns:
-        `{name: [seconds, ...]}`, one entry per timed repetition, in
-        repetition order (so `samples[a][i]` and `samples[b][i]` were taken
-        close together).
+        `{name: [time, ...]}`, one entry per timed repetition, in repetition
+        order (so `samples[a][i]` and `samples[b][i]` were taken close
+        together).
     """
+
+    def describe(value):
+        if isinstance(value, dict):
+            return ", ".join(f"{key} {seconds:.2f} s" for key, seconds in value.items())
+        return f"{value:.2f} s"
+
     names = list(tasks)
     for index in range(warmup):
         for name in names:
-            seconds = tasks[name]()
+            value = tasks[name]()
             if log:
-                log(f"warm-up {index + 1}/{warmup} {name}: {seconds:.2f} s")
+                log(f"warm-up {index + 1}/{warmup} {name}: {describe(value)}")
     samples = {name: [] for name in names}
     for repetition in range(repetitions):
         shift = repetition % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds = tasks[name]()
-            samples[name].append(seconds)
+            value = tasks[name]()
+            samples[name].append(value)
             if log:
-                log(f"repetition {repetition + 1}/{repetitions} {name}: {seconds:.2f} s")
+                log(f"repetition {repetition + 1}/{repetitions} {name}: {describe(value)}")
     return samples
 
 
@@ -254,6 +278,8 @@ def machine_conditions():
 def conditions_markdown(conditions, load_after=None, note=None):
     """One Markdown paragraph stating the conditions of a run."""
     load = conditions.get("load_average")
+    if load is not None:
+        load = tuple(load)
     text = (
         f"Measured {conditions['date']} on {conditions['machine']} "
         f"({', '.join(conditions['devices'])}), Python {conditions['python']}, "
@@ -262,7 +288,7 @@ def conditions_markdown(conditions, load_after=None, note=None):
     if load is not None:
         text += f" Load average (1, 5, 15 min) at the start: {load}"
         if load_after is not None:
-            text += f", at the end: {load_after}"
+            text += f", at the end: {tuple(load_after)}"
         text += "."
     if note:
         text += " " + note

@@ -121,15 +121,19 @@ def main(argv=None):
 
     logits = distiller.student.predict(x_test, verbose=0)
     test_accuracy = float(np.mean(np.argmax(logits, axis=-1) == y_test))
-    print(json.dumps({
-        "example": "keras_distillation_switch",
-        "distiller": f"{Distiller.__module__}.{Distiller.__name__}",
-        "tf_distill_imported": "tf_distill" in sys.modules,
-        "history_keys": sorted(history.history),
-        "final_loss": float(history.history["loss"][-1]),
-        "teacher_accuracy": round(float(teacher_accuracy), 4),
-        "test_accuracy": round(test_accuracy, 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "example": "keras_distillation_switch",
+                "distiller": f"{Distiller.__module__}.{Distiller.__name__}",
+                "tf_distill_imported": "tf_distill" in sys.modules,
+                "history_keys": sorted(history.history),
+                "final_loss": float(history.history["loss"][-1]),
+                "teacher_accuracy": round(float(teacher_accuracy), 4),
+                "test_accuracy": round(test_accuracy, 4),
+            }
+        )
+    )
     return 0
 
 

@@ -69,8 +69,7 @@ def load_data(source, train_size=None, test_size=None, seed=0):
     The whole training split is used for training (no validation split), as
     on keras.io; `train_size` and `test_size` keep stratified subsets.
     """
-    options = {"validation_size": 0, "train_size": train_size, "test_size": test_size,
-               "seed": seed}
+    options = {"validation_size": 0, "train_size": train_size, "test_size": test_size, "seed": seed}
     if source == "mnist":
         folder = local_mnist_folder()
         if folder is None:
@@ -120,15 +119,22 @@ def make_student(input_shape, num_classes):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--data", default="mnist",
+        "--data",
+        default="mnist",
         help="'mnist' (default), 'digits', or any tf_distill.data.load source",
     )
-    parser.add_argument("--fast", action="store_true",
-                        help=f"1 epoch each on {FAST_TRAIN_SIZE} training and "
-                             f"{FAST_TEST_SIZE} test examples")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"1 epoch each on {FAST_TRAIN_SIZE} training and {FAST_TEST_SIZE} test examples",
+    )
     parser.add_argument("--teacher-epochs", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="epochs of distillation and of the student from scratch")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs of distillation and of the student from scratch",
+    )
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -143,8 +149,10 @@ def main(argv=None):
         args.data, train_size=args.train_size, test_size=test_size, seed=args.seed
     )
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    print(f"Data: {name}, {len(x_train)} train and {len(x_test)} test images of "
-          f"shape {x_train.shape[1:]}")
+    print(
+        f"Data: {name}, {len(x_train)} train and {len(x_test)} test images of "
+        f"shape {x_train.shape[1:]}"
+    )
     verbose = 2 if sys.stdout.isatty() else 0
 
     # From here on, the keras.io example.
@@ -189,16 +197,20 @@ def main(argv=None):
     print(f"Student from scratch: {scratch_metrics}")
 
     accuracy = "sparse_categorical_accuracy"
-    print(json.dumps({
-        "example": "keras_io_mnist",
-        "data": name,
-        "train_examples": int(len(x_train)),
-        "test_examples": int(len(x_test)),
-        "history_keys": sorted(history.history),
-        "teacher_accuracy": round(float(teacher_metrics[accuracy]), 4),
-        "distilled_student_accuracy": round(float(distilled_metrics[accuracy]), 4),
-        "student_from_scratch_accuracy": round(float(scratch_metrics[accuracy]), 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "example": "keras_io_mnist",
+                "data": name,
+                "train_examples": int(len(x_train)),
+                "test_examples": int(len(x_test)),
+                "history_keys": sorted(history.history),
+                "teacher_accuracy": round(float(teacher_metrics[accuracy]), 4),
+                "distilled_student_accuracy": round(float(distilled_metrics[accuracy]), 4),
+                "student_from_scratch_accuracy": round(float(scratch_metrics[accuracy]), 4),
+            }
+        )
+    )
     return 0
 
 

@@ -163,11 +163,12 @@ def _as_array(value, role):
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"The {role} must be array-like. Received: {type(value).__name__}") from error
+        raise ValueError(
+            f"The {role} must be array-like. Received: {type(value).__name__}"
+        ) from error
     if array.dtype == object:
         raise ValueError(
-            f"The {role} must be a numeric array, not Python objects "
-            "(caches never pickle)."
+            f"The {role} must be a numeric array, not Python objects (caches never pickle)."
         )
     return array
 
@@ -243,12 +244,10 @@ def check_cacheable(dataset):
                 "Cannot cache teacher outputs for a pipeline with random "
                 f"augmentation (it runs the random ops {random_ops}): each "
                 "epoch the student sees a new view of an example, and the "
-                "teacher must see that same view (Beyer et al. 2022). "
-                + _online_advice()
+                "teacher must see that same view (Beyer et al. 2022). " + _online_advice()
             )
     if ops is None or (
-        any(_OPAQUE_OP.search(op) for op in ops)
-        and not any(_SHUFFLE_OP.search(op) for op in ops)
+        any(_OPAQUE_OP.search(op) for op in ops) and not any(_SHUFFLE_OP.search(op) for op in ops)
     ):
         first = [next(iter(dataset.take(1))) for _ in range(2)]
         flat = [tf.nest.flatten(element) for element in first]
@@ -257,8 +256,7 @@ def check_cacheable(dataset):
                 raise ValueError(
                     "Cannot cache teacher outputs for this pipeline: two passes "
                     "over it give different first elements, so it augments or "
-                    "samples at random and the teacher must see each view. "
-                    + _online_advice()
+                    "samples at random and the teacher must see each view. " + _online_advice()
                 )
 
 
@@ -543,8 +541,14 @@ class TeacherCache:
             A `tf.data.Dataset` of `({"inputs": x, "teacher_outputs": {...}},
             y)` (and sample weights, if any).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"`batch_size` must be an integer > 0. Received: batch_size={batch_size!r}")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size <= 0
+        ):
+            raise ValueError(
+                f"`batch_size` must be an integer > 0. Received: batch_size={batch_size!r}"
+            )
         source = self._source
         names = list(self.outputs)
         leaves = source.x_leaves + [self.outputs[name] for name in names]
@@ -564,6 +568,9 @@ class TeacherCache:
             tensors = [tf.constant(a) for a in leaves]
 
             def gather(index):
+                # Sorted as the memory-mapped path sorts: the same seed gives
+                # the same batches from memory and from disk.
+                index = tf.sort(index)
                 return [tf.gather(t, index) for t in tensors]
         else:
             dtypes = [tf.as_dtype(a.dtype) for a in leaves]
@@ -599,7 +606,9 @@ class TeacherCache:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def cache_fingerprint(teacher, data, split="train", distillation_losses=None, teacher_outputs="logits"):
+def cache_fingerprint(
+    teacher, data, split="train", distillation_losses=None, teacher_outputs="logits"
+):
     """The fingerprint a cache of `teacher` on `data` would carry.
 
     It hashes the teacher's class, config and weights, the tapped layers,
@@ -674,7 +683,11 @@ def build_teacher_cache(
             f"Invalid value for argument `on_stale`. Expected one of {list(_ON_STALE)}. "
             f"Received: on_stale={on_stale!r}"
         )
-    if isinstance(inference_batch_size, bool) or not isinstance(inference_batch_size, int) or inference_batch_size <= 0:
+    if (
+        isinstance(inference_batch_size, bool)
+        or not isinstance(inference_batch_size, int)
+        or inference_batch_size <= 0
+    ):
         raise ValueError(
             "`inference_batch_size` must be an integer > 0. Received: "
             f"inference_batch_size={inference_batch_size!r}"
@@ -710,7 +723,11 @@ def build_teacher_cache(
             changed = [
                 what
                 for what, key, value in (
-                    ("a different teacher (architecture, weights or tapped layers)", "teacher_fingerprint", teacher_digest),
+                    (
+                        "a different teacher (architecture, weights or tapped layers)",
+                        "teacher_fingerprint",
+                        teacher_digest,
+                    ),
                     ("different data", "data_fingerprint", data_digest),
                 )
                 if manifest.get(key) != value
@@ -843,8 +860,12 @@ def _compute_into(outputs, spec, source, directory, fingerprint, inference_batch
                 if directory is None:
                     outputs[name] = np.empty(shape, value.dtype)
                 else:
-                    path = os.path.join(directory, f".{_file_stem(name, fingerprint)}.{uuid.uuid4().hex[:8]}.npy")
-                    outputs[name] = np.lib.format.open_memmap(path, mode="w+", dtype=value.dtype, shape=shape)
+                    path = os.path.join(
+                        directory, f".{_file_stem(name, fingerprint)}.{uuid.uuid4().hex[:8]}.npy"
+                    )
+                    outputs[name] = np.lib.format.open_memmap(
+                        path, mode="w+", dtype=value.dtype, shape=shape
+                    )
         for name, value in batch.items():
             outputs[name][start:stop] = value
     return outputs
@@ -855,7 +876,9 @@ def _file_stem(name, fingerprint):
     return f"{safe}-{fingerprint[:16]}"
 
 
-def _commit(directory, source, outputs, fingerprint, teacher_digest, data_digest, spec, old_manifest):
+def _commit(
+    directory, source, outputs, fingerprint, teacher_digest, data_digest, spec, old_manifest
+):
     """Moves the new files into place; the manifest is written last.
 
     File names carry the fingerprint, so a manifest never points at files of
@@ -931,22 +954,25 @@ def _open_disk_cache(directory, manifest, source):
     try:
         outputs = {}
         for name, file_name in manifest["outputs"].items():
-            outputs[name] = np.load(os.path.join(directory, file_name), mmap_mode="r", allow_pickle=False)
+            outputs[name] = np.load(
+                os.path.join(directory, file_name), mmap_mode="r", allow_pickle=False
+            )
         stored = {
             role: np.load(os.path.join(directory, file_name), mmap_mode="r", allow_pickle=False)
             for role, file_name in manifest.get("stored_examples", {}).items()
         }
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if any(len(array) != source.num_examples for array in list(outputs.values()) + list(stored.values())):
+    if any(
+        len(array) != source.num_examples
+        for array in list(outputs.values()) + list(stored.values())
+    ):
         return None
     if stored:
         # The pipeline's examples were staged anew only to be fingerprinted:
         # read the stored copy, whose bytes hash the same.
         leaves = [stored[f"inputs_{i}"] for i in range(len(source.x_leaves))]
-        source = _Arrays(
-            source.pack_inputs(leaves), stored["labels"], stored.get("sample_weights")
-        )
+        source = _Arrays(source.pack_inputs(leaves), stored["labels"], stored.get("sample_weights"))
     return TeacherCache(source, outputs, manifest["fingerprint"], directory=directory, reused=True)
 
 
@@ -991,7 +1017,10 @@ def should_cache(config, data=None):
                 "`cache` cannot be used with `data.augmentation`: the teacher "
                 "must see each augmented view. Set `cache: off` to distill online."
             )
-        return "off", "Distilling online: the pipeline augments at random, so teacher outputs cannot be cached."
+        return (
+            "off",
+            "Distilling online: the pipeline augments at random, so teacher outputs cannot be cached.",
+        )
     if mode == "off":
         return "off", "Distilling online (teacher-output caching is off)."
     if mode == "auto" and data is not None:

@@ -39,11 +39,14 @@ best = tuner.get_best_hyperparameters()[0].values
 """
 
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import socket
 import time
+import warnings
 
 import keras_tuner
 import numpy as np
@@ -54,6 +57,7 @@ from tf_distill import losses as losses_lib
 from tf_distill import saving
 from tf_distill import taps
 from tf_distill.backend import keras
+from tf_distill.backend import tf
 from tf_distill.config import ConfigError
 from tf_distill.config import _boolean
 from tf_distill.config import _check_keys
@@ -77,7 +81,13 @@ ROLES = ("chief", "worker")
 # The searched hyperparameters, with their defaults and log-scale flags.
 _SPACES = {
     "temperature": {"default": 4.0, "log": True, "low": 0.0, "low_open": True, "high": None},
-    "student_loss_weight": {"default": 0.5, "log": False, "low": 0.0, "low_open": False, "high": 1.0},
+    "student_loss_weight": {
+        "default": 0.5,
+        "log": False,
+        "low": 0.0,
+        "low_open": False,
+        "high": 1.0,
+    },
     "learning_rate": {"default": 1e-3, "log": True, "low": 0.0, "low_open": True, "high": None},
     "width": {"default": 1.0, "log": True, "low": 0.0, "low_open": True, "high": None},
 }
@@ -92,13 +102,19 @@ def _check_space(name, space):
     limits = _SPACES[name]
 
     def check_value(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ValueError(
                 f"`{name}` must be a number, a (low, high) range or a list of "
                 f"choices. Received: {name}={space!r}"
             )
         low, high = limits["low"], limits["high"]
-        if (value <= low if limits["low_open"] else value < low) or (high is not None and value > high):
+        if (value <= low if limits["low_open"] else value < low) or (
+            high is not None and value > high
+        ):
             bounds = f"{'>' if limits['low_open'] else '>='} {low}" + (
                 f" and <= {high}" if high is not None else ""
             )
@@ -233,7 +249,9 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         self.build_student = build_student
         self.distillation_losses = distillation_losses
         self.spaces = {
-            "temperature": None if temperature is None else _check_space("temperature", temperature),
+            "temperature": None
+            if temperature is None
+            else _check_space("temperature", temperature),
             "student_loss_weight": _check_space("student_loss_weight", student_loss_weight),
             "learning_rate": _check_space("learning_rate", learning_rate),
             "width": None if width is None else _check_space("width", width),
@@ -255,7 +273,10 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             low, high = space
             default = min(max(_SPACES[name]["default"], low), high)
             return hp.Float(
-                name, low, high, sampling="log" if _SPACES[name]["log"] and low > 0 else "linear",
+                name,
+                low,
+                high,
+                sampling="log" if _SPACES[name]["log"] and low > 0 else "linear",
                 default=default,
             )
         if isinstance(space, list):
@@ -309,7 +330,9 @@ class DistillerHyperModel(keras_tuner.HyperModel):
 def _make_optimizer(optimizer, learning_rate):
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(learning_rate)
-    return keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}})
+    return keras.optimizers.get(
+        {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
+    )
 
 
 def _ensure_built(distiller):
@@ -329,7 +352,11 @@ def _ensure_built(distiller):
                 "unknown. Make `build_student` return a built model (build it "
                 "on a `keras.Input`, or call `student.build(input_shape)`)."
             )
-        student.build(tuple(distiller.teacher.inputs[0].shape))
+        # A subclassed model's `build(shape)` creates no variables unless it
+        # overrides `build`; a call on one example creates them all.
+        spec = distiller.teacher.inputs[0]
+        shape = [1 if dim is None else dim for dim in spec.shape]
+        student(tf.zeros(shape, dtype=spec.dtype), training=False)
     distiller.built = True
 
 
@@ -516,18 +543,28 @@ def plot_search(rows, path, objective="val_accuracy"):
             linewidths=0.5,
         )
         figure.colorbar(points, ax=axis, label=objective)
-        best = max(done, key=lambda r: r["score"]) if "loss" not in objective else min(
-            done, key=lambda r: r["score"]
+        best = (
+            max(done, key=lambda r: r["score"])
+            if "loss" not in objective
+            else min(done, key=lambda r: r["score"])
         )
         axis.scatter(
-            [best["temperature"]], [best.get("student_loss_weight", 0.5)],
-            s=250, facecolors="none", edgecolors="red", linewidths=1.5, label="best",
+            [best["temperature"]],
+            [best.get("student_loss_weight", 0.5)],
+            s=250,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=1.5,
+            label="best",
         )
     if failed:
         axis.scatter(
             [r["temperature"] for r in failed],
             [r.get("student_loss_weight", 0.5) for r in failed],
-            marker="x", color="grey", s=60, label="failed",
+            marker="x",
+            color="grey",
+            s=60,
+            label="failed",
         )
     temperatures = [r["temperature"] for r in done + failed]
     if temperatures and min(temperatures) > 0:
@@ -549,7 +586,11 @@ def plot_search(rows, path, objective="val_accuracy"):
 
 def best_student(tuner):
     """The best trial's student, with the weights of its best epoch."""
-    return tuner.get_best_models(num_models=1)[0].student
+    with warnings.catch_warnings():
+        # Trial checkpoints hold the optimizer's state too; only the
+        # student's weights matter here.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        return tuner.get_best_models(num_models=1)[0].student
 
 
 def write_results(tuner, output_dir, objective="val_accuracy"):
@@ -573,8 +614,7 @@ def write_results(tuner, output_dir, objective="val_accuracy"):
     completed = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     if not completed:
         raise RuntimeError(
-            f"No trial of the search in {output_dir} completed; see trials.md for "
-            "why each failed."
+            f"No trial of the search in {output_dir} completed; see trials.md for why each failed."
         )
     best = tuner.get_best_hyperparameters(1)[0].values
     best = {k: v for k, v in best.items() if not k.startswith("tuner/")}
@@ -584,8 +624,12 @@ def write_results(tuner, output_dir, objective="val_accuracy"):
     saving.save_model(student, student_path)
     atomic_write_json(
         os.path.join(output_dir, "best_hyperparameters.json"),
-        {"hyperparameters": best, "objective": objective, "score": float(best_trial.score),
-         "trial": best_trial.trial_id},
+        {
+            "hyperparameters": best,
+            "objective": objective,
+            "score": float(best_trial.score),
+            "trial": best_trial.trial_id,
+        },
     )
     return {
         "best_hyperparameters": best,
@@ -741,6 +785,19 @@ def _wait_for_oracle(timeout):
         channel.close()
 
 
+def _record_trials(tuner):
+    """A list that fills with the ids of the trials this process runs."""
+    ran = []
+    end_trial = tuner.on_trial_end
+
+    def on_trial_end(trial):
+        ran.append(trial.trial_id)
+        end_trial(trial)
+
+    tuner.on_trial_end = on_trial_end
+    return ran
+
+
 def _student_builder(config, data):
     student = config["student"]
     seed = config["training"]["seed"]
@@ -750,8 +807,12 @@ def _student_builder(config, data):
         if width is not None:
             size = architectures.SIZES[size] * float(width)
         return architectures.build(
-            student["architecture"], data.input_shape, data.num_classes, size=size,
-            seed=seed, name="student",
+            student["architecture"],
+            data.input_shape,
+            data.num_classes,
+            size=size,
+            seed=seed,
+            name="student",
         )
 
     return build_student
@@ -768,6 +829,92 @@ def _test_metrics(model, data, batch_size):
     logits = model.predict(data.x_test, batch_size=batch_size, verbose=0)
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == data.y_test))
     return {"test_accuracy": accuracy, "test_error": 1.0 - accuracy}
+
+
+def _train_plain(model, config, data, epochs, learning_rate, verbose):
+    """Trains `model` on the labels alone, as `tf-distill run` does."""
+    from tf_distill import job as job_lib
+    from tf_distill.distiller import crossentropy_from_logits
+
+    training = config["training"]
+    batch_size = config["data"]["batch_size"]
+    model.compile(
+        optimizer=job_lib._optimizer(training["optimizer"], learning_rate),
+        loss=crossentropy_from_logits,
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    model.fit(
+        data.as_tf_dataset("train", batch_size, shuffle=True, seed=training["seed"]),
+        validation_data=data.as_tf_dataset("validation", batch_size),
+        epochs=epochs,
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles, seeded
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    return time.perf_counter() - start
+
+
+def _teacher_record(config):
+    """What makes a trained teacher: its section, the data and the seed."""
+    training = config["training"]
+    record = {
+        "data": config["data"],
+        "teacher": config["teacher"],
+        "seed": training["seed"],
+        "optimizer": training["optimizer"],
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _search_teacher(config, data, output_dir, overwrite, say, verbose):
+    """Loads `teacher.path`, or reuses / trains the search's teacher.
+
+    A resumed search must keep the teacher its first trials distilled from,
+    so a teacher trained by an earlier run on the same config is reused.
+    """
+    path = config["teacher"]["path"]
+    if path:
+        say(f"Loading the teacher from {path}")
+        return saving.load_model(path, unsafe=config.get("unsafe", False))
+    saved = os.path.join(output_dir, "teacher.keras")
+    record_path = os.path.join(output_dir, "teacher.json")
+    fingerprint = _teacher_record(config)
+    if os.path.isfile(saved) and os.path.isfile(record_path):
+        with open(record_path, encoding="utf-8") as handle:
+            previous = json.load(handle).get("fingerprint")
+        if previous == fingerprint:
+            say(f"Reusing the teacher trained earlier: {saved}")
+            return saving.load_model(saved)
+        if not overwrite and os.path.isdir(os.path.join(output_dir, "search")):
+            raise ConfigError(
+                f"The search in {output_dir!r} distilled from a teacher of another "
+                "config (data, teacher or seed changed). Resuming it would mix "
+                "teachers: set `tuning.overwrite: true`, or use another output folder."
+            )
+    teacher_config = config["teacher"]
+    teacher = architectures.build(
+        teacher_config["architecture"],
+        data.input_shape,
+        data.num_classes,
+        size=teacher_config["size"],
+        seed=config["training"]["seed"],
+        name="teacher",
+    )
+    say(
+        f"Training the teacher ({teacher_config['architecture']}/{teacher_config['size']}, "
+        f"{teacher.count_params():,} parameters, {teacher_config['epochs']} epochs)"
+    )
+    seconds = _train_plain(
+        teacher, config, data, teacher_config["epochs"], teacher_config["learning_rate"], verbose
+    )
+    # Saved without its optimizer: workers and resumed runs only infer with it.
+    deployed = keras.models.clone_model(teacher)
+    deployed.set_weights(teacher.get_weights())
+    saving.save_model(deployed, saved)
+    atomic_write_json(record_path, {"fingerprint": fingerprint, "train_seconds": seconds})
+    say(f"Trained the teacher in {seconds:.1f} s; saved it to {saved}")
+    return teacher
 
 
 def run_from_config(config, output_dir, verbose=1, role=None, log=print):
@@ -813,21 +960,17 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
     training = config["training"]
     batch_size = config["data"]["batch_size"]
     keras.utils.set_random_seed(training["seed"])
-    job = job_lib.Job(config, verbose=verbose, log=log)
 
     if role == "worker":
         say(f"Worker {os.environ['KERASTUNER_TUNER_ID']}: waiting for the oracle")
         _wait_for_oracle(tuning["wait_seconds"])
     data = job_lib.load_data(config["data"])
-    teacher_path = config["teacher"]["path"]
     if role == "worker":
-        path = teacher_path or os.path.join(output_dir, "teacher.keras")
+        # The chief saved its teacher before starting the oracle.
+        path = config["teacher"]["path"] or os.path.join(output_dir, "teacher.keras")
         teacher = saving.load_model(path, unsafe=config.get("unsafe", False))
     else:
-        teacher, _, seconds = job.teacher(data)
-        if not teacher_path:
-            saving.save_model(job_lib._without_training_state(teacher), os.path.join(output_dir, "teacher.keras"))
-            say(f"Trained the teacher in {seconds:.1f} s; saved it to {output_dir}/teacher.keras")
+        teacher = _search_teacher(config, data, output_dir, tuning["overwrite"], say, verbose)
 
     seed = tuning["seed"]
     if seed is None and tuning["executions_per_trial"] == 1:
@@ -868,17 +1011,23 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
 
     if role == "chief":
         tuner.oracle.verbose = verbose
-        say(f"Chief: serving the oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
-            f"{os.environ['KERASTUNER_ORACLE_PORT']}")
+        say(
+            f"Chief: serving the oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
+            f"{os.environ['KERASTUNER_ORACLE_PORT']}"
+        )
         _serve_oracle(tuner)
     else:
-        mode, reason = cache_lib.should_cache({**config, "training": {**training, "cache": tuning["cache"]}}, data)
+        mode, reason = cache_lib.should_cache(
+            {**config, "training": {**training, "cache": tuning["cache"]}}, data
+        )
         say(reason)
         pipelines = []
         for split in ("train", "validation"):
             shuffle = split == "train"
             if mode == "off":
-                pipelines.append(data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=training["seed"]))
+                pipelines.append(
+                    data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=training["seed"])
+                )
                 continue
             teacher_cache = cache_lib.build_teacher_cache(
                 teacher,
@@ -886,31 +1035,51 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
                 split=split,
                 distillation_losses=losses,
                 teacher_outputs=config["teacher"]["teacher_outputs"],
-                directory=os.path.join(output_dir, "teacher_cache", split) if mode == "disk" else None,
+                directory=os.path.join(output_dir, "teacher_cache", split)
+                if mode == "disk"
+                else None,
                 log=say,
             )
-            pipelines.append(teacher_cache.dataset(batch_size, shuffle=shuffle, seed=training["seed"]))
+            pipelines.append(
+                teacher_cache.dataset(batch_size, shuffle=shuffle, seed=training["seed"])
+            )
+        ran = _record_trials(tuner)
         start = time.perf_counter()
         search(tuner, pipelines[0], pipelines[1], training["epochs"], verbose=verbose)
-        say(f"Search finished in {time.perf_counter() - start:.1f} s")
+        say(
+            f"Search finished in {time.perf_counter() - start:.1f} s; this process ran trials {ran}"
+        )
         if role == "worker":
-            return {"role": role, "tuner_id": os.environ["KERASTUNER_TUNER_ID"]}
+            return {"role": role, "tuner_id": os.environ["KERASTUNER_TUNER_ID"], "trials_run": ran}
 
     results = write_results(tuner, output_dir, tuning["objective"])
     student = results.pop("student")
-    models = [{"model": "teacher", "parameters": int(teacher.count_params()),
-               **_test_metrics(teacher, data, batch_size)},
-              {"model": "tuned distilled student", "parameters": int(student.count_params()),
-               **_test_metrics(student, data, batch_size)}]
+    models = [
+        {
+            "model": "teacher",
+            "parameters": int(teacher.count_params()),
+            **_test_metrics(teacher, data, batch_size),
+        },
+        {
+            "model": "tuned distilled student",
+            "parameters": int(student.count_params()),
+            **_test_metrics(student, data, batch_size),
+        },
+    ]
     if training["baseline"]:
         alone = _student_builder(config, data)(
             results["best_hyperparameters"].get("width") if tuning["tune_width"] else None
         )
         rate = results["best_hyperparameters"].get("learning_rate", training["learning_rate"])
         say(f"Training the student alone ({training['epochs']} epochs) for comparison")
-        job._fit_plain(alone, data, training["epochs"], rate, training["optimizer"], training["seed"])
-        models.append({"model": "student alone", "parameters": int(alone.count_params()),
-                       **_test_metrics(alone, data, batch_size)})
+        _train_plain(alone, config, data, training["epochs"], rate, verbose)
+        models.append(
+            {
+                "model": "student alone",
+                "parameters": int(alone.count_params()),
+                **_test_metrics(alone, data, batch_size),
+            }
+        )
     summary = _summary(models, results["best_hyperparameters"])
     results.update({"role": role, "models": models, "summary": summary, "tuning": tuning})
     atomic_write_json(os.path.join(output_dir, "tuning.json"), results)
@@ -919,7 +1088,9 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
 
 
 def _summary(models, best):
-    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.items()))
+    values = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.items())
+    )
     by_model = {m["model"]: m for m in models}
     tuned = by_model["tuned distilled student"]
     text = f"Best hyperparameters: {values}. The tuned distilled student's test error is {tuned['test_error']:.4f}"
