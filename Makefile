@@ -28,8 +28,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check tf_distill tests examples bench
 
+# Minutes each, on ../shared/data/mnist; figures go to docs/BENCHMARKS.md.
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_export.py
+	$(BIN)/python bench/bench_cache_tuning.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
