@@ -8,7 +8,9 @@ import pytest
 from tf_distill import Distiller
 from tf_distill import FeatureDistillation
 from tf_distill import taps
+from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
+from tf_distill.backend import tf
 
 
 def sequential_model():
@@ -143,9 +145,252 @@ def test_tap_model_refuses_a_subclassed_model():
         taps.tap_model(model, ["hidden"], role="student")
 
 
-def test_tap_model_refuses_a_layer_inside_a_nested_model():
-    with pytest.raises(ValueError, match=r"Tap the sub-model itself \('block'\)"):
+class RecordCalls(keras.layers.Layer):
+    """Identity that counts its eager calls (symbolic builds are not passes)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.training_flags = []
+
+    def call(self, inputs, training=None):
+        if tf.executing_eagerly():
+            self.training_flags.append(training)
+        return inputs
+
+
+def deeply_nested_model(prefix="", outer="functional"):
+    """`stem -> mid(Functional: block(Sequential: inner, act) -> mid_dense)
+    -> head -> logits`, with a call counter at each level."""
+    block = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4, name=f"{prefix}inner"),
+            RecordCalls(name=f"{prefix}block_calls"),
+            keras.layers.ReLU(name=f"{prefix}act"),
+        ],
+        name=f"{prefix}block",
+    )
+    mid_inputs = keras.Input((5,))
+    mid_outputs = keras.layers.Dense(4, activation="tanh", name=f"{prefix}mid_dense")(
+        RecordCalls(name=f"{prefix}mid_calls")(block(mid_inputs))
+    )
+    mid = keras.Model(mid_inputs, mid_outputs, name=f"{prefix}mid")
+    layers = [
+        keras.layers.Dense(5, activation="relu", name=f"{prefix}stem"),
+        mid,
+        RecordCalls(name=f"{prefix}outer_calls"),
+        keras.layers.Dense(3, name=f"{prefix}head"),
+    ]
+    if outer == "sequential":
+        return keras.Sequential([keras.Input((6,))] + layers, name=f"{prefix}outer")
+    x = inputs = keras.Input((6,), name=f"{prefix}features")
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{prefix}outer")
+
+
+def separate_outputs(model, x, prefix=""):
+    """Each tapped output computed the slow way: one extractor per level."""
+    stem = keras.Model(model.inputs[0], model.get_layer(f"{prefix}stem").output)(x)
+    mid = model.get_layer(f"{prefix}mid")
+    block = mid.get_layer(f"{prefix}block")
+    inner = keras.Model(block.inputs[0], block.get_layer(f"{prefix}inner").output)(stem)
+    act = block(stem)
+    return {
+        f"{prefix}mid/{prefix}block/{prefix}inner": inner,
+        f"{prefix}mid/{prefix}block": act,
+        f"{prefix}mid/{prefix}mid_dense": mid(stem),
+        f"{prefix}stem": stem,
+        taps.LOGITS: model(x),
+    }
+
+
+def call_counts(model):
+    """Eager calls of the counters at each nesting level."""
+    mid = model.get_layer("mid")
+    return {
+        "outer": len(model.get_layer("outer_calls").training_flags),
+        "mid": len(mid.get_layer("mid_calls").training_flags),
+        "block": len(mid.get_layer("block").get_layer("block_calls").training_flags),
+    }
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="nested taps need Keras 3's clone_model")
+@pytest.mark.parametrize("outer", ["functional", "sequential"])
+def test_tap_model_taps_layers_inside_nested_sub_models(outer):
+    model = deeply_nested_model(outer=outer)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    names = ["mid/block/inner", "mid/block", "mid/mid_dense", "stem"]
+    tapped = taps.tap_model(model, names)
+    expected = separate_outputs(model, x)
+    # Each separate extractor ran its own layers again: reset the counters.
+    for layer in (model.get_layer("outer_calls"), model.get_layer("mid").get_layer("mid_calls")):
+        layer.training_flags.clear()
+    block = model.get_layer("mid").get_layer("block")
+    block.get_layer("block_calls").training_flags.clear()
+
+    outputs = tapped(x, training=False)
+    assert sorted(outputs) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(outputs[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+    # One forward pass: every level ran once.
+    assert call_counts(model) == {"outer": 1, "mid": 1, "block": 1}
+    # The same variable objects, none copied.
+    assert {id(v) for v in tapped.weights} == {id(v) for v in model.weights}
+    assert len(tapped.trainable_variables) == len(model.trainable_variables) == 8
+    # Shared, not copied: a change to the model's inner kernel shows in the tap.
+    kernel = block.get_layer("inner").kernel
+    kernel.assign(kernel * 2.0)
+    np.testing.assert_allclose(tapped(x)[taps.LOGITS], model(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        tapped(x)["mid/block/inner"],
+        keras.Model(block.inputs[0], block.get_layer("inner").output)(
+            keras.Model(model.inputs[0], model.get_layer("stem").output)(x)
+        ),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="nested taps need Keras 3's clone_model")
+def test_a_unique_inner_name_is_tapped_without_its_path():
+    model = deeply_nested_model()
+    x = np.random.default_rng(1).normal(size=(3, 6)).astype("float32")
+    outputs = taps.tap_model(model, ["inner"])(x)
+    np.testing.assert_allclose(
+        outputs["inner"], separate_outputs(model, x)["mid/block/inner"], rtol=1e-6
+    )
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="nested taps need Keras 3's clone_model")
+def test_tap_model_refuses_a_nested_model_called_twice():
+    block = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="inner")], name="block")
+    inputs = keras.Input((6,))
+    twice = block(keras.layers.Dense(6, name="between")(block(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(3)(twice), name="twice")
+    with pytest.raises(
+        ValueError,
+        match=r"Cannot tap \['block/inner'\] in the teacher model 'twice': the layer 'block' "
+        r"is called more than once in its graph, so which call's output to tap is ambiguous",
+    ):
+        taps.tap_model(model, ["block/inner"], role="teacher")
+    # The same holds for a layer of the outer graph called twice.
+    shared = keras.layers.Dense(6, name="shared")
+    model = keras.Model(inputs, keras.layers.Dense(3)(shared(shared(inputs))), name="shared_twice")
+    with pytest.raises(ValueError, match=r"Cannot tap \['shared'\].*called more than once"):
+        taps.tap_model(model, ["shared"], role="student")
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="nested taps need Keras 3's clone_model")
+def test_a_layer_shared_with_another_model_is_tapped_in_this_one():
+    """A layer whose first call was in another model: its call here is used."""
+    shared = keras.layers.Dense(4, name="shared")
+    other_inputs = keras.Input((6,))
+    keras.Model(other_inputs, shared(other_inputs))
+    inputs = keras.Input((6,))
+    scaled = keras.layers.Rescaling(3.0, name="scale")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(shared(scaled)), name="sharing")
+    x = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
+    outputs = taps.tap_model(model, ["shared"])(x)
+    np.testing.assert_allclose(outputs["shared"], shared(3.0 * x), rtol=1e-6)
+    np.testing.assert_allclose(outputs[taps.LOGITS], model(x), rtol=1e-6)
+
+
+def test_tap_model_refuses_a_layer_inside_a_subclassed_sub_model():
+    inner_model = Subclassed(name="custom")
+    inner_model(np.zeros((1, 6), "float32"))
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, inner_model(inputs), name="holder")
+    message = (
+        r"Cannot tap 'custom/hidden': the sub-model 'custom' of the student model is subclassed"
+        if not LEGACY_KERAS
+        else "needs Keras 3"
+    )
+    with pytest.raises(ValueError, match=message):
+        taps.tap_model(model, ["custom/hidden"], role="student")
+
+
+@pytest.mark.legacy_keras
+@pytest.mark.skipif(not LEGACY_KERAS, reason="needs TF_USE_LEGACY_KERAS=1")
+def test_tf_keras_refuses_nested_taps_clearly():
+    with pytest.raises(
+        ValueError,
+        match=r"Tapping layers inside nested sub-models \(\['block/inner'\]\) of the teacher "
+        r"model needs Keras 3.*Tap the sub-model itself \('block'\)",
+    ):
         taps.tap_model(nested_model(), ["block/inner"], role="teacher")
+    # Layers of the outer model are still tapped, in one pass.
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    model = nested_model()
+    outputs = taps.tap_model(model, ["act_outer"])(x)
+    assert sorted(outputs) == ["act_outer", taps.LOGITS]
+    np.testing.assert_allclose(outputs[taps.LOGITS], model(x), rtol=1e-6)
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="nested taps need Keras 3's clone_model")
+def test_distiller_distills_a_nested_layer_in_one_student_pass(tiny_data):
+    """FeatureDistillation between layers nested two levels deep in both models."""
+    x, y = tiny_data
+    y = y % 3  # The models output 3 classes.
+
+    def model(prefix):
+        # 8 input features, as tiny_data has.
+        base = deeply_nested_model(prefix=prefix)
+        inputs = keras.Input((8,))
+        return keras.Model(
+            inputs, base(keras.layers.Dense(6, name=f"{prefix}in")(inputs)), name=f"{prefix}model"
+        )
+
+    teacher, student = model("t_"), model("s_")
+    loss = FeatureDistillation(
+        "mse", "t_outer/t_mid/t_block/t_inner", "s_outer/s_mid/s_block/s_inner"
+    )
+    distiller = Distiller(teacher, student, loss)
+    # Each variable once: the rebuilt tap adds no copy for the optimizer.
+    trainable = [id(v) for v in distiller.trainable_variables]
+    assert sorted(trainable) == sorted(id(v) for v in student.trainable_variables)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
+    )
+
+    def inner_of(model, prefix):
+        outer = model.get_layer(f"{prefix}outer")
+        first = keras.Model(model.inputs[0], model.get_layer(f"{prefix}in").output)(x)
+        return separate_outputs(outer, first, prefix)[f"{prefix}mid/{prefix}block/{prefix}inner"]
+
+    expected = np.mean(
+        (
+            np.asarray(inner_of(teacher, "t_"), np.float64)
+            - np.asarray(inner_of(student, "s_"), np.float64)
+        )
+        ** 2
+    )
+    counters = [
+        m.get_layer(f"{p}outer")
+        .get_layer(f"{p}mid")
+        .get_layer(f"{p}block")
+        .get_layer(f"{p}block_calls")
+        for m, p in ((teacher, "t_"), (student, "s_"))
+    ]
+    for counter in counters:
+        counter.training_flags.clear()
+    history = distiller.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(history["distillation_loss"][0], expected, rtol=1e-5)
+    assert counters[0].training_flags == [False] * 4
+    assert counters[1].training_flags == [True] * 4
+
+    # With a learning rate, the student's nested layer moves and the teacher's does not.
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    before = [w.numpy().copy() for w in (teacher.weights + student.weights)]
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    after = [w.numpy() for w in (teacher.weights + student.weights)]
+    count = len(teacher.weights)
+    assert all(np.array_equal(a, b) for a, b in zip(before[:count], after[:count]))
+    inner_kernel = student.get_layer("s_outer").get_layer("s_mid").get_layer("s_block")
+    inner_kernel = inner_kernel.get_layer("s_inner").kernel
+    index = [id(w) for w in student.weights].index(id(inner_kernel))
+    assert not np.array_equal(before[count + index], inner_kernel.numpy())
 
 
 def test_distiller_refuses_layer_names_on_a_subclassed_student(make_mlp):

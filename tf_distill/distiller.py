@@ -1,5 +1,7 @@
 """The Distiller: a Keras model that trains a student to imitate a teacher."""
 
+import copy
+import math
 import warnings
 
 from tf_distill import adapters as adapters_lib
@@ -20,6 +22,7 @@ INPUTS = "inputs"
 TEACHER_OUTPUTS = "teacher_outputs"
 
 _TEACHER_OUTPUT_KINDS = ("logits", "probabilities")
+_ENSEMBLE_KINDS = ("average_probabilities", "average_logits")
 _CROSSENTROPY_NAMES = (
     "auto",
     "crossentropy",
@@ -47,6 +50,8 @@ def crossentropy_from_logits(y_true, logits):
 
 def _applies_softmax(model):
     """Whether the model's last layer turns logits into probabilities."""
+    if isinstance(model, TeacherEnsemble):
+        return False  # Its call returns the ensemble's logits.
     if not model.layers:
         return False
     last = model.layers[-1]
@@ -88,9 +93,276 @@ def _resolve_student_loss(loss):
     )
 
 
+def teacher_output_key(teacher_name, layer_name=None):
+    """The key of one teacher's output among several teachers' outputs.
+
+    With several teachers, `Distiller.teacher_forward` (and so a teacher
+    cache) returns `"logits"` for the ensemble's logits and
+    `"<teacher_name>/logits"`, `"<teacher_name>/<layer_name>"` for each
+    teacher's own logits and tapped layers.
+
+    Args:
+        teacher_name: The teacher's name (see `Distiller.teachers`).
+        layer_name: A tapped layer's name, or `None` for the logits.
+
+    Returns:
+        The key, e.g. `"resnet/logits"` or `"resnet/backbone/block_2"`.
+    """
+    return f"{teacher_name}/{layer_name or taps.LOGITS}"
+
+
+def check_teacher_weights(teacher_weights, teacher_names):
+    """Validates ensemble weights; returns them as a list of floats.
+
+    Args:
+        teacher_weights: `None` (equal weights), a list with one number
+            >= 0 per teacher, or a dict `{teacher_name: weight}` naming every
+            teacher.
+        teacher_names: The teachers' names, in order.
+
+    Returns:
+        One float per teacher, in the order of `teacher_names`, not
+        normalized.
+
+    Raises:
+        ValueError: for a wrong length or names, a negative or non-finite
+            weight, or weights that are all 0.
+    """
+    count = len(teacher_names)
+    if teacher_weights is None:
+        return [1.0] * count
+    received = f"Received: teacher_weights={teacher_weights!r}"
+    if isinstance(teacher_weights, dict):
+        if set(teacher_weights) != set(teacher_names):
+            raise ValueError(
+                "A dict of `teacher_weights` must name every teacher once. "
+                f"Expected keys {list(teacher_names)}. {received}"
+            )
+        teacher_weights = [teacher_weights[name] for name in teacher_names]
+    if not isinstance(teacher_weights, (list, tuple)):
+        raise ValueError(
+            "`teacher_weights` must be a list with one number >= 0 per "
+            f"teacher, or a dict {{teacher_name: weight}}. {received}"
+        )
+    if len(teacher_weights) != count:
+        raise ValueError(
+            f"Number of teacher_weights ({len(teacher_weights)}) must match "
+            f"number of teachers ({count}). {received}"
+        )
+    for weight in teacher_weights:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
+            raise ValueError(f"Each teacher weight must be a finite number >= 0. {received}")
+    if not any(weight > 0 for weight in teacher_weights):
+        raise ValueError(f"`teacher_weights` must not all be 0. {received}")
+    return [float(weight) for weight in teacher_weights]
+
+
+def ensemble_logits(teacher_logits, teacher_weights=None, ensemble="average_probabilities"):
+    """The logits of a weighted ensemble of teachers.
+
+    With weights `w_k` normalized to sum to 1:
+
+    - `"average_probabilities"`: `log Σ_k w_k · softmax(t_k)`, the log of
+      the ensemble's predictive distribution (Hinton et al. 2015, §2;
+      You et al. 2017), computed in log space as
+      `logsumexp_k(log w_k + log_softmax(t_k))`. A loss at temperature `T`
+      then targets `softmax(log p / T) ∝ p^(1/T)`: the *tempered ensemble
+      distribution*, not the average of the teachers' tempered
+      distributions.
+    - `"average_logits"`: `Σ_k w_k · t_k`; softmax at any temperature is
+      then the normalized weighted geometric mean of the teachers' tempered
+      distributions.
+
+    Args:
+        teacher_logits: A list of tensors `[batch, ..., classes]` of one
+            shape, one per teacher.
+        teacher_weights: One weight >= 0 per teacher (not all 0), or `None`
+            for equal weights. Teachers of weight 0 are left out.
+        ensemble: `"average_probabilities"` or `"average_logits"`.
+
+    Returns:
+        A float32 tensor of the teachers' shape.
+
+    Raises:
+        ValueError: for an unknown `ensemble`, invalid weights, or logits of
+            different shapes.
+    """
+    if ensemble not in _ENSEMBLE_KINDS:
+        raise ValueError(
+            "Invalid value for argument `ensemble`. Expected one of "
+            f"{list(_ENSEMBLE_KINDS)}. Received: ensemble={ensemble!r}"
+        )
+    teacher_logits = [tf.cast(logits, tf.float32) for logits in teacher_logits]
+    weights = check_teacher_weights(teacher_weights, [str(i) for i in range(len(teacher_logits))])
+    shapes = [logits.shape for logits in teacher_logits]
+    if any(not shape.is_compatible_with(shapes[0]) for shape in shapes):
+        raise ValueError(
+            "The teachers' logits must have one shape to be averaged. "
+            f"Received shapes {[tuple(shape) for shape in shapes]}."
+        )
+    total = sum(weights)
+    # Python-level: a teacher of weight 0 adds no term (and no log 0).
+    terms = [(w / total, logits) for w, logits in zip(weights, teacher_logits) if w > 0]
+    if ensemble == "average_logits":
+        return tf.add_n([w * logits for w, logits in terms])
+    log_probabilities = tf.stack(
+        [math.log(w) + tf.nn.log_softmax(logits, axis=-1) for w, logits in terms]
+    )
+    return tf.reduce_logsumexp(log_probabilities, axis=0)
+
+
+def _as_logits(outputs, teacher_outputs):
+    """A teacher's final outputs as float32 logits (log of probabilities)."""
+    if teacher_outputs == "probabilities":
+        probabilities = tf.cast(outputs, tf.float32)
+        return tf.math.log(tf.maximum(probabilities, 1e-12))
+    return outputs
+
+
+def _named_teachers(teacher):
+    """`(names, models)` from a list or dict of teachers, validated."""
+    if isinstance(teacher, dict):
+        names, models = list(teacher), list(teacher.values())
+        for name in names:
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(
+                    "Each teacher's name must be a non-empty string without "
+                    "'/' (it prefixes the keys of its outputs, "
+                    f"'<name>/<layer>'). Received: teacher name {name!r}"
+                )
+    else:
+        models = list(teacher)
+        names = [getattr(model, "name", None) for model in models]
+    if not models:
+        raise ValueError(f"`teacher` must hold at least one model. Received: teacher={teacher!r}")
+    for name, model in zip(names if isinstance(teacher, dict) else range(len(models)), models):
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"Each teacher must be a keras.Model. Received: teacher[{name!r}]="
+                f"{model!r} of type {type(model).__name__}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"The teachers' names must be unique; they are {names}. Pass "
+            "`teacher` as a dict `{name: model}` to name them."
+        )
+    return names, models
+
+
+@register_serializable()
+class TeacherEnsemble(keras.Model):
+    """Several frozen teachers seen as one teacher.
+
+    What `Distiller.teacher` is when the Distiller has several teachers.
+    Calling it returns the ensemble's logits (see `ensemble_logits`); the
+    teachers themselves are `ensemble.teachers`, by name.
+
+    Args:
+        teachers: A list of Keras models (named by their `name`) or a dict
+            `{name: model}`.
+        teacher_weights: The teachers' weights in the ensemble (list, or
+            dict by name); `None` for equal weights.
+        ensemble: `"average_probabilities"` (default) or `"average_logits"`.
+        teacher_outputs: `"logits"`, or `"probabilities"` for teachers that
+            end with a softmax (their log is used as logits).
+        name: The model's name.
+    """
+
+    def __init__(
+        self,
+        teachers,
+        teacher_weights=None,
+        ensemble="average_probabilities",
+        teacher_outputs="logits",
+        name="teacher_ensemble",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        names, models = _named_teachers(teachers)
+        if ensemble not in _ENSEMBLE_KINDS:
+            raise ValueError(
+                "Invalid value for argument `ensemble`. Expected one of "
+                f"{list(_ENSEMBLE_KINDS)}. Received: ensemble={ensemble!r}"
+            )
+        if teacher_outputs not in _TEACHER_OUTPUT_KINDS:
+            raise ValueError(
+                "Invalid value for argument `teacher_outputs`. Expected one of "
+                f"{list(_TEACHER_OUTPUT_KINDS)}. Received: "
+                f"teacher_outputs={teacher_outputs!r}"
+            )
+        self.teacher_names = names
+        self._members = models
+        self.teacher_weights = check_teacher_weights(teacher_weights, names)
+        self.ensemble = ensemble
+        self.teacher_outputs = teacher_outputs
+        if all(getattr(model, "built", False) for model in models):
+            self.built = True
+
+    @property
+    def teachers(self):
+        """The teachers, `{name: model}` in order."""
+        return dict(zip(self.teacher_names, self._members))
+
+    def combine(self, teacher_logits):
+        """The ensemble's logits from each teacher's logits, in order."""
+        return ensemble_logits(teacher_logits, self.teacher_weights, self.ensemble)
+
+    def call(self, inputs, training=None):
+        return self.combine(
+            [
+                _as_logits(model(inputs, training=training), self.teacher_outputs)
+                for model in self._members
+            ]
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "teachers": {
+                name: keras.saving.serialize_keras_object(model)
+                for name, model in self.teachers.items()
+            },
+            "teacher_weights": list(self.teacher_weights),
+            "ensemble": self.ensemble,
+            "teacher_outputs": self.teacher_outputs,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["teachers"] = {
+            name: keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+            for name, model in config["teachers"].items()
+        }
+        return cls(**config)
+
+
+def _compatible(shape, other):
+    """Whether two static shapes (tuples, None for unknown) can be equal."""
+    return len(shape) == len(other) and all(
+        a is None or b is None or a == b for a, b in zip(shape, other)
+    )
+
+
+def _get_loss(identifier):
+    """`losses.get`, also reading a `"teacher"` key from a config dict."""
+    if isinstance(identifier, dict) and "teacher" in identifier:
+        identifier = dict(identifier)
+        teacher = identifier.pop("teacher")
+        loss = losses_lib.get(identifier)
+        loss.teacher = teacher
+        return loss
+    return losses_lib.get(identifier)
+
+
 @register_serializable()
 class Distiller(keras.Model):
-    """Trains a student model to imitate a frozen teacher.
+    """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
     "Knowledge Distillation" example: both construction and compile styles
@@ -105,9 +377,21 @@ class Distiller(keras.Model):
     `keras.distillation`). Each distillation loss returns per-example values,
     so sample weights and `tf.distribute` averaging apply to every term.
 
+    **Several teachers.** `teacher` may be a list of models (named by their
+    `name`) or a dict `{name: model}`. Each teacher is frozen and runs once
+    per step. A distillation loss reads the teacher its `teacher` attribute
+    names (a name or an index: `loss.teacher = "resnet"`, or `"teacher":
+    "resnet"` in a loss's config dict); a loss that names none reads the
+    ensemble's logits (see `ensemble_logits`), formed with `teacher_weights`
+    by `ensemble`. A loss that reads a teacher's layer must name its
+    teacher. Per-teacher losses are weighted by `distillation_loss_weights`
+    like any other.
+
     Args:
-        teacher: A trained `keras.Model` whose final output is logits. It is
-            frozen (`trainable=False`) and never changed by `fit`.
+        teacher: A trained `keras.Model` whose final output is logits, or a
+            list or dict of them. Teachers are frozen (`trainable=False`)
+            and never changed by `fit`. With several teachers,
+            `distiller.teacher` is a `TeacherEnsemble` holding them.
         student: The `keras.Model` to train; its final output must be logits.
         distillation_losses: A `tf_distill.losses.DistillationLoss`, a
             registry name (`"kd"`), a config dict, or a list of them. May be
@@ -119,10 +403,23 @@ class Distiller(keras.Model):
             on the true labels. Defaults to 0.5.
         teacher_outputs: `"logits"` (default) or `"probabilities"`, for a
             teacher whose last layer applies a softmax (its log is used as
-            logits). A softmax teacher given as `"logits"` is refused.
+            logits). A softmax teacher given as `"logits"` is refused. With
+            several teachers it applies to each.
         adapter_batch_norm: Follow 1×1-convolution adapters with
             BatchNormalization (FitNets-style regressors).
+        teacher_weights: With several teachers: their weights in the
+            ensemble (a list, or a dict by name), >= 0 and not all 0.
+            Defaults to equal weights.
+        ensemble: With several teachers: `"average_probabilities"`
+            (default; the ensemble's soft targets are the weighted average of
+            the teachers' probabilities) or `"average_logits"`.
         name: The model's name.
+
+    Raises:
+        ValueError: for a teacher or student that is not a Keras model, a
+            softmax output given as logits, outputs of different shapes
+            (naming the teacher), an unknown layer or teacher name, or
+            invalid weights.
 
     Example:
 
@@ -138,6 +435,20 @@ class Distiller(keras.Model):
     distiller.fit(x_train, y_train, epochs=5)
     distiller.student.save("student.keras")
     ```
+
+    Several teachers, one of them also guiding a feature:
+
+    ```python
+    hint = tf_distill.FeatureDistillation("mse", "block_3", "student_block_3")
+    hint.teacher = "resnet"
+    distiller = tf_distill.Distiller(
+        teacher={"resnet": resnet, "vit": vit},
+        student=student,
+        distillation_losses=[tf_distill.LogitsDistillation(4.0), hint],
+        distillation_loss_weights=[1.0, 0.5],
+        teacher_weights={"resnet": 2.0, "vit": 1.0},
+    )
+    ```
     """
 
     def __init__(
@@ -149,12 +460,15 @@ class Distiller(keras.Model):
         student_loss_weight=0.5,
         teacher_outputs="logits",
         adapter_batch_norm=False,
+        teacher_weights=None,
+        ensemble=None,
         name="distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        several = isinstance(teacher, (list, tuple, dict))
         for role, model in (("teacher", teacher), ("student", student)):
-            if not isinstance(model, keras.Model):
+            if not isinstance(model, keras.Model) and not (role == "teacher" and several):
                 raise ValueError(
                     f"`{role}` must be a keras.Model. Received: "
                     f"{role}={model!r} of type {type(model).__name__}"
@@ -165,13 +479,28 @@ class Distiller(keras.Model):
                 f"{list(_TEACHER_OUTPUT_KINDS)}. Received: "
                 f"teacher_outputs={teacher_outputs!r}"
             )
-        if teacher_outputs == "logits" and _applies_softmax(teacher):
-            raise ValueError(
-                f"The teacher {teacher.name!r} ends with a softmax: its outputs "
-                "are probabilities, and distilling them as logits would be "
-                "wrong. Remove the softmax, or pass "
-                "`teacher_outputs='probabilities'`."
+        if several:
+            teacher = TeacherEnsemble(
+                teacher,
+                teacher_weights=teacher_weights,
+                ensemble="average_probabilities" if ensemble is None else ensemble,
+                teacher_outputs=teacher_outputs,
             )
+        elif teacher_weights is not None or ensemble is not None:
+            raise ValueError(
+                "`teacher_weights` and `ensemble` apply to several teachers: "
+                "pass `teacher` as a list or a dict of models. Received: "
+                f"teacher_weights={teacher_weights!r}, ensemble={ensemble!r}"
+            )
+        if teacher_outputs == "logits":
+            for teacher_name, model in self._named_members(teacher):
+                if _applies_softmax(model):
+                    raise ValueError(
+                        f"The teacher {teacher_name!r} ends with a softmax: its outputs "
+                        "are probabilities, and distilling them as logits would be "
+                        "wrong. Remove the softmax, or pass "
+                        "`teacher_outputs='probabilities'`."
+                    )
         if _applies_softmax(student):
             raise ValueError(
                 f"The student {student.name!r} ends with a softmax. A student "
@@ -181,6 +510,8 @@ class Distiller(keras.Model):
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
+        for _, model in self._named_members(teacher):
+            model.trainable = False
         self.student_loss_weight = float(student_loss_weight)
         self.teacher_outputs = teacher_outputs
         self.adapter_batch_norm = bool(adapter_batch_norm)
@@ -195,13 +526,81 @@ class Distiller(keras.Model):
             self.built = True
 
     # ------------------------------------------------------------------
+    # The teachers.
+
+    @staticmethod
+    def _named_members(teacher):
+        """`[(name, model)]`: the teachers of an ensemble, or the one."""
+        if isinstance(teacher, TeacherEnsemble):
+            return list(teacher.teachers.items())
+        return [(teacher.name, teacher)]
+
+    @property
+    def has_several_teachers(self):
+        """Whether `teacher` was given as a list or dict of models."""
+        return isinstance(self.teacher, TeacherEnsemble)
+
+    @property
+    def teachers(self):
+        """The teachers by name, `{name: model}` (one entry for one teacher)."""
+        return dict(self._named_members(self.teacher))
+
+    def _resolve_loss_teacher(self, index, loss):
+        """The name of the teacher a loss reads, or `None` for the ensemble
+        (or the single teacher)."""
+        requested = getattr(loss, "teacher", None)
+        names = list(self.teachers)
+        where = f"distillation loss {index} ({type(loss).__name__})"
+        if requested is None:
+            if self.has_several_teachers and loss.teacher_layer_name is not None:
+                raise ValueError(
+                    f"The {where} reads the teacher layer "
+                    f"{loss.teacher_layer_name!r} but does not say of which "
+                    f"teacher. Set its `teacher` to one of {names}."
+                )
+            return None
+        if isinstance(requested, bool) or not isinstance(requested, (int, str)):
+            found = None
+        elif isinstance(requested, int):
+            found = names[requested] if 0 <= requested < len(names) else None
+        else:
+            found = requested if requested in names else None
+        if found is None:
+            raise ValueError(
+                f"Invalid `teacher` for the {where}. Expected a teacher's name "
+                f"(one of {names}) or index (0 to {len(names) - 1}). Received: "
+                f"teacher={requested!r}"
+            )
+        return found if self.has_several_teachers else None
+
+    def _loss_teacher_model(self, index):
+        """The model whose outputs loss `index` reads (for the ensemble's
+        logits, the first teacher in it: they share its shape)."""
+        teacher_name = self._loss_teachers[index]
+        if teacher_name is not None:
+            return self.teachers[teacher_name]
+        if not self.has_several_teachers:
+            return self.teacher
+        weights = dict(zip(self.teacher.teacher_names, self.teacher.teacher_weights))
+        return next(model for name, model in self.teachers.items() if weights[name] > 0)
+
+    def _teacher_key(self, teacher_name, layer_name):
+        """Where a loss finds its tensor in `teacher_forward`'s outputs."""
+        if teacher_name is None:
+            return layer_name or taps.LOGITS
+        return teacher_output_key(teacher_name, layer_name)
+
+    # ------------------------------------------------------------------
     # Configuration of the losses, taps and adapters.
 
     def _set_distillation_losses(self, distillation_losses, weights):
         if distillation_losses is None:
             self.distillation_losses = []
             self.distillation_loss_weights = []
+            self._loss_teachers = []
+            self._teacher_keys = []
             self._teacher_taps = self._student_taps = None
+            self._member_taps = [None] * len(self.teachers) if self.has_several_teachers else []
             self.adapters = []
             self._teacher_pools = []
             return
@@ -212,7 +611,7 @@ class Distiller(keras.Model):
                 "`distillation_losses` must hold at least one loss. Received: "
                 "distillation_losses=[]"
             )
-        resolved = [losses_lib.get(loss) for loss in distillation_losses]
+        resolved = [_get_loss(loss) for loss in distillation_losses]
         if weights is None:
             weights = [1.0] * len(resolved)
         if not isinstance(weights, (list, tuple)):
@@ -229,13 +628,36 @@ class Distiller(keras.Model):
                     "Each distillation loss weight must be a number >= 0. "
                     f"Received: distillation_loss_weights={list(weights)!r}"
                 )
-        for loss in resolved:
-            loss.validate_model_compatibility(self.teacher, self.student)
+        loss_teachers = [self._resolve_loss_teacher(i, loss) for i, loss in enumerate(resolved)]
+        for loss, teacher_name in zip(resolved, loss_teachers):
+            teacher = self.teacher if teacher_name is None else self.teachers[teacher_name]
+            loss.validate_model_compatibility(teacher, self.student)
         self.distillation_losses = resolved
         self.distillation_loss_weights = [float(w) for w in weights]
-        self._teacher_taps = taps.tap_model(
-            self.teacher, [loss.teacher_layer_name for loss in resolved], role="teacher"
-        )
+        self._loss_teachers = loss_teachers
+        self._teacher_keys = [
+            self._teacher_key(teacher_name, loss.teacher_layer_name)
+            for loss, teacher_name in zip(resolved, loss_teachers)
+        ]
+        if self.has_several_teachers:
+            self._teacher_taps = None
+            self._member_taps = [
+                taps.tap_model(
+                    model,
+                    [
+                        loss.teacher_layer_name
+                        for loss, teacher_name in zip(resolved, loss_teachers)
+                        if teacher_name == name
+                    ],
+                    role="teacher",
+                )
+                for name, model in self.teachers.items()
+            ]
+        else:
+            self._member_taps = []
+            self._teacher_taps = taps.tap_model(
+                self.teacher, [loss.teacher_layer_name for loss in resolved], role="teacher"
+            )
         self._student_taps = taps.tap_model(
             self.student, [loss.student_layer_name for loss in resolved], role="student"
         )
@@ -251,23 +673,47 @@ class Distiller(keras.Model):
         return taps.find_layer(model, name).output
 
     def _check_logit_shapes(self):
-        uses_logits = any(
-            loss.teacher_layer_name is None and loss.student_layer_name is None
-            for loss in self.distillation_losses
-        )
-        if not uses_logits:
+        """Raises, naming the teacher, if logits read by a loss cannot be
+        compared with the student's (or averaged with each other)."""
+        readers = [
+            teacher_name
+            for loss, teacher_name in zip(self.distillation_losses, self._loss_teachers)
+            if loss.teacher_layer_name is None and loss.student_layer_name is None
+        ]
+        if not readers:
             return
-        if not (taps.is_symbolic(self.teacher) and taps.is_symbolic(self.student)):
+        if not self.has_several_teachers:
+            checked = [(None, self.teacher)]
+        else:
+            # The ensemble reads every teacher of weight > 0.
+            names = set(readers)
+            if None in names:
+                weights = dict(zip(self.teacher.teacher_names, self.teacher.teacher_weights))
+                names |= {name for name, weight in weights.items() if weight > 0}
+            checked = [(name, model) for name, model in self.teachers.items() if name in names]
+        checked = [(name, model) for name, model in checked if taps.is_symbolic(model)]
+        if not checked:
             return
-        t_shape = tuple(self.teacher.outputs[0].shape)
-        s_shape = tuple(self.student.outputs[0].shape)
-        if len(t_shape) != len(s_shape) or any(
-            a is not None and b is not None and a != b for a, b in zip(t_shape, s_shape)
-        ):
+        shapes = [(name, tuple(model.outputs[0].shape)) for name, model in checked]
+        if taps.is_symbolic(self.student):
+            reference = ("student", tuple(self.student.outputs[0].shape))
+        else:
+            reference = None
+        for teacher_name, t_shape in shapes:
+            other_name, other_shape = reference or shapes[0]
+            if _compatible(t_shape, other_shape):
+                continue
+            if teacher_name is None:
+                raise ValueError(
+                    "Teacher and student outputs must have the same shape to be "
+                    f"distilled. Received: teacher output shape {t_shape} and "
+                    f"student output shape {other_shape}."
+                )
+            other = "student" if reference else f"teacher {other_name!r}"
             raise ValueError(
-                "Teacher and student outputs must have the same shape to be "
-                f"distilled. Received: teacher output shape {t_shape} and "
-                f"student output shape {s_shape}."
+                f"Teacher {teacher_name!r} and {other} outputs must have the same "
+                f"shape to be distilled. Received: teacher {teacher_name!r} output "
+                f"shape {t_shape} and {other} output shape {other_shape}."
             )
 
     def _build_adapters(self):
@@ -278,7 +724,9 @@ class Distiller(keras.Model):
                 self.adapters.append(None)
                 self._teacher_pools.append(None)
                 continue
-            teacher_tensor = self._symbolic_output(self.teacher, loss.teacher_layer_name)
+            teacher_tensor = self._symbolic_output(
+                self._loss_teacher_model(index), loss.teacher_layer_name
+            )
             student_tensor = self._symbolic_output(self.student, loss.student_layer_name)
             if teacher_tensor is None or student_tensor is None:
                 raise ValueError(
@@ -383,15 +831,36 @@ class Distiller(keras.Model):
         return x, None
 
     def teacher_forward(self, x):
-        """The teacher's logits and tapped features, `{"logits": ..., name: ...}`."""
-        if self._teacher_taps is not None:
-            outputs = dict(self._teacher_taps(x, training=False))
-        else:
-            outputs = {taps.LOGITS: self.teacher(x, training=False)}
-        if self.teacher_outputs == "probabilities":
-            probabilities = tf.cast(outputs[taps.LOGITS], tf.float32)
-            outputs[taps.LOGITS] = tf.math.log(tf.maximum(probabilities, 1e-12))
+        """The teacher's logits and tapped features, `{"logits": ..., name: ...}`.
+
+        With several teachers, `"logits"` is the ensemble's logits, and each
+        teacher's own outputs are under `"<teacher>/logits"` and
+        `"<teacher>/<layer>"` (see `teacher_output_key`). Each teacher runs
+        once, in inference mode.
+        """
+        if not self.has_several_teachers:
+            if self._teacher_taps is not None:
+                outputs = dict(self._teacher_taps(x, training=False))
+            else:
+                outputs = {taps.LOGITS: self.teacher(x, training=False)}
+            outputs[taps.LOGITS] = _as_logits(outputs[taps.LOGITS], self.teacher_outputs)
+            return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+        outputs = {}
+        for (teacher_name, model), tapped in zip(self.teachers.items(), self._member_taps):
+            if tapped is not None:
+                values = dict(tapped(x, training=False))
+            else:
+                values = {taps.LOGITS: model(x, training=False)}
+            values[taps.LOGITS] = _as_logits(values[taps.LOGITS], self.teacher_outputs)
+            for layer_name, value in values.items():
+                outputs[teacher_output_key(teacher_name, layer_name)] = value
+        outputs[taps.LOGITS] = self._ensemble_of(outputs)
         return {k: tf.stop_gradient(v) for k, v in outputs.items()}
+
+    def _ensemble_of(self, outputs):
+        return self.teacher.combine(
+            [outputs[teacher_output_key(name)] for name in self.teacher.teacher_names]
+        )
 
     def _student_forward(self, x, training):
         if self._student_taps is not None:
@@ -423,7 +892,7 @@ class Distiller(keras.Model):
         """Per-example weighted sum of the distillation losses."""
         total = None
         for index, loss in enumerate(self.distillation_losses):
-            teacher_value = teacher_outputs[loss.teacher_layer_name or taps.LOGITS]
+            teacher_value = teacher_outputs[self._teacher_keys[index]]
             student_value = student_outputs[loss.student_layer_name or taps.LOGITS]
             if self.adapters and self.adapters[index] is not None:
                 student_value = self.adapters[index](student_value, training=training)
@@ -475,7 +944,22 @@ class Distiller(keras.Model):
     def _teacher_outputs(self, x, cached_teacher_outputs):
         if cached_teacher_outputs is None:
             return self.teacher_forward(x)
-        return {k: tf.stop_gradient(v) for k, v in cached_teacher_outputs.items()}
+        outputs = dict(cached_teacher_outputs)
+        if self.has_several_teachers and all(
+            teacher_output_key(name) in outputs for name in self.teacher.teacher_names
+        ):
+            # Re-formed from each teacher's logits: a cache stays valid when
+            # `teacher_weights` or `ensemble` change.
+            outputs[taps.LOGITS] = self._ensemble_of(outputs)
+        missing = [key for key in dict.fromkeys(self._teacher_keys) if key not in outputs]
+        if missing:
+            raise ValueError(
+                f"The cached teacher outputs lack {missing}, which the "
+                "distillation losses read. Received keys: "
+                f"{sorted(cached_teacher_outputs)}. Cache the outputs of this "
+                "Distiller's `teacher_forward`."
+            )
+        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -609,9 +1093,17 @@ class Distiller(keras.Model):
     # Serialization (for resuming; export `distiller.student` to deploy).
 
     def get_config(self):
-        return {
+        if self.has_several_teachers:
+            # A dict by name (a list's names are its models' names).
+            teacher = {
+                name: keras.saving.serialize_keras_object(model)
+                for name, model in self.teachers.items()
+            }
+        else:
+            teacher = keras.saving.serialize_keras_object(self.teacher)
+        config = {
             "name": self.name,
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "teacher": teacher,
             "student": keras.saving.serialize_keras_object(self.student),
             "distillation_losses": [
                 keras.saving.serialize_keras_object(loss) for loss in self.distillation_losses
@@ -621,20 +1113,45 @@ class Distiller(keras.Model):
             "teacher_outputs": self.teacher_outputs,
             "adapter_batch_norm": self.adapter_batch_norm,
         }
+        if self.has_several_teachers:
+            # Which teacher each loss reads: losses' configs do not hold it.
+            config["teacher_weights"] = list(self.teacher.teacher_weights)
+            config["ensemble"] = self.teacher.ensemble
+            config["distillation_loss_teachers"] = list(self._loss_teachers)
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in ("teacher", "student"):
-            config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects
+        # Keras's deserialization consumes the nested model configs.
+        config = copy.deepcopy(config)
+        teacher = config["teacher"]
+        if isinstance(teacher, dict) and "class_name" not in teacher:
+            config["teacher"] = {
+                name: keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+                for name, model in teacher.items()
+            }
+        elif isinstance(teacher, (list, tuple)):
+            config["teacher"] = [
+                keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+                for model in teacher
+            ]
+        else:
+            config["teacher"] = keras.saving.deserialize_keras_object(
+                teacher, custom_objects=custom_objects
             )
+        config["student"] = keras.saving.deserialize_keras_object(
+            config["student"], custom_objects=custom_objects
+        )
+        loss_teachers = config.pop("distillation_loss_teachers", None)
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(loss, custom_objects=custom_objects)
             for loss in config.get("distillation_losses") or []
         ] or None
         if config["distillation_losses"] is None:
             config["distillation_loss_weights"] = None
+        elif loss_teachers is not None:
+            for loss, teacher_name in zip(config["distillation_losses"], loss_teachers):
+                loss.teacher = teacher_name
         return cls(**config)
 
     def get_compile_config(self):
