@@ -353,7 +353,7 @@ def test_tap_names_come_from_the_losses():
     assert cache.tap_names(LOSSES + LOSSES) == ["features"]
 
 
-def test_should_cache_modes():
+def test_should_cache_modes(monkeypatch):
     mode, reason = cache.should_cache({"training": {"cache": "auto"}})
     assert mode == "memory" and reason.startswith("Caching the teacher's outputs (memory)")
     assert cache.should_cache({"training": {}})[0] == "memory"
@@ -366,13 +366,11 @@ def test_should_cache_modes():
         cache.should_cache({"training": {"cache": "memory"}, "data": {"augmentation": True}})
     with pytest.raises(ValueError, match="Invalid value for `cache`"):
         cache.should_cache({"training": {"cache": "ram"}})
-    huge = data_lib.DataSplits(
-        *([np.zeros((1, 1), "float32"), np.zeros(1, "int32")] * 3),
-        num_classes=10,
-        input_shape=(1,),
-    )
-    huge.y_train = np.zeros(20_000_000, "int32")  # only the count matters
-    assert cache.should_cache({"training": {"cache": "auto"}}, huge)[0] == "disk"
+    # `auto` keeps small caches in memory and puts large ones on disk.
+    digits = data_lib.load("digits")
+    assert cache.should_cache({"training": {"cache": "auto"}}, digits)[0] == "memory"
+    monkeypatch.setattr(cache, "AUTO_MEMORY_LIMIT", 1000)
+    assert cache.should_cache({"training": {"cache": "auto"}}, digits)[0] == "disk"
 
 
 def test_cached_dataset_for_a_job(tmp_path, splits):

@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 from tf_distill import architectures
 from tf_distill import data
 from tf_distill import losses
+from tf_distill.cache import build_teacher_cache
+from tf_distill.cache import cache_teacher_outputs
 from tf_distill.distiller import Distiller
 from tf_distill.export import export_litert
 from tf_distill.losses import DistillationLoss
@@ -23,7 +25,18 @@ __all__ = [
     "FeatureDistillation",
     "LogitsDistillation",
     "architectures",
+    "build_teacher_cache",
+    "cache_teacher_outputs",
     "data",
     "export_litert",
     "losses",
 ]
+
+
+def __getattr__(name):
+    # `tuning` imports keras_tuner (and tensorboard): loaded on first use only.
+    if name == "tuning":
+        import importlib
+
+        return importlib.import_module("tf_distill.tuning")
+    raise AttributeError(f"module 'tf_distill' has no attribute {name!r}")

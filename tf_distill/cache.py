@@ -45,6 +45,8 @@ from tf_distill.backend import tf
 from tf_distill.distiller import INPUTS
 from tf_distill.distiller import TEACHER_OUTPUTS
 from tf_distill.distiller import Distiller
+from tf_distill.distiller import _applies_softmax
+from tf_distill.distiller import _as_logits
 from tf_distill.io import atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -404,8 +406,6 @@ class _TeacherSpec:
                 f"{list(_TEACHER_OUTPUT_KINDS)}. Received: "
                 f"teacher_outputs={teacher_outputs!r}"
             )
-        from tf_distill.distiller import _applies_softmax
-
         if teacher_outputs == "logits" and _applies_softmax(teacher):
             raise ValueError(
                 f"The teacher {teacher.name!r} ends with a softmax: its outputs "
@@ -417,15 +417,13 @@ class _TeacherSpec:
         self.teacher_outputs = teacher_outputs
         tapped = taps.tap_model(teacher, self.tap_names, role="teacher")
 
-        # The same computation as `Distiller.teacher_forward`.
+        # The same computation as `Distiller.teacher_forward` with one teacher.
         def forward(x):
             if tapped is not None:
                 outputs = dict(tapped(x, training=False))
             else:
                 outputs = {taps.LOGITS: teacher(x, training=False)}
-            if teacher_outputs == "probabilities":
-                probabilities = tf.cast(outputs[taps.LOGITS], tf.float32)
-                outputs[taps.LOGITS] = tf.math.log(tf.maximum(probabilities, 1e-12))
+            outputs[taps.LOGITS] = _as_logits(outputs[taps.LOGITS], teacher_outputs)
             return outputs
 
         self.forward = tf.function(forward, reduce_retracing=True)

@@ -73,6 +73,30 @@ def _export(args):
     return 0
 
 
+def _tune(args):
+    from tf_distill import config as config_lib
+    from tf_distill import tuning
+
+    config = config_lib.load(args.config)
+    output = args.output or config["output"]
+    if args.unsafe:
+        config["unsafe"] = True
+    results = tuning.run_from_config(
+        config, output, verbose=0 if args.quiet else 1, role=args.role
+    )
+    if results["role"] == "worker":
+        print(f"Worker {results['tuner_id']} ran trials {results['trials_run']}.")
+        return 0
+    with open(os.path.join(output, "trials.md"), encoding="utf-8") as handle:
+        print("\n" + handle.read())
+    _print_table(results)
+    print(
+        f"\nWrote {output}/: student.keras, best_hyperparameters.json, trials.md, "
+        "trials.csv, search.png, tuning.json"
+    )
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="tf-distill",
@@ -111,6 +135,19 @@ def build_parser():
     export.add_argument("--unsafe", action="store_true", help="trust the model file")
     export.set_defaults(handler=_export)
 
+    tune = commands.add_parser("tune", help="search temperature and α with Keras Tuner")
+    tune.add_argument("config", help="a run config with a `tuning:` section")
+    tune.add_argument("--output", help="the search folder (the same for chief and workers)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    tune.add_argument(
+        "--role",
+        choices=["chief", "worker"],
+        default=None,
+        help="distributed search role; default: from KERASTUNER_TUNER_ID, "
+        "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT",
+    )
+    tune.add_argument("--unsafe", action="store_true", help="trust model files")
+    tune.set_defaults(handler=_tune)
     return parser
 
 
@@ -132,7 +169,7 @@ def main(argv=None):
 
     try:
         return args.handler(args)
-    except (ConfigError, UnsafeModelError, FileNotFoundError) as error:
+    except (ConfigError, UnsafeModelError, FileNotFoundError, TimeoutError) as error:
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 2
     except ValueError as error:

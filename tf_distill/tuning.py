@@ -46,7 +46,6 @@ import math
 import os
 import socket
 import time
-import warnings
 
 import keras_tuner
 import numpy as np
@@ -309,6 +308,9 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             metrics=self.metrics,
         )
         _ensure_built(distiller)
+        # Built optimizer slots let a checkpoint restore the optimizer too
+        # (Hyperband continues a model from its checkpoint).
+        distiller.optimizer.build(distiller.trainable_variables)
         return distiller
 
     def fit(self, hp, model, *args, **kwargs):
@@ -586,11 +588,7 @@ def plot_search(rows, path, objective="val_accuracy"):
 
 def best_student(tuner):
     """The best trial's student, with the weights of its best epoch."""
-    with warnings.catch_warnings():
-        # Trial checkpoints hold the optimizer's state too; only the
-        # student's weights matter here.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        return tuner.get_best_models(num_models=1)[0].student
+    return tuner.get_best_models(num_models=1)[0].student
 
 
 def write_results(tuner, output_dir, objective="val_accuracy"):
@@ -1009,6 +1007,7 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
         max_consecutive_failed_trials=tuning["max_consecutive_failed_trials"],
     )
 
+    ran = []  # The chief runs no trial.
     if role == "chief":
         tuner.oracle.verbose = verbose
         say(
@@ -1053,6 +1052,7 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
             return {"role": role, "tuner_id": os.environ["KERASTUNER_TUNER_ID"], "trials_run": ran}
 
     results = write_results(tuner, output_dir, tuning["objective"])
+    results["trials_run"] = ran
     student = results.pop("student")
     models = [
         {
