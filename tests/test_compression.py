@@ -49,6 +49,25 @@ def make_student(seed=0, hidden=64):
     )
 
 
+def make_cnn_student(seed=0):
+    """A small convnet on the 8×8 digits: its first and last layers are small."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Reshape((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="first_conv"),  # 72 weights
+            keras.layers.Conv2D(16, 3, activation="relu", name="second_conv"),  # 1,152
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu", name="features"),  # 8,192
+            keras.layers.Dense(10, name="logits"),  # 320
+        ]
+    )
+
+
+CNN_KERNEL_SIZES = {"first_conv": 72, "second_conv": 1152, "features": 8192, "logits": 320}
+
+
 def compile_for_labels(model):
     model.compile(
         optimizer=keras.optimizers.Adam(0.01),
@@ -68,7 +87,7 @@ def kernels(model):
 
 @pytest.fixture(scope="module")
 def pruned(digits):
-    """A student pruned to 70% during a plain `fit`: (wrapped, stripped)."""
+    """A student pruned to 70%, every layer, in a plain `fit`: (wrapped, stripped)."""
     from tf_distill import compression
 
     x_train, y_train, _, _ = digits
@@ -76,7 +95,7 @@ def pruned(digits):
     # Full sparsity one epoch before the end, so the last epoch fine-tunes.
     end_step = steps_for(epochs - 1, len(x_train))
     wrapped = compression.prune_student(
-        make_student(), target_sparsity=0.7, end_step=end_step, frequency=5
+        make_student(), target_sparsity=0.7, end_step=end_step, frequency=5, exclude=()
     )
     compile_for_labels(wrapped)
     wrapped.fit(
@@ -97,7 +116,8 @@ def test_pruning_reaches_target_sparsity(pruned, digits):
     _, _, x_val, y_val = digits
     assert compression.sparsity(wrapped) == pytest.approx(0.7, abs=0.02)
     assert compression.sparsity(stripped) == pytest.approx(0.7, abs=0.02)
-    # Each kernel is pruned on its own, not only on average.
+    # With `exclude=()`, each kernel is pruned on its own, not only on average.
+    assert len(kernels(stripped)) == 2
     for kernel in kernels(stripped):
         assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.02)
     assert not any(type(layer).__name__ == "PruneLowMagnitude" for layer in stripped.layers)
@@ -238,9 +258,10 @@ def test_distill_into_pruned_student(digits):
     teacher = compile_for_labels(make_student(seed=3, hidden=128))
     teacher.fit(x_train, y_train, epochs=5, batch_size=BATCH_SIZE, verbose=0)
     epochs = 5
+    # The default keeps the first and last layers dense.
     pruned_student = compression.prune_student(
-        make_student(seed=4),
-        target_sparsity=0.6,
+        make_cnn_student(seed=4),
+        target_sparsity=0.8,
         end_step=steps_for(epochs - 1, len(x_train)),
         frequency=5,
     )
@@ -261,13 +282,125 @@ def test_distill_into_pruned_student(digits):
     )
     assert np.isfinite(history.history["distillation_loss"]).all()
     student = compression.strip_pruning(distiller.student)
-    assert compression.sparsity(student) == pytest.approx(0.6, abs=0.02)
+    assert compression.sparsity(student) == pytest.approx(0.8, abs=0.02)
+    total = sum(CNN_KERNEL_SIZES.values())
+    pruned_share = (CNN_KERNEL_SIZES["second_conv"] + CNN_KERNEL_SIZES["features"]) / total
+    for name in CNN_KERNEL_SIZES:
+        kernel = student.get_layer(name).kernel.numpy()
+        zeros = np.count_nonzero(kernel == 0)
+        if name in ("first_conv", "logits"):
+            # Trained float weights are never exactly zero by chance.
+            assert zeros == 0
+        else:
+            assert zeros / kernel.size == pytest.approx(0.8 / pruned_share, abs=0.01)
     accuracy = np.mean(student.predict(x_val, verbose=0).argmax(-1) == y_val)
     assert accuracy > 0.8
     # The frozen teacher was not pruned or trained.
     for before, after in zip(teacher_kernels, kernels(teacher)):
         np.testing.assert_array_equal(before, after)
     assert compression.sparsity(teacher) < 0.01
+
+
+def test_default_exclusion_keeps_first_and_last_layers_dense():
+    from tf_distill import compression
+
+    student = make_cnn_student()
+    wrapped = compression.prune_student(student, target_sparsity=0.8, end_step=100)
+    schedules = {
+        layer.layer.name: layer.pruning_schedule
+        for layer in wrapped.layers
+        if type(layer).__name__ == "PruneLowMagnitude"
+    }
+    assert {"second_conv", "features"} <= set(schedules)
+    assert "first_conv" not in schedules and "logits" not in schedules
+    # 80 % of all 9,736 kernel weights, all taken from the 9,344 pruned ones.
+    expected = 0.8 * 9736 / 9344
+    assert schedules["features"].final_sparsity == pytest.approx(expected)
+    assert schedules["second_conv"].final_sparsity == pytest.approx(expected)
+    assert compression.sparsity(wrapped) == 0.0  # Nothing pruned before training.
+
+    # Named layers, and the initial sparsity scaled the same way.
+    wrapped = compression.prune_student(
+        student, 0.5, end_step=100, initial_sparsity=0.25, exclude=["logits"]
+    )
+    schedules = {
+        layer.layer.name: layer.pruning_schedule
+        for layer in wrapped.layers
+        if type(layer).__name__ == "PruneLowMagnitude"
+    }
+    assert "logits" not in schedules and "first_conv" in schedules
+    assert schedules["first_conv"].final_sparsity == pytest.approx(0.5 * 9736 / 9416)
+    assert schedules["first_conv"].initial_sparsity == pytest.approx(0.25 * 9736 / 9416)
+
+
+def test_first_and_last_skips_an_embedding():
+    from tf_distill import compression
+
+    keras.utils.set_random_seed(0)
+    student = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Embedding(100, 16, name="embedding"),  # 1,600 weights
+            keras.layers.Conv1D(16, 3, name="conv"),  # 768
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(10, name="logits"),  # 160
+        ]
+    )
+    wrapped = compression.prune_student(student, 0.5, end_step=10, frequency=1)
+    pruned = {
+        layer.layer.name: layer.pruning_schedule.final_sparsity
+        for layer in wrapped.layers
+        if type(layer).__name__ == "PruneLowMagnitude"
+    }
+    # The first convolution or Dense layer stays dense, not the embedding table.
+    # (TFMOT wraps the pooling layer too, with nothing to prune in it.)
+    assert {"embedding", "conv", "logits"} & set(pruned) == {"embedding"}
+    assert pruned["embedding"] == pytest.approx(0.5 * 2528 / 1600)
+
+
+@pytest.mark.parametrize(
+    "model_fn, kwargs, message",
+    [
+        (
+            make_cnn_student,
+            {"target_sparsity": 0.97},
+            r"target_sparsity=0.97 is out of reach with layers \['first_conv', 'logits'\] "
+            r"kept dense: they hold 392 of the 9,736 prunable kernel weights, so the "
+            r"model's sparsity must stay below 0.960",
+        ),
+        (
+            # Both layers of a two-layer MLP are its first and last.
+            make_student,
+            {},
+            r"target_sparsity=0.8 is out of reach with layers \['dense\w*', 'dense\w*'\] "
+            r"kept dense: they hold 4,736 of the 4,736 prunable kernel weights, so the "
+            r"model's sparsity must stay below 0.000",
+        ),
+        (
+            make_cnn_student,
+            {"exclude": ["logits", "reshape", "nope"]},
+            r"`exclude` names layers that are not in the model or have no prunable "
+            r"kernels: \['reshape', 'nope'\]. Prunable layers: \['first_conv', "
+            r"'second_conv', 'features', 'logits'\]",
+        ),
+        (
+            make_cnn_student,
+            {"exclude": "logits"},
+            r"`exclude` must be 'first_and_last' or a list of layer names. "
+            r"Received: exclude='logits' \(for one layer, pass \['logits'\]\)",
+        ),
+        (
+            lambda: keras.Sequential([keras.Input((3,)), keras.layers.ReLU()]),
+            {"exclude": ()},
+            r"The student has no prunable kernels",
+        ),
+    ],
+)
+def test_prune_student_invalid_exclusion(model_fn, kwargs, message):
+    from tf_distill import compression
+
+    with pytest.raises(ValueError, match=message):
+        compression.prune_student(model_fn(), **{"end_step": 10, "frequency": 1, **kwargs})
 
 
 def test_pruning_summaries_callback(tmp_path):

@@ -171,6 +171,93 @@ def test_int8_io_quantizes_inputs_and_outputs(classifier, digits, tmp_path):
     assert report.accuracy_drop_points <= 1.0
 
 
+def weight_scale_counts(path):
+    """Scales per quantized constant tensor of a `.tflite` file, read by the interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    counts = {}
+    for detail in interpreter.get_tensor_details():
+        scales = detail["quantization_parameters"]["scales"]
+        if np.issubdtype(detail["dtype"], np.integer) and len(scales):
+            counts[detail["name"]] = len(scales)
+    return counts
+
+
+def test_per_tensor_int8_is_smaller_and_verified(classifier, digits, tmp_path):
+    x_train, _, x_val, y_val = digits
+    reports = {}
+    for per_channel in (True, False):
+        path = tmp_path / f"int8_per_channel_{per_channel}.tflite"
+        reports[per_channel] = export.export_litert(
+            classifier,
+            path,
+            quantization="int8",
+            representative_data=x_train[:200],
+            validation_data=(x_val, y_val),
+            latency_runs=0,
+            per_channel=per_channel,
+        )
+        counts = weight_scale_counts(path)
+        if per_channel:
+            # A scale per output channel: per filter of the convolution, per
+            # unit of the Dense layers.
+            assert {8, 32, 10} <= set(counts.values())
+        else:
+            assert counts and set(counts.values()) == {1}
+        outputs, _, _ = run_litert(path, x_val)
+        assert reports[per_channel].litert_accuracy == pytest.approx(
+            np.mean(outputs.argmax(-1) == y_val)
+        )
+    per_tensor = reports[False]
+    assert per_tensor.verified
+    assert per_tensor.per_channel is False and reports[True].per_channel is True
+    assert per_tensor.accuracy_drop_points <= 1.0
+    assert per_tensor.top1_agreement >= 0.95
+    # One float32 scale and one int64 zero point per tensor, not per channel.
+    assert per_tensor.file_size_bytes < reports[True].file_size_bytes
+    assert "| `int8` per-tensor |" in per_tensor.to_markdown()
+    assert "per-tensor" not in reports[True].to_markdown()
+
+
+def test_per_tensor_needs_the_converter_setting(classifier, tmp_path, monkeypatch):
+    from_keras_model = tf.lite.TFLiteConverter.from_keras_model
+
+    def without_setting(model):
+        converter = from_keras_model(model)
+        del converter._experimental_disable_per_channel
+        return converter
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", without_setting)
+    with pytest.raises(
+        export.ExportError,
+        match=r"per_channel=False needs the TFLite converter's private setting "
+        r"`_experimental_disable_per_channel`, which TensorFlow .* does not have",
+    ):
+        export.export_litert(
+            classifier,
+            tmp_path / "m.tflite",
+            quantization="dynamic",
+            per_channel=False,
+            latency_runs=0,
+        )
+    assert os.listdir(tmp_path) == []
+
+
+def test_per_tensor_ignored_by_the_converter_is_an_error(classifier, tmp_path, monkeypatch):
+    # A future converter that kept the setting but ignored it.
+    monkeypatch.setattr(export, "_disable_per_channel", lambda converter: None)
+    with pytest.raises(export.ExportError, match=r"still gave per-channel scales to \d+ tensors"):
+        export.export_litert(
+            classifier,
+            tmp_path / "m.tflite",
+            quantization="dynamic",
+            per_channel=False,
+            latency_runs=0,
+        )
+    assert os.listdir(tmp_path) == []
+
+
 def test_accuracy_drop_guard_keeps_previous_file(classifier, digits, tmp_path):
     x_train, _, x_val, y_val = digits
     path = tmp_path / "student.tflite"
@@ -366,6 +453,20 @@ def test_reports_table_has_one_row_per_report():
             {"max_accuracy_drop": float("nan")},
             r"`max_accuracy_drop` must be a finite number of percentage points. "
             r"Received: max_accuracy_drop=nan",
+        ),
+        (
+            {"per_channel": False},
+            r"`per_channel=False` applies to the integer weights of "
+            r"quantization='dynamic' or 'int8'; float32 weights have no scales. "
+            r"Received: quantization='float32', per_channel=False",
+        ),
+        (
+            {"quantization": "float16", "per_channel": False},
+            r"float16 weights have no scales. Received: quantization='float16'",
+        ),
+        (
+            {"quantization": "dynamic", "per_channel": "yes"},
+            r"`per_channel` must be a bool. Received: per_channel='yes'",
         ),
         (
             {"latency_runs": -1},

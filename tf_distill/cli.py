@@ -67,6 +67,7 @@ def _export(args):
         allow_tf_ops=args.allow_tf_ops,
         latency_runs=args.latency_runs,
         report_path=os.path.splitext(output)[0] + ".md",
+        per_channel=not args.per_tensor,
     )
     print(report.to_markdown())
     print(f"\nWrote {output}")
@@ -128,6 +129,11 @@ def build_parser():
     export.add_argument("--max-accuracy-drop", type=float, default=1.0,
                         help="refuse the export if accuracy drops more (points)")
     export.add_argument("--int8-io", action="store_true", help="int8 inputs and outputs")
+    export.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="one weight scale per tensor (int8, dynamic): smaller files for small models",
+    )
     export.add_argument("--allow-tf-ops", action="store_true",
                         help="fall back to TensorFlow ops for unsupported ones")
     export.add_argument("--latency-runs", type=int, default=200)

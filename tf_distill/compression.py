@@ -16,7 +16,7 @@ A pruned student is distilled like any other, with the pruning callback:
 >>> distiller.compile(optimizer="adam", loss=..., metrics=["accuracy"])
 >>> distiller.fit(x, y, epochs=epochs, callbacks=pruning_callbacks())
 >>> student = strip_pruning(distiller.student)
->>> sparsity(student)  # ~0.8
+>>> sparsity(student)  # ~0.8 overall; the first and last layers stay dense
 
 A quantization-aware student (`quantize_aware`) is distilled the same way and
 exported with `tf_distill.export.export_litert(..., quantization="int8")`.
@@ -67,6 +67,25 @@ def _tfmot():
     return tfmot
 
 
+FIRST_AND_LAST = "first_and_last"
+
+# The layer types "first_and_last" keeps dense at the input: an Embedding
+# table, often most of a language model's weights, is pruned.
+_CONVOLUTION_AND_DENSE = (
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+)
+
+
 def prune_student(
     student,
     target_sparsity=0.8,
@@ -75,6 +94,7 @@ def prune_student(
     begin_step=0,
     frequency=100,
     initial_sparsity=0.0,
+    exclude=FIRST_AND_LAST,
 ):
     """Wraps a student for magnitude pruning during distillation.
 
@@ -84,30 +104,50 @@ def prune_student(
     `frequency` steps; after `end_step` it stays at `target_sparsity`.
     Train with `pruning_callbacks()` and call `strip_pruning` afterwards.
 
+    By default the first convolution or Dense layer and the last prunable
+    layer (the logits) stay dense, as is common practice (the TFMOT pruning
+    guide advises pruning later layers rather than the first ones): they
+    hold few weights, and each of theirs matters more than one of a middle
+    layer's. The first layer of a small convnet has a few weights per
+    filter, and the logits layer a few per class. `target_sparsity` is the
+    sparsity over all prunable kernels, the dense ones included, as
+    `sparsity` measures it, so the pruned layers are pruned further to make
+    up for the dense ones: each to
+    `target_sparsity * all_weights / pruned_weights`.
+
     Args:
         student: A tf_keras Sequential or functional model (TFMOT cannot wrap
             subclassed models).
-        target_sparsity: Fraction of each prunable kernel set to zero by the
-            end, in [0, 1).
+        target_sparsity: Fraction of all prunable kernel weights (those of
+            Dense, convolution and embedding layers, ..., excluded layers
+            included) set to zero by the end, in [0, 1).
         end_step: Training step (batch) at which `target_sparsity` is
             reached: at most `epochs * steps_per_epoch`, so that training
             ends at full sparsity.
         begin_step: Step at which pruning starts.
         frequency: Steps between pruning updates; must be at most
             `end_step - begin_step`.
-        initial_sparsity: Sparsity at `begin_step`, in [0, target_sparsity].
+        initial_sparsity: Overall sparsity at `begin_step`, in
+            [0, target_sparsity].
+        exclude: Layers to leave dense: `"first_and_last"` (the default: the
+            first convolution or Dense layer and the last prunable layer),
+            or a list of layer names (of nested models' layers too); `()`
+            prunes every layer to `target_sparsity`.
 
     Returns:
-        The student with prunable layers wrapped in `PruneLowMagnitude`.
+        The student with its pruned layers wrapped in `PruneLowMagnitude`.
 
     Raises:
         RuntimeError: Under Keras 3 (see `require_legacy_keras`).
-        ValueError: For an invalid schedule.
+        ValueError: For an invalid schedule, an unknown or unprunable layer
+            name in `exclude`, a student without prunable kernels, or a
+            `target_sparsity` out of reach with the excluded layers dense.
 
     Example:
 
     >>> steps = epochs * math.ceil(len(x_train) / batch_size)
     >>> pruned = prune_student(student, target_sparsity=0.8, end_step=steps)
+    >>> pruned = prune_student(student, 0.8, end_step=steps, exclude=["logits"])
     """
     require_legacy_keras("prune_student")
     if not 0.0 <= target_sparsity < 1.0:
@@ -137,15 +177,97 @@ def prune_student(
             "`frequency` must be an integer in [1, end_step - begin_step] "
             f"= [1, {end_step - begin_step}]. Received: frequency={frequency!r}"
         )
+    layers = _prunable_layers(student)
+    excluded = _excluded_layers(layers, exclude)
+    layer_sparsity = _pruned_layer_sparsity(layers, excluded, target_sparsity)
     tfmot = _tfmot()
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=float(initial_sparsity),
-        final_sparsity=float(target_sparsity),
+        initial_sparsity=initial_sparsity * layer_sparsity / target_sparsity
+        if target_sparsity
+        else 0.0,
+        final_sparsity=layer_sparsity,
         begin_step=begin_step,
         end_step=end_step,
         frequency=frequency,
     )
-    return tfmot.sparsity.keras.prune_low_magnitude(student, pruning_schedule=schedule)
+
+    class KeepDense(tfmot.sparsity.keras.PruningPolicy):
+        """Leaves the excluded layers unwrapped (TFMOT's own hook for it)."""
+
+        def allow_pruning(self, layer):
+            return layer.name not in excluded
+
+        def ensure_model_supports_pruning(self, model):
+            # `prune_low_magnitude` itself rejects subclassed models.
+            pass
+
+    return tfmot.sparsity.keras.prune_low_magnitude(
+        student, pruning_schedule=schedule, pruning_policy=KeepDense()
+    )
+
+
+def _excluded_layers(layers, exclude):
+    """The layer names `exclude` stands for, checked against `layers`."""
+    if exclude is None:
+        return set()
+    if isinstance(exclude, str):
+        if exclude != FIRST_AND_LAST:
+            raise ValueError(
+                f"`exclude` must be {FIRST_AND_LAST!r} or a list of layer names. "
+                f"Received: exclude={exclude!r} (for one layer, pass [{exclude!r}])"
+            )
+        return _first_and_last(layers)
+    names = list(exclude)
+    prunable = [layer.name for layer, _ in layers]
+    unknown = [name for name in names if name not in prunable]
+    if unknown:
+        raise ValueError(
+            "`exclude` names layers that are not in the model or have no "
+            f"prunable kernels: {unknown}. Prunable layers: {prunable}. "
+            f"Received: exclude={names!r}"
+        )
+    return set(names)
+
+
+def _first_and_last(layers):
+    """The first convolution or Dense layer and the last prunable layer."""
+    if not layers:
+        return set()
+    kinds = tuple(
+        getattr(keras.layers, name)
+        for name in _CONVOLUTION_AND_DENSE
+        if hasattr(keras.layers, name)
+    )
+    first = next((layer for layer, _ in layers if isinstance(layer, kinds)), None)
+    return {layer.name for layer in (first, layers[-1][0]) if layer is not None}
+
+
+def _pruned_layer_sparsity(layers, excluded, target_sparsity):
+    """The sparsity of each pruned layer that gives `target_sparsity` overall."""
+    sizes = [
+        (layer.name, sum(int(np.prod(weight.shape)) for weight in weights))
+        for layer, weights in layers
+    ]
+    total = sum(size for _, size in sizes)
+    if total == 0:
+        raise ValueError(
+            "The student has no prunable kernels (built Dense, convolution, "
+            "embedding, ... layers): there is nothing to prune. A Sequential "
+            "model needs an `Input` to be built."
+        )
+    pruned = sum(size for name, size in sizes if name not in excluded)
+    if target_sparsity == 0:
+        return 0.0
+    if target_sparsity * total >= pruned:
+        raise ValueError(
+            f"target_sparsity={target_sparsity!r} is out of reach with layers "
+            f"{sorted(excluded)} kept dense: they hold {total - pruned:,} of the "
+            f"{total:,} prunable kernel weights, so the model's sparsity must "
+            f"stay below {pruned / total:.3f} (every other weight pruned). Lower "
+            "`target_sparsity`, or keep fewer layers dense with `exclude` "
+            "(`exclude=()` prunes every layer)."
+        )
+    return target_sparsity * total / pruned
 
 
 def pruning_callbacks(log_dir=None):
@@ -209,36 +331,51 @@ def sparsity(model):
 
 
 def _prunable_weights(model):
+    weights, seen = [], set()
+    for _, layer_weights in _prunable_layers(model):
+        for weight in layer_weights:
+            if id(weight) not in seen:
+                seen.add(id(weight))
+                weights.append(weight)
+    return weights
+
+
+def _prunable_layers(model):
+    """`[(layer, prunable weights)]` in layer order, nested models included.
+
+    For a layer wrapped in `PruneLowMagnitude`, the layer is the wrapped one
+    (with the name the user gave it).
+    """
     from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
     from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-    weights, seen = [], set()
+    layers, seen = [], set()
 
-    def add(weight):
-        if id(weight) not in seen:
-            seen.add(id(weight))
-            weights.append(weight)
+    def add(layer, weights):
+        # Layers with nothing to prune, or not built yet, are left out.
+        weights = [weight for weight in weights if weight is not None]
+        if weights and id(layer) not in seen:
+            seen.add(id(layer))
+            layers.append((layer, weights))
 
     def visit(layer):
         if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
-            for weight, _, _ in layer.pruning_vars:
-                add(weight)
+            # TFMOT wraps every layer, batch normalization too.
+            add(layer.layer, [weight for weight, _, _ in layer.pruning_vars])
         elif isinstance(layer, keras.Model):
             for inner in layer.layers:
                 visit(inner)
         elif isinstance(layer, prunable_layer.PrunableLayer):
-            for weight in layer.get_prunable_weights():
-                add(weight)
+            add(layer, layer.get_prunable_weights())
         elif type(layer) in prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP:
             # TFMOT's own table of which weights it prunes per layer type;
             # it has no public accessor that leaves the layer unmodified.
             names = prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP[type(layer)]
-            for name in names:
-                add(getattr(layer, name))
+            add(layer, [getattr(layer, name, None) for name in names])
 
     visit(model)
-    return weights
+    return layers
 
 
 def gzipped_size(path):
@@ -298,6 +435,7 @@ def quantize_aware(student):
 
 
 __all__ = [
+    "FIRST_AND_LAST",
     "require_legacy_keras",
     "prune_student",
     "pruning_callbacks",

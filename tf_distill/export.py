@@ -15,6 +15,15 @@ Quantization modes (https://ai.google.dev/edge/litert/models/model_optimization)
   `representative_data`; with `int8_io=True` the inputs and outputs are int8
   as well (for integer-only accelerators).
 
+In `"dynamic"` and `"int8"` modes the weights have one scale per output
+channel by default (`per_channel=True`, the converter's default), which
+keeps the accuracy of layers whose channels have very different ranges
+(a convolution with batch normalization folded in). `per_channel=False`
+stores one scale per tensor instead: a smaller file when the model is small
+enough for the per-channel parameters to matter (a float32 scale and an int64
+zero point per channel, for each kernel and bias), at a possible accuracy
+cost that the verification measures like any other.
+
 Runs under Keras 3 and, with `TF_USE_LEGACY_KERAS=1`, with tf_keras models
 (pruned or quantization-aware students from `tf_distill.compression`).
 """
@@ -36,6 +45,8 @@ from tf_distill.backend import keras
 from tf_distill.backend import tf
 
 QUANTIZATION_MODES = ("float32", "dynamic", "float16", "int8")
+# The modes with integer weights, which have a scale per channel or per tensor.
+_PER_CHANNEL_MODES = ("dynamic", "int8")
 
 # Float32 LiteRT kernels (XNNPACK) and TensorFlow sum in different orders;
 # anything above this is a conversion bug, not round-off.
@@ -106,6 +117,9 @@ class ExportReport:
         tf_ops: TensorFlow ops kept through the `SELECT_TF_OPS` fallback.
         verified: Whether the interpreter ran the model and every check passed.
         max_accuracy_drop: The allowed accuracy drop in points.
+        per_channel: For `"dynamic"` and `"int8"`: whether any tensor in the
+            file has per-channel scales (read from the file, see
+            `export_litert`'s `per_channel`); `None` in the float modes.
     """
 
     path: str | None
@@ -125,6 +139,7 @@ class ExportReport:
     tf_ops: list = dataclasses.field(default_factory=list)
     verified: bool = False
     max_accuracy_drop: float | None = None
+    per_channel: bool | None = None
 
     def to_dict(self):
         """The report as a JSON-serializable dict."""
@@ -136,7 +151,7 @@ class ExportReport:
 
 
 _TABLE_COLUMNS = (
-    ("Quantization", lambda r: f"`{r.quantization}`"),
+    ("Quantization", lambda r: f"`{r.quantization}`" + _per_tensor_mark(r)),
     ("Size (bytes)", lambda r: f"{r.file_size_bytes:,}"),
     ("Keras acc. (%)", lambda r: _percent(r.keras_accuracy)),
     ("LiteRT acc. (%)", lambda r: _percent(r.litert_accuracy)),
@@ -147,6 +162,10 @@ _TABLE_COLUMNS = (
     ("I/O", lambda r: f"{r.input_dtype}/{r.output_dtype}"),
     ("Verified", lambda r: "yes" if r.verified else "no"),
 )
+
+
+def _per_tensor_mark(report):
+    return " per-tensor" if report.per_channel is False else ""
 
 
 def _percent(value):
@@ -188,6 +207,7 @@ def export_litert(
     report_path=None,
     calibration_examples=500,
     num_threads=1,
+    per_channel=True,
 ):
     """Converts a student to LiteRT, verifies it, then writes it atomically.
 
@@ -238,20 +258,27 @@ def export_litert(
         calibration_examples: At most this many `representative_data`
             examples calibrate `"int8"` (a few hundred are enough).
         num_threads: Interpreter threads for verification and latency.
+        per_channel: With `"dynamic"` or `"int8"`: `True` (the default) for
+            one weight scale per output channel, `False` for one per tensor:
+            a smaller file for a small model (see the module docstring),
+            possibly less accurate, which the checks above measure. Only
+            `True` is accepted in the float modes.
 
     Returns:
         An `ExportReport`.
 
     Raises:
         ValueError: For an invalid argument, a model with several inputs or
-            outputs, or `"int8"` without `representative_data` (raised before
-            converting anything).
+            outputs, `"int8"` without `representative_data`, or
+            `per_channel=False` in a float mode (raised before converting
+            anything).
         TypeError: If `model` is not a Keras model of the running Keras.
         UnsupportedOpsError: If the model needs ops LiteRT's builtins lack
             and `allow_tf_ops` is `False` (the message lists them).
         AccuracyDropError: If the accuracy drop exceeds `max_accuracy_drop`.
-        ExportError: If conversion fails otherwise or float32 outputs
-            differ from Keras by more than 1e-4.
+        ExportError: If conversion fails otherwise, float32 outputs
+            differ from Keras by more than 1e-4, or `per_channel=False` is
+            not supported by this TensorFlow's converter.
 
     Example:
 
@@ -261,6 +288,7 @@ def export_litert(
     >>> print(report.to_markdown())
     """
     _check_quantization(quantization)
+    _check_per_channel(per_channel, quantization)
     _check_verification_arguments(max_accuracy_drop, latency_runs, num_threads)
     student = _strip_pruning_wrappers(_unwrap_student(model))
     # Converting takes seconds: the data is checked before it starts.
@@ -283,6 +311,7 @@ def export_litert(
         int8_io=int8_io,
         allow_tf_ops=allow_tf_ops,
         calibration_examples=calibration_examples,
+        per_channel=per_channel,
     )
     report = verify_litert(
         litert_model,
@@ -331,6 +360,7 @@ def convert_to_litert(
     int8_io=False,
     allow_tf_ops=False,
     calibration_examples=500,
+    per_channel=True,
 ):
     """Converts a Keras model to LiteRT flatbuffer bytes, unverified.
 
@@ -342,7 +372,7 @@ def convert_to_litert(
     Args:
         model: A Keras model, or an object with a `.student` Keras model.
         quantization, representative_data, int8_io, allow_tf_ops,
-        calibration_examples: As in `export_litert`.
+        calibration_examples, per_channel: As in `export_litert`.
 
     Returns:
         The `.tflite` model as `bytes`.
@@ -351,9 +381,11 @@ def convert_to_litert(
         ValueError: For invalid arguments or a missing `representative_data`.
         UnsupportedOpsError: If ops need `allow_tf_ops=True` or are not
             supported by LiteRT at all.
-        ExportError: If the converter fails for another reason.
+        ExportError: If the converter fails for another reason, or cannot
+            (or did not) quantize per tensor with `per_channel=False`.
     """
     _check_quantization(quantization)
+    _check_per_channel(per_channel, quantization)
     _check_count("calibration_examples", calibration_examples, minimum=1)
     if not isinstance(int8_io, bool):
         raise ValueError(f"`int8_io` must be a bool. Received: int8_io={int8_io!r}")
@@ -398,6 +430,8 @@ def convert_to_litert(
     if allow_tf_ops:
         supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = supported_ops
+    if not per_channel:
+        _disable_per_channel(converter)
 
     try:
         # Keras 3's SavedModel export prints its endpoints to stdout, and the
@@ -405,7 +439,7 @@ def convert_to_litert(
         # expected: their scale comes from calibration.
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return converter.convert()
+            litert_model = converter.convert()
     except Exception as error:  # The converter raises a private class.
         unsupported, need_custom = _unsupported_ops(error)
         if unsupported:
@@ -431,6 +465,47 @@ def convert_to_litert(
         raise ExportError(
             f"LiteRT conversion failed ({quantization} mode): {_first_lines(str(error))}"
         ) from error
+    if not per_channel:
+        per_channel_tensors = _per_channel_tensors(litert_model)
+        if per_channel_tensors:
+            raise ExportError(
+                f"per_channel=False was asked for, but the converter of TensorFlow "
+                f"{tf.__version__} still gave per-channel scales to "
+                f"{len(per_channel_tensors)} tensors ({', '.join(per_channel_tensors[:3])}"
+                f"{', ...' if len(per_channel_tensors) > 3 else ''}). Use per_channel=True."
+            )
+    return litert_model
+
+
+# The converter's switch for per-tensor weight scales is private (TF 2.x):
+# checked by name so that a TensorFlow without it fails clearly, not silently.
+_DISABLE_PER_CHANNEL = "_experimental_disable_per_channel"
+
+
+def _disable_per_channel(converter):
+    if not hasattr(converter, _DISABLE_PER_CHANNEL):
+        raise ExportError(
+            "per_channel=False needs the TFLite converter's private setting "
+            f"`{_DISABLE_PER_CHANNEL}`, which TensorFlow {tf.__version__} does not "
+            "have. Use per_channel=True (the default)."
+        )
+    setattr(converter, _DISABLE_PER_CHANNEL, True)
+
+
+def _per_channel_tensors(litert_model):
+    """Names of the tensors of a `.tflite` flatbuffer with several scales."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    flatbuffer = schema.Model.GetRootAs(litert_model, 0)
+    names = []
+    for subgraph_index in range(flatbuffer.SubgraphsLength()):
+        subgraph = flatbuffer.Subgraphs(subgraph_index)
+        for index in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(index)
+            quantization = tensor.Quantization()
+            if quantization is not None and quantization.ScaleLength() > 1:
+                names.append(tensor.Name().decode("utf-8", "replace"))
+    return names
 
 
 def verify_litert(
@@ -480,6 +555,9 @@ def verify_litert(
         num_threads=num_threads,
         tf_ops=_tf_ops_in(litert_model),
         max_accuracy_drop=max_accuracy_drop,
+        per_channel=(
+            bool(_per_channel_tensors(litert_model)) if quantization in _PER_CHANNEL_MODES else None
+        ),
     )
     if report.tf_ops:
         warnings.warn(
@@ -856,6 +934,17 @@ def _check_quantization(quantization):
         raise ValueError(
             "Invalid value for argument `quantization`. Expected one of "
             f"{list(QUANTIZATION_MODES)}. Received: quantization={quantization!r}"
+        )
+
+
+def _check_per_channel(per_channel, quantization):
+    if not isinstance(per_channel, bool):
+        raise ValueError(f"`per_channel` must be a bool. Received: per_channel={per_channel!r}")
+    if not per_channel and quantization not in _PER_CHANNEL_MODES:
+        raise ValueError(
+            "`per_channel=False` applies to the integer weights of "
+            f"quantization='dynamic' or 'int8'; {quantization} weights have no "
+            f"scales. Received: quantization={quantization!r}, per_channel=False"
         )
 
 
