@@ -160,3 +160,32 @@ def test_run_with_export_section_and_export_command(tmp_path, capsys):
                      "--latency-runs", "5"]) == 4
     assert "export refused" in capsys.readouterr().err
     assert not refused.exists()
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((0, 8, 8, 1), "float32"), "y": np.zeros((0,), "int64")}, "empty"),
+        ({"x": np.full((40, 8, 8, 1), np.nan, "float32"), "y": np.arange(40) % 4}, "NaN"),
+    ],
+)
+def test_bad_data_is_refused_before_training(tmp_path, capsys, arrays, message):
+    npz = tmp_path / "bad.npz"
+    np.savez(npz, **arrays)
+    path, _ = _write_config(tmp_path, data={"source": str(npz)})
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "teacher.keras").exists()
+
+
+def test_teacher_for_other_image_shapes_is_refused_before_training(tmp_path, capsys):
+    from tf_distill import architectures
+
+    teacher = architectures.build("mlp", (28, 28, 1), 10, size="small")
+    teacher_path = tmp_path / "teacher28.keras"
+    saving.save_model(teacher, teacher_path)
+    path, _ = _write_config(tmp_path, teacher={"path": str(teacher_path)})
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "(28, 28, 1)" in err and "(8, 8, 1)" in err
+    assert not (tmp_path / "out" / "student.keras").exists()

@@ -157,7 +157,9 @@ SCHEMA = {
         "seed": (_number(low=0, integer=True), 0),
         "baseline": (_boolean, True),
         "jit_compile": (_optional(_boolean), None),
-        "distribute": (_string(("none", "mirrored")), "none"),
+        # "mirrored": the GPUs of one machine; "multi_worker": processes or
+        # machines started with TF_CONFIG (docs/DISTRIBUTED.md).
+        "distribute": (_string(("none", "mirrored", "multi_worker")), "none"),
     },
     "export": {
         "quantization": (_string(("float32", "dynamic", "float16", "int8")), "int8"),
