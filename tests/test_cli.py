@@ -189,3 +189,33 @@ def test_teacher_for_other_image_shapes_is_refused_before_training(tmp_path, cap
     err = capsys.readouterr().err
     assert "(28, 28, 1)" in err and "(8, 8, 1)" in err
     assert not (tmp_path / "out" / "student.keras").exists()
+
+
+def test_tune_command_searches_and_saves_the_best_student(tmp_path, capsys):
+    path, _ = _write_config(
+        tmp_path,
+        teacher={"architecture": "mlp", "size": "small", "epochs": 2},
+        training={"epochs": 1},
+        tuning={"tuner": "random", "max_trials": 2, "seed": 0},
+    )
+    assert cli.main(["tune", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    best = json.loads((out / "best_hyperparameters.json").read_text())["hyperparameters"]
+    assert 1.0 <= best["temperature"] <= 20.0
+    assert 0.0 <= best["student_loss_weight"] <= 1.0
+    assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    student = saving.load_model(out / "student.keras")
+    assert student.output.shape[-1] == 10
+    assert "| tuned distilled student |" in capsys.readouterr().out
+
+
+def test_run_caches_teacher_outputs_by_default_and_says_so(tmp_path, capsys):
+    path, _ = _write_config(
+        tmp_path,
+        teacher={"architecture": "mlp", "size": "small", "epochs": 1},
+        training={"epochs": 1, "baseline": False, "cache": "disk"},
+    )
+    assert cli.main(["run", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "cach" in printed.lower()
+    assert (tmp_path / "out" / "teacher_cache").is_dir()

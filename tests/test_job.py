@@ -123,7 +123,7 @@ _keys = st.sampled_from(
      "validation_size", "train_size", "quantization", "unknown_key", "temperature"]
 )
 _sections = st.dictionaries(
-    st.sampled_from(list(config_lib.SCHEMA) + ["output", "unsafe", "bogus"]),
+    st.sampled_from(list(config_lib.SCHEMA) + ["output", "unsafe", "tuning", "bogus"]),
     st.one_of(_values, st.dictionaries(_keys, _values, max_size=4)),
     max_size=5,
 )
@@ -138,7 +138,7 @@ def test_random_configs_give_a_valid_config_or_a_clear_error(raw):
         assert str(error)
         assert "Received" in str(error) or "Valid keys" in str(error) or "Expected" in str(error)
     else:
-        assert set(config) == set(config_lib.SCHEMA) | {"output", "unsafe"}
+        assert set(config) == set(config_lib.SCHEMA) | {"output", "unsafe", "tuning"}
 
 
 _MIRRORED_SCRIPT = """

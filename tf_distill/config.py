@@ -160,6 +160,9 @@ SCHEMA = {
         # "mirrored": the GPUs of one machine; "multi_worker": processes or
         # machines started with TF_CONFIG (docs/DISTRIBUTED.md).
         "distribute": (_string(("none", "mirrored", "multi_worker")), "none"),
+        # Teacher outputs computed once, not every epoch: "auto" caches in
+        # memory, or memory-mapped on disk for large data; "off" distills online.
+        "cache": (_string(("auto", "memory", "disk", "off")), "auto"),
     },
     "export": {
         "quantization": (_string(("float32", "dynamic", "float16", "int8")), "int8"),
@@ -168,6 +171,7 @@ SCHEMA = {
         "allow_tf_ops": (_boolean, False),
         "latency_runs": (_number(low=1, integer=True), 200),
         "representative_size": (_number(low=1, integer=True), 200),
+        "per_channel": (_boolean, True),
     },
 }
 _TOP_LEVEL = {
@@ -211,7 +215,7 @@ def validate(raw):
         raise ConfigError(
             f"A config must be a mapping of sections. Received: {type(raw).__name__}"
         )
-    _check_keys("", raw, list(SCHEMA) + list(_TOP_LEVEL))
+    _check_keys("", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
     config = {}
     for key, (check, default) in _TOP_LEVEL.items():
         config[key] = check(key, raw[key]) if key in raw else default
@@ -234,6 +238,13 @@ def validate(raw):
             f"`distillation.loss_weights` has {len(weights)} entries for "
             f"{n_losses} losses. Received: distillation.loss_weights={weights!r}"
         )
+    if raw.get("tuning") is not None:
+        # Imported here: keras_tuner loads only for `tf-distill tune`.
+        from tf_distill.tuning import validate_tuning
+
+        config["tuning"] = validate_tuning(raw["tuning"])
+    else:
+        config["tuning"] = None
     _check_choices(config)
     return config
 

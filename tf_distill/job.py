@@ -68,9 +68,13 @@ def _dataset(data, split, batch_size, shuffle=None, seed=None):
     (`DATA` sharding): in-memory arrays have no files to shard by, and the
     default policy (`AUTO`) would only fall back to `DATA` with a warning.
     """
+    return _shard(data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed))
+
+
+def _shard(dataset):
+    """Sets `DATA` sharding on `dataset` (see `_dataset`)."""
     from tf_distill.backend import tf
 
-    dataset = data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
@@ -330,10 +334,11 @@ class Job:
         batch = self.config["data"]["batch_size"]
         diverged = StopOnNonFiniteLoss()
         last_good = self._path("student_last_good.keras")
-        start = time.perf_counter()
+        start = time.perf_counter()  # a cache build counts in the distillation time
+        train, validation = self._distillation_data(distiller, data, batch)
         history = distiller.fit(
-            _dataset(data, "train", batch, shuffle=True, seed=training["seed"]),
-            validation_data=_dataset(data, "validation", batch),
+            train,
+            validation_data=validation,
             epochs=training["epochs"],
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
@@ -352,6 +357,30 @@ class Job:
                 "temperature, and check the data for extreme values."
             )
         return distiller, _history(history), time.perf_counter() - start
+
+    def _distillation_data(self, distiller, data, batch):
+        """Train and validation pipelines, with the teacher's outputs cached
+        when that is safe (`training.cache`)."""
+        from tf_distill import cache as cache_lib
+
+        mode, reason = cache_lib.should_cache(self.config, data)
+        self.log(reason)
+        seed = self.config["training"]["seed"]
+        if mode == "off":
+            return (
+                _dataset(data, "train", batch, shuffle=True, seed=seed),
+                _dataset(data, "validation", batch),
+            )
+        directory = self._path("teacher_cache")
+        return tuple(
+            _shard(
+                cache_lib.cached_dataset(
+                    distiller, data, split, batch, mode=mode, directory=directory,
+                    seed=seed if split == "train" else None, log=self.log,
+                )
+            )
+            for split in ("train", "validation")
+        )
 
     def run(self):
         """Runs the job; writes the output folder; returns the metrics.
@@ -476,6 +505,7 @@ class Job:
             int8_io=config["int8_io"],
             allow_tf_ops=config["allow_tf_ops"],
             latency_runs=config["latency_runs"],
+            per_channel=config["per_channel"],
             report_path=self._path("export.md"),
         )
         result = report.to_dict()
