@@ -45,6 +45,10 @@ def test_run_writes_student_metrics_and_report(tmp_path, capsys):
     # Three epochs of a CNN on digits beat chance (0.1) by far.
     assert models["teacher"]["test_accuracy"] > 0.5
     assert models["distilled student"]["parameters"] < models["teacher"]["parameters"]
+    # Saved files hold the model alone, no optimizer state: the same student
+    # architecture gives the same size, trained alone or distilled.
+    alone, distilled = (models[m]["file_bytes"] for m in ("student alone", "distilled student"))
+    assert abs(alone - distilled) / distilled < 0.02
     assert metrics["data"] == {"name": "digits", "train": 1257, "validation": 270,
                                "test": 270, "num_classes": 10}
     history = metrics["histories"]["distilled student"]

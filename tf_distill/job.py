@@ -112,7 +112,8 @@ def _evaluate(model, dataset, x_test, y_test, batch_size):
 
 def _without_training_state(model):
     """A copy of `model` without its optimizer, as it would be deployed."""
-    copy = keras.models.clone_model(model)
+    # From its config, not `clone_model`, which also copies the compile state.
+    copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
 
