@@ -399,3 +399,30 @@ def test_distiller_refuses_layer_names_on_a_subclassed_student(make_mlp):
     loss = FeatureDistillation(teacher_layer_name="teacher_logits", student_layer_name="out")
     with pytest.raises(ValueError, match="needs a Functional or Sequential student model"):
         Distiller(make_mlp("teacher"), student, loss)
+
+
+def test_a_layer_named_logits_before_the_output_is_refused():
+    from tf_distill import taps as taps_lib
+    from tf_distill.backend import keras
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, name="logits")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match=r"layer named 'logits' that is not its final output"):
+        taps_lib.tap_model(model, ["logits"], role="student")
+
+
+def test_tapping_the_final_logits_layer_by_name_is_the_final_output():
+    from tf_distill import taps as taps_lib
+    from tf_distill.backend import keras
+
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(5, name="hidden")(inputs)
+    outputs = keras.layers.Dense(3, name="logits")(hidden)
+    model = keras.Model(inputs, outputs)
+    tap = taps_lib.tap_model(model, ["logits", "hidden"])
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    result = tap(x)
+    np.testing.assert_allclose(result["logits"], model(x), atol=1e-6)
+    assert result["hidden"].shape == (2, 5)

@@ -155,7 +155,15 @@ def tap_model(model, names, role="model"):
     main = outputs.pop(_OUTPUT)
     # As before nesting was supported: the flat list of outputs, or the one.
     flat = tf.nest.flatten(main)
-    outputs = {LOGITS: flat[0] if len(flat) == 1 else flat, **outputs}
+    final = flat[0] if len(flat) == 1 else flat
+    if LOGITS in outputs and outputs[LOGITS] is not final:
+        # `"logits"` is the key of the final output in every tap and cache.
+        raise ValueError(
+            f"The {role} model has a layer named {LOGITS!r} that is not its "
+            f"final output; tapping it would hide the final output, which "
+            f"tf_distill reads under that name. Rename that layer."
+        )
+    outputs = {**outputs, LOGITS: final}
     return keras.Model(graph.inputs, outputs, name=f"{model.name}_taps")
 
 
