@@ -6,23 +6,27 @@ Side by side in one run, on an MNIST subset with a CNN teacher:
    (target: cached <= 1.15 × alone);
 2. epoch time of online distillation (teacher run every step) against cached;
 3. a K-trial search sharing one cache against K × one cached trial plus one
-   cache build (target: search <= 1.1 × K × trial + build);
+   cache build (target: search <= 1.1 × K × trial + build). The cached
+   trials are timed in two blocks of K, before and after the search, so a
+   change of the machine's load during the run weighs on both sides;
 4. test errors of the tuned distilled student against the student alone;
 
 and, on synthetic data, a disk cache of 1,000,000 examples streamed batch by
 batch: the process's private memory (RssAnon) stays flat while it is built
 and read, where an in-memory cache grows by the size of the outputs.
 
-Usage (from the repository root; a few minutes on 2 CPU cores):
+Usage (from the repository root; about 10 minutes on 2 shared CPU cores):
 
     python bench/bench_cache_tuning.py --mnist ../shared/data/mnist
 
 Options make it longer or shorter (`--train-size 0` uses all 60,000 training
 images; `--large-examples 0` skips the memory benchmark). Results are printed
-as Markdown and written to `--output` (`results.json`, `results.md`).
+as Markdown, written to `--output` (`results.json`, `results.md`) and to the
+"cache_tuning" section of docs/BENCHMARKS.md (unless `--no-write`).
 """
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -36,6 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
 
 from tf_distill import architectures  # noqa: E402
 from tf_distill import cache  # noqa: E402
@@ -48,26 +55,43 @@ from tf_distill.distiller import crossentropy_from_logits  # noqa: E402
 from tf_distill.io import atomic_write  # noqa: E402
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time and CPU time of each epoch (training and validation).
+class GcClock:
+    """Wall time spent in Python's garbage collections (`gc.callbacks`).
 
-    CPU time (`time.process_time`, all threads of this process) measures the
-    work done whatever else the machine runs; wall time depends on the load
-    other processes put on shared cores.
+    Counts every collection in the block, automatic ones included, and the
+    full ones (generation 2) apart: a full collection scans every tracked
+    object of the process, so its cost grows with all that is alive.
     """
 
     def __init__(self):
-        super().__init__()
-        self.times = []
-        self.cpu_times = []
+        self.seconds = 0.0
+        self.full = 0
+        self.full_seconds = 0.0
+        self._start = None
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-        self.cpu_start = time.process_time()
+    def _callback(self, phase, info):
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        elapsed = time.perf_counter() - self._start
+        self.seconds += elapsed
+        if info["generation"] == 2:
+            self.full += 1
+            self.full_seconds += elapsed
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
-        self.cpu_times.append(time.process_time() - self.cpu_start)
+    def __enter__(self):
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._callback)
+
+    def summary(self):
+        return {
+            "gc_seconds": self.seconds,
+            "gc_full_collections": self.full,
+            "gc_full_seconds": self.full_seconds,
+        }
 
 
 def steady(times):
@@ -120,7 +144,7 @@ def fit_interleaved(runs, epochs):
     Returns:
         `{name: (epoch_wall_times, epoch_cpu_times, total_seconds)}`.
     """
-    timers = {name: EpochTimer() for name in runs}
+    timers = {name: common.EpochTimer() for name in runs}
     totals = dict.fromkeys(runs, 0.0)
     for epoch in range(epochs):
         for name, (model, train, validation) in runs.items():
@@ -135,7 +159,7 @@ def fit_interleaved(runs, epochs):
                 callbacks=[timers[name]],
             )
             totals[name] += time.perf_counter() - start
-    return {name: (timers[name].times, timers[name].cpu_times, totals[name]) for name in runs}
+    return {name: (timers[name].seconds, timers[name].cpu_seconds, totals[name]) for name in runs}
 
 
 def mnist_benchmark(args):
@@ -181,12 +205,20 @@ def mnist_benchmark(args):
     plain_train = splits.as_tf_dataset("train", args.batch_size, seed=args.seed)
     plain_validation = splits.as_tf_dataset("validation", args.batch_size)
 
-    # One cached trial, timed as the search runs it: build, compile, fit.
-    start, cpu_start = time.perf_counter(), time.process_time()
-    trial = make_distiller(teacher, student(), args)
-    trial.fit(train, validation_data=validation, epochs=args.epochs, verbose=0, shuffle=False)
-    trial_seconds = time.perf_counter() - start
-    trial_cpu_seconds = time.process_time() - cpu_start
+    def cached_trials(count):
+        """`count` cached trials as a user runs them: build, compile, fit."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with GcClock() as clock:
+            for _ in range(count):
+                trial = make_distiller(teacher, student(), args)
+                trial.fit(
+                    train, validation_data=validation, epochs=args.epochs, verbose=0, shuffle=False
+                )
+        return {
+            "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start,
+            **clock.summary(),
+        }
 
     alone = compile_alone(student("student_alone"), args)
     cached = make_distiller(teacher, student(), args)
@@ -213,8 +245,6 @@ def mnist_benchmark(args):
     results["cached"].update(
         cache_build_seconds=cache_seconds,
         cache_build_cpu_seconds=cache_cpu_seconds,
-        trial_seconds=trial_seconds,
-        trial_cpu_seconds=trial_cpu_seconds,
     )
 
     # Paired per-epoch ratios: each pair ran back to back, under the same load.
@@ -232,6 +262,9 @@ def mnist_benchmark(args):
     for name in ("alone", "cached", "online"):
         print(f"{name}: {results[name]}", flush=True)
 
+    # (3): K cached trials, the K-trial search, K cached trials again.
+    before = cached_trials(args.trials)
+    print(f"{args.trials} cached trials before the search: {before}", flush=True)
     hypermodel = tuning.DistillerHyperModel(
         teacher, lambda: student(), learning_rate=args.learning_rate, seed=args.seed
     )
@@ -245,15 +278,35 @@ def mnist_benchmark(args):
         seed=args.seed,
     )
     start, cpu_start = time.perf_counter(), time.process_time()
-    tuning.search(tuner, train, validation, args.epochs)
+    with GcClock() as search_clock:
+        tuning.search(tuner, train, validation, args.epochs)
     search_seconds = time.perf_counter() - start
     search_cpu_seconds = time.process_time() - cpu_start
+    print(f"Search: {search_seconds:.1f} s, CPU {search_cpu_seconds:.1f} s", flush=True)
+    after = cached_trials(args.trials)
+    print(f"{args.trials} cached trials after the search: {after}", flush=True)
+    trial_seconds = (before["seconds"] + after["seconds"]) / (2 * args.trials)
+    trial_cpu_seconds = (before["cpu_seconds"] + after["cpu_seconds"]) / (2 * args.trials)
+
     outcome = tuning.write_results(tuner, directory)
     tuned = outcome["student"]
+    # What a trial checkpoint holds: the student and its optimizer state,
+    # against the whole Distiller with its teacher.
+    checkpoint = os.path.join(tuner.get_trial_dir(outcome["best_trial"]), "checkpoint.weights.h5")
+    whole = os.path.join(args.output, "whole_distiller.weights.h5")
+    best_model = tuner.get_best_models(1)[0]
+    Distiller.save_weights(best_model, whole)
     results["search"] = {
         "trials": args.trials,
         "seconds": search_seconds,
         "cpu_seconds": search_cpu_seconds,
+        **search_clock.summary(),
+        "cached_trials_before": before,
+        "cached_trials_after": after,
+        "trial_seconds": trial_seconds,
+        "trial_cpu_seconds": trial_cpu_seconds,
+        "checkpoint_bytes": os.path.getsize(checkpoint),
+        "whole_distiller_checkpoint_bytes": os.path.getsize(whole),
         "best_hyperparameters": outcome["best_hyperparameters"],
         "best_validation_accuracy": outcome["best_score"],
         "test_error": test_error(tuned, splits),
@@ -262,17 +315,21 @@ def mnist_benchmark(args):
             for row in outcome["trials"]
         ],
     }
+    os.unlink(whole)
     print(f"Search: {results['search']}", flush=True)
 
+    trials = args.trials
     results["ratios"] = {
         **results["paired"],
-        "search_over_trials": search_seconds / (args.trials * trial_seconds + cache_seconds),
+        "search_over_trials": search_seconds / (trials * trial_seconds + cache_seconds),
         "search_over_trials_cpu": search_cpu_seconds
-        / (args.trials * trial_cpu_seconds + cache_cpu_seconds),
+        / (trials * trial_cpu_seconds + cache_cpu_seconds),
         # The target: search <= 1.1 × (K × one cached trial) + one cache build.
-        "search_over_budget": search_seconds / (1.1 * args.trials * trial_seconds + cache_seconds),
+        "search_over_budget": search_seconds / (1.1 * trials * trial_seconds + cache_seconds),
         "search_over_budget_cpu": search_cpu_seconds
-        / (1.1 * args.trials * trial_cpu_seconds + cache_cpu_seconds),
+        / (1.1 * trials * trial_cpu_seconds + cache_cpu_seconds),
+        "search_overhead_per_trial": (search_seconds - trials * trial_seconds) / trials,
+        "search_overhead_per_trial_cpu": (search_cpu_seconds - trials * trial_cpu_seconds) / trials,
         "tuned_minus_alone_test_error_points": 100
         * (results["search"]["test_error"] - results["alone"]["test_error"]),
     }
@@ -407,83 +464,159 @@ def memory_benchmark(args):
     return results
 
 
-def args_epochs(m):
-    return len(m["alone"]["epoch_times"])
+def verdict(met):
+    return "**PASS**" if met else "**FAIL**"
 
 
-def markdown(results, command):
-    lines = ["## Teacher-output caching and the search of T and α", "", f"Command: `{command}`", ""]
+def mnist_markdown(m, args):
+    r = m["ratios"]
+    data = m["data"]
+    search = m["search"]
+    alone, cached, online = m["alone"], m["cached"], m["online"]
+    trials = search["trials"]
+    budget = 1.1 * trials * search["trial_seconds"] + cached["cache_build_seconds"]
+    budget_cpu = 1.1 * trials * search["trial_cpu_seconds"] + cached["cache_build_cpu_seconds"]
+    error_met = search["test_error"] < alone["test_error"]
+    lines = [
+        f"MNIST subset: {data['train']:,} training, {data['validation']:,} validation and "
+        f'{data["test"]:,} test images. Teacher: CNN "{args.teacher_size}" '
+        f"({m['teacher']['parameters']:,} parameters, {args.teacher_epochs} epochs, test error "
+        f'{m["teacher"]["test_error"]:.4f}); student: CNN "{args.student_size}" '
+        f"({alone['parameters']:,} parameters); batch {args.batch_size}, Adam "
+        f"({args.learning_rate:g}), {args.epochs} epochs per model and per trial; T = 4, "
+        "α = 0.5 outside the search. Wall time is what a user waits; CPU time "
+        "(`time.process_time`, all threads of the process) measures the work done and is "
+        "less disturbed by other programs on a shared machine.",
+        "",
+        "(1), (2): the three models trained one epoch each in turn; epoch times (training "
+        "and validation) are medians without the first epoch, ratios are medians of the "
+        "paired per-epoch ratios.",
+        "",
+        "| per epoch | wall | CPU |",
+        "|---|---|---|",
+        f"| student alone | {alone['epoch_seconds']:.2f} s | {alone['epoch_cpu_seconds']:.2f} s |",
+        f"| cached distillation | {cached['epoch_seconds']:.2f} s | "
+        f"{cached['epoch_cpu_seconds']:.2f} s |",
+        f"| online distillation (teacher every step) | {online['epoch_seconds']:.2f} s | "
+        f"{online['epoch_cpu_seconds']:.2f} s |",
+        "",
+        f"(3): {trials} cached trials (build, compile, fit, as a user runs one), then the "
+        f"{trials}-trial random search (`tuning.make_tuner`, `tuning.search`) on the same "
+        f"caches, then {trials} cached trials again; one cached trial is the mean of the "
+        f"{2 * trials}. The cache build is the teacher's pass over the training and "
+        "validation sets.",
+        "",
+        "| (3) | wall | CPU |",
+        "|---|---|---|",
+        f"| cache build (train + validation) | {cached['cache_build_seconds']:.2f} s | "
+        f"{cached['cache_build_cpu_seconds']:.2f} s |",
+        f"| {trials} cached trials before / after the search | "
+        f"{search['cached_trials_before']['seconds']:.1f} s / "
+        f"{search['cached_trials_after']['seconds']:.1f} s | "
+        f"{search['cached_trials_before']['cpu_seconds']:.1f} s / "
+        f"{search['cached_trials_after']['cpu_seconds']:.1f} s |",
+        f"| one cached trial (mean) | {search['trial_seconds']:.2f} s | "
+        f"{search['trial_cpu_seconds']:.2f} s |",
+        f"| bound: 1.1 × {trials} × trial + build | {budget:.1f} s | {budget_cpu:.1f} s |",
+        f"| {trials}-trial search | {search['seconds']:.1f} s | {search['cpu_seconds']:.1f} s |",
+        f"| search overhead per trial | {r['search_overhead_per_trial']:+.2f} s | "
+        f"{r['search_overhead_per_trial_cpu']:+.2f} s |",
+        "| in garbage collection: trials before / search / trials after (full collections) | "
+        + " / ".join(
+            f"{block['gc_seconds']:.2f} s ({block['gc_full_collections']})"
+            for block in (search["cached_trials_before"], search, search["cached_trials_after"])
+        )
+        + " | |",
+        "",
+        "| target | wall | CPU |",
+        "|---|---|---|",
+        f"| (1) cached epoch ≤ 1.15 × student alone | ×{r['cached_over_alone']:.2f}: "
+        f"{verdict(r['cached_over_alone'] <= 1.15)} | ×{r['cached_over_alone_cpu']:.2f}: "
+        f"{verdict(r['cached_over_alone_cpu'] <= 1.15)} |",
+        f"| (2) online epoch / cached epoch (no target) | ×{r['online_over_cached']:.2f} | "
+        f"×{r['online_over_cached_cpu']:.2f} |",
+        f"| (3) search ≤ 1.1 × {trials} × trial + build | {r['search_over_budget']:.3f} of "
+        f"the bound: {verdict(r['search_over_budget'] <= 1.0)} | "
+        f"{r['search_over_budget_cpu']:.3f} of the bound: "
+        f"{verdict(r['search_over_budget_cpu'] <= 1.0)} |",
+        f"| (3) search / ({trials} × trial + build), for reference | "
+        f"×{r['search_over_trials']:.3f} | ×{r['search_over_trials_cpu']:.3f} |",
+        "",
+        f"(4) test error on the {data['test']:,} test images: student alone "
+        f"{alone['test_error']:.4f}, tuned distilled student {search['test_error']:.4f} "
+        f"({r['tuned_minus_alone_test_error_points']:+.2f} points; target: lower than alone, "
+        f"{verdict(error_met)}); distilled with T = 4, α = 0.5: {cached['test_error']:.4f} "
+        f"cached, {online['test_error']:.4f} online. Best hyperparameters: "
+        + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(search["best_hyperparameters"].items()))
+        + f" (validation accuracy {search['best_validation_accuracy']:.4f}).",
+        "",
+        "Trial checkpoints (`tuning.TrialDistiller`) hold the student and its optimizer's "
+        f"state: {search['checkpoint_bytes']:,} bytes, against "
+        f"{search['whole_distiller_checkpoint_bytes']:,} for the whole Distiller with its "
+        "teacher (and the teacher's own optimizer slots). During the search the objects "
+        "made before it are frozen (`gc.freeze`), so the garbage collections (Keras Tuner "
+        "runs two full ones before each trial) scan only the trials' objects; the cached "
+        "trials outside the search run without this (see the garbage-collection row).",
+        "",
+    ]
+    return lines
+
+
+def large_markdown(large):
+    progress = large["disk_stream"]["rss_anon_growth_by_progress_mb"]
+    shares = list(progress.values())
+    # Flat: after the first tenth, the growth changes by less than 5 % of
+    # the outputs' size, however many more examples are read.
+    flat = max(shares) - shares[0] <= 0.05 * large["outputs_mb"]
+    growth_text = (
+        "it is reached within the first tenth of the epoch and does not grow with the "
+        "examples read (TensorFlow's runtime and the shuffle buffer)"
+        if flat
+        else f"it grows by {max(shares) - shares[0]:.0f} MiB after the first tenth"
+    )
+    return [
+        f"Disk cache of {large['examples']:,} examples (synthetic 64-feature inputs, "
+        f"memory-mapped; logits and a 128-wide tapped layer, {large['outputs_mb']:.0f} MiB "
+        "of teacher outputs). Growth of the process's private memory (RssAnon) over the "
+        "start; file pages mapped from the cache (RssFile) are page cache the kernel can "
+        "reclaim.",
+        "",
+        "| step | wall | RssAnon growth |",
+        "|---|---|---|",
+        f"| build on disk | {large['disk_build']['seconds']:.1f} s | "
+        f"{large['disk_build']['rss_anon_growth_mb']:.0f} MiB |",
+        f"| stream one epoch (batches of 1,024) | {large['disk_stream']['seconds']:.1f} s | "
+        f"{large['disk_stream']['rss_anon_growth_mb']:.0f} MiB (RssFile peak "
+        f"{large['disk_stream']['rss_file_peak_mb']:.0f} MiB) |",
+        f"| distill 300 steps from it | {large['disk_fit_300_steps']['seconds']:.1f} s | "
+        f"{large['disk_fit_300_steps']['rss_anon_growth_mb']:.0f} MiB |",
+        f"| for contrast: build in memory | {large['memory_build']['seconds']:.1f} s | "
+        f"{large['memory_build']['rss_anon_growth_mb']:.0f} MiB |",
+        "",
+        "RssAnon growth while streaming, by share of the epoch read: "
+        + ", ".join(f"{share}: {growth:.0f} MiB" for share, growth in progress.items())
+        + f"; {growth_text}.",
+        "",
+    ]
+
+
+def markdown(results, args):
+    lines = ["## Teacher-output caching and Keras Tuner search (MNIST)", ""]
     if "mnist" in results:
-        m = results["mnist"]
-        r = m["ratios"]
-        data = m["data"]
-        lines += [
-            f"MNIST subset: {data['train']} train, {data['validation']} validation, "
-            f"{data['test']} test images. Teacher: CNN ({m['teacher']['parameters']:,} parameters, "
-            f"test error {m['teacher']['test_error']:.4f}); student: CNN "
-            f"({m['alone']['parameters']:,} parameters). Epoch times are medians without the "
-            "first epoch, training and validation included; the three models were trained "
-            "one epoch each in turn, and the ratios are medians of the paired per-epoch ratios.",
-            "",
-            "| measure | wall time | CPU time | target |",
-            "|---|---|---|---|",
-            f"| (1) epoch, student alone | {m['alone']['epoch_seconds']:.2f} s | "
-            f"{m['alone']['epoch_cpu_seconds']:.2f} s | |",
-            f"| (1) epoch, cached distillation | {m['cached']['epoch_seconds']:.2f} s "
-            f"(×{r['cached_over_alone']:.2f} alone) | {m['cached']['epoch_cpu_seconds']:.2f} s "
-            f"(×{r['cached_over_alone_cpu']:.2f} alone) | ≤ ×1.15 |",
-            f"| (2) epoch, online distillation | {m['online']['epoch_seconds']:.2f} s "
-            f"(×{r['online_over_cached']:.2f} cached) | {m['online']['epoch_cpu_seconds']:.2f} s "
-            f"(×{r['online_over_cached_cpu']:.2f} cached) | |",
-            f"| (3) cache build (train + validation) | {m['cached']['cache_build_seconds']:.2f} s | "
-            f"{m['cached']['cache_build_cpu_seconds']:.2f} s | |",
-            f"| (3) one cached trial ({args_epochs(m)} epochs) | {m['cached']['trial_seconds']:.1f} s | "
-            f"{m['cached']['trial_cpu_seconds']:.1f} s | |",
-            f"| (3) search, K = {m['search']['trials']} trials | {m['search']['seconds']:.1f} s "
-            f"(×{r['search_over_trials']:.2f} of K × trial + build; "
-            f"{r['search_over_budget']:.2f} of the target) | {m['search']['cpu_seconds']:.1f} s "
-            f"(×{r['search_over_trials_cpu']:.2f}; {r['search_over_budget_cpu']:.2f} of the target) "
-            "| ≤ 1.1 × K × trial + build (≤ 1.00 of the target) |",
-            f"| (4) test error, student alone | {m['alone']['test_error']:.4f} | | |",
-            f"| (4) test error, tuned distilled student | {m['search']['test_error']:.4f} "
-            f"({r['tuned_minus_alone_test_error_points']:+.2f} points) | | < alone |",
-            f"| test error, distilled with T = 4, α = 0.5 (cached / online) | "
-            f"{m['cached']['test_error']:.4f} / {m['online']['test_error']:.4f} | | |",
-            "",
-            f"Best hyperparameters: {m['search']['best_hyperparameters']} (validation accuracy "
-            f"{m['search']['best_validation_accuracy']:.4f}).",
-            "",
-        ]
+        lines += mnist_markdown(results["mnist"], args)
     if "large" in results:
-        large = results["large"]
-        lines += [
-            f"Disk cache of {large['examples']:,} examples (synthetic 64-feature inputs, "
-            f"memory-mapped; logits and a 128-wide tapped layer, {large['outputs_mb']:.0f} MiB "
-            "of teacher outputs). Growth of the process's private memory (RssAnon) over the "
-            "start; file pages mapped from the cache (RssFile) are page cache the kernel can "
-            "reclaim.",
-            "",
-            "| step | time | RssAnon growth |",
-            "|---|---|---|",
-            f"| build on disk | {large['disk_build']['seconds']:.1f} s | "
-            f"{large['disk_build']['rss_anon_growth_mb']:.0f} MiB |",
-            f"| stream one epoch (batches of 1,024) | {large['disk_stream']['seconds']:.1f} s | "
-            f"{large['disk_stream']['rss_anon_growth_mb']:.0f} MiB (RssFile peak "
-            f"{large['disk_stream']['rss_file_peak_mb']:.0f} MiB) |",
-            f"| distill 300 steps from it | {large['disk_fit_300_steps']['seconds']:.1f} s | "
-            f"{large['disk_fit_300_steps']['rss_anon_growth_mb']:.0f} MiB |",
-            f"| for contrast: build in memory | {large['memory_build']['seconds']:.1f} s | "
-            f"{large['memory_build']['rss_anon_growth_mb']:.0f} MiB |",
-            "",
-            "RssAnon growth while streaming, by share of the epoch read: "
-            + ", ".join(
-                f"{share}: {growth:.0f} MiB"
-                for share, growth in large["disk_stream"]["rss_anon_growth_by_progress_mb"].items()
-            )
-            + ". The growth (TensorFlow's runtime and shuffle buffers) is reached within the "
-            "first tenth of the epoch and does not grow with the examples read.",
-            "",
-        ]
+        lines += large_markdown(results["large"])
+    lines += [
+        common.conditions_markdown(
+            results["conditions"], load_after=results["load_after"], note=args.note
+        ),
+        "",
+        "Reproduce (from the repository root):",
+        "",
+        "```sh",
+        results["command"],
+        "```",
+    ]
     return "\n".join(lines)
 
 
@@ -503,10 +636,16 @@ def main(argv=None):
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/bench_cache_tuning")
+    parser.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.md")
+    parser.add_argument(
+        "--note", default=None, help="a sentence on the run's conditions, for the report"
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     tf.get_logger().setLevel("ERROR")
-    results = {}
+    results = {"conditions": common.machine_conditions()}
+    print(f"Conditions: {results['conditions']}", flush=True)
     if not args.skip_mnist:
         if not os.path.isdir(args.mnist):
             parser.error(f"No MNIST folder at {args.mnist!r}; pass --mnist or --skip-mnist.")
@@ -514,16 +653,23 @@ def main(argv=None):
     if args.large_examples:
         results["large"] = memory_benchmark(args)
         print(f"Memory: {results['large']}", flush=True)
-    command = "python bench/bench_cache_tuning.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    text = markdown(results, command.strip())
+    results["load_after"] = common.current_load()
+    # The note describes the run; it is not one of its parameters.
+    if "--note" in argv:
+        index = argv.index("--note")
+        del argv[index : index + 2]
+    argv = [arg for arg in argv if not arg.startswith("--note=")]
+    results["command"] = common.command_line(argv=[sys.argv[0]] + argv)
+    text = markdown(results, args)
     atomic_write(
         os.path.join(args.output, "results.json"), json.dumps(results, indent=2, default=float)
     )
     atomic_write(os.path.join(args.output, "results.md"), text + "\n")
     print()
     print(text)
+    if not args.no_write:
+        path = common.write_section("cache_tuning", text)
+        print(f"Wrote section 'cache_tuning' of {os.path.relpath(path, common.REPO_ROOT)}")
     return 0
 
 

@@ -386,3 +386,138 @@ def test_cached_dataset_for_a_job(tmp_path, splits):
     assert (tmp_path / "validation" / "manifest.json").is_file()
     with pytest.raises(ValueError, match="A disk cache needs a `directory`"):
         cache.cached_dataset(distiller, splits, "train", 64, mode="disk")
+
+
+def _named_teacher(name, hidden_name, seed):
+    """A tiny Functional teacher whose hidden layer is called `hidden_name`."""
+    inputs = keras.Input(INPUT_SHAPE)
+    hidden = keras.layers.Dense(
+        6,
+        activation="relu",
+        name=hidden_name,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+    )(keras.layers.Flatten()(inputs))
+    logits = keras.layers.Dense(
+        10, name=f"{name}_logits", kernel_initializer=keras.initializers.GlorotUniform(seed=seed)
+    )(hidden)
+    return keras.Model(inputs, logits, name=name)
+
+
+def test_file_names_of_colliding_keys_stay_apart(tmp_path):
+    # Teacher "a" tapped at "b_c" and teacher "a_b" tapped at "c": the keys
+    # "a/b_c" and "a_b/c" once shared the file name "a_b_c-<fingerprint>".
+    teachers = {"a": _named_teacher("a", "b_c", 1), "a_b": _named_teacher("a_b", "c", 2)}
+    losses = [
+        {"name": "kd", "temperature": 2.0},
+        {
+            "name": "fitnets",
+            "teacher": "a",
+            "teacher_layer_name": "b_c",
+            "student_layer_name": "features",
+        },
+        {
+            "name": "fitnets",
+            "teacher": 1,
+            "teacher_layer_name": "c",
+            "student_layer_name": "features",
+        },
+    ]
+    distiller = _distiller(teachers, losses)
+    x, y = _random_arrays(40)
+    built = cache.build_teacher_cache(distiller, (x, y), directory=tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["tap_names"] == ["a/b_c", "a_b/c"]
+    expected = {key: np.asarray(value) for key, value in distiller.teacher_forward(x).items()}
+    assert (
+        set(manifest["outputs"])
+        == set(expected)
+        == {"logits", "a/logits", "a_b/logits", "a/b_c", "a_b/c"}
+    )
+    files = list(manifest["outputs"].values())
+    assert len(set(files)) == len(files) == 5
+    assert len({name.lower() for name in files}) == 5  # also on case-insensitive disks
+    for key, file_name in manifest["outputs"].items():
+        stored = np.load(tmp_path / file_name, allow_pickle=False)
+        np.testing.assert_allclose(stored, expected[key], atol=1e-6)
+        np.testing.assert_allclose(built.outputs[key], expected[key], atol=1e-6)
+    # The two hidden layers hold different values: a shared file would show.
+    assert expected["a/b_c"].shape == expected["a_b/c"].shape
+    assert np.abs(expected["a/b_c"] - expected["a_b/c"]).max() > 1e-3
+    stems = {
+        cache._file_stem(kind, name, "0" * 64)
+        for kind, name in [
+            ("output", "a/b_c"),
+            ("output", "a_b/c"),
+            ("output", "Dense"),
+            ("output", "dense"),
+            ("output", "labels"),
+            ("example", "labels"),
+        ]
+    }
+    assert len({stem.lower() for stem in stems}) == 6
+
+
+def test_tap_names_read_a_loss_configs_teacher_key():
+    feature = {
+        "name": "feature",
+        "loss": "mse",
+        "teacher_layer_name": "t2_hidden",
+        "student_layer_name": "features",
+    }
+    losses = ["kd", {**feature, "teacher": "t2"}, {**feature, "teacher": 1}]
+    # One teacher: its layers' names, whatever the loss calls the teacher.
+    assert cache.tap_names(losses) == ["t2_hidden"]
+    # Several: the keys `Distiller.teacher_forward` gives them.
+    assert cache.tap_names(losses, ["t1", "t2"]) == ["t2/t2_hidden"]
+    assert cache.tap_names({**feature, "teacher": 0}, ["t1", "t2"]) == ["t1/t2_hidden"]
+    with pytest.raises(ValueError, match=r"reads the teacher layer 't2_hidden' but does not say"):
+        cache.tap_names(feature, ["t1", "t2"])
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid `teacher` for the distillation loss 1 \(FeatureDistillation\). "
+        r"Expected a teacher's name \(one of \['t1', 't2'\]\) or index \(0 to 1\). "
+        r"Received: teacher='t3'",
+    ):
+        cache.tap_names(["kd", {**feature, "teacher": "t3"}], ["t1", "t2"])
+
+
+def test_cached_outputs_lacking_a_key_raise_a_clear_error(splits):
+    teacher = _teacher()
+    logits_only = cache.cache_teacher_outputs(teacher, splits, distillation_losses="kd")
+    distiller = _distiller(teacher)  # Its FitNets loss reads "features".
+    with pytest.raises(
+        ValueError,
+        match=r"The cached teacher outputs lack \['features'\], which the distillation "
+        r"losses read. Received keys: \['logits'\]",
+    ):
+        distiller.fit(logits_only, epochs=1, verbose=0, shuffle=False)
+
+
+class _SubclassedStudent(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(10, kernel_initializer="zeros")
+
+    def call(self, inputs):
+        return self.dense(self.flatten(inputs))
+
+
+@pytest.mark.parametrize("strategy", [None, "mirrored"])
+def test_unbuilt_student_is_built_on_a_cached_first_batch(splits, strategy):
+    teacher = _teacher()
+    train = cache.cache_teacher_outputs(teacher, splits, batch_size=128, seed=0)
+    scope = tf.distribute.MirroredStrategy(["/cpu:0"]) if strategy else tf.distribute.get_strategy()
+    with scope.scope():
+        distiller = Distiller(teacher, _SubclassedStudent(name="student"), "kd")
+        distiller.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    assert not distiller.built and not distiller.student.built
+    # Under a strategy Keras builds the model by calling it on the first
+    # (cached) batch; without one the first training step builds the student.
+    history = distiller.fit(train, epochs=3, verbose=0, shuffle=False).history
+    assert distiller.student.built and len(distiller.trainable_variables) == 2
+    assert history["loss"][2] < history["loss"][0] - 0.05
+    kernel = distiller.student.dense.kernel.numpy()
+    assert np.abs(kernel).max() > 1e-3  # it moved from zeros: gradients reached it
+    batch_x, _ = next(iter(train))
+    np.testing.assert_allclose(distiller(batch_x), distiller.student(batch_x["inputs"]), rtol=1e-6)

@@ -1,4 +1,5 @@
 import csv
+import gc
 import json
 import os
 import socket
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import h5py
+import keras_tuner
 import numpy as np
 import pytest
 
@@ -17,6 +20,7 @@ from tf_distill import saving
 from tf_distill import tuning
 from tf_distill.backend import keras
 from tf_distill.config import ConfigError
+from tf_distill.distiller import Distiller
 from tf_distill.distiller import crossentropy_from_logits
 
 INPUT_SHAPE = (8, 8, 1)
@@ -129,6 +133,15 @@ def test_search_resumes_after_interruption_and_saves_the_best_student(
     )
 
 
+class _HeapDuringTrials(keras.callbacks.Callback):
+    """Records how many objects `gc` holds frozen when a trial trains."""
+
+    frozen = []
+
+    def on_train_begin(self, logs=None):
+        _HeapDuringTrials.frozen.append(gc.get_freeze_count())
+
+
 @pytest.mark.parametrize("name", ["bayesian", "hyperband", "grid"])
 def test_every_keras_tuner_algorithm_runs(tmp_path, teacher, pipelines, splits, name):
     train, validation = pipelines
@@ -151,7 +164,12 @@ def test_every_keras_tuner_algorithm_runs(tmp_path, teacher, pipelines, splits, 
         overwrite=True,
         seed=0,
     )
-    tuning.search(tuner, train, validation, epochs=1)
+    _HeapDuringTrials.frozen.clear()
+    tuning.search(tuner, train, validation, epochs=1, callbacks=[_HeapDuringTrials()])
+    assert isinstance(tuner, tuning.TUNERS[name])
+    # The older heap was frozen while the trials ran, and thawed after.
+    assert _HeapDuringTrials.frozen and min(_HeapDuringTrials.frozen) > 1000
+    assert gc.get_freeze_count() == 0
     rows = tuning.trial_rows(tuner)
     assert rows and all(row["status"] == "COMPLETED" for row in rows)
     if grid:
@@ -226,7 +244,7 @@ def test_build_draws_temperature_and_alpha_and_returns_a_built_distiller(
     hypermodel = tuning.DistillerHyperModel(
         teacher, build_student, learning_rate=(1e-4, 1e-2), width=(0.5, 2.0)
     )
-    hp = __import__("keras_tuner").HyperParameters()
+    hp = keras_tuner.HyperParameters()
     distiller = hypermodel.build(hp)
     space = {p.name: p for p in hp.space}
     assert set(space) == {"temperature", "student_loss_weight", "learning_rate", "width"}
@@ -253,11 +271,57 @@ def test_build_draws_temperature_and_alpha_and_returns_a_built_distiller(
 
     # A subclassed student is built before training and saving.
     subclassed = tuning.DistillerHyperModel(teacher, SubclassedStudent, seed=0)
-    distiller = subclassed.build(__import__("keras_tuner").HyperParameters())
+    distiller = subclassed.build(keras_tuner.HyperParameters())
     assert distiller.built and distiller.student.built
     distiller.fit(pipelines[0].take(2), epochs=1, verbose=0, shuffle=False)
     distiller.save_weights(tmp_path / "trial.weights.h5")
     assert (tmp_path / "trial.weights.h5").stat().st_size > 0
+
+
+def _stored_values(path):
+    """The number of numbers in a `.weights.h5` file."""
+    sizes = []
+    with h5py.File(path, "r") as handle:
+        handle.visititems(
+            lambda name, item: sizes.append(item.size) if isinstance(item, h5py.Dataset) else None
+        )
+    return sum(sizes)
+
+
+def test_trial_checkpoints_hold_what_trains_not_the_teacher(tmp_path, teacher, pipelines):
+    hypermodel = tuning.DistillerHyperModel(teacher, _build_student, learning_rate=0.01, seed=0)
+    hp = keras_tuner.HyperParameters()
+    distiller = hypermodel.build(hp)
+    assert isinstance(distiller, tuning.TrialDistiller)
+    distiller.fit(pipelines[0].take(3), epochs=1, verbose=0, shuffle=False)
+    trial_file, whole_file = tmp_path / "trial.weights.h5", tmp_path / "whole.weights.h5"
+    distiller.save_weights(trial_file)
+    Distiller.save_weights(distiller, whole_file)
+
+    def size(variables):
+        return sum(int(np.prod(v.shape)) for v in variables)
+
+    trained = size(distiller.student.weights) + size(distiller.optimizer.variables)
+    assert _stored_values(trial_file) == trained
+    # The whole Distiller also holds the teacher and its own optimizer's slots.
+    assert _stored_values(whole_file) >= trained + teacher.count_params()
+
+    # Restoring touches the student and optimizer only: another teacher
+    # object, with other weights, stays as it was.
+    other_teacher = keras.models.clone_model(teacher)
+    other_weights = [np.full(w.shape, 0.5, w.dtype) for w in teacher.get_weights()]
+    other_teacher.set_weights(other_weights)
+    restored = tuning.DistillerHyperModel(
+        other_teacher, _build_student, learning_rate=0.01, seed=0
+    ).build(hp)
+    restored.load_weights(trial_file)
+    for a, b in zip(restored.student.get_weights(), distiller.student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(restored.optimizer.iterations) == int(distiller.optimizer.iterations) == 3
+    for a, b in zip(restored.optimizer.variables, distiller.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(other_teacher.get_weights(), other_weights):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_hypermodel_and_tuner_errors(teacher):

@@ -14,11 +14,12 @@ examples are shuffled.
 
 A cache lives in memory or on disk. On disk it is a folder of `.npy` files,
 each written atomically and read memory-mapped (never pickled), plus a
-`manifest.json` holding a fingerprint of the teacher (architecture and
-weights), the data and the tapped layers. A cache whose fingerprint does not
-match the teacher and data at hand is stale: it is rebuilt, never used. Disk
-caches are streamed batch by batch, so a data set whose teacher outputs do
-not fit in memory can still be cached.
+`manifest.json` mapping each output's key to its file (file names carry a
+hash of the key, so no two keys share one) and holding a fingerprint of the
+teacher (architecture and weights), the data and the tapped layers. A cache
+whose fingerprint does not match the teacher and data at hand is stale: it
+is rebuilt, never used. Disk caches are streamed batch by batch, so a data
+set whose teacher outputs do not fit in memory can still be cached.
 
 A pipeline with random augmentation cannot be cached faithfully: the teacher
 must see the same view of an example as the student (Beyer et al. 2022,
@@ -38,7 +39,6 @@ import uuid
 import numpy as np
 
 from tf_distill import data as data_lib
-from tf_distill import losses as losses_lib
 from tf_distill import taps
 from tf_distill.backend import keras
 from tf_distill.backend import tf
@@ -47,6 +47,8 @@ from tf_distill.distiller import TEACHER_OUTPUTS
 from tf_distill.distiller import Distiller
 from tf_distill.distiller import _applies_softmax
 from tf_distill.distiller import _as_logits
+from tf_distill.distiller import _get_loss
+from tf_distill.distiller import teacher_output_key
 from tf_distill.io import atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -391,7 +393,10 @@ class _TeacherSpec:
                     "Distiller (whose losses name the layers to tap)."
                 )
             self.model = teacher.teacher
-            self.tap_names = tap_names(teacher.distillation_losses)
+            self.tap_names = tap_names(
+                teacher.distillation_losses,
+                list(teacher.teachers) if teacher.has_several_teachers else None,
+            )
             self.teacher_outputs = teacher.teacher_outputs
             self.forward = tf.function(teacher.teacher_forward, reduce_retracing=True)
             return
@@ -442,22 +447,77 @@ class _TeacherSpec:
         return digest.hexdigest()
 
 
-def tap_names(distillation_losses):
-    """The teacher layers a set of distillation losses reads, in order.
+def tap_names(distillation_losses, teacher_names=None):
+    """The teacher outputs, besides the logits, that distillation losses read.
+
+    These are the keys a teacher cache holds next to `"logits"`, named as
+    `Distiller.teacher_forward` names them: with one teacher, the tapped
+    layers' names; with several, `"<teacher>/<layer>"` (see
+    `tf_distill.distiller.teacher_output_key`), the teacher being the one a
+    loss names (its `teacher` attribute, or the `"teacher"` key of a loss's
+    config dict: a name or an index).
 
     Args:
         distillation_losses: Losses, registry names or configs (as for the
             `Distiller`), one or a list; `None` for logits only.
+        teacher_names: `None` for one teacher (a loss may name it; the
+            `Distiller` checks the name), or the names of several teachers,
+            in order.
 
     Returns:
-        A list of layer names (without `"logits"`, always cached).
+        A list of keys (without `"logits"`, always cached), in the order the
+        losses first read them.
+
+    Raises:
+        ValueError: with several teachers, for a loss that reads a layer but
+            names no teacher, or names one not in `teacher_names`.
+
+    Example:
+
+    >>> tap_names([{"name": "kd"},
+    ...            {"name": "feature", "teacher": "t2", "loss": "mse",
+    ...             "teacher_layer_name": "block_2",
+    ...             "student_layer_name": "block_1"}], ["t1", "t2"])
+    ['t2/block_2']
     """
     if distillation_losses is None:
         return []
     if not isinstance(distillation_losses, (list, tuple)):
         distillation_losses = [distillation_losses]
-    names = [losses_lib.get(loss).teacher_layer_name for loss in distillation_losses]
-    return [name for name in dict.fromkeys(names) if name is not None]
+    names = []
+    for index, identifier in enumerate(distillation_losses):
+        loss = _get_loss(identifier)
+        layer_name = loss.teacher_layer_name
+        if layer_name is None:
+            continue
+        if teacher_names is None:
+            names.append(layer_name)
+            continue
+        teachers = list(teacher_names)
+        requested = getattr(loss, "teacher", None)
+        where = f"distillation loss {index} ({type(loss).__name__})"
+        if requested is None:
+            raise ValueError(
+                f"The {where} reads the teacher layer {layer_name!r} but does "
+                f"not say of which teacher. Set its `teacher` to one of {teachers}."
+            )
+        found = None
+        if isinstance(requested, str) and requested in teachers:
+            found = requested
+        elif (
+            isinstance(requested, int)
+            and not isinstance(requested, bool)
+            and 0 <= requested < len(teachers)
+        ):
+            found = teachers[requested]
+        if found is None:
+            raise ValueError(
+                f"Invalid `teacher` for the {where}. Expected a teacher's name "
+                f"(one of {teachers}) or index (0 to {len(teachers) - 1}). "
+                f"Received: teacher={requested!r}"
+            )
+        names.append(teacher_output_key(found, layer_name))
+    return list(dict.fromkeys(names))
 
 
 # ----------------------------------------------------------------------
@@ -859,7 +919,8 @@ def _compute_into(outputs, spec, source, directory, fingerprint, inference_batch
                     outputs[name] = np.empty(shape, value.dtype)
                 else:
                     path = os.path.join(
-                        directory, f".{_file_stem(name, fingerprint)}.{uuid.uuid4().hex[:8]}.npy"
+                        directory,
+                        f".{_file_stem('output', name, fingerprint)}.{uuid.uuid4().hex[:8]}.npy",
                     )
                     outputs[name] = np.lib.format.open_memmap(
                         path, mode="w+", dtype=value.dtype, shape=shape
@@ -869,9 +930,25 @@ def _compute_into(outputs, spec, source, directory, fingerprint, inference_batch
     return outputs
 
 
-def _file_stem(name, fingerprint):
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return f"{safe}-{fingerprint[:16]}"
+def _file_stem(kind, name, fingerprint):
+    """The stem of the file holding one array of a cache.
+
+    Output keys can be any string (`"t2/block_1"`), so the readable part
+    alone could collide (`"a/b_c"` and `"a_b/c"` both read `a_b_c`, and
+    `"Dense"` and `"dense"` are one file on a case-insensitive disk): a hash
+    of the exact kind and name makes each stem unique. The manifest maps
+    each name to its file.
+
+    Args:
+        kind: `"output"` (a teacher output) or `"example"` (a stored input,
+            label or weight array), so an output and an example array of
+            one name never share a file.
+        name: The output's key or the example array's role.
+        fingerprint: The cache's fingerprint.
+    """
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48]
+    key = hashlib.sha256(f"{kind}\0{name}".encode()).hexdigest()[:12]
+    return f"{kind}-{readable}-{key}-{fingerprint[:16]}"
 
 
 def _commit(
@@ -887,12 +964,12 @@ def _commit(
         temporary = array.filename
         array.flush()
         del array
-        final = f"{_file_stem(name, fingerprint)}.npy"
+        final = f"{_file_stem('output', name, fingerprint)}.npy"
         os.replace(temporary, os.path.join(directory, final))
         entries[name] = final
     stored = {}
     for role, path in getattr(source, "staged_files", {}).items():
-        final = f"{_file_stem(role, fingerprint)}.npy"
+        final = f"{_file_stem('example', role, fingerprint)}.npy"
         os.replace(path, os.path.join(directory, final))
         stored[role] = final
     manifest = {

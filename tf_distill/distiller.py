@@ -822,7 +822,13 @@ class Distiller(keras.Model):
     # Forward passes.
 
     def call(self, inputs, training=None):
-        """Returns the student's outputs."""
+        """Returns the student's outputs.
+
+        `inputs` may be a cached batch's `{"inputs": x, "teacher_outputs":
+        {...}}` (Keras builds an unbuilt model by calling it on the first
+        batch): the student sees `x`.
+        """
+        inputs, _ = self._split_inputs(inputs)
         return self.student(inputs, training=training)
 
     def _split_inputs(self, x):
@@ -965,7 +971,6 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached_teacher_outputs = self._split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        trainable = self.trainable_variables
         with tf.GradientTape() as tape:
             student_outputs = self._student_forward(x, training=True)
             loss, (total, student_loss, distillation_loss) = self._loss_terms(
@@ -979,6 +984,9 @@ class Distiller(keras.Model):
                 total += regularization
             if not LEGACY_KERAS:
                 loss = self.optimizer.scale_loss(loss)
+        # Read after the forward pass: an unbuilt student (subclassed, first
+        # step) creates its variables in it, and the tape watches them.
+        trainable = self.trainable_variables
         if LEGACY_KERAS:
             self.optimizer.minimize(loss, trainable, tape=tape)
         else:

@@ -10,10 +10,12 @@ Tuner tuner runs it: `RandomSearch`, `BayesianOptimization`, `Hyperband`,
 
 The teacher is trained or loaded once, and one teacher-output cache
 (`tf_distill.cache`) serves every trial, so a trial costs what training the
-student alone costs. The objective is the student's validation accuracy. A
-trial whose loss turns NaN fails cleanly (`keras_tuner.errors.
-FailedTrialError`) and the search goes on; `overwrite=False` resumes a
-search that was killed, re-running the trial that was interrupted.
+student alone costs; trial checkpoints hold the student, adapters and
+optimizer state, not the frozen teacher (`TrialDistiller`). The objective
+is the student's validation accuracy. A trial whose loss turns NaN fails
+cleanly (`keras_tuner.errors.FailedTrialError`) and the search goes on;
+`overwrite=False` resumes a search that was killed, re-running the trial
+that was interrupted.
 
 `run_from_config` is the `tf-distill tune CONFIG.yaml` command. It also runs
 as the chief or a worker of Keras Tuner's distributed mode, configured by
@@ -39,6 +41,7 @@ best = tuner.get_best_hyperparameters()[0].values
 """
 
 import csv
+import gc
 import hashlib
 import io
 import json
@@ -55,7 +58,9 @@ from tf_distill import cache as cache_lib
 from tf_distill import losses as losses_lib
 from tf_distill import saving
 from tf_distill import taps
+from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
+from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.config import ConfigError
 from tf_distill.config import _boolean
@@ -174,8 +179,9 @@ def with_temperature(distillation_losses, temperature):
 class DistillerHyperModel(keras_tuner.HyperModel):
     """A Keras Tuner hypermodel of a `Distiller`: temperature, α and more.
 
-    `build(hp)` returns a compiled, built `Distiller` (a tuner saves each
-    trial's weights, which needs a built model). Each searched quantity is
+    `build(hp)` returns a compiled, built `TrialDistiller` (a tuner saves
+    each trial's weights, which needs a built model; a `TrialDistiller`
+    leaves the shared, frozen teacher out of them). Each searched quantity is
     given as a number (fixed, still recorded in the trial), a `(low, high)`
     tuple (a continuous range; log scale for the temperature, learning rate
     and width) or a list (choices, e.g. for `GridSearch`).
@@ -283,7 +289,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         return hp.Fixed(name, space)
 
     def build(self, hp):
-        """Returns a compiled, built `Distiller` for the values in `hp`."""
+        """Returns a compiled, built `TrialDistiller` for the values in `hp`."""
         temperature = self._value(hp, "temperature")
         student_loss_weight = self._value(hp, "student_loss_weight")
         learning_rate = self._value(hp, "learning_rate")
@@ -294,7 +300,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         losses = self.distillation_losses
         if temperature is not None:
             losses = with_temperature(losses, temperature)
-        distiller = Distiller(
+        distiller = TrialDistiller(
             teacher=self.teacher,
             student=student,
             distillation_losses=losses,
@@ -329,6 +335,66 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         return history
 
 
+def _layers_under(roots):
+    """The models and layers in `roots` and, recursively, in their models."""
+    found, stack = {}, [root for root in roots if root is not None]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in found:
+            continue
+        found[id(layer)] = layer
+        if isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+    return found
+
+
+@register_serializable()
+class TrialDistiller(Distiller):
+    """A `Distiller` whose weight files hold only what training changes.
+
+    Keras Tuner checkpoints a trial with `save_weights` at each epoch that
+    improves the objective, and restores the best with `load_weights` (for
+    `get_best_models`, and for Hyperband continuing a model). The teacher is
+    frozen and shared by every trial: its weights, most of the bytes of a
+    whole-Distiller checkpoint, are left out. The files hold the student,
+    the adapters and the optimizer's state, so a restored model trains on
+    as the saved one would.
+
+    With tf_keras (`TF_USE_LEGACY_KERAS=1`) the weights of the whole
+    Distiller are saved, as `Distiller.save_weights` does.
+
+    Args:
+        As `Distiller`.
+    """
+
+    def _frozen_objects(self):
+        """The teachers, their layers and the tap models that read them,
+        less anything the student or an adapter also holds."""
+        frozen = _layers_under(
+            [self.teacher, *self.teachers.values(), self._teacher_taps, *self._member_taps]
+        )
+        trained = _layers_under([self.student, self._student_taps, *self.adapters])
+        return [layer for key, layer in frozen.items() if key not in trained]
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        if LEGACY_KERAS:
+            return super().save_weights(filepath, overwrite=overwrite, **kwargs)
+        return keras.saving.save_weights(
+            self, filepath, overwrite=overwrite, objects_to_skip=self._frozen_objects(), **kwargs
+        )
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        if LEGACY_KERAS:
+            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        return keras.saving.load_weights(
+            self,
+            filepath,
+            skip_mismatch=skip_mismatch,
+            objects_to_skip=self._frozen_objects(),
+            **kwargs,
+        )
+
+
 def _make_optimizer(optimizer, learning_rate):
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(learning_rate)
@@ -340,9 +406,9 @@ def _make_optimizer(optimizer, learning_rate):
 def _ensure_built(distiller):
     """Builds a subclassed student on the teacher's input shape if needed.
 
-    Keras Tuner saves each trial's weights, and a cached pipeline's inputs are
-    a dict the student cannot be traced on, so the Distiller must be built
-    before `fit`.
+    Keras Tuner restores weights into a model it has just built (Hyperband
+    continues a trial from its checkpoint), and the optimizer's slots are
+    made from the variables, so the Distiller must be built before `fit`.
     """
     if distiller.built:
         return
@@ -373,6 +439,34 @@ def _objective(objective):
         raise ValueError(f"`objective` must be a metric name. Received: objective={objective!r}")
     direction = "min" if "loss" in objective or "error" in objective else "max"
     return keras_tuner.Objective(objective, direction=direction)
+
+
+class _FrozenHeapSearch:
+    """Mixed into Keras Tuner's tuners: `search` with the older heap frozen.
+
+    Before each trial Keras Tuner runs two full garbage collections
+    (`clear_session` and `gc.collect`), and each scans every Python object
+    of the process: TensorFlow's, the teacher's, the caches'. Those outlive
+    the search, so for its duration they are moved to the permanent
+    generation (`gc.freeze`) and the collections scan only what the trials
+    made. In the caching and tuning benchmark (a CNN teacher, MNIST) this
+    cut the two collections from 0.75-1.05 s of CPU per trial, more than
+    half an epoch of the student, to under 0.1 s.
+    """
+
+    def search(self, *args, **kwargs):
+        gc.collect()  # Garbage made before the search is not frozen.
+        gc.freeze()
+        try:
+            return super().search(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+
+_TUNER_CLASSES = {
+    name: type(base.__name__, (_FrozenHeapSearch, base), {"__module__": __name__})
+    for name, base in TUNERS.items()
+}
 
 
 def make_tuner(
@@ -440,7 +534,7 @@ def make_tuner(
         kwargs.update(max_epochs=int(max_epochs), factor=int(hyperband_factor))
     else:
         kwargs["max_trials"] = max_trials
-    return TUNERS[tuner](**kwargs)
+    return _TUNER_CLASSES[tuner](**kwargs)
 
 
 def search(tuner, train, validation, epochs, verbose=0, callbacks=None):
@@ -1106,6 +1200,7 @@ def _summary(models, best):
 
 __all__ = [
     "DistillerHyperModel",
+    "TrialDistiller",
     "TUNERS",
     "TUNING_SCHEMA",
     "make_tuner",
