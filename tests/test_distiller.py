@@ -990,3 +990,31 @@ def test_distiller_round_trips_and_resumes(teacher, student, tiny_data, tmp_path
     assert as_json(rebuilt.get_config()) == as_json(distiller.get_config())
     assert rebuilt.distillation_loss_weights == [1.0, 0.25]
     assert rebuilt.student.count_params() == student.count_params()
+
+
+def test_sequence_mask_with_a_trailing_axis_is_the_same_mask():
+    """A `[batch, time, 1]` sample weight masks like `[batch, time]` (as in Keras)."""
+    batch, steps, vocab = 4, 5, 6
+    rng = np.random.default_rng(5)
+
+    def language_model(name, width):
+        inputs = keras.Input((steps,), dtype="int32")
+        hidden = keras.layers.Embedding(vocab, width)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(vocab)(hidden), name=name)
+
+    distiller = Distiller(
+        language_model("teacher", 8), language_model("student", 3), LogitsDistillation(2.0)
+    )
+    distiller.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = rng.integers(0, vocab, (batch, steps)).astype("int32")
+    y = tf.constant(rng.integers(0, vocab, (batch, steps)).astype("int32"))
+    mask = (np.arange(steps)[None, :] < np.array([5, 3, 2, 1])[:, None]).astype("float32")
+    teacher_outputs = distiller.teacher_forward(x)
+    student_outputs = {"logits": distiller.student(x)}
+    _, flat = distiller._loss_terms(y, teacher_outputs, student_outputs, tf.constant(mask))
+    _, trailing = distiller._loss_terms(
+        y, teacher_outputs, student_outputs, tf.constant(mask[..., None])
+    )
+    _, unmasked = distiller._loss_terms(y, teacher_outputs, student_outputs, None)
+    np.testing.assert_allclose([float(v) for v in trailing], [float(v) for v in flat], rtol=1e-6)
+    assert abs(float(flat[0]) - float(unmasked[0])) > 1e-4

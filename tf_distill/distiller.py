@@ -881,6 +881,9 @@ class Distiller(keras.Model):
         if sample_weight is None or logits.shape.rank is None or logits.shape.rank < 3:
             return None
         sample_weight = tf.convert_to_tensor(sample_weight)
+        if sample_weight.shape.rank == logits.shape.rank and sample_weight.shape[-1] == 1:
+            # `[batch, time, 1]`, as Keras accepts it: the same mask.
+            sample_weight = tf.squeeze(sample_weight, -1)
         if sample_weight.shape.rank == logits.shape.rank - 1:
             return sample_weight
         return None
