@@ -29,6 +29,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The same table renderer as the run reports (re-exported for the scripts).
+from tf_distill.report import markdown_table  # noqa: E402, F401
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_PATH = os.path.join(REPO_ROOT, "docs", "BENCHMARKS.md")
 MNIST_ENV = "TF_DISTILL_MNIST"
@@ -307,21 +310,6 @@ def command_line(argv=None, script=None):
     argv = sys.argv if argv is None else argv
     script = script or os.path.relpath(os.path.abspath(argv[0]), REPO_ROOT)
     return shlex.join(["python", script] + list(argv[1:]))
-
-
-def markdown_table(rows, columns):
-    """`rows`: list of dicts; `columns`: `[(key, header, format_spec)]`."""
-    lines = [
-        "| " + " | ".join(header for _, header, _ in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for row in rows:
-        cells = []
-        for key, _, spec in columns:
-            value = row.get(key)
-            cells.append("—" if value is None else format(value, spec))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _markers(name):
