@@ -666,10 +666,7 @@ def main(argv=None):
     )
     atomic_write(os.path.join(args.output, "results.md"), text + "\n")
     print()
-    print(text)
-    if not args.no_write:
-        path = common.write_section("cache_tuning", text)
-        print(f"Wrote section 'cache_tuning' of {os.path.relpath(path, common.REPO_ROOT)}")
+    common.publish("cache_tuning", text, write=not args.no_write)
     return 0
 
 

@@ -34,7 +34,6 @@ the figures as one JSON line at the end.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -398,15 +397,8 @@ def main(argv=None):
         "mean_test_errors": {mode: float(np.mean(values)) for mode, values in errors.items()},
     }
     markdown = report(results, args)
-    print(markdown)
-    if not args.no_write:
-        path = common.write_section("core", markdown)
-        log(f"Wrote section 'core' of {os.path.relpath(path, common.REPO_ROOT)}")
-    print(
-        json.dumps(
-            {key: value for key, value in results.items() if key != "conditions"}, default=float
-        )
-    )
+    common.publish("core", markdown, write=not args.no_write, log=log)
+    common.print_results_json(results)
     return 0
 
 

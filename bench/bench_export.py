@@ -603,15 +603,8 @@ def run_all(args):
     for line in target_lines(results):
         log("  " + line)
     markdown = report_markdown(results, reports, args)
-    print(markdown)
-    if not args.no_write:
-        path = common.write_section("export", markdown)
-        log(f"Wrote section 'export' of {os.path.relpath(path, common.REPO_ROOT)}")
-    print(
-        json.dumps(
-            {key: value for key, value in results.items() if key != "conditions"}, default=float
-        )
-    )
+    common.publish("export", markdown, write=not args.no_write, log=log)
+    common.print_results_json(results)
     return 0
 
 

@@ -977,10 +977,7 @@ def render(args):
     saved = argparse.Namespace(**results["args"])
     saved.no_write, saved.note = args.no_write, args.note or saved.note
     markdown = report(results, saved)
-    print(markdown)
-    if not args.no_write:
-        path = common.write_section("methods", markdown)
-        log(f"Wrote section 'methods' of {os.path.relpath(path, common.REPO_ROOT)}")
+    common.publish("methods", markdown, write=not args.no_write, log=log)
     return 0
 
 
@@ -1045,15 +1042,12 @@ def main(argv=None):
     results["load_after"] = common.current_load()
     results["total_seconds"] = time.perf_counter() - start
     markdown = report(results, args)
-    print(markdown)
-    if not args.no_write:
-        path = common.write_section("methods", markdown)
-        log(f"Wrote section 'methods' of {os.path.relpath(path, common.REPO_ROOT)}")
+    common.publish("methods", markdown, write=not args.no_write, log=log)
     if args.results:
         from tf_distill.io import atomic_write
 
         atomic_write(args.results, json.dumps(results, default=float, indent=1))
-    print(json.dumps({k: v for k, v in results.items() if k != "conditions"}, default=float))
+    common.print_results_json(results)
     return 0
 
 

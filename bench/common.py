@@ -397,3 +397,19 @@ def write_section(name, body, path=BENCHMARKS_PATH):
                 document = handle.read()
         atomic_write(path, replace_section(document, name, body))
     return path
+
+
+def publish(name, markdown, write=True, log=print):
+    """Prints a benchmark's section and, unless `write` is false, writes it
+    into `docs/BENCHMARKS.md` (see `write_section`)."""
+    print(markdown)
+    if write:
+        path = write_section(name, markdown)
+        log(f"Wrote section {name!r} of {os.path.relpath(path, REPO_ROOT)}")
+
+
+def print_results_json(results):
+    """Prints a run's figures as one JSON line (the conditions left out)."""
+    import json
+
+    print(json.dumps({k: v for k, v in results.items() if k != "conditions"}, default=float))
