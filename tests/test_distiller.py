@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from recording import RecordCalls
 
 import tf_distill
 from tf_distill import Distiller
@@ -85,18 +86,6 @@ class SimpleModel(keras.Model):
         return self.dense2(self.dense1(inputs))
 
 
-class RecordCalls(keras.layers.Layer):
-    """Identity that records the `training` flag of every eager call."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.training_flags = []
-
-    def call(self, inputs, training=None):
-        # Symbolic builds and traces are not forward passes over data.
-        if tf.executing_eagerly():
-            self.training_flags.append(training)
-        return inputs
 
 
 def counted_mlp(name, hidden=16):

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 from conftest import build_mlp
+from recording import RecordCalls
 
 from tf_distill import Distiller
 from tf_distill import FeatureDistillation
@@ -77,17 +78,6 @@ def as_json(config):
     return json.loads(json.dumps(config))
 
 
-class RecordCalls(keras.layers.Layer):
-    """Identity that records the `training` flag of every eager call."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.training_flags = []
-
-    def call(self, inputs, training=None):
-        if tf.executing_eagerly():
-            self.training_flags.append(training)
-        return inputs
 
 
 def counted_mlp(name, hidden=8, batch_norm=False):

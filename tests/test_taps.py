@@ -4,13 +4,13 @@ import warnings
 
 import numpy as np
 import pytest
+from recording import RecordCalls
 
 from tf_distill import Distiller
 from tf_distill import FeatureDistillation
 from tf_distill import taps
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
-from tf_distill.backend import tf
 
 
 def sequential_model():
@@ -145,17 +145,6 @@ def test_tap_model_refuses_a_subclassed_model():
         taps.tap_model(model, ["hidden"], role="student")
 
 
-class RecordCalls(keras.layers.Layer):
-    """Identity that counts its eager calls (symbolic builds are not passes)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.training_flags = []
-
-    def call(self, inputs, training=None):
-        if tf.executing_eagerly():
-            self.training_flags.append(training)
-        return inputs
 
 
 def deeply_nested_model(prefix="", outer="functional"):
