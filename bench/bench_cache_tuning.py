@@ -52,7 +52,7 @@ from tf_distill.backend import keras  # noqa: E402
 from tf_distill.backend import tf  # noqa: E402
 from tf_distill.distiller import Distiller  # noqa: E402
 from tf_distill.distiller import crossentropy_from_logits  # noqa: E402
-from tf_distill.io import atomic_write  # noqa: E402
+from tf_distill.files import atomic_write  # noqa: E402
 
 
 class GcClock:

@@ -70,7 +70,7 @@ import numpy as np  # noqa: E402
 import tf_distill  # noqa: E402
 from tf_distill import architectures  # noqa: E402
 from tf_distill import export  # noqa: E402
-from tf_distill import io as tf_distill_io  # noqa: E402
+from tf_distill import files as tf_distill_files  # noqa: E402
 from tf_distill.backend import LEGACY_KERAS  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.backend import tf  # noqa: E402
@@ -274,7 +274,7 @@ def distill(teacher, student, data, args, callbacks=None):
 
 
 def save_weights_npz(model, path):
-    with tf_distill_io.atomic_path(path) as tmp:
+    with tf_distill_files.atomic_path(path) as tmp:
         np.savez(tmp, *model.get_weights())
 
 
@@ -398,7 +398,7 @@ def size_breakdown(models, calibration, output_dir):
             for name in SIZE_VARIANTS:
                 mode, per_channel = settings[name]
                 path = os.path.join(output_dir, f"size_{model.name}_{name}.tflite")
-                tf_distill_io.atomic_write(
+                tf_distill_files.atomic_write(
                     path,
                     export.convert_to_litert(
                         model,
@@ -597,7 +597,7 @@ def run_all(args):
         "targets": targets,
         "seconds": {"part1": part1_seconds, "total": time.perf_counter() - started},
     }
-    tf_distill_io.atomic_write_json(os.path.join(output_dir, "results.json"), results)
+    tf_distill_files.atomic_write_json(os.path.join(output_dir, "results.json"), results)
 
     log("\nTargets:")
     for line in target_lines(results):
@@ -754,7 +754,7 @@ def run_pruning(args):
         "keras": keras.__version__,
     }
     if args.result_json:
-        tf_distill_io.atomic_write_json(args.result_json, results)
+        tf_distill_files.atomic_write_json(args.result_json, results)
     else:
         print(json.dumps(results, default=float))
     return 0

@@ -1044,7 +1044,7 @@ def main(argv=None):
     markdown = report(results, args)
     common.publish("methods", markdown, write=not args.no_write, log=log)
     if args.results:
-        from tf_distill.io import atomic_write
+        from tf_distill.files import atomic_write
 
         atomic_write(args.results, json.dumps(results, default=float, indent=1))
     common.print_results_json(results)

@@ -386,7 +386,7 @@ def write_section(name, body, path=BENCHMARKS_PATH):
     Returns:
         The path written.
     """
-    from tf_distill.io import atomic_write
+    from tf_distill.files import atomic_write
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -49,7 +49,7 @@ from tf_distill.distiller import _applies_softmax
 from tf_distill.distiller import _as_logits
 from tf_distill.distiller import _get_loss
 from tf_distill.distiller import teacher_output_key
-from tf_distill.io import atomic_write_json
+from tf_distill.files import atomic_write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "tf_distill.teacher_cache"

@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from tf_distill import io as tf_distill_io
+from tf_distill import files as tf_distill_files
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import tf
@@ -323,7 +323,7 @@ def export_litert(
         num_threads=num_threads,
     )
     path = os.fspath(path)
-    tf_distill_io.atomic_write(path, litert_model)
+    tf_distill_files.atomic_write(path, litert_model)
     report.path = path
     if report_path is not None:
         write_report(report, report_path)
@@ -348,8 +348,8 @@ def write_report(report, report_path):
         markdown_path, json_path = stem + ".md", report_path
     else:
         markdown_path, json_path = report_path, stem + ".json"
-    tf_distill_io.atomic_write(markdown_path, report.to_markdown())
-    tf_distill_io.atomic_write_json(json_path, report.to_dict())
+    tf_distill_files.atomic_write(markdown_path, report.to_markdown())
+    tf_distill_files.atomic_write_json(json_path, report.to_dict())
     return markdown_path, json_path
 
 

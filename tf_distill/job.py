@@ -34,7 +34,7 @@ from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.config import ConfigError
 from tf_distill.distiller import Distiller
 from tf_distill.distiller import crossentropy_from_logits
-from tf_distill.io import atomic_write_json
+from tf_distill.files import atomic_write_json
 from tf_distill.report import write_report
 
 _OPTIMIZERS = {

@@ -2,8 +2,8 @@
 
 import os
 
-from tf_distill.io import atomic_path
-from tf_distill.io import atomic_write
+from tf_distill.files import atomic_path
+from tf_distill.files import atomic_write
 
 
 def _pyplot():

@@ -13,7 +13,7 @@ import os
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import check_safe_keras
 from tf_distill.backend import keras
-from tf_distill.io import atomic_path
+from tf_distill.files import atomic_path
 
 _LEGACY_SUFFIXES = (".h5", ".hdf5")
 

@@ -70,9 +70,9 @@ from tf_distill.config import _number
 from tf_distill.config import _optional
 from tf_distill.config import _string
 from tf_distill.distiller import Distiller
-from tf_distill.io import atomic_path
-from tf_distill.io import atomic_write
-from tf_distill.io import atomic_write_json
+from tf_distill.files import atomic_path
+from tf_distill.files import atomic_write
+from tf_distill.files import atomic_write_json
 
 TUNERS = {
     "random": keras_tuner.RandomSearch,

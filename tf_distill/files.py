@@ -43,7 +43,11 @@ def atomic_path(path, suffix=None):
         yield tmp
         if not os.path.exists(tmp):
             raise RuntimeError(f"Nothing was written to the temporary file for {path}.")
+        # Flush the data before the rename and the rename itself after it, so
+        # that a power loss cannot leave an empty file under the final name.
+        _fsync_tree(tmp)
         os.replace(tmp, path)
+        _fsync(folder)
     finally:
         if os.path.isdir(tmp) and not os.path.islink(tmp):
             import shutil
@@ -51,6 +55,31 @@ def atomic_path(path, suffix=None):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path):
+    """Flushes one file or folder to disk; a no-op where the OS cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # Some file systems (and Windows folders) refuse fsync.
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path):
+    """Flushes a written file, or every file of a written folder, and the folder."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, _, names in os.walk(path):
+            for name in names:
+                _fsync(os.path.join(root, name))
+            _fsync(root)
+    else:
+        _fsync(path)
 
 
 def atomic_write(path, data):
