@@ -353,41 +353,6 @@ def test_tap_names_come_from_the_losses():
     assert cache.tap_names(LOSSES + LOSSES) == ["features"]
 
 
-def test_should_cache_modes(monkeypatch):
-    mode, reason = cache.should_cache({"training": {"cache": "auto"}})
-    assert mode == "memory" and reason.startswith("Caching the teacher's outputs (memory)")
-    assert cache.should_cache({"training": {}})[0] == "memory"
-    assert cache.should_cache({"training": {"cache": "disk"}})[0] == "disk"
-    mode, reason = cache.should_cache({"training": {"cache": "off"}})
-    assert mode == "off" and "online" in reason
-    mode, reason = cache.should_cache({"training": {}, "data": {"augmentation": {"flip": True}}})
-    assert mode == "off" and "augments at random" in reason
-    with pytest.raises(ValueError, match="cannot be used with `data.augmentation`"):
-        cache.should_cache({"training": {"cache": "memory"}, "data": {"augmentation": True}})
-    with pytest.raises(ValueError, match="Invalid value for `cache`"):
-        cache.should_cache({"training": {"cache": "ram"}})
-    # `auto` keeps small caches in memory and puts large ones on disk.
-    digits = data_lib.load("digits")
-    assert cache.should_cache({"training": {"cache": "auto"}}, digits)[0] == "memory"
-    monkeypatch.setattr(cache, "AUTO_MEMORY_LIMIT", 1000)
-    assert cache.should_cache({"training": {"cache": "auto"}}, digits)[0] == "disk"
-
-
-def test_cached_dataset_for_a_job(tmp_path, splits):
-    distiller = _distiller(_teacher())
-    plain = cache.cached_dataset(distiller, splits, "validation", 64, mode="off")
-    x, _ = next(iter(plain))
-    assert not isinstance(x, dict)
-    on_disk = cache.cached_dataset(
-        distiller, splits, "validation", 64, mode="disk", directory=tmp_path
-    )
-    x, y = next(iter(on_disk))
-    np.testing.assert_array_equal(y, splits.y_val[:64])  # validation is not shuffled
-    assert (tmp_path / "validation" / "manifest.json").is_file()
-    with pytest.raises(ValueError, match="A disk cache needs a `directory`"):
-        cache.cached_dataset(distiller, splits, "train", 64, mode="disk")
-
-
 def _named_teacher(name, hidden_name, seed):
     """A tiny Functional teacher whose hidden layer is called `hidden_name`."""
     inputs = keras.Input(INPUT_SHAPE)
@@ -444,7 +409,7 @@ def test_file_names_of_colliding_keys_stay_apart(tmp_path):
     assert expected["a/b_c"].shape == expected["a_b/c"].shape
     assert np.abs(expected["a/b_c"] - expected["a_b/c"]).max() > 1e-3
     stems = {
-        cache._file_stem(kind, name, "0" * 64)
+        cache.file_stem(kind, name, "0" * 64)
         for kind, name in [
             ("output", "a/b_c"),
             ("output", "a_b/c"),

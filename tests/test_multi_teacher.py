@@ -20,9 +20,9 @@ from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.distiller import INPUTS
 from tf_distill.distiller import TEACHER_OUTPUTS
-from tf_distill.distiller import TeacherEnsemble
-from tf_distill.distiller import ensemble_logits
-from tf_distill.distiller import teacher_output_key
+from tf_distill.teachers import TeacherEnsemble
+from tf_distill.teachers import ensemble_logits
+from tf_distill.teachers import teacher_output_key
 
 # ---------------------------------------------------------------------------
 # NumPy references (float64).
@@ -242,7 +242,7 @@ def test_per_teacher_losses_match_numpy(teachers, student, tiny_data):
     distiller = Distiller(
         [t1, t2], student, losses, distillation_loss_weights=weights, student_loss_weight=0.3
     )
-    assert distiller._loss_teachers == [None, "t1", "t2", "t2"]
+    assert distiller.loss_teachers == [None, "t1", "t2", "t2"]
     logs = logged_losses(distiller, x, y)
 
     student_logits, t1_logits, t2_logits = logits_of(student, x), logits_of(t1, x), logits_of(t2, x)
