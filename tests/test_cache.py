@@ -347,12 +347,6 @@ def test_invalid_arguments_are_refused(splits):
         cache.build_teacher_cache(teacher, (x, y)).dataset(batch_size=0)
 
 
-def test_tap_names_come_from_the_losses():
-    assert cache.tap_names(None) == []
-    assert cache.tap_names("kd") == []
-    assert cache.tap_names(LOSSES + LOSSES) == ["features"]
-
-
 def _named_teacher(name, hidden_name, seed):
     """A tiny Functional teacher whose hidden layer is called `hidden_name`."""
     inputs = keras.Input(INPUT_SHAPE)
@@ -422,30 +416,6 @@ def test_file_names_of_colliding_keys_stay_apart(tmp_path):
     assert len({stem.lower() for stem in stems}) == 6
 
 
-def test_tap_names_read_a_loss_configs_teacher_key():
-    feature = {
-        "name": "feature",
-        "loss": "mse",
-        "teacher_layer_name": "t2_hidden",
-        "student_layer_name": "features",
-    }
-    losses = ["kd", {**feature, "teacher": "t2"}, {**feature, "teacher": 1}]
-    # One teacher: its layers' names, whatever the loss calls the teacher.
-    assert cache.tap_names(losses) == ["t2_hidden"]
-    # Several: the keys `Distiller.teacher_forward` gives them.
-    assert cache.tap_names(losses, ["t1", "t2"]) == ["t2/t2_hidden"]
-    assert cache.tap_names({**feature, "teacher": 0}, ["t1", "t2"]) == ["t1/t2_hidden"]
-    with pytest.raises(ValueError, match=r"reads the teacher layer 't2_hidden' but does not say"):
-        cache.tap_names(feature, ["t1", "t2"])
-    with pytest.raises(
-        ValueError,
-        match=r"Invalid `teacher` for the distillation loss 1 \(FeatureDistillation\). "
-        r"Expected a teacher's name \(one of \['t1', 't2'\]\) or index \(0 to 1\). "
-        r"Received: teacher='t3'",
-    ):
-        cache.tap_names(["kd", {**feature, "teacher": "t3"}], ["t1", "t2"])
-
-
 def test_cached_outputs_lacking_a_key_raise_a_clear_error(splits):
     teacher = _teacher()
     logits_only = cache.cache_teacher_outputs(teacher, splits, distillation_losses="kd")
@@ -486,3 +456,48 @@ def test_unbuilt_student_is_built_on_a_cached_first_batch(splits, strategy):
     assert np.abs(kernel).max() > 1e-3  # it moved from zeros: gradients reached it
     batch_x, _ = next(iter(train))
     np.testing.assert_allclose(distiller(batch_x), distiller.student(batch_x["inputs"]), rtol=1e-6)
+
+
+def _jitter(x):
+    return x + np.random.default_rng().normal(size=x.shape).astype(x.dtype)
+
+
+def _numpy_jitter_pipeline():
+    x, y = _random_arrays(64)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=0)
+
+    def augment(image, label):
+        image = tf.numpy_function(_jitter, [image], tf.float32, stateful=False)
+        return tf.ensure_shape(image, INPUT_SHAPE), label
+
+    return dataset.map(augment).batch(16)
+
+
+def test_a_pipeline_calling_python_is_refused_unless_declared_deterministic():
+    # Shuffled, so the two-pass comparison alone would not catch the jitter.
+    dataset = _numpy_jitter_pipeline()
+    teacher = _teacher()
+    for refuse in (
+        lambda: cache.check_cacheable(dataset),
+        lambda: cache.build_teacher_cache(teacher, dataset),
+        lambda: cache.cache_teacher_outputs(teacher, dataset),
+    ):
+        with pytest.raises(ValueError, match=r"calls Python .*PyFunc.*`deterministic=True`"):
+            refuse()
+    cache.check_cacheable(dataset, deterministic=True)
+    built = cache.build_teacher_cache(teacher, dataset, deterministic=True)
+    assert built.num_examples == 64
+    assert set(built.outputs) == {"logits"}
+    train = cache.cache_teacher_outputs(teacher, dataset, deterministic=True, batch_size=32)
+    assert sum(int(tf.shape(y)[0]) for _, y in train) == 64
+
+
+def test_a_py_function_pipeline_is_refused_too():
+    x, y = _random_arrays(32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).map(
+        lambda image, label: (tf.py_function(lambda v: v, [image], tf.float32), label)
+    )
+    with pytest.raises(ValueError, match="EagerPyFunc"):
+        cache.check_cacheable(dataset)
+    cache.check_cacheable(dataset, deterministic=True)
+

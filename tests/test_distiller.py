@@ -998,3 +998,35 @@ def test_sequence_mask_with_a_trailing_axis_is_the_same_mask():
     for key in ("loss", "student_loss", "distillation_loss"):
         np.testing.assert_allclose(float(trailing[key]), float(flat[key]), rtol=1e-6)
     assert abs(float(flat["loss"]) - float(unmasked["loss"])) > 1e-4
+
+
+@pytest.mark.parametrize("source", ["array", "dataset"])
+def test_unlabeled_data_trains_on_the_distillation_loss_alone(teacher, student, tiny_data, source):
+    x, _ = tiny_data
+    alpha, temperature = 0.3, 2.0
+    distiller = Distiller(
+        teacher, student, LogitsDistillation(temperature), student_loss_weight=alpha
+    )
+    distiller.compile(optimizer=frozen_sgd(), loss="sparse_categorical_crossentropy")
+    data = x if source == "array" else tf.data.Dataset.from_tensor_slices(x).batch(64)
+    expected = np_kd(outputs_of(teacher, None, x), outputs_of(student, None, x), temperature)
+    # With a frozen optimizer the logged values are those of the start.
+    history = distiller.fit(data, batch_size=64, epochs=1, verbose=0).history
+    assert history["student_loss"] == [0.0]
+    np.testing.assert_allclose(history["distillation_loss"][0], expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(history["loss"][0], (1 - alpha) * expected.mean(), rtol=1e-5)
+    terms = distiller.compute_loss_terms(x)
+    assert float(terms["student_loss"]) == 0.0
+    np.testing.assert_allclose(float(terms["loss"]), (1 - alpha) * expected.mean(), rtol=1e-5)
+
+    results = distiller.evaluate(data, batch_size=64, verbose=0, return_dict=True)
+    assert results["student_loss"] == 0.0
+    np.testing.assert_allclose(results["distillation_loss"], expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["loss"], (1 - alpha) * expected.mean(), rtol=1e-5)
+
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    history = distiller.fit(data, batch_size=16, epochs=3, verbose=0).history
+    assert history["student_loss"] == [0.0, 0.0, 0.0]
+    assert history["distillation_loss"][-1] < history["distillation_loss"][0]
+    assert all(not np.array_equal(a, w.numpy()) for a, w in zip(before, student.trainable_weights))
