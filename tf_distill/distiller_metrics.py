@@ -29,7 +29,9 @@ class LossMetrics:
         loss_is_student_loss=False,
     ):
         """Updates the trackers; `loss` is the total loss in training and the
-        student's loss in evaluation. Without labels, no compiled metric."""
+        student's loss in evaluation. Without labels the compiled metrics,
+        which compare predictions with labels, are neither updated nor
+        reported (a `fit` or `evaluate` sees labels in every batch or none)."""
         loss_tracker, loss = (self.total_loss_tracker, total)
         if loss_is_student_loss:
             loss_tracker, loss = (self.student_loss_tracker, student_loss)
@@ -38,17 +40,15 @@ class LossMetrics:
         self.student_loss_tracker.update_state(student_loss, sample_weight=batch)
         self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=batch)
         results = {"loss": loss_tracker.result()}
-        if LEGACY_KERAS:
-            if y is not None:
-                self.compiled_metrics.update_state(y, logits, sample_weight)
-            results.update({m.name: m.result() for m in self.compiled_metrics.metrics})
-        else:
+        if not LEGACY_KERAS:
             self._loss_tracker.update_state(loss, sample_weight=batch)
-            if self._compile_metrics is not None:
-                if y is not None:
-                    self._compile_metrics.update_state(y, logits, sample_weight)
-                result = self._compile_metrics.result()
-                results.update(dict(result) if isinstance(result, dict) else {})
+        if y is not None and LEGACY_KERAS:
+            self.compiled_metrics.update_state(y, logits, sample_weight)
+            results.update({m.name: m.result() for m in self.compiled_metrics.metrics})
+        elif y is not None and self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, logits, sample_weight)
+            result = self._compile_metrics.result()
+            results.update(dict(result) if isinstance(result, dict) else {})
         for tracker in (
             self.student_loss_tracker,
             self.distillation_loss_tracker,
@@ -71,6 +71,7 @@ class LossMetrics:
         if self.compiled:
             if self._loss_tracker is not None:
                 metrics.insert(0, self._loss_tracker)
-            if self._compile_metrics is not None:
+            # Unbuilt until it sees labels: none on unlabeled data.
+            if self._compile_metrics is not None and self._compile_metrics.built:
                 metrics.append(self._compile_metrics)
         return metrics
