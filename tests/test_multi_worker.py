@@ -18,7 +18,7 @@ from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.config import ConfigError
-from tf_distill.distiller import crossentropy_from_logits
+from tf_distill.losses import crossentropy_from_logits
 
 CLUSTER = {"worker": ["localhost:20001", "localhost:20002"]}
 

@@ -21,7 +21,7 @@ from tf_distill import tuning
 from tf_distill.backend import keras
 from tf_distill.config import ConfigError
 from tf_distill.distiller import Distiller
-from tf_distill.distiller import crossentropy_from_logits
+from tf_distill.losses import crossentropy_from_logits
 
 INPUT_SHAPE = (8, 8, 1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -33,8 +33,8 @@ from tf_distill.callbacks import StopOnNonFiniteLoss
 from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.config import ConfigError
 from tf_distill.distiller import Distiller
-from tf_distill.distiller import crossentropy_from_logits
 from tf_distill.files import atomic_write_json
+from tf_distill.losses import crossentropy_from_logits
 from tf_distill.report import write_report
 
 _OPTIMIZERS = {
@@ -362,7 +362,7 @@ class Job:
     def _distillation_data(self, distiller, data, batch):
         """Train and validation pipelines, with the teacher's outputs cached
         when that is safe (`training.cache`)."""
-        from tf_distill import cache as cache_lib
+        from tf_distill.commands import caching as cache_lib
 
         mode, reason = cache_lib.should_cache(self.config, data)
         self.log(reason)

@@ -54,7 +54,6 @@ import keras_tuner
 import numpy as np
 
 from tf_distill import architectures
-from tf_distill import cache as cache_lib
 from tf_distill import losses as losses_lib
 from tf_distill import saving
 from tf_distill import taps
@@ -62,6 +61,7 @@ from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.commands import caching as cache_lib
 from tf_distill.config import ConfigError
 from tf_distill.config import _boolean
 from tf_distill.config import _check_keys
@@ -926,7 +926,7 @@ def _test_metrics(model, data, batch_size):
 def _train_plain(model, config, data, epochs, learning_rate, verbose):
     """Trains `model` on the labels alone, as `tf-distill run` does."""
     from tf_distill import job as job_lib
-    from tf_distill.distiller import crossentropy_from_logits
+    from tf_distill.losses import crossentropy_from_logits
 
     training = config["training"]
     batch_size = config["data"]["batch_size"]
