@@ -15,13 +15,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from tf_distill import config as config_lib
-from tf_distill import job
 from tf_distill import losses
 from tf_distill import saving
 from tf_distill.backend import tf
 from tf_distill.callbacks import TrainingDivergedError
-from tf_distill.config import ConfigError
+from tf_distill.commands import config as config_lib
+from tf_distill.commands import run as job
+from tf_distill.commands.config import ConfigError
 
 FAST = {
     "data": {"source": "digits", "batch_size": 64},
@@ -146,7 +146,8 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tf_distill import config, job
+from tf_distill.commands import config
+from tf_distill.commands import run as job
 raw = json.loads(sys.argv[1])
 result = job.run(config.validate(raw), verbose=0)
 print("RESULT", json.dumps([row["test_accuracy"] for row in result["models"]]))

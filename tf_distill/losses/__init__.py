@@ -74,3 +74,4 @@ __all__ = [
     "soft_label_kl",
     "standardize_logits",
 ]
+from tf_distill.losses.labels import crossentropy_from_logits  # noqa: E402,F401

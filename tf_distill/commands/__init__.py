@@ -1,0 +1,1 @@
+"""The command layer: config schemas, the run and tune jobs, the run report."""
