@@ -170,3 +170,96 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     # Same seed, same data order, the loss averaged over the global batch:
     # the two runs agree up to floating-point summation order.
     np.testing.assert_allclose(accuracies["mirrored"], accuracies["none"], atol=0.02)
+
+
+def test_seeds_are_paired_and_aggregated(tmp_path):
+    config = config_lib.validate({**FAST, "training": {**FAST["training"], "epochs": 1,
+                                                       "baseline": True, "seeds": [3, 4]},
+                                  "output": str(tmp_path)})
+    results = job.run(config, verbose=0, log=lambda *a: None)
+    rows = results["models"]
+    assert [(row["model"], row["seed"]) for row in rows] == [
+        ("teacher", None),
+        ("student alone", 3), ("distilled student", 3),
+        ("student alone", 4), ("distilled student", 4),
+    ]
+    comparison = results["comparison"]
+    assert comparison["seeds"] == [3, 4]
+    assert comparison["alone"] == [rows[1]["test_errors"], rows[3]["test_errors"]]
+    assert comparison["distilled"] == [rows[2]["test_errors"], rows[4]["test_errors"]]
+    assert comparison["alone_mean"] == pytest.approx(np.mean(comparison["alone"]))
+    assert comparison["distilled_std"] == pytest.approx(np.std(comparison["distilled"], ddof=1))
+    assert results["summary"] == comparison["sentence"]
+    for seed in (3, 4):
+        assert (tmp_path / f"student_seed{seed}.keras").exists()
+        assert (tmp_path / f"student_alone_seed{seed}.keras").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert comparison["sentence"] in report
+    assert (tmp_path / "comparison.png").exists()
+    assert not (tmp_path / ".backup").exists()
+    # The two seeds start from different weights: paired within, not across.
+    first = saving.load_model(tmp_path / "student_alone_seed3.keras").get_weights()[0]
+    second = saving.load_model(tmp_path / "student_alone_seed4.keras").get_weights()[0]
+    assert not np.allclose(first, second)
+
+
+def test_a_refused_run_writes_nothing_and_does_not_block_the_corrected_one(tmp_path):
+    wrong = tmp_path / "wrong.keras"
+    saving.save_model(
+        __import__("tf_distill").architectures.build("mlp", (8, 8, 1), 3, size="small"), wrong
+    )
+    output = tmp_path / "out"
+    raw = {**FAST, "teacher": {"path": str(wrong)}, "output": str(output),
+           "training": {**FAST["training"], "epochs": 1}}
+    with pytest.raises(ConfigError, match=r"outputs 3 classes but the data has 10"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    assert not output.exists() or os.listdir(output) == []
+    # A folder holding only the state of a refused run (as older versions
+    # left it) does not block the corrected run either.
+    output.mkdir(exist_ok=True)
+    (output / job.STATE_FILE).write_text(json.dumps({"config_hash": "0" * 16, "phases": {}}))
+    corrected = {**raw, "teacher": FAST["teacher"]}
+    results = job.run(config_lib.validate(corrected), verbose=0, log=lambda *a: None)
+    assert results["models"][-1]["model"] == "distilled student"
+
+
+def test_changed_data_is_refused_or_restarted(tmp_path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "data.npz"
+
+    def write_data(offset):
+        x = rng.normal(size=(300, 8, 8, 1)).astype("float32") + offset
+        np.savez(npz, x=x, y=rng.integers(0, 10, size=300))
+
+    write_data(0.0)
+    raw = {**FAST, "data": {"source": str(npz), "batch_size": 64},
+           "training": {**FAST["training"], "epochs": 1}, "output": str(tmp_path / "out")}
+    job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    write_data(1.0)
+    with pytest.raises(ConfigError, match=r"holds a run of a different config or data"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    messages = []
+    job.run(config_lib.validate(raw), verbose=0, log=messages.append, restart=True)
+    assert any("Starting over" in m for m in messages)
+    assert any(m.startswith("Training the teacher") for m in messages)
+
+
+def test_an_output_that_is_a_file_is_refused_before_training(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    config = config_lib.validate({**FAST, "output": str(target)})
+    with pytest.raises(ConfigError, match=r"is an existing file"):
+        job.run(config, verbose=0, log=lambda *a: None)
+    assert target.read_text() == "mine"
+
+
+def test_a_teacher_no_better_than_the_student_alone_is_warned_about(tmp_path):
+    raw = {**FAST, "teacher": {**FAST["teacher"], "epochs": 0},
+           "training": {**FAST["training"], "epochs": 2, "baseline": True},
+           "output": str(tmp_path)}
+    messages = []
+    results = job.run(config_lib.validate(raw), verbose=0, log=messages.append)
+    assert len(results["warnings"]) == 1
+    assert "no better than the student trained alone" in results["warnings"][0]
+    assert any(m.startswith("Warning: The teacher is no better") for m in messages)
+    assert "**Warning:** The teacher is no better" in (tmp_path / "report.md").read_text()
