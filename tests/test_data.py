@@ -353,6 +353,8 @@ def test_tfds_offline_from_data_dir(tmp_path):
         test_size=3,
     )
     assert tiny.sizes == {"train": 9, "validation": 6, "test": 3}
+    # The TFDS version and splits read identify the data, not the split options.
+    assert tiny.fingerprint == "tfds:tiny_shapes:1.0.0:train=train,validation=validation"
     assert tiny.input_shape == (5, 5, 3) and tiny.num_classes == 3
     np.testing.assert_array_equal(
         _rows(tiny.x_val, tiny.y_val),
@@ -393,6 +395,7 @@ def test_keras_datasets_dispatch(monkeypatch):
     cifar = data.load({"keras": "cifar10"}, validation_size=2)
     assert calls == ["mnist", "cifar10"]
     assert cifar.y_train.shape == (18,) and cifar.input_shape == (2, 2, 3)
+    assert (mnist.fingerprint, cifar.fingerprint) == ("keras:mnist", "keras:cifar10")
 
 
 # --- errors -----------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Tests for tf_distill.export: LiteRT conversion, verification, atomic writes.
 
+The report and the argument checks are tested in test_export_report.py and
+test_export_arguments.py.
+
 Each exported file is reloaded here in the LiteRT interpreter and compared with
 the Keras model independently of the report that `export_litert` returns.
 """
 
-import json
 import os
 import sys
 import types
@@ -246,7 +248,20 @@ def test_per_tensor_needs_the_converter_setting(classifier, tmp_path, monkeypatc
 
 def test_per_tensor_ignored_by_the_converter_is_an_error(classifier, tmp_path, monkeypatch):
     # A future converter that kept the setting but ignored it.
-    monkeypatch.setattr(export, "_disable_per_channel", lambda converter: None)
+    from_keras_model = tf.lite.TFLiteConverter.from_keras_model
+
+    def ignoring_setting(model):
+        converter = from_keras_model(model)
+
+        class IgnoringConverter(type(converter)):
+            def __setattr__(self, name, value):
+                if name != "_experimental_disable_per_channel":
+                    super().__setattr__(name, value)
+
+        converter.__class__ = IgnoringConverter
+        return converter
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", ignoring_setting)
     with pytest.raises(export.ExportError, match=r"still gave per-channel scales to \d+ tensors"):
         export.export_litert(
             classifier,
@@ -347,6 +362,53 @@ def test_float32_tolerance_is_enforced(classifier, digits):
         export.verify_litert(litert_model, other, validation_data=(x_val, y_val))
 
 
+@pytest.mark.parametrize("method", ["invoke", "allocate_tensors", "resize_tensor_input"])
+def test_interpreter_failure_is_an_export_error(classifier, digits, tmp_path, monkeypatch, method):
+    # A model can convert and still fail in the interpreter, as XNNPACK does
+    # on some int8 graphs; the error must say what to try, and nothing ships.
+    from ai_edge_litert.interpreter import Interpreter
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(
+            "failed to create XNNPACK runtime\nNode number 3 (TfLiteXNNPackDelegate) "
+            "failed to prepare."
+        )
+
+    x_train, _, x_val, y_val = digits
+    monkeypatch.setattr(Interpreter, method, fail)
+    with pytest.raises(export.ExportError, match="failed to prepare") as info:
+        export.export_litert(
+            classifier,
+            tmp_path / "m.tflite",
+            quantization="int8",
+            representative_data=x_train[:50],
+            validation_data=(x_val, y_val),
+            latency_runs=LATENCY_RUNS,
+            report_path=tmp_path / "m.md",
+        )
+    message = str(info.value)
+    assert "The LiteRT interpreter failed to" in message
+    assert "Nothing was written. Try representative_data that covers" in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_interpreter_failure_while_timing_is_an_export_error(classifier, tmp_path, monkeypatch):
+    # Without comparison data the first invoke is the latency measurement's.
+    from ai_edge_litert.interpreter import Interpreter
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Node number 0 (CONV_2D) failed to invoke.")
+
+    monkeypatch.setattr(Interpreter, "invoke", fail)
+    with pytest.raises(
+        export.ExportError,
+        match=r"failed to time the float32 model: Node number 0 \(CONV_2D\) failed to invoke\. "
+        r"Nothing was written\. Try another quantization mode",
+    ):
+        export.export_litert(classifier, tmp_path / "m.tflite", latency_runs=LATENCY_RUNS)
+    assert os.listdir(tmp_path) == []
+
+
 def test_verify_litert_reads_a_file(classifier, digits, tmp_path):
     _, _, x_val, y_val = digits
     path = tmp_path / "student.tflite"
@@ -393,112 +455,6 @@ def test_unsupported_ops_listed_and_nothing_written(tmp_path):
     assert not report.verified
     assert report.keras_accuracy is None
     assert path.stat().st_size == report.file_size_bytes
-
-
-def test_report_written_as_markdown_and_json(classifier, digits, tmp_path):
-    _, _, x_val, y_val = digits
-    report = export.export_litert(
-        classifier,
-        tmp_path / "student.tflite",
-        quantization="dynamic",
-        validation_data=(x_val, y_val),
-        latency_runs=LATENCY_RUNS,
-        report_path=tmp_path / "export_report.md",
-    )
-    markdown = (tmp_path / "export_report.md").read_text()
-    lines = markdown.splitlines()
-    assert lines[0].startswith("| Quantization | Size (bytes) |")
-    assert lines[1].startswith("|---|")
-    assert lines[2].startswith("| `dynamic` | ")
-    assert f"{report.file_size_bytes:,}" in lines[2]
-    assert f"{100 * report.litert_accuracy:.2f}" in lines[2]
-    saved = json.loads((tmp_path / "export_report.json").read_text())
-    assert saved == json.loads(json.dumps(report.to_dict()))
-    assert saved["quantization"] == "dynamic"
-    assert saved["file_size_bytes"] == os.path.getsize(tmp_path / "student.tflite")
-
-    # A `.json` report path receives the JSON, the table goes next to it.
-    markdown_path, json_path = export.write_report(report, tmp_path / "r.json")
-    assert (markdown_path, json_path) == (str(tmp_path / "r.md"), str(tmp_path / "r.json"))
-    assert json.loads((tmp_path / "r.json").read_text())["latency_ms"] == report.latency_ms
-
-
-def test_reports_table_has_one_row_per_report():
-    reports = [
-        export.ExportReport(path=None, quantization=mode, file_size_bytes=size)
-        for mode, size in (("float32", 4000), ("int8", 1000))
-    ]
-    lines = export.reports_table(reports).splitlines()
-    assert len(lines) == 4
-    assert lines[2].startswith("| `float32` | 4,000 | n/a |")
-    assert lines[3].startswith("| `int8` | 1,000 | n/a |")
-    assert lines[3].endswith("| None/None | no |")
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (
-            {"quantization": "int4"},
-            r"Invalid value for argument `quantization`. Expected one of "
-            r"\['float32', 'dynamic', 'float16', 'int8'\]. Received: "
-            r"quantization='int4'",
-        ),
-        (
-            {"int8_io": True},
-            r"`int8_io=True` needs full integer quantization. Pass "
-            r"quantization='int8'. Received: quantization='float32'",
-        ),
-        (
-            {"max_accuracy_drop": float("nan")},
-            r"`max_accuracy_drop` must be a finite number of percentage points. "
-            r"Received: max_accuracy_drop=nan",
-        ),
-        (
-            {"per_channel": False},
-            r"`per_channel=False` applies to the integer weights of "
-            r"quantization='dynamic' or 'int8'; float32 weights have no scales. "
-            r"Received: quantization='float32', per_channel=False",
-        ),
-        (
-            {"quantization": "float16", "per_channel": False},
-            r"float16 weights have no scales. Received: quantization='float16'",
-        ),
-        (
-            {"quantization": "dynamic", "per_channel": "yes"},
-            r"`per_channel` must be a bool. Received: per_channel='yes'",
-        ),
-        (
-            {"latency_runs": -1},
-            r"`latency_runs` must be an integer >= 0. Received: latency_runs=-1",
-        ),
-        (
-            {"quantization": "int8", "representative_data": np.zeros((4, 8, 8))},
-            r"`representative_data` must hold a batch of inputs of rank 4",
-        ),
-        (
-            {"validation_data": (np.zeros((4, 8, 8, 1)), np.zeros(3))},
-            r"Received 4 inputs and 3 labels",
-        ),
-    ],
-)
-def test_invalid_arguments(classifier, tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        export.export_litert(classifier, tmp_path / "m.tflite", **{"latency_runs": 0, **kwargs})
-    assert os.listdir(tmp_path) == []
-
-
-def test_rejects_non_keras_and_multi_input_models(tmp_path):
-    with pytest.raises(TypeError, match="`model` must be a Keras model or a Distiller"):
-        export.export_litert(object(), tmp_path / "m.tflite")
-    first, second = keras.Input((3,)), keras.Input((3,))
-    outputs = keras.layers.Dense(2)(keras.layers.Concatenate()([first, second]))
-    model = keras.Model([first, second], outputs)
-    with pytest.raises(
-        ValueError, match="one input and one output. Received a model with 2 inputs"
-    ):
-        export.export_litert(model, tmp_path / "m.tflite")
-    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.skipif(LEGACY_KERAS, reason="checks the error raised under Keras 3")
