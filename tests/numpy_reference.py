@@ -189,8 +189,19 @@ def dkd(teacher, student, labels, alpha, beta, temperature):
     return np.array(values)
 
 
-def pearson(u, v):
-    return np.corrcoef(np.asarray(u, np.float64), np.asarray(v, np.float64))[0, 1]
+def pearson(u, v, constant_tolerance=1e-5):
+    """Pearson's ρ, defined as 0 when `u` or `v` is constant.
+
+    A vector is constant when its standard deviation is at most
+    `constant_tolerance` times its largest magnitude (tf_distill's DIST
+    convention: constant up to float32 rounding counts as constant).
+    """
+    u = np.asarray(u, np.float64)
+    v = np.asarray(v, np.float64)
+    for vector in (u, v):
+        if np.std(vector) <= constant_tolerance * np.max(np.abs(vector)):
+            return 0.0
+    return np.corrcoef(u, v)[0, 1]
 
 
 def dist(teacher, student, beta, gamma, temperature):

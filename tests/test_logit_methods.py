@@ -244,7 +244,16 @@ def test_dkd_rejects_bad_shapes():
 # --- DIST -------------------------------------------------------------------------
 
 
-def test_dist_hand_checked():
+def _ulps_away(value, ulps):
+    value = np.float32(value)
+    direction = np.float32(np.inf if ulps > 0 else -np.inf)
+    for _ in range(abs(ulps)):
+        value = np.nextafter(value, direction)
+    return value
+
+
+@pytest.mark.parametrize("ulps", [0, 1, -1, 3, -3])
+def test_dist_hand_checked(ulps):
     # T = 1 and logits chosen as log-probabilities. Two examples, three
     # classes; the student reverses the teacher's order in example 0.
     y_t = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
@@ -252,17 +261,53 @@ def test_dist_hand_checked():
     # Example 0, centred: a = [1/6, −1/30, −2/15], b = [−2/15, −1/30, 1/6];
     # a·b = −39/900 and ‖a‖² = ‖b‖² = 42/900, so ρ = −39/42. Example 1 agrees.
     inter = np.array([1 + 39 / 42, 0.0])
-    # Column 0: [0.5, 0.2] vs [0.2, 0.2], constant, ρ = 0; columns 1 and 2
-    # move together across the two examples, ρ = 1.
+    # Column 0: [0.5, 0.2] vs [0.2, 0.2]. The student's is constant, so ρ is
+    # 0 by definition; columns 1 and 2 move together across the two
+    # examples, ρ = 1.
     intra = (1 + 0 + 0) / 3
+    # After a float32 softmax, column 0 is constant only up to rounding, which
+    # differs between CPUs (AVX2, AVX-512, NEON). Moving one of its logits by
+    # a few ulps stands in for another CPU: the defined value must not move.
+    student_logits = np.log(y_s).astype(np.float32)
+    student_logits[1, 0] = _ulps_away(student_logits[1, 0], ulps)
     values = dist(
         np.log(y_t).astype(np.float32),
-        np.log(y_s).astype(np.float32),
+        student_logits,
         beta=1.0,
         gamma=1.0,
         temperature=1.0,
     )
     np.testing.assert_allclose(values, inter + intra, atol=1e-5)
+
+
+def test_dist_constant_up_to_rounding_is_constant():
+    # A column constant in exact arithmetic, spread only by float32 rounding:
+    # ρ = 0 for it, the same value as for an exactly constant column.
+    teacher = random_logits([4, 5], 38)
+    student = random_logits([4, 5], 39)
+    # Logit 1 beside others whose exponentials sum to 3e: p = 1/4 in every row.
+    student[:, 0] = np.float32(1.0)
+    student[:, 1:] -= np.log(np.exp(student[:, 1:]).sum(axis=1, keepdims=True))
+    student[:, 1:] += np.float32(1.0 + np.log(3.0))
+    exact = dist(teacher, student, beta=0.0, temperature=1.0).numpy()
+    np.testing.assert_allclose(exact, ref.dist(teacher, student, 0.0, 1.0, 1.0), atol=1e-5)
+    for ulps in (1, -1, 2, -2):
+        noisy = student.copy()
+        noisy[2, 0] = _ulps_away(noisy[2, 0], ulps)
+        noisy[3, 0] = _ulps_away(noisy[3, 0], -ulps)
+        np.testing.assert_allclose(
+            dist(teacher, noisy, beta=0.0, temperature=1.0), exact, atol=1e-6
+        )
+    # A constant column adds nothing to the gradient, and nothing undefined.
+    variable = tf.Variable(student)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(dist(teacher, variable, temperature=1.0))
+    assert np.all(np.isfinite(tape.gradient(value, variable).numpy()))
+    # A real spread, far above rounding, is correlated as usual.
+    spread = student.copy()
+    spread[:, 0] = np.float32([0.0, 0.5, -0.5, 1.0])
+    expected = ref.dist(teacher, spread, 0.0, 1.0, 1.0)
+    np.testing.assert_allclose(dist(teacher, spread, beta=0.0, temperature=1.0), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
+from processes import wait_all
 
 from tf_distill import architectures
 from tf_distill import cli
@@ -175,10 +175,6 @@ DISTILL = {
     "distillation": {"student_loss_weight": 0.3, "losses": [{"name": "kd", "temperature": 4.0}]},
     "training": {"epochs": 3, "learning_rate": 0.01, "seed": 0, "baseline": False},
 }
-# 60-100 s on two CPU cores shared with other jobs. The bound stops workers
-# that would wait for each other forever.
-DEADLINE_SECONDS = 150
-
 
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
@@ -227,7 +223,6 @@ def _start_workers(tmp_path, config_path):
 
 
 def test_two_workers_on_localhost_match_one_process(tmp_path):
-    start = time.monotonic()
     teacher_path = tmp_path / "teacher.keras"
     _train_teacher(teacher_path)
     raw = {**DISTILL, "teacher": {"path": str(teacher_path)}}
@@ -248,18 +243,16 @@ def test_two_workers_on_localhost_match_one_process(tmp_path):
         single = job.run(
             config_lib.validate({**raw, "output": str(tmp_path / "single")}), verbose=0
         )
-        for worker in workers:
-            worker.wait(timeout=max(1.0, DEADLINE_SECONDS - (time.monotonic() - start)))
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    except BaseException:
+        wait_all(workers, hang_seconds=0)
+        raise
+    # Each worker exits when training is done; no bound on how long it takes.
+    hung = wait_all(workers)
     logs = [(tmp_path / f"worker{index}.log").read_text() for index in range(2)]
     for index, (worker, log) in enumerate(zip(workers, logs)):
-        assert worker.returncode == 0, f"worker {index} (exit {worker.returncode}):\n{log[-3000:]}"
+        assert worker.returncode == 0, (
+            f"worker {index} (exit {worker.returncode}, hung: {hung}):\n{log[-3000:]}"
+        )
 
     # Only the chief (worker 0) wrote the output folder; worker 1 wrote to a
     # scratch folder, removed at the end.

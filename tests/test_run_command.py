@@ -14,6 +14,7 @@ from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from processes import HANG_SECONDS
 
 from tf_distill import losses
 from tf_distill import saving
@@ -69,12 +70,23 @@ def test_changed_config_is_refused_in_the_same_output(tmp_path):
     assert (tmp_path / "metrics.json").read_bytes() == metrics_before
 
 
-def _cli(config_path, **kwargs):
+def _cli(config_path, stdout=subprocess.PIPE):
     return subprocess.Popen(
         [sys.executable, "-m", "tf_distill.cli", "run", str(config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}, **kwargs,
+        stdout=stdout, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"},
     )
+
+
+def _backed_up_epoch(metadata):
+    """The epoch `BackupAndRestore` recorded, or None before it wrote one.
+
+    The file exists, empty, from the moment Keras opens it to write.
+    """
+    try:
+        return json.loads(metadata.read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path):
@@ -83,15 +95,21 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
               "training": {**FAST["training"], "epochs": 40}, "output": str(output)}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(config))
-    process = _cli(path)
+    # To a file, not a pipe nobody reads while waiting: a full pipe would stall the run.
+    with open(tmp_path / "killed.log", "w") as log:
+        process = _cli(path, stdout=log)
     metadata = output / ".backup" / "distill" / "training_metadata.json"
-    deadline = time.monotonic() + 240
+    # Kill once a distillation epoch is backed up, however long that takes;
+    # the guard only stops a run that hangs.
+    deadline = time.monotonic() + HANG_SECONDS
     try:
-        while not metadata.exists() and time.monotonic() < deadline and process.poll() is None:
+        while _backed_up_epoch(metadata) is None and process.poll() is None:
+            assert time.monotonic() < deadline, "the run hung before its first distillation epoch"
             time.sleep(0.2)
-        assert metadata.exists(), "the run never finished a distillation epoch"
-        # Let it run a little further so that the kill lands mid-epoch.
-        time.sleep(0.5)
+        assert _backed_up_epoch(metadata) is not None, (
+            "the run never finished a distillation epoch:\n"
+            + (tmp_path / "killed.log").read_text()[-3000:]
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -101,7 +119,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     teacher_before = (output / "teacher.keras").read_bytes()
 
     resumed = _cli(path)
-    out, _ = resumed.communicate(timeout=600)
+    out, _ = resumed.communicate(timeout=HANG_SECONDS)
     assert resumed.returncode == 0, out
     assert "Resuming the run" in out
     assert "Reusing the teacher" in out
@@ -161,7 +179,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
                "output": str(tmp_path / distribute)}
         done = subprocess.run(
             [sys.executable, "-c", _MIRRORED_SCRIPT, json.dumps(raw)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=HANG_SECONDS,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         assert done.returncode == 0, done.stderr[-3000:]

@@ -193,11 +193,11 @@ def main(argv=None):
     from tf_distill.callbacks import TrainingDivergedError
     from tf_distill.commands.config import ConfigError
     from tf_distill.export import ExportError
-    from tf_distill.saving import UnsafeModelError
+    from tf_distill.saving import ModelFileError
 
     try:
         return args.handler(args)
-    except (ConfigError, UnsafeModelError, FileNotFoundError, TimeoutError) as error:
+    except (ConfigError, ModelFileError, FileNotFoundError, TimeoutError) as error:
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 2
     except ValueError as error:

@@ -5,6 +5,8 @@ Both take `(teacher_logits, student_logits)`, teacher first, of shape
 example.
 """
 
+import numpy as np
+
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
@@ -147,18 +149,41 @@ def decoupled_kd(teacher_logits, student_logits, labels=None, alpha=1.0, beta=8.
     return (alpha * tckd + beta * nckd) * temperature**2
 
 
-def _pearson_distance(a, b, axis, epsilon=1e-8):
-    """`1 − Pearson(a, b)` along `axis`.
+# A vector whose standard deviation is at most this fraction of its largest
+# magnitude is constant: float32 rounding (a few ulps, ~1e-7 relative) leaves
+# such a spread in a vector that is constant in exact arithmetic, and the
+# correlation of rounding noise depends on the CPU's instruction set.
+CONSTANT_RELATIVE_TOLERANCE = 1e-5
 
-    The product of the norms is clamped at `epsilon` (the authors add it);
-    clamping keeps `1 − ρ(a, a)` at 0 and the gradient finite when a vector
-    is constant (then ρ = 0).
+
+def _centred_unit(vectors, axis):
+    """`vectors` centred and scaled to unit norm along `axis`, and which are constant.
+
+    A constant vector (see `CONSTANT_RELATIVE_TOLERANCE`) comes back as zeros,
+    so its correlation with anything is 0, with a zero (not NaN) gradient.
     """
-    a = a - tf.reduce_mean(a, axis=axis, keepdims=True)
-    b = b - tf.reduce_mean(b, axis=axis, keepdims=True)
-    covariance = tf.reduce_sum(a * b, axis=axis)
-    norms_squared = tf.reduce_sum(tf.square(a), axis=axis) * tf.reduce_sum(tf.square(b), axis=axis)
-    return 1.0 - covariance / tf.sqrt(tf.maximum(norms_squared, epsilon**2))
+    centred = vectors - tf.reduce_mean(vectors, axis=axis, keepdims=True)
+    squares = tf.reduce_sum(tf.square(centred), axis=axis, keepdims=True)
+    count = tf.cast(tf.shape(vectors)[axis], vectors.dtype)
+    scale = tf.reduce_max(tf.abs(vectors), axis=axis, keepdims=True)
+    # Sums of squares below the smallest normal float have lost their precision.
+    tiny = np.finfo(vectors.dtype.as_numpy_dtype).tiny
+    constant = squares <= count * tf.square(CONSTANT_RELATIVE_TOLERANCE * scale) + tiny
+    norm = tf.sqrt(tf.where(constant, tf.ones_like(squares), squares))
+    return tf.where(constant, tf.zeros_like(centred), centred / norm)
+
+
+def _pearson_distance(a, b, axis):
+    """`1 − ρ(a, b)` along `axis`, with ρ = 0 when `a` or `b` is constant.
+
+    A vector counts as constant when its standard deviation is at most
+    `CONSTANT_RELATIVE_TOLERANCE` times its largest magnitude. The authors
+    (and mdistiller) add 1e-8 to the product of the norms instead, which
+    gives ρ = 0 for an exactly constant vector but rounding noise for one
+    constant up to rounding; a tolerance relative to the vector's scale gives
+    the same defined value for both, on any CPU.
+    """
+    return 1.0 - tf.reduce_sum(_centred_unit(a, axis) * _centred_unit(b, axis), axis=axis)
 
 
 def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
@@ -178,6 +203,13 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
     its value is given to every example, and the batch mean of the result is
     the paper's loss. It needs a batch of at least two examples (for one
     example, a column's correlation is 0 and `intra` is 1).
+
+    A constant row or column has no correlation: ρ = 0, so its distance is 1
+    (even against itself). "Constant" means a standard deviation at most
+    `CONSTANT_RELATIVE_TOLERANCE` (1e-5) times the vector's largest value, so
+    a vector that is constant up to float32 rounding gets this defined value
+    rather than the correlation of its rounding noise, which would differ
+    from one CPU to another.
 
     Args:
         teacher_logits: Tensor `[batch, classes]`.
