@@ -18,6 +18,7 @@ from processes import HANG_SECONDS
 
 from tf_distill import losses
 from tf_distill import saving
+from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.commands import config as config_lib
@@ -281,3 +282,15 @@ def test_a_teacher_no_better_than_the_student_alone_is_warned_about(tmp_path):
     assert "no better than the student trained alone" in results["warnings"][0]
     assert any(m.startswith("Warning: The teacher is no better") for m in messages)
     assert "**Warning:** The teacher is no better" in (tmp_path / "report.md").read_text()
+
+
+def test_a_backup_cut_off_mid_write_restarts_its_phase(tmp_path):
+    config = config_lib.validate({**FAST, "output": str(tmp_path)})
+    backup = tmp_path / ".backup" / "distill"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "bat')
+    messages = []
+    callback = job.Job(config, verbose=0, log=messages.append).backup("distill")
+    assert isinstance(callback, keras.callbacks.BackupAndRestore)
+    assert not backup.exists()
+    assert messages == ["The backup of distill was cut off mid-write; that phase starts over"]

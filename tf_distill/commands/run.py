@@ -156,6 +156,12 @@ class Job:
         """
         shared = self.shared_path(".backup", phase)
         own = self.path(".backup", phase)
+        metadata = os.path.join(shared, "training_metadata.json")
+        if os.path.exists(metadata) and not _is_json(metadata):
+            # Keras writes this file in place: a kill mid-write leaves it
+            # truncated, and the backup cannot be trusted. Redo the phase.
+            self.log(f"The backup of {phase} was cut off mid-write; that phase starts over")
+            shutil.rmtree(shared, ignore_errors=True)
         if own != shared and os.path.isdir(shared):
             shutil.copytree(shared, own, dirs_exist_ok=True)
         return keras.callbacks.BackupAndRestore(own, double_checkpoint=True)
@@ -437,6 +443,15 @@ class Job:
         result = report.to_dict()
         result["markdown"] = report.to_markdown()
         return result
+
+
+def _is_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def weak_teacher_warning(teacher_accuracy, alone_accuracy, seed_text=""):
