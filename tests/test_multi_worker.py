@@ -78,7 +78,7 @@ def test_parse_tf_config_reads_cluster_and_task():
     ],
 )
 def test_parse_tf_config_errors_name_the_variable_and_show_an_example(text, message):
-    with pytest.raises(ConfigError, match=message) as error:
+    with pytest.raises(distribute.ClusterError, match=message) as error:
         distribute.parse_tf_config(text)
     assert "TF_CONFIG" in str(error.value)
     assert '"cluster": {"worker": ["machine-a:12345", "machine-b:12345"]}' in str(error.value)
@@ -104,7 +104,7 @@ def test_missing_tf_config_is_a_clear_error_before_any_training(tmp_path, monkey
     config = config_lib.validate(
         {"training": {"distribute": "multi_worker"}, "output": str(tmp_path / "out")}
     )
-    with pytest.raises(ConfigError, match=r"TF_CONFIG, which is not set.*docs/DISTRIBUTED.md"):
+    with pytest.raises(distribute.ClusterError, match=r"TF_CONFIG, which is not set.*docs/DISTRIBUTED.md"):
         job.run(config, verbose=0)
     assert not (tmp_path / "out").exists()
 
@@ -160,7 +160,7 @@ def test_a_worker_restores_from_the_chief_backup_and_writes_its_own(tmp_path):
 def test_workers_that_would_resume_differently_stop_with_a_clear_error():
     distribute.check_same_resume_point([7, 7], "out")
     with pytest.raises(
-        ConfigError,
+        distribute.ClusterError,
         match=r"workers see different states of the output folder "
         r"'out'.*a file system every worker shares",
     ):
@@ -279,3 +279,12 @@ def test_two_workers_on_localhost_match_one_process(tmp_path):
     data = common.load_data({"source": "digits", "seed": 0})
     predictions = student.predict(data.x_test, verbose=0).argmax(axis=-1)
     assert float((predictions == data.y_test).mean()) == pytest.approx(accuracy)
+
+
+def test_multi_worker_is_refused_on_an_untested_keras():
+    distribute.check_multi_worker_keras(distribute.MULTI_WORKER_KERAS_VERSIONS[0] + (0,))
+    with pytest.raises(
+        distribute.ClusterError,
+        match=r"tested with Keras 3\.15 only\. Received: Keras 3\.99\.1\. Install a tested release",
+    ):
+        distribute.check_multi_worker_keras((3, 99, 1))
