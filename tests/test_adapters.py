@@ -171,7 +171,7 @@ def test_fitnets_feature_maps(teacher_pool, student_pool, adapter_pool, teacher_
     distiller = Distiller(
         teacher, student, fitnets("teacher_features", "student_features"), student_loss_weight=0.5
     )
-    adapter, teacher_pool_layer = distiller.adapters[0], distiller._teacher_pools[0]
+    adapter, teacher_pool_layer = distiller.adapters[0], distiller.teacher_pools[0]
     assert adapter.get_layer("adapter_0_conv").kernel_size == (1, 1)
     if adapter_pool is None:
         assert "adapter_0_pool" not in [layer.name for layer in adapter.layers]

@@ -347,47 +347,6 @@ def test_invalid_arguments_are_refused(splits):
         cache.build_teacher_cache(teacher, (x, y)).dataset(batch_size=0)
 
 
-def test_tap_names_come_from_the_losses():
-    assert cache.tap_names(None) == []
-    assert cache.tap_names("kd") == []
-    assert cache.tap_names(LOSSES + LOSSES) == ["features"]
-
-
-def test_should_cache_modes(monkeypatch):
-    mode, reason = cache.should_cache({"training": {"cache": "auto"}})
-    assert mode == "memory" and reason.startswith("Caching the teacher's outputs (memory)")
-    assert cache.should_cache({"training": {}})[0] == "memory"
-    assert cache.should_cache({"training": {"cache": "disk"}})[0] == "disk"
-    mode, reason = cache.should_cache({"training": {"cache": "off"}})
-    assert mode == "off" and "online" in reason
-    mode, reason = cache.should_cache({"training": {}, "data": {"augmentation": {"flip": True}}})
-    assert mode == "off" and "augments at random" in reason
-    with pytest.raises(ValueError, match="cannot be used with `data.augmentation`"):
-        cache.should_cache({"training": {"cache": "memory"}, "data": {"augmentation": True}})
-    with pytest.raises(ValueError, match="Invalid value for `cache`"):
-        cache.should_cache({"training": {"cache": "ram"}})
-    # `auto` keeps small caches in memory and puts large ones on disk.
-    digits = data_lib.load("digits")
-    assert cache.should_cache({"training": {"cache": "auto"}}, digits)[0] == "memory"
-    monkeypatch.setattr(cache, "AUTO_MEMORY_LIMIT", 1000)
-    assert cache.should_cache({"training": {"cache": "auto"}}, digits)[0] == "disk"
-
-
-def test_cached_dataset_for_a_job(tmp_path, splits):
-    distiller = _distiller(_teacher())
-    plain = cache.cached_dataset(distiller, splits, "validation", 64, mode="off")
-    x, _ = next(iter(plain))
-    assert not isinstance(x, dict)
-    on_disk = cache.cached_dataset(
-        distiller, splits, "validation", 64, mode="disk", directory=tmp_path
-    )
-    x, y = next(iter(on_disk))
-    np.testing.assert_array_equal(y, splits.y_val[:64])  # validation is not shuffled
-    assert (tmp_path / "validation" / "manifest.json").is_file()
-    with pytest.raises(ValueError, match="A disk cache needs a `directory`"):
-        cache.cached_dataset(distiller, splits, "train", 64, mode="disk")
-
-
 def _named_teacher(name, hidden_name, seed):
     """A tiny Functional teacher whose hidden layer is called `hidden_name`."""
     inputs = keras.Input(INPUT_SHAPE)
@@ -444,7 +403,7 @@ def test_file_names_of_colliding_keys_stay_apart(tmp_path):
     assert expected["a/b_c"].shape == expected["a_b/c"].shape
     assert np.abs(expected["a/b_c"] - expected["a_b/c"]).max() > 1e-3
     stems = {
-        cache._file_stem(kind, name, "0" * 64)
+        cache.file_stem(kind, name, "0" * 64)
         for kind, name in [
             ("output", "a/b_c"),
             ("output", "a_b/c"),
@@ -455,30 +414,6 @@ def test_file_names_of_colliding_keys_stay_apart(tmp_path):
         ]
     }
     assert len({stem.lower() for stem in stems}) == 6
-
-
-def test_tap_names_read_a_loss_configs_teacher_key():
-    feature = {
-        "name": "feature",
-        "loss": "mse",
-        "teacher_layer_name": "t2_hidden",
-        "student_layer_name": "features",
-    }
-    losses = ["kd", {**feature, "teacher": "t2"}, {**feature, "teacher": 1}]
-    # One teacher: its layers' names, whatever the loss calls the teacher.
-    assert cache.tap_names(losses) == ["t2_hidden"]
-    # Several: the keys `Distiller.teacher_forward` gives them.
-    assert cache.tap_names(losses, ["t1", "t2"]) == ["t2/t2_hidden"]
-    assert cache.tap_names({**feature, "teacher": 0}, ["t1", "t2"]) == ["t1/t2_hidden"]
-    with pytest.raises(ValueError, match=r"reads the teacher layer 't2_hidden' but does not say"):
-        cache.tap_names(feature, ["t1", "t2"])
-    with pytest.raises(
-        ValueError,
-        match=r"Invalid `teacher` for the distillation loss 1 \(FeatureDistillation\). "
-        r"Expected a teacher's name \(one of \['t1', 't2'\]\) or index \(0 to 1\). "
-        r"Received: teacher='t3'",
-    ):
-        cache.tap_names(["kd", {**feature, "teacher": "t3"}], ["t1", "t2"])
 
 
 def test_cached_outputs_lacking_a_key_raise_a_clear_error(splits):
@@ -521,3 +456,48 @@ def test_unbuilt_student_is_built_on_a_cached_first_batch(splits, strategy):
     assert np.abs(kernel).max() > 1e-3  # it moved from zeros: gradients reached it
     batch_x, _ = next(iter(train))
     np.testing.assert_allclose(distiller(batch_x), distiller.student(batch_x["inputs"]), rtol=1e-6)
+
+
+def _jitter(x):
+    return x + np.random.default_rng().normal(size=x.shape).astype(x.dtype)
+
+
+def _numpy_jitter_pipeline():
+    x, y = _random_arrays(64)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=0)
+
+    def augment(image, label):
+        image = tf.numpy_function(_jitter, [image], tf.float32, stateful=False)
+        return tf.ensure_shape(image, INPUT_SHAPE), label
+
+    return dataset.map(augment).batch(16)
+
+
+def test_a_pipeline_calling_python_is_refused_unless_declared_deterministic():
+    # Shuffled, so the two-pass comparison alone would not catch the jitter.
+    dataset = _numpy_jitter_pipeline()
+    teacher = _teacher()
+    for refuse in (
+        lambda: cache.check_cacheable(dataset),
+        lambda: cache.build_teacher_cache(teacher, dataset),
+        lambda: cache.cache_teacher_outputs(teacher, dataset),
+    ):
+        with pytest.raises(ValueError, match=r"calls Python .*PyFunc.*`deterministic=True`"):
+            refuse()
+    cache.check_cacheable(dataset, deterministic=True)
+    built = cache.build_teacher_cache(teacher, dataset, deterministic=True)
+    assert built.num_examples == 64
+    assert set(built.outputs) == {"logits"}
+    train = cache.cache_teacher_outputs(teacher, dataset, deterministic=True, batch_size=32)
+    assert sum(int(tf.shape(y)[0]) for _, y in train) == 64
+
+
+def test_a_py_function_pipeline_is_refused_too():
+    x, y = _random_arrays(32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).map(
+        lambda image, label: (tf.py_function(lambda v: v, [image], tf.float32), label)
+    )
+    with pytest.raises(ValueError, match="EagerPyFunc"):
+        cache.check_cacheable(dataset)
+    cache.check_cacheable(dataset, deterministic=True)
+

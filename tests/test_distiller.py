@@ -446,15 +446,15 @@ def test_logged_loss_matches_numpy(make_mlp, tiny_data, weighted):
     )
 
     # The same value from the loss terms on fixed inputs.
-    _, (total, student_loss, distillation_loss) = distiller._loss_terms(
-        y,
-        distiller.teacher_forward(x),
-        distiller._student_forward(x, training=True),
-        sample_weight if weighted else None,
+    terms = distiller.compute_loss_terms(
+        x, y, sample_weight if weighted else None, training=True
     )
-    np.testing.assert_allclose(float(total), mean(total_values), rtol=1e-5)
-    np.testing.assert_allclose(float(student_loss), mean(student_values), rtol=1e-5)
-    np.testing.assert_allclose(float(distillation_loss), mean(distillation_values), rtol=1e-5)
+    assert set(terms) == {"loss", "student_loss", "distillation_loss"}
+    np.testing.assert_allclose(float(terms["loss"]), mean(total_values), rtol=1e-5)
+    np.testing.assert_allclose(float(terms["student_loss"]), mean(student_values), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(terms["distillation_loss"]), mean(distillation_values), rtol=1e-5
+    )
 
 
 def test_one_hot_and_sparse_labels_give_the_same_loss(teacher, student, tiny_data):
@@ -470,16 +470,12 @@ def test_one_hot_and_sparse_labels_give_the_same_loss(teacher, student, tiny_dat
         (keras.losses.CategoricalCrossentropy(from_logits=True), one_hot),
     ]
     distiller = Distiller(teacher, student, LogitsDistillation(2.0), student_loss_weight=0.4)
-    teacher_outputs = distiller.teacher_forward(x)
-    student_outputs = distiller._student_forward(x, training=True)
     totals = []
     for loss, labels in cases:
         distiller.compile(optimizer=frozen_sgd(), loss=loss)
-        _, (total, student_loss, _) = distiller._loss_terms(
-            labels, teacher_outputs, student_outputs, None
-        )
-        np.testing.assert_allclose(float(student_loss), expected_student, rtol=1e-5)
-        totals.append(float(total))
+        terms = distiller.compute_loss_terms(x, labels, training=True)
+        np.testing.assert_allclose(float(terms["student_loss"]), expected_student, rtol=1e-5)
+        totals.append(float(terms["loss"]))
     np.testing.assert_allclose(totals, totals[0], rtol=1e-6)
 
     # Through fit, with the accuracy metric reading one-hot labels.
@@ -790,11 +786,9 @@ def test_mixed_precision(make_mlp, tiny_data, policy, restore_dtype_policy):
         assert np.all(np.isfinite(history[key]))
     assert not all(np.array_equal(a, w.numpy()) for a, w in zip(before, student.trainable_weights))
 
-    student_outputs = distiller._student_forward(x, training=False)
-    assert student_outputs["logits"].dtype == policy.split("_")[1]
-    loss, terms = distiller._loss_terms(y, distiller.teacher_forward(x), student_outputs, None)
-    assert loss.dtype == tf.float32
-    assert all(term.dtype == tf.float32 for term in terms)
+    assert distiller.student(x, training=False).dtype == policy.split("_")[1]
+    terms = distiller.compute_loss_terms(x, y)
+    assert all(term.dtype == tf.float32 for term in terms.values())
     assert all(w.dtype == "float32" for w in student.trainable_weights)
 
 
@@ -998,12 +992,46 @@ def test_sequence_mask_with_a_trailing_axis_is_the_same_mask():
     x = rng.integers(0, vocab, (batch, steps)).astype("int32")
     y = tf.constant(rng.integers(0, vocab, (batch, steps)).astype("int32"))
     mask = (np.arange(steps)[None, :] < np.array([5, 3, 2, 1])[:, None]).astype("float32")
-    teacher_outputs = distiller.teacher_forward(x)
-    student_outputs = {"logits": distiller.student(x)}
-    _, flat = distiller._loss_terms(y, teacher_outputs, student_outputs, tf.constant(mask))
-    _, trailing = distiller._loss_terms(
-        y, teacher_outputs, student_outputs, tf.constant(mask[..., None])
+    flat = distiller.compute_loss_terms(x, y, tf.constant(mask))
+    trailing = distiller.compute_loss_terms(x, y, tf.constant(mask[..., None]))
+    unmasked = distiller.compute_loss_terms(x, y)
+    for key in ("loss", "student_loss", "distillation_loss"):
+        np.testing.assert_allclose(float(trailing[key]), float(flat[key]), rtol=1e-6)
+    assert abs(float(flat["loss"]) - float(unmasked["loss"])) > 1e-4
+
+
+@pytest.mark.parametrize("source", ["array", "dataset"])
+def test_unlabeled_data_trains_on_the_distillation_loss_alone(teacher, student, tiny_data, source):
+    x, _ = tiny_data
+    alpha, temperature = 0.3, 2.0
+    distiller = Distiller(
+        teacher, student, LogitsDistillation(temperature), student_loss_weight=alpha
     )
-    _, unmasked = distiller._loss_terms(y, teacher_outputs, student_outputs, None)
-    np.testing.assert_allclose([float(v) for v in trailing], [float(v) for v in flat], rtol=1e-6)
-    assert abs(float(flat[0]) - float(unmasked[0])) > 1e-4
+    distiller.compile(
+        optimizer=frozen_sgd(), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    data = x if source == "array" else tf.data.Dataset.from_tensor_slices(x).batch(64)
+    expected = np_kd(outputs_of(teacher, None, x), outputs_of(student, None, x), temperature)
+    # With a frozen optimizer the logged values are those of the start.
+    history = distiller.fit(data, batch_size=64, epochs=1, shuffle=False, verbose=0).history
+    # Accuracy needs labels: not reported rather than reported as 0.
+    assert set(history) == {"loss", "student_loss", "distillation_loss", "total_loss"}
+    assert history["student_loss"] == [0.0]
+    np.testing.assert_allclose(history["distillation_loss"][0], expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(history["loss"][0], (1 - alpha) * expected.mean(), rtol=1e-5)
+    terms = distiller.compute_loss_terms(x)
+    assert float(terms["student_loss"]) == 0.0
+    np.testing.assert_allclose(float(terms["loss"]), (1 - alpha) * expected.mean(), rtol=1e-5)
+
+    results = distiller.evaluate(data, batch_size=64, verbose=0, return_dict=True)
+    assert "accuracy" not in results
+    assert results["student_loss"] == 0.0
+    np.testing.assert_allclose(results["distillation_loss"], expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["loss"], (1 - alpha) * expected.mean(), rtol=1e-5)
+
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    history = distiller.fit(data, batch_size=16, epochs=3, shuffle=False, verbose=0).history
+    assert history["student_loss"] == [0.0, 0.0, 0.0]
+    assert history["distillation_loss"][-1] < history["distillation_loss"][0]
+    assert all(not np.array_equal(a, w.numpy()) for a, w in zip(before, student.trainable_weights))

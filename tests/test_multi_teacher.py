@@ -20,9 +20,9 @@ from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.distiller import INPUTS
 from tf_distill.distiller import TEACHER_OUTPUTS
-from tf_distill.distiller import TeacherEnsemble
-from tf_distill.distiller import ensemble_logits
-from tf_distill.distiller import teacher_output_key
+from tf_distill.teachers import TeacherEnsemble
+from tf_distill.teachers import ensemble_logits
+from tf_distill.teachers import teacher_output_key
 
 # ---------------------------------------------------------------------------
 # NumPy references (float64).
@@ -242,7 +242,7 @@ def test_per_teacher_losses_match_numpy(teachers, student, tiny_data):
     distiller = Distiller(
         [t1, t2], student, losses, distillation_loss_weights=weights, student_loss_weight=0.3
     )
-    assert distiller._loss_teachers == [None, "t1", "t2", "t2"]
+    assert distiller.loss_teachers == [None, "t1", "t2", "t2"]
     logs = logged_losses(distiller, x, y)
 
     student_logits, t1_logits, t2_logits = logits_of(student, x), logits_of(t1, x), logits_of(t2, x)
@@ -576,3 +576,42 @@ def test_single_teacher_api_is_unchanged(teacher, student, tiny_data):
         "teacher",
         "teacher_outputs",
     ]
+
+
+def test_a_losss_teacher_given_in_its_constructor_or_config(teachers, student, tiny_data):
+    """`teacher=` in a loss's constructor or config dict, as set after
+    construction: the same teachers read, the same losses logged."""
+    x, y = tiny_data
+    t1, t2 = teachers
+    feature = {
+        "name": "feature",
+        "loss": "mse",
+        "teacher_layer_name": "t2_hidden",
+        "student_layer_name": "student_hidden",
+    }
+    as_attributes = [
+        on_teacher(LogitsDistillation(4.0), "t1"),
+        on_teacher(FeatureDistillation("mse", "t2_hidden", "student_hidden"), "t2"),
+    ]
+    in_constructors = [
+        LogitsDistillation(4.0, teacher="t1"),
+        FeatureDistillation("mse", "t2_hidden", "student_hidden", teacher=1),
+    ]
+    in_configs = [{"name": "kd", "temperature": 4.0, "teacher": 0}, {**feature, "teacher": "t2"}]
+    logs = []
+    for losses in (as_attributes, in_constructors, in_configs):
+        distiller = Distiller([t1, t2], student, losses, student_loss_weight=0.3)
+        assert distiller.loss_teachers == ["t1", "t2"]
+        assert [loss.teacher for loss in distiller.distillation_losses] in (
+            ["t1", "t2"],
+            ["t1", 1],
+            [0, "t2"],
+        )
+        logs.append(logged_losses(distiller, x, y))
+    for other in logs[1:]:
+        for key, value in logs[0].items():
+            np.testing.assert_allclose(other[key], value, rtol=1e-6)
+    # The loss's config holds its teacher; a rebuilt Distiller reads it.
+    config = as_json(distiller.get_config())
+    assert [loss["config"]["teacher"] for loss in config["distillation_losses"]] == [0, "t2"]
+    assert Distiller.from_config(config).loss_teachers == ["t1", "t2"]

@@ -172,3 +172,48 @@ def test_base_class_requires_call_or_compute_loss():
         NotImplementedError, match=r"Empty must implement `call`.*or `compute_loss`"
     ):
         Empty()(tf.zeros([2, 3]), tf.zeros([2, 3]))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_loss_takes_a_teacher_in_its_constructor_and_config(name):
+    cls, arguments = EXPECTED[name]
+    loss = cls(**arguments, teacher="t1")
+    assert loss.teacher == "t1"
+    assert loss.get_config()["teacher"] == "t1"
+    assert cls().teacher is None and "teacher" not in cls().get_config()
+    restored = losses.get(json.loads(json.dumps(losses.serialize(loss))))
+    assert type(restored) is cls and restored.teacher == "t1"
+    assert restored.get_config() == loss.get_config()
+    # A config dict names the teacher, by name or index.
+    by_index = losses.get({"name": name, **arguments, "teacher": 1})
+    assert by_index.teacher == 1 and by_index.get_config()["teacher"] == 1
+    # Setting it after construction still works, and reaches the config.
+    late = cls(**arguments)
+    late.teacher = "t2"
+    assert late.get_config()["teacher"] == "t2"
+    # The Keras serialization path keeps it too.
+    keras_config = keras.saving.serialize_keras_object(loss)
+    assert keras.saving.deserialize_keras_object(keras_config).teacher == "t1"
+
+
+@pytest.mark.parametrize("teacher", [True, -1, 1.5, ["t1"]])
+def test_an_invalid_teacher_is_refused(teacher):
+    with pytest.raises(ValueError, match=r"Invalid value for argument `teacher`.*Received: teacher="):
+        losses.LogitsDistillation(teacher=teacher)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `teacher`"):
+        losses.get({"name": "dkd", "teacher": teacher})
+
+
+def test_get_takes_keyword_arguments_like_a_config():
+    hint = losses.get("fitnets", teacher_layer_name="block_2", student_layer_name="block_1")
+    assert type(hint) is losses.FitNets
+    assert (hint.teacher_layer_name, hint.student_layer_name) == ("block_2", "block_1")
+    kd = losses.get("kd", temperature=4.0, teacher="resnet")
+    assert (kd.temperature, kd.teacher) == (4.0, "resnet")
+    # Keywords complete (and override) a config dict.
+    kd = losses.get({"name": "kd", "temperature": 2.0}, temperature=8.0)
+    assert kd.temperature == 8.0
+    with pytest.raises(ValueError, match=r"Invalid arguments for distillation loss 'fitnets'"):
+        losses.get("fitnets", temperature=2.0)
+    with pytest.raises(ValueError, match=r"Keyword arguments to `get` need a loss name"):
+        losses.get(losses.LogitsDistillation(), temperature=2.0)

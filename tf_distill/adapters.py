@@ -7,6 +7,7 @@ width. Adapters belong to the Distiller, train with the student, and are
 never part of the saved or exported student.
 """
 
+from tf_distill import taps
 from tf_distill.backend import keras
 
 
@@ -76,3 +77,50 @@ def build_adapter(teacher_shape, student_shape, batch_norm=False, name="adapter"
     if teacher_pool > 1:
         pool = keras.layers.AveragePooling2D(teacher_pool, name=f"{name}_teacher_pool")
     return keras.Model(inputs, x, name=name), pool
+
+
+def _symbolic_output(model, layer_name):
+    if not taps.is_symbolic(model):
+        return None
+    if layer_name is None:
+        return model.outputs[0]
+    return taps.find_layer(model, layer_name).output
+
+
+def build_loss_adapters(distillation_losses, teacher_models, student, batch_norm=False):
+    """One adapter (or None) per loss, from the shapes of the tapped layers.
+
+    Args:
+        distillation_losses: The losses; those with `needs_adapter` get one.
+        teacher_models: For each loss, the teacher model whose output it
+            reads.
+        student: The student model.
+        batch_norm: As in `build_adapter`.
+
+    Returns:
+        `(adapters, teacher_pools)`: two lists with one entry per loss,
+        `None` where a loss needs no adapter (or no teacher pooling).
+
+    Raises:
+        ValueError: for a loss needing an adapter with a subclassed model,
+            or as `build_adapter`.
+    """
+    adapters, pools = [], []
+    for index, (loss, teacher) in enumerate(zip(distillation_losses, teacher_models)):
+        if not loss.needs_adapter:
+            adapters.append(None)
+            pools.append(None)
+            continue
+        teacher_tensor = _symbolic_output(teacher, loss.teacher_layer_name)
+        student_tensor = _symbolic_output(student, loss.student_layer_name)
+        if teacher_tensor is None or student_tensor is None:
+            raise ValueError(
+                f"{type(loss).__name__} learns an adapter from the tapped "
+                "shapes, which needs Functional or Sequential models."
+            )
+        adapter, pool = build_adapter(
+            teacher_tensor.shape, student_tensor.shape, batch_norm=batch_norm, name=f"adapter_{index}"
+        )
+        adapters.append(adapter)
+        pools.append(pool)
+    return adapters, pools

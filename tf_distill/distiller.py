@@ -1,19 +1,21 @@
 """The Distiller: a Keras model that trains a student to imitate a teacher."""
 
-import copy
-import math
-import warnings
-
 from tf_distill import adapters as adapters_lib
+from tf_distill import distiller_config
 from tf_distill import losses as losses_lib
 from tf_distill import taps
+from tf_distill import teachers as teachers_lib
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.distiller_metrics import LossMetrics
+from tf_distill.losses import labels as labels_lib
+from tf_distill.losses.base import check_loss_weights
 from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import check_unit_interval
 from tf_distill.losses.base import reduce_per_example
+from tf_distill.teachers import TeacherEnsemble
 
 # A batch whose inputs are `{INPUTS: x, TEACHER_OUTPUTS: {...}}` carries the
 # teacher's outputs precomputed (see `tf_distill.cache_teacher_outputs`): the
@@ -21,347 +23,9 @@ from tf_distill.losses.base import reduce_per_example
 INPUTS = "inputs"
 TEACHER_OUTPUTS = "teacher_outputs"
 
-_TEACHER_OUTPUT_KINDS = ("logits", "probabilities")
-_ENSEMBLE_KINDS = ("average_probabilities", "average_logits")
-_CROSSENTROPY_NAMES = (
-    "auto",
-    "crossentropy",
-    "sparse_categorical_crossentropy",
-    "categorical_crossentropy",
-)
-
 
 @register_serializable()
-def crossentropy_from_logits(y_true, logits):
-    """Cross-entropy of logits with sparse integer or one-hot labels.
-
-    The label format is read from the ranks: labels with one axis fewer than
-    the logits (or a trailing axis of 1) are class indices, labels of the
-    logits' rank are one-hot or soft targets.
-    """
-    logits = tf.cast(logits, tf.float32)
-    y_true = tf.convert_to_tensor(y_true)
-    if y_true.shape.rank == logits.shape.rank and (y_true.shape[-1] != 1 or logits.shape[-1] == 1):
-        return tf.nn.softmax_cross_entropy_with_logits(tf.cast(y_true, tf.float32), logits)
-    if y_true.shape.rank == logits.shape.rank:
-        y_true = tf.squeeze(y_true, -1)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y_true, tf.int32), logits)
-
-
-def _applies_softmax(model):
-    """Whether the model's last layer turns logits into probabilities."""
-    if isinstance(model, TeacherEnsemble):
-        return False  # Its call returns the ensemble's logits.
-    if not model.layers:
-        return False
-    last = model.layers[-1]
-    if isinstance(last, keras.Model):
-        return _applies_softmax(last)
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", None) == "softmax"
-
-
-def _resolve_student_loss(loss):
-    """Turns the `loss` given to `compile` into a per-example function."""
-    if loss is None:
-        return None
-    if isinstance(loss, str) and loss.lower() in _CROSSENTROPY_NAMES:
-        # A Distiller's student outputs logits: the crossentropy names mean
-        # crossentropy *from logits*, whatever the label format.
-        return crossentropy_from_logits
-    if isinstance(loss, str):
-        loss = keras.losses.get(loss)
-    if isinstance(loss, keras.losses.Loss):
-        if getattr(loss, "_fn_kwargs", {}).get("from_logits") is False or (
-            getattr(loss, "from_logits", True) is False
-        ):
-            warnings.warn(
-                f"The student loss {type(loss).__name__} has "
-                "from_logits=False, but a Distiller's student outputs logits. "
-                "Pass from_logits=True (or the loss's name, which tf_distill "
-                "applies to logits).",
-                stacklevel=3,
-            )
-        return loss.call
-    if callable(loss):
-        return loss
-    raise ValueError(
-        "Invalid value for argument `loss`. Expected a loss name, a Keras "
-        f"loss or a callable. Received: loss={loss!r}"
-    )
-
-
-def teacher_output_key(teacher_name, layer_name=None):
-    """The key of one teacher's output among several teachers' outputs.
-
-    With several teachers, `Distiller.teacher_forward` (and so a teacher
-    cache) returns `"logits"` for the ensemble's logits and
-    `"<teacher_name>/logits"`, `"<teacher_name>/<layer_name>"` for each
-    teacher's own logits and tapped layers.
-
-    Args:
-        teacher_name: The teacher's name (see `Distiller.teachers`).
-        layer_name: A tapped layer's name, or `None` for the logits.
-
-    Returns:
-        The key, e.g. `"resnet/logits"` or `"resnet/backbone/block_2"`.
-    """
-    return f"{teacher_name}/{layer_name or taps.LOGITS}"
-
-
-def check_teacher_weights(teacher_weights, teacher_names):
-    """Validates ensemble weights; returns them as a list of floats.
-
-    Args:
-        teacher_weights: `None` (equal weights), a list with one number
-            >= 0 per teacher, or a dict `{teacher_name: weight}` naming every
-            teacher.
-        teacher_names: The teachers' names, in order.
-
-    Returns:
-        One float per teacher, in the order of `teacher_names`, not
-        normalized.
-
-    Raises:
-        ValueError: for a wrong length or names, a negative or non-finite
-            weight, or weights that are all 0.
-    """
-    count = len(teacher_names)
-    if teacher_weights is None:
-        return [1.0] * count
-    received = f"Received: teacher_weights={teacher_weights!r}"
-    if isinstance(teacher_weights, dict):
-        if set(teacher_weights) != set(teacher_names):
-            raise ValueError(
-                "A dict of `teacher_weights` must name every teacher once. "
-                f"Expected keys {list(teacher_names)}. {received}"
-            )
-        teacher_weights = [teacher_weights[name] for name in teacher_names]
-    if not isinstance(teacher_weights, (list, tuple)):
-        raise ValueError(
-            "`teacher_weights` must be a list with one number >= 0 per "
-            f"teacher, or a dict {{teacher_name: weight}}. {received}"
-        )
-    if len(teacher_weights) != count:
-        raise ValueError(
-            f"Number of teacher_weights ({len(teacher_weights)}) must match "
-            f"number of teachers ({count}). {received}"
-        )
-    for weight in teacher_weights:
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, (int, float))
-            or not math.isfinite(weight)
-            or weight < 0
-        ):
-            raise ValueError(f"Each teacher weight must be a finite number >= 0. {received}")
-    if not any(weight > 0 for weight in teacher_weights):
-        raise ValueError(f"`teacher_weights` must not all be 0. {received}")
-    return [float(weight) for weight in teacher_weights]
-
-
-def ensemble_logits(teacher_logits, teacher_weights=None, ensemble="average_probabilities"):
-    """The logits of a weighted ensemble of teachers.
-
-    With weights `w_k` normalized to sum to 1:
-
-    - `"average_probabilities"`: `log Σ_k w_k · softmax(t_k)`, the log of
-      the ensemble's predictive distribution (Hinton et al. 2015, §2;
-      You et al. 2017), computed in log space as
-      `logsumexp_k(log w_k + log_softmax(t_k))`. A loss at temperature `T`
-      then targets `softmax(log p / T) ∝ p^(1/T)`: the *tempered ensemble
-      distribution*, not the average of the teachers' tempered
-      distributions.
-    - `"average_logits"`: `Σ_k w_k · t_k`; softmax at any temperature is
-      then the normalized weighted geometric mean of the teachers' tempered
-      distributions.
-
-    Args:
-        teacher_logits: A list of tensors `[batch, ..., classes]` of one
-            shape, one per teacher.
-        teacher_weights: One weight >= 0 per teacher (not all 0), or `None`
-            for equal weights. Teachers of weight 0 are left out.
-        ensemble: `"average_probabilities"` or `"average_logits"`.
-
-    Returns:
-        A float32 tensor of the teachers' shape.
-
-    Raises:
-        ValueError: for an unknown `ensemble`, invalid weights, or logits of
-            different shapes.
-    """
-    if ensemble not in _ENSEMBLE_KINDS:
-        raise ValueError(
-            "Invalid value for argument `ensemble`. Expected one of "
-            f"{list(_ENSEMBLE_KINDS)}. Received: ensemble={ensemble!r}"
-        )
-    teacher_logits = [tf.cast(logits, tf.float32) for logits in teacher_logits]
-    weights = check_teacher_weights(teacher_weights, [str(i) for i in range(len(teacher_logits))])
-    shapes = [logits.shape for logits in teacher_logits]
-    if any(not shape.is_compatible_with(shapes[0]) for shape in shapes):
-        raise ValueError(
-            "The teachers' logits must have one shape to be averaged. "
-            f"Received shapes {[tuple(shape) for shape in shapes]}."
-        )
-    total = sum(weights)
-    # Python-level: a teacher of weight 0 adds no term (and no log 0).
-    terms = [(w / total, logits) for w, logits in zip(weights, teacher_logits) if w > 0]
-    if ensemble == "average_logits":
-        return tf.add_n([w * logits for w, logits in terms])
-    log_probabilities = tf.stack(
-        [math.log(w) + tf.nn.log_softmax(logits, axis=-1) for w, logits in terms]
-    )
-    return tf.reduce_logsumexp(log_probabilities, axis=0)
-
-
-def _as_logits(outputs, teacher_outputs):
-    """A teacher's final outputs as float32 logits (log of probabilities)."""
-    if teacher_outputs == "probabilities":
-        probabilities = tf.cast(outputs, tf.float32)
-        return tf.math.log(tf.maximum(probabilities, 1e-12))
-    return outputs
-
-
-def _named_teachers(teacher):
-    """`(names, models)` from a list or dict of teachers, validated."""
-    if isinstance(teacher, dict):
-        names, models = list(teacher), list(teacher.values())
-        for name in names:
-            if not isinstance(name, str) or not name or "/" in name:
-                raise ValueError(
-                    "Each teacher's name must be a non-empty string without "
-                    "'/' (it prefixes the keys of its outputs, "
-                    f"'<name>/<layer>'). Received: teacher name {name!r}"
-                )
-    else:
-        models = list(teacher)
-        names = [getattr(model, "name", None) for model in models]
-    if not models:
-        raise ValueError(f"`teacher` must hold at least one model. Received: teacher={teacher!r}")
-    for name, model in zip(names if isinstance(teacher, dict) else range(len(models)), models):
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                f"Each teacher must be a keras.Model. Received: teacher[{name!r}]="
-                f"{model!r} of type {type(model).__name__}"
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(
-            f"The teachers' names must be unique; they are {names}. Pass "
-            "`teacher` as a dict `{name: model}` to name them."
-        )
-    return names, models
-
-
-@register_serializable()
-class TeacherEnsemble(keras.Model):
-    """Several frozen teachers seen as one teacher.
-
-    What `Distiller.teacher` is when the Distiller has several teachers.
-    Calling it returns the ensemble's logits (see `ensemble_logits`); the
-    teachers themselves are `ensemble.teachers`, by name.
-
-    Args:
-        teachers: A list of Keras models (named by their `name`) or a dict
-            `{name: model}`.
-        teacher_weights: The teachers' weights in the ensemble (list, or
-            dict by name); `None` for equal weights.
-        ensemble: `"average_probabilities"` (default) or `"average_logits"`.
-        teacher_outputs: `"logits"`, or `"probabilities"` for teachers that
-            end with a softmax (their log is used as logits).
-        name: The model's name.
-    """
-
-    def __init__(
-        self,
-        teachers,
-        teacher_weights=None,
-        ensemble="average_probabilities",
-        teacher_outputs="logits",
-        name="teacher_ensemble",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
-        names, models = _named_teachers(teachers)
-        if ensemble not in _ENSEMBLE_KINDS:
-            raise ValueError(
-                "Invalid value for argument `ensemble`. Expected one of "
-                f"{list(_ENSEMBLE_KINDS)}. Received: ensemble={ensemble!r}"
-            )
-        if teacher_outputs not in _TEACHER_OUTPUT_KINDS:
-            raise ValueError(
-                "Invalid value for argument `teacher_outputs`. Expected one of "
-                f"{list(_TEACHER_OUTPUT_KINDS)}. Received: "
-                f"teacher_outputs={teacher_outputs!r}"
-            )
-        self.teacher_names = names
-        self._members = models
-        self.teacher_weights = check_teacher_weights(teacher_weights, names)
-        self.ensemble = ensemble
-        self.teacher_outputs = teacher_outputs
-        if all(getattr(model, "built", False) for model in models):
-            self.built = True
-
-    @property
-    def teachers(self):
-        """The teachers, `{name: model}` in order."""
-        return dict(zip(self.teacher_names, self._members))
-
-    def combine(self, teacher_logits):
-        """The ensemble's logits from each teacher's logits, in order."""
-        return ensemble_logits(teacher_logits, self.teacher_weights, self.ensemble)
-
-    def call(self, inputs, training=None):
-        return self.combine(
-            [
-                _as_logits(model(inputs, training=training), self.teacher_outputs)
-                for model in self._members
-            ]
-        )
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "teachers": {
-                name: keras.saving.serialize_keras_object(model)
-                for name, model in self.teachers.items()
-            },
-            "teacher_weights": list(self.teacher_weights),
-            "ensemble": self.ensemble,
-            "teacher_outputs": self.teacher_outputs,
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["teachers"] = {
-            name: keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
-            for name, model in config["teachers"].items()
-        }
-        return cls(**config)
-
-
-def _compatible(shape, other):
-    """Whether two static shapes (tuples, None for unknown) can be equal."""
-    return len(shape) == len(other) and all(
-        a is None or b is None or a == b for a, b in zip(shape, other)
-    )
-
-
-def _get_loss(identifier):
-    """`losses.get`, also reading a `"teacher"` key from a config dict."""
-    if isinstance(identifier, dict) and "teacher" in identifier:
-        identifier = dict(identifier)
-        teacher = identifier.pop("teacher")
-        loss = losses_lib.get(identifier)
-        loss.teacher = teacher
-        return loss
-    return losses_lib.get(identifier)
-
-
-@register_serializable()
-class Distiller(keras.Model):
+class Distiller(LossMetrics, keras.Model):
     """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
@@ -377,11 +41,15 @@ class Distiller(keras.Model):
     `keras.distillation`). Each distillation loss returns per-example values,
     so sample weights and `tf.distribute` averaging apply to every term.
 
+    **Unlabeled data.** `fit(x)` (or a data set yielding `x` alone) trains on
+    the distillation losses only: the student's label loss is then 0.
+
     **Several teachers.** `teacher` may be a list of models (named by their
     `name`) or a dict `{name: model}`. Each teacher is frozen and runs once
-    per step. A distillation loss reads the teacher its `teacher` attribute
-    names (a name or an index: `loss.teacher = "resnet"`, or `"teacher":
-    "resnet"` in a loss's config dict); a loss that names none reads the
+    per step. A distillation loss reads the teacher its `teacher` names (a
+    name or an index: `LogitsDistillation(4.0, teacher="resnet")`, or
+    `"teacher": "resnet"` in a loss's config dict; see
+    `tf_distill.teachers.loss_teacher`); a loss that names none reads the
     ensemble's logits (see `ensemble_logits`), formed with `teacher_weights`
     by `ensemble`. A loss that reads a teacher's layer must name its
     teacher. Per-teacher losses are weighted by `distillation_loss_weights`
@@ -439,8 +107,8 @@ class Distiller(keras.Model):
     Several teachers, one of them also guiding a feature:
 
     ```python
-    hint = tf_distill.FeatureDistillation("mse", "block_3", "student_block_3")
-    hint.teacher = "resnet"
+    hint = tf_distill.FeatureDistillation(
+        "mse", "block_3", "student_block_3", teacher="resnet")
     distiller = tf_distill.Distiller(
         teacher={"resnet": resnet, "vit": vit},
         student=student,
@@ -466,42 +134,13 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        several = isinstance(teacher, (list, tuple, dict))
-        for role, model in (("teacher", teacher), ("student", student)):
-            if not isinstance(model, keras.Model) and not (role == "teacher" and several):
-                raise ValueError(
-                    f"`{role}` must be a keras.Model. Received: "
-                    f"{role}={model!r} of type {type(model).__name__}"
-                )
-        if teacher_outputs not in _TEACHER_OUTPUT_KINDS:
+        teacher = teachers_lib.as_teacher(teacher, teacher_weights, ensemble, teacher_outputs)
+        if not isinstance(student, keras.Model):
             raise ValueError(
-                "Invalid value for argument `teacher_outputs`. Expected one of "
-                f"{list(_TEACHER_OUTPUT_KINDS)}. Received: "
-                f"teacher_outputs={teacher_outputs!r}"
+                "`student` must be a keras.Model. Received: "
+                f"student={student!r} of type {type(student).__name__}"
             )
-        if several:
-            teacher = TeacherEnsemble(
-                teacher,
-                teacher_weights=teacher_weights,
-                ensemble="average_probabilities" if ensemble is None else ensemble,
-                teacher_outputs=teacher_outputs,
-            )
-        elif teacher_weights is not None or ensemble is not None:
-            raise ValueError(
-                "`teacher_weights` and `ensemble` apply to several teachers: "
-                "pass `teacher` as a list or a dict of models. Received: "
-                f"teacher_weights={teacher_weights!r}, ensemble={ensemble!r}"
-            )
-        if teacher_outputs == "logits":
-            for teacher_name, model in self._named_members(teacher):
-                if _applies_softmax(model):
-                    raise ValueError(
-                        f"The teacher {teacher_name!r} ends with a softmax: its outputs "
-                        "are probabilities, and distilling them as logits would be "
-                        "wrong. Remove the softmax, or pass "
-                        "`teacher_outputs='probabilities'`."
-                    )
-        if _applies_softmax(student):
+        if teachers_lib.applies_softmax(student):
             raise ValueError(
                 f"The student {student.name!r} ends with a softmax. A student "
                 "must output logits (apply the softmax at inference instead)."
@@ -510,16 +149,14 @@ class Distiller(keras.Model):
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
-        for _, model in self._named_members(teacher):
+        for _, model in teachers_lib.members(teacher):
             model.trainable = False
         self.student_loss_weight = float(student_loss_weight)
         self.teacher_outputs = teacher_outputs
         self.adapter_batch_norm = bool(adapter_batch_norm)
         self._set_distillation_losses(distillation_losses, distillation_loss_weights)
 
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        self._create_loss_trackers()
         self._student_loss_fn = None
         self._student_loss_config = None
         if getattr(student, "built", False) and getattr(teacher, "built", False):
@@ -527,13 +164,6 @@ class Distiller(keras.Model):
 
     # ------------------------------------------------------------------
     # The teachers.
-
-    @staticmethod
-    def _named_members(teacher):
-        """`[(name, model)]`: the teachers of an ensemble, or the one."""
-        if isinstance(teacher, TeacherEnsemble):
-            return list(teacher.teachers.items())
-        return [(teacher.name, teacher)]
 
     @property
     def has_several_teachers(self):
@@ -543,204 +173,63 @@ class Distiller(keras.Model):
     @property
     def teachers(self):
         """The teachers by name, `{name: model}` (one entry for one teacher)."""
-        return dict(self._named_members(self.teacher))
+        return dict(teachers_lib.members(self.teacher))
 
-    def _resolve_loss_teacher(self, index, loss):
-        """The name of the teacher a loss reads, or `None` for the ensemble
-        (or the single teacher)."""
-        requested = getattr(loss, "teacher", None)
-        names = list(self.teachers)
-        where = f"distillation loss {index} ({type(loss).__name__})"
-        if requested is None:
-            if self.has_several_teachers and loss.teacher_layer_name is not None:
-                raise ValueError(
-                    f"The {where} reads the teacher layer "
-                    f"{loss.teacher_layer_name!r} but does not say of which "
-                    f"teacher. Set its `teacher` to one of {names}."
-                )
-            return None
-        if isinstance(requested, bool) or not isinstance(requested, (int, str)):
-            found = None
-        elif isinstance(requested, int):
-            found = names[requested] if 0 <= requested < len(names) else None
-        else:
-            found = requested if requested in names else None
-        if found is None:
-            raise ValueError(
-                f"Invalid `teacher` for the {where}. Expected a teacher's name "
-                f"(one of {names}) or index (0 to {len(names) - 1}). Received: "
-                f"teacher={requested!r}"
-            )
-        return found if self.has_several_teachers else None
+    @property
+    def loss_teachers(self):
+        """For each distillation loss, the name of the teacher it reads, or
+        `None` for the ensemble's logits (or the only teacher)."""
+        return list(self._loss_teachers)
 
-    def _loss_teacher_model(self, index):
-        """The model whose outputs loss `index` reads (for the ensemble's
-        logits, the first teacher in it: they share its shape)."""
-        teacher_name = self._loss_teachers[index]
-        if teacher_name is not None:
-            return self.teachers[teacher_name]
-        if not self.has_several_teachers:
-            return self.teacher
-        weights = dict(zip(self.teacher.teacher_names, self.teacher.teacher_weights))
-        return next(model for name, model in self.teachers.items() if weights[name] > 0)
-
-    def _teacher_key(self, teacher_name, layer_name):
-        """Where a loss finds its tensor in `teacher_forward`'s outputs."""
-        if teacher_name is None:
-            return layer_name or taps.LOGITS
-        return teacher_output_key(teacher_name, layer_name)
+    @property
+    def teacher_pools(self):
+        """For each distillation loss, the pooling layer applied to the
+        teacher's feature maps before its adapter's output is compared with
+        them (when the teacher's maps are the larger), or `None`."""
+        return list(self._teacher_pools)
 
     # ------------------------------------------------------------------
     # Configuration of the losses, taps and adapters.
 
     def _set_distillation_losses(self, distillation_losses, weights):
         if distillation_losses is None:
-            self.distillation_losses = []
-            self.distillation_loss_weights = []
-            self._loss_teachers = []
-            self._teacher_keys = []
-            self._teacher_taps = self._student_taps = None
-            self._member_taps = [None] * len(self.teachers) if self.has_several_teachers else []
-            self.adapters = []
-            self._teacher_pools = []
-            return
-        if not isinstance(distillation_losses, (list, tuple)):
+            distillation_losses, weights = [], []
+        elif not isinstance(distillation_losses, (list, tuple)):
             distillation_losses = [distillation_losses]
-        if len(distillation_losses) == 0:
+        elif len(distillation_losses) == 0:
             raise ValueError(
                 "`distillation_losses` must hold at least one loss. Received: "
                 "distillation_losses=[]"
             )
-        resolved = [_get_loss(loss) for loss in distillation_losses]
-        if weights is None:
-            weights = [1.0] * len(resolved)
-        if not isinstance(weights, (list, tuple)):
-            weights = [weights]
-        if len(weights) != len(resolved):
-            raise ValueError(
-                f"Number of distillation_loss_weights ({len(weights)}) must "
-                f"match number of distillation_losses ({len(resolved)}). "
-                f"Received: distillation_loss_weights={list(weights)!r}"
-            )
-        for weight in weights:
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ValueError(
-                    "Each distillation loss weight must be a number >= 0. "
-                    f"Received: distillation_loss_weights={list(weights)!r}"
-                )
-        loss_teachers = [self._resolve_loss_teacher(i, loss) for i, loss in enumerate(resolved)]
+        resolved = [losses_lib.get(loss) for loss in distillation_losses]
+        weights = check_loss_weights(weights, len(resolved))
+        names = list(self.teachers)
+        loss_teachers = [
+            teachers_lib.loss_teacher(loss, names, several=self.has_several_teachers, index=i)
+            for i, loss in enumerate(resolved)
+        ]
+        reading = [teachers_lib.reading_model(self.teacher, name) for name in loss_teachers]
         for loss, teacher_name in zip(resolved, loss_teachers):
             teacher = self.teacher if teacher_name is None else self.teachers[teacher_name]
             loss.validate_model_compatibility(teacher, self.student)
         self.distillation_losses = resolved
-        self.distillation_loss_weights = [float(w) for w in weights]
+        self.distillation_loss_weights = weights
         self._loss_teachers = loss_teachers
         self._teacher_keys = [
-            self._teacher_key(teacher_name, loss.teacher_layer_name)
+            teachers_lib.loss_teacher_key(teacher_name, loss.teacher_layer_name)
             for loss, teacher_name in zip(resolved, loss_teachers)
         ]
-        if self.has_several_teachers:
-            self._teacher_taps = None
-            self._member_taps = [
-                taps.tap_model(
-                    model,
-                    [
-                        loss.teacher_layer_name
-                        for loss, teacher_name in zip(resolved, loss_teachers)
-                        if teacher_name == name
-                    ],
-                    role="teacher",
-                )
-                for name, model in self.teachers.items()
-            ]
-        else:
-            self._member_taps = []
-            self._teacher_taps = taps.tap_model(
-                self.teacher, [loss.teacher_layer_name for loss in resolved], role="teacher"
-            )
+        tapped = [key for loss, key in zip(resolved, self._teacher_keys) if loss.teacher_layer_name]
+        self._teacher_forward = teachers_lib.TeacherForward(
+            self.teacher, list(dict.fromkeys(tapped)), self.teacher_outputs
+        )
         self._student_taps = taps.tap_model(
             self.student, [loss.student_layer_name for loss in resolved], role="student"
         )
-        self._check_logit_shapes()
-        self._build_adapters()
-
-    @staticmethod
-    def _symbolic_output(model, name):
-        if not taps.is_symbolic(model):
-            return None
-        if name is None:
-            return model.outputs[0]
-        return taps.find_layer(model, name).output
-
-    def _check_logit_shapes(self):
-        """Raises, naming the teacher, if logits read by a loss cannot be
-        compared with the student's (or averaged with each other)."""
-        readers = [
-            teacher_name
-            for loss, teacher_name in zip(self.distillation_losses, self._loss_teachers)
-            if loss.teacher_layer_name is None and loss.student_layer_name is None
-        ]
-        if not readers:
-            return
-        if not self.has_several_teachers:
-            checked = [(None, self.teacher)]
-        else:
-            # The ensemble reads every teacher of weight > 0.
-            names = set(readers)
-            if None in names:
-                weights = dict(zip(self.teacher.teacher_names, self.teacher.teacher_weights))
-                names |= {name for name, weight in weights.items() if weight > 0}
-            checked = [(name, model) for name, model in self.teachers.items() if name in names]
-        checked = [(name, model) for name, model in checked if taps.is_symbolic(model)]
-        if not checked:
-            return
-        shapes = [(name, tuple(model.outputs[0].shape)) for name, model in checked]
-        if taps.is_symbolic(self.student):
-            reference = ("student", tuple(self.student.outputs[0].shape))
-        else:
-            reference = None
-        for teacher_name, t_shape in shapes:
-            other_name, other_shape = reference or shapes[0]
-            if _compatible(t_shape, other_shape):
-                continue
-            if teacher_name is None:
-                raise ValueError(
-                    "Teacher and student outputs must have the same shape to be "
-                    f"distilled. Received: teacher output shape {t_shape} and "
-                    f"student output shape {other_shape}."
-                )
-            other = "student" if reference else f"teacher {other_name!r}"
-            raise ValueError(
-                f"Teacher {teacher_name!r} and {other} outputs must have the same "
-                f"shape to be distilled. Received: teacher {teacher_name!r} output "
-                f"shape {t_shape} and {other} output shape {other_shape}."
-            )
-
-    def _build_adapters(self):
-        self.adapters = []
-        self._teacher_pools = []
-        for index, loss in enumerate(self.distillation_losses):
-            if not loss.needs_adapter:
-                self.adapters.append(None)
-                self._teacher_pools.append(None)
-                continue
-            teacher_tensor = self._symbolic_output(
-                self._loss_teacher_model(index), loss.teacher_layer_name
-            )
-            student_tensor = self._symbolic_output(self.student, loss.student_layer_name)
-            if teacher_tensor is None or student_tensor is None:
-                raise ValueError(
-                    f"{type(loss).__name__} learns an adapter from the tapped "
-                    "shapes, which needs Functional or Sequential models."
-                )
-            adapter, pool = adapters_lib.build_adapter(
-                teacher_tensor.shape,
-                student_tensor.shape,
-                batch_norm=self.adapter_batch_norm,
-                name=f"adapter_{index}",
-            )
-            self.adapters.append(adapter)
-            self._teacher_pools.append(pool)
+        teachers_lib.check_logit_shapes(self.teacher, self.student, resolved, loss_teachers)
+        self.adapters, self._teacher_pools = adapters_lib.build_loss_adapters(
+            resolved, reading, self.student, batch_norm=self.adapter_batch_norm
+        )
 
     # ------------------------------------------------------------------
     # Compile: the keras.distillation form and the keras.io form.
@@ -813,7 +302,7 @@ class Distiller(keras.Model):
             raise ValueError("'loss' cannot be `None`.")
         if metrics is not None and not isinstance(metrics, (list, tuple, dict)):
             raise ValueError(f"metrics must be a list or tuple, got {type(metrics)}")
-        self._student_loss_fn = _resolve_student_loss(loss)
+        self._student_loss_fn = labels_lib.resolve_student_loss(loss)
         self._student_loss_config = loss
         self._compile_arguments = {"optimizer": optimizer, "metrics": metrics}
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
@@ -842,60 +331,22 @@ class Distiller(keras.Model):
         With several teachers, `"logits"` is the ensemble's logits, and each
         teacher's own outputs are under `"<teacher>/logits"` and
         `"<teacher>/<layer>"` (see `teacher_output_key`). Each teacher runs
-        once, in inference mode.
+        once, in inference mode (see `tf_distill.teachers.TeacherForward`).
         """
-        if not self.has_several_teachers:
-            if self._teacher_taps is not None:
-                outputs = dict(self._teacher_taps(x, training=False))
-            else:
-                outputs = {taps.LOGITS: self.teacher(x, training=False)}
-            outputs[taps.LOGITS] = _as_logits(outputs[taps.LOGITS], self.teacher_outputs)
-            return {k: tf.stop_gradient(v) for k, v in outputs.items()}
-        outputs = {}
-        for (teacher_name, model), tapped in zip(self.teachers.items(), self._member_taps):
-            if tapped is not None:
-                values = dict(tapped(x, training=False))
-            else:
-                values = {taps.LOGITS: model(x, training=False)}
-            values[taps.LOGITS] = _as_logits(values[taps.LOGITS], self.teacher_outputs)
-            for layer_name, value in values.items():
-                outputs[teacher_output_key(teacher_name, layer_name)] = value
-        outputs[taps.LOGITS] = self._ensemble_of(outputs)
-        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
-
-    def _ensemble_of(self, outputs):
-        return self.teacher.combine(
-            [outputs[teacher_output_key(name)] for name in self.teacher.teacher_names]
-        )
+        return self._teacher_forward(x)
 
     def _student_forward(self, x, training):
         if self._student_taps is not None:
             return dict(self._student_taps(x, training=training))
         return {taps.LOGITS: self.student(x, training=training)}
 
+    def _teacher_outputs(self, x, cached_teacher_outputs):
+        if cached_teacher_outputs is None:
+            return self.teacher_forward(x)
+        return self._teacher_forward.complete(cached_teacher_outputs, self._teacher_keys)
+
     # ------------------------------------------------------------------
     # Losses.
-
-    def _label_mask(self, logits, sample_weight):
-        """Per-position weights for token-level losses, or None."""
-        if sample_weight is None or logits.shape.rank is None or logits.shape.rank < 3:
-            return None
-        sample_weight = tf.convert_to_tensor(sample_weight)
-        if sample_weight.shape.rank == logits.shape.rank and sample_weight.shape[-1] == 1:
-            # `[batch, time, 1]`, as Keras accepts it: the same mask.
-            sample_weight = tf.squeeze(sample_weight, -1)
-        if sample_weight.shape.rank == logits.shape.rank - 1:
-            return sample_weight
-        return None
-
-    def _example_weights(self, sample_weight, mask):
-        if sample_weight is None or mask is not None:
-            return None
-        sample_weight = tf.cast(sample_weight, tf.float32)
-        if sample_weight.shape.rank and sample_weight.shape.rank > 1:
-            sample_weight = tf.reshape(sample_weight, [tf.shape(sample_weight)[0], -1])
-            sample_weight = tf.reduce_mean(sample_weight, axis=-1)
-        return sample_weight
 
     def _distillation_values(self, teacher_outputs, student_outputs, y, mask, training=True):
         """Per-example weighted sum of the distillation losses."""
@@ -903,7 +354,7 @@ class Distiller(keras.Model):
         for index, loss in enumerate(self.distillation_losses):
             teacher_value = teacher_outputs[self._teacher_keys[index]]
             student_value = student_outputs[loss.student_layer_name or taps.LOGITS]
-            if self.adapters and self.adapters[index] is not None:
+            if self.adapters[index] is not None:
                 student_value = self.adapters[index](student_value, training=training)
                 if self._teacher_pools[index] is not None:
                     teacher_value = self._teacher_pools[index](teacher_value)
@@ -918,15 +369,17 @@ class Distiller(keras.Model):
             total = values if total is None else total + values
         return total
 
-    def _loss_terms(self, y, teacher_outputs, student_outputs, sample_weight, training=True):
-        """Returns the replica-scaled total to differentiate, and the
-        `(total, student, distillation)` batch means."""
+    def _loss_terms(self, x, y, sample_weight, teacher_outputs, training):
+        """One student pass and its loss: the replica-scaled loss to
+        differentiate, the `[total, student, distillation]` batch means, and
+        the student's logits."""
+        student_outputs = self._student_forward(x, training=training)
         logits = student_outputs[taps.LOGITS]
-        mask = self._label_mask(logits, sample_weight)
-        example_weights = self._example_weights(sample_weight, mask)
+        mask = labels_lib.label_mask(logits, sample_weight)
+        example_weights = labels_lib.example_weights(sample_weight, mask)
         alpha = self.student_loss_weight
         # Evaluation reports the student's loss even when α = 0: it is what
-        # `evaluate` (and `val_loss`) measure.
+        # `evaluate` (and `val_loss`) measure. Without labels it is 0.
         if y is not None and (alpha > 0.0 or not training):
             student_values = reduce_per_example(
                 tf.cast(self._student_loss_fn(y, logits), tf.float32), mask
@@ -939,52 +392,54 @@ class Distiller(keras.Model):
         total_values = alpha * student_values + (1.0 - alpha) * distillation_values
         # Averaged over the global batch: under tf.distribute each replica's
         # gradients are summed, so each replica divides by the global size.
-        scaled_total = tf.nn.compute_average_loss(total_values, sample_weight=example_weights)
+        loss = tf.nn.compute_average_loss(total_values, sample_weight=example_weights)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         means = [
-            tf.nn.compute_average_loss(values, sample_weight=example_weights)
+            replicas * tf.nn.compute_average_loss(values, sample_weight=example_weights)
             for values in (total_values, student_values, distillation_values)
         ]
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return scaled_total, [m * replicas for m in means]
+        if training and self.student.losses:
+            regularization = tf.add_n([tf.cast(v, tf.float32) for v in self.student.losses])
+            loss += tf.nn.scale_regularization_loss(regularization)
+            means[0] += regularization
+        return loss, means, logits
+
+    def compute_loss_terms(self, x, y=None, sample_weight=None, training=False):
+        """The loss and its two terms on one batch, as `fit` and `evaluate` see them.
+
+        Args:
+            x: A batch of inputs (or a cached batch's `{"inputs": x,
+                "teacher_outputs": {...}}`).
+            y: The true labels, or `None` (the student's loss is then 0).
+            sample_weight: Per-example weights, or a `[batch, time]` mask
+                for token-level losses.
+            training: Run the student in training mode, as a `fit` step does;
+                `loss` then adds the student's regularization losses, as
+                `fit` reports it. The teacher always runs in inference mode.
+
+        Returns:
+            `{"loss": α·student + (1 − α)·distillation, "student_loss": ...,
+            "distillation_loss": ...}`: float32 scalars, batch means.
+
+        Raises:
+            RuntimeError: if the Distiller is not compiled.
+        """
+        if self._student_loss_fn is None:
+            raise RuntimeError("Call `compile` before `compute_loss_terms`.")
+        x, cached_teacher_outputs = self._split_inputs(x)
+        teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
+        _, means, _ = self._loss_terms(x, y, sample_weight, teacher_outputs, training)
+        return dict(zip(("loss", "student_loss", "distillation_loss"), means))
 
     # ------------------------------------------------------------------
     # Steps.
-
-    def _teacher_outputs(self, x, cached_teacher_outputs):
-        if cached_teacher_outputs is None:
-            return self.teacher_forward(x)
-        outputs = dict(cached_teacher_outputs)
-        if self.has_several_teachers and all(
-            teacher_output_key(name) in outputs for name in self.teacher.teacher_names
-        ):
-            # Re-formed from each teacher's logits: a cache stays valid when
-            # `teacher_weights` or `ensemble` change.
-            outputs[taps.LOGITS] = self._ensemble_of(outputs)
-        missing = [key for key in dict.fromkeys(self._teacher_keys) if key not in outputs]
-        if missing:
-            raise ValueError(
-                f"The cached teacher outputs lack {missing}, which the "
-                "distillation losses read. Received keys: "
-                f"{sorted(cached_teacher_outputs)}. Cache the outputs of this "
-                "Distiller's `teacher_forward`."
-            )
-        return {k: tf.stop_gradient(v) for k, v in outputs.items()}
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached_teacher_outputs = self._split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
         with tf.GradientTape() as tape:
-            student_outputs = self._student_forward(x, training=True)
-            loss, (total, student_loss, distillation_loss) = self._loss_terms(
-                y, teacher_outputs, student_outputs, sample_weight
-            )
-            if self.student.losses:
-                regularization = tf.add_n(
-                    [tf.cast(value, tf.float32) for value in self.student.losses]
-                )
-                loss += tf.nn.scale_regularization_loss(regularization)
-                total += regularization
+            loss, means, logits = self._loss_terms(x, y, sample_weight, teacher_outputs, True)
             if not LEGACY_KERAS:
                 loss = self.optimizer.scale_loss(loss)
         # Read after the forward pass: an unbuilt student (subclassed, first
@@ -995,39 +450,22 @@ class Distiller(keras.Model):
         else:
             gradients = tape.gradient(loss, trainable)
             self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._update_metrics(
-            x,
-            y,
-            student_outputs[taps.LOGITS],
-            sample_weight,
-            total,
-            student_loss,
-            distillation_loss,
-        )
+        return self._update_metrics(y, logits, sample_weight, *means)
 
     def test_step(self, data):
         """Evaluates the student: `loss` is its loss on the labels.
 
         `student_loss`, `distillation_loss` and `total_loss` are reported too
         (as `keras.distillation` does, so `val_total_loss` exists), from one
-        teacher and one student pass in inference mode.
+        teacher and one student pass in inference mode. On unlabeled data,
+        `loss` is the total loss (the distillation term).
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached_teacher_outputs = self._split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        student_outputs = self._student_forward(x, training=False)
-        _, (total, student_loss, distillation_loss) = self._loss_terms(
-            y, teacher_outputs, student_outputs, sample_weight, training=False
-        )
+        _, means, logits = self._loss_terms(x, y, sample_weight, teacher_outputs, False)
         return self._update_metrics(
-            x,
-            y,
-            student_outputs[taps.LOGITS],
-            sample_weight,
-            total,
-            student_loss,
-            distillation_loss,
-            loss_is_student_loss=True,
+            y, logits, sample_weight, *means, loss_is_student_loss=y is not None
         )
 
     def predict_step(self, data):
@@ -1035,159 +473,26 @@ class Distiller(keras.Model):
         x, _ = self._split_inputs(x)
         return self.student(x, training=False)
 
-    def _update_compiled_metrics(self, y, logits, sample_weight):
-        if LEGACY_KERAS:
-            self.compiled_metrics.update_state(y, logits, sample_weight)
-        elif self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, logits, sample_weight)
-
-    def _compiled_metric_results(self):
-        if LEGACY_KERAS:
-            return {m.name: m.result() for m in self.compiled_metrics.metrics}
-        if self._compile_metrics is None:
-            return {}
-        result = self._compile_metrics.result()
-        return dict(result) if isinstance(result, dict) else {}
-
-    def _update_metrics(
-        self,
-        x,
-        y,
-        logits,
-        sample_weight,
-        total,
-        student_loss,
-        distillation_loss,
-        loss_is_student_loss=False,
-    ):
-        """Updates the trackers; `loss` is the total loss in training and the
-        student's loss in evaluation."""
-        loss_tracker, loss = (self.total_loss_tracker, total)
-        if loss_is_student_loss:
-            loss_tracker, loss = (self.student_loss_tracker, student_loss)
-        batch = tf.shape(logits)[0]
-        self.total_loss_tracker.update_state(total, sample_weight=batch)
-        self.student_loss_tracker.update_state(student_loss, sample_weight=batch)
-        self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=batch)
-        if not LEGACY_KERAS:
-            self._loss_tracker.update_state(loss, sample_weight=batch)
-        self._update_compiled_metrics(y, logits, sample_weight)
-        results = {"loss": loss_tracker.result()}
-        results.update(self._compiled_metric_results())
-        for tracker in (
-            self.student_loss_tracker,
-            self.distillation_loss_tracker,
-            self.total_loss_tracker,
-        ):
-            results[tracker.name] = tracker.result()
-        return results
-
-    @property
-    def metrics(self):
-        metrics = [
-            self.student_loss_tracker,
-            self.distillation_loss_tracker,
-            self.total_loss_tracker,
-        ]
-        if LEGACY_KERAS:
-            if self._is_compiled:
-                metrics += self.compiled_metrics.metrics
-            return metrics
-        if self.compiled:
-            if self._loss_tracker is not None:
-                metrics.insert(0, self._loss_tracker)
-            if self._compile_metrics is not None:
-                metrics.append(self._compile_metrics)
-        return metrics
-
     # ------------------------------------------------------------------
     # Serialization (for resuming; export `distiller.student` to deploy).
 
     def get_config(self):
-        if self.has_several_teachers:
-            # A dict by name (a list's names are its models' names).
-            teacher = {
-                name: keras.saving.serialize_keras_object(model)
-                for name, model in self.teachers.items()
-            }
-        else:
-            teacher = keras.saving.serialize_keras_object(self.teacher)
-        config = {
-            "name": self.name,
-            "teacher": teacher,
-            "student": keras.saving.serialize_keras_object(self.student),
-            "distillation_losses": [
-                keras.saving.serialize_keras_object(loss) for loss in self.distillation_losses
-            ],
-            "distillation_loss_weights": list(self.distillation_loss_weights),
-            "student_loss_weight": self.student_loss_weight,
-            "teacher_outputs": self.teacher_outputs,
-            "adapter_batch_norm": self.adapter_batch_norm,
-        }
-        if self.has_several_teachers:
-            # Which teacher each loss reads: losses' configs do not hold it.
-            config["teacher_weights"] = list(self.teacher.teacher_weights)
-            config["ensemble"] = self.teacher.ensemble
-            config["distillation_loss_teachers"] = list(self._loss_teachers)
-        return config
+        return distiller_config.distiller_config(self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        # Keras's deserialization consumes the nested model configs.
-        config = copy.deepcopy(config)
-        teacher = config["teacher"]
-        if isinstance(teacher, dict) and "class_name" not in teacher:
-            config["teacher"] = {
-                name: keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
-                for name, model in teacher.items()
-            }
-        elif isinstance(teacher, (list, tuple)):
-            config["teacher"] = [
-                keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
-                for model in teacher
-            ]
-        else:
-            config["teacher"] = keras.saving.deserialize_keras_object(
-                teacher, custom_objects=custom_objects
-            )
-        config["student"] = keras.saving.deserialize_keras_object(
-            config["student"], custom_objects=custom_objects
-        )
-        loss_teachers = config.pop("distillation_loss_teachers", None)
-        config["distillation_losses"] = [
-            keras.saving.deserialize_keras_object(loss, custom_objects=custom_objects)
-            for loss in config.get("distillation_losses") or []
-        ] or None
-        if config["distillation_losses"] is None:
-            config["distillation_loss_weights"] = None
-        elif loss_teachers is not None:
-            for loss, teacher_name in zip(config["distillation_losses"], loss_teachers):
-                loss.teacher = teacher_name
-        return cls(**config)
+        return cls(**distiller_config.distiller_arguments(config, custom_objects))
 
     def get_compile_config(self):
         if not getattr(self, "_compile_arguments", None):
             return {}
-        loss = self._student_loss_config
-        if not isinstance(loss, str):
-            loss = keras.saving.serialize_keras_object(loss)
-        return {
-            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
-            "loss": loss,
-            "metrics": keras.saving.serialize_keras_object(self._compile_arguments["metrics"]),
-        }
+        return distiller_config.compile_config(
+            self, self._student_loss_config, self._compile_arguments["metrics"]
+        )
 
     def compile_from_config(self, config):
         if not config:
             return
-        config = dict(config)
-        loss = config["loss"]
-        if isinstance(loss, dict):
-            loss = keras.saving.deserialize_keras_object(loss)
-        self.compile(
-            optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
-            loss=loss,
-            metrics=keras.saving.deserialize_keras_object(config["metrics"]),
-        )
+        self.compile(**distiller_config.compile_arguments(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)

@@ -1,6 +1,113 @@
-"""Temporary re-export until the cache split lands (replaced at merge)."""
+"""The jobs' caching policy: whether `tf-distill run` and `tune` cache the
+teacher's outputs, where, and the pipelines they then train on."""
 
-from tf_distill.cache import AUTO_MEMORY_LIMIT  # noqa: F401
-from tf_distill.cache import CACHE_MODES  # noqa: F401
-from tf_distill.cache import cached_dataset  # noqa: F401
-from tf_distill.cache import should_cache  # noqa: F401
+import os
+
+from tf_distill.cache import build_teacher_cache
+from tf_distill.cache import tap_names
+
+CACHE_MODES = ("auto", "memory", "disk", "off")
+# `auto` keeps teacher outputs up to this size in memory, larger on disk.
+AUTO_MEMORY_LIMIT = 512 << 20
+
+
+def should_cache(config, data=None):
+    """Whether a job should cache the teacher's outputs, and why.
+
+    Caching is safe when the training examples are fixed arrays (every
+    `tf_distill.data` source) and the pipeline adds no random augmentation
+    (a `data.augmentation` key, if a config has one, turns caching off).
+
+    Args:
+        config: A validated job config. `training.cache` (or a top-level
+            `cache`), one of `"auto"` (default), `"memory"`, `"disk"` or
+            `"off"`, is read if present.
+        data: The `DataSplits` (unused today; any source it loads is fixed).
+
+    Returns:
+        `(mode, reason)`: mode is `"memory"`, `"disk"` or `"off"`; reason is
+        a sentence for the log.
+    """
+    mode = (config.get("training") or {}).get("cache", config.get("cache", "auto"))
+    if mode is None or mode is False:
+        mode = "off"
+    if mode is True:
+        mode = "auto"
+    if mode not in CACHE_MODES:
+        raise ValueError(
+            f"Invalid value for `cache`. Expected one of {list(CACHE_MODES)}. Received: cache={mode!r}"
+        )
+    augmentation = (config.get("data") or {}).get("augmentation")
+    if augmentation:
+        if mode in ("memory", "disk"):
+            raise ValueError(
+                "`cache` cannot be used with `data.augmentation`: the teacher "
+                "must see each augmented view. Set `cache: off` to distill online."
+            )
+        return (
+            "off",
+            "Distilling online: the pipeline augments at random, so teacher outputs cannot be cached.",
+        )
+    if mode == "off":
+        return "off", "Distilling online (teacher-output caching is off)."
+    if mode == "auto" and data is not None:
+        mode = "disk" if _estimated_bytes(config, data) > AUTO_MEMORY_LIMIT else "memory"
+    elif mode == "auto":
+        mode = "memory"
+    return mode, (
+        f"Caching the teacher's outputs ({mode}): the teacher runs once over the "
+        "data instead of at every training step."
+    )
+
+
+def _estimated_bytes(config, data):
+    classes = getattr(data, "num_classes", 10)
+    examples = sum(getattr(data, "sizes", {}).values()) if hasattr(data, "sizes") else 0
+    # Tapped features are unknown before a model is built: count logits, and
+    # a generous 64 floats per example per tapped layer.
+    layers = len(tap_names((config.get("distillation") or {}).get("losses")))
+    return examples * 4 * (classes + 64 * layers)
+
+
+def cached_dataset(
+    distiller,
+    data,
+    split,
+    batch_size,
+    *,
+    mode="memory",
+    directory=None,
+    shuffle=None,
+    seed=None,
+    log=None,
+):
+    """A job's pipeline for one split: cached (memory or disk) or plain.
+
+    Args:
+        distiller: The `Distiller` that will train on it.
+        data: A `DataSplits`.
+        split: `"train"`, `"validation"` or `"test"`.
+        batch_size: Examples per batch.
+        mode: `"memory"`, `"disk"` (under `directory/<split>`) or `"off"`.
+        directory: The folder of disk caches.
+        shuffle: Defaults to True for `"train"` only.
+        seed: Shuffling seed.
+        log: A `print`-like callable.
+
+    Returns:
+        A `tf.data.Dataset` for `distiller.fit` / `evaluate`.
+    """
+    if shuffle is None:
+        shuffle = split == "train"
+    if mode == "off":
+        return data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed)
+    if mode == "disk" and directory is None:
+        raise ValueError("A disk cache needs a `directory`. Received: directory=None")
+    cache = build_teacher_cache(
+        distiller,
+        data,
+        split=split,
+        directory=None if mode == "memory" else os.path.join(directory, split),
+        log=log,
+    )
+    return cache.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed)

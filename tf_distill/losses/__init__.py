@@ -2,7 +2,8 @@
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
 other logit-based methods (`logit_methods`), features (`features`) and
-relations between examples (`relations`).
+relations between examples (`relations`). The student's own loss on the
+true labels is in `labels`.
 """
 
 from tf_distill.losses.base import DistillationLoss
@@ -15,6 +16,7 @@ from tf_distill.losses.features import feature_cosine
 from tf_distill.losses.features import feature_l1
 from tf_distill.losses.features import feature_mse
 from tf_distill.losses.features import fitnets_hint
+from tf_distill.losses.labels import crossentropy_from_logits
 from tf_distill.losses.logit_methods import DIST
 from tf_distill.losses.logit_methods import DecoupledKD
 from tf_distill.losses.logit_methods import decoupled_kd
@@ -52,6 +54,7 @@ __all__ = [
     "RKDDistance",
     "SimilarityPreserving",
     "attention_transfer",
+    "crossentropy_from_logits",
     "decoupled_kd",
     "describe",
     "deserialize",
@@ -74,4 +77,3 @@ __all__ = [
     "soft_label_kl",
     "standardize_logits",
 ]
-from tf_distill.losses.labels import crossentropy_from_logits  # noqa: E402,F401

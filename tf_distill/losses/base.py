@@ -1,5 +1,8 @@
 """The base class of every distillation loss, and the shared reductions."""
 
+import functools
+import inspect
+
 from tf_distill.backend import keras
 from tf_distill.backend import tf
 
@@ -68,6 +71,32 @@ def check_unit_interval(name, value):
         )
 
 
+def check_loss_weights(weights, count):
+    """Validates one weight >= 0 per distillation loss; returns floats.
+
+    Args:
+        weights: A number, a list of numbers, or `None` (1 each).
+        count: The number of losses.
+    """
+    if weights is None:
+        weights = [1.0] * count
+    if not isinstance(weights, (list, tuple)):
+        weights = [weights]
+    if len(weights) != count:
+        raise ValueError(
+            f"Number of distillation_loss_weights ({len(weights)}) must "
+            f"match number of distillation_losses ({count}). "
+            f"Received: distillation_loss_weights={list(weights)!r}"
+        )
+    for weight in weights:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(
+                "Each distillation loss weight must be a number >= 0. "
+                f"Received: distillation_loss_weights={list(weights)!r}"
+            )
+    return [float(weight) for weight in weights]
+
+
 class DistillationLoss:
     """Base class of the distillation losses.
 
@@ -87,7 +116,15 @@ class DistillationLoss:
     `compute_loss(teacher_outputs, student_outputs)` returning a scalar also
     works: the scalar counts for every example of the batch.
 
+    **Which teacher.** With several teachers (see `Distiller`), `teacher`
+    names the one whose outputs a loss reads: a teacher's name or index, or
+    `None` for the ensemble's logits. Every subclass accepts `teacher=` as a
+    keyword argument and reports it in `get_config` (the base class adds
+    both), so a config can name it: `losses.get({"name": "kd", "teacher":
+    "resnet"})`. Setting `loss.teacher` after construction works too.
+
     Attributes:
+        teacher: The teacher the loss reads (a name or an index), or `None`.
         teacher_layer_name: Layer of the teacher whose output the loss reads,
             or `None` for the final output.
         student_layer_name: Layer of the student whose output the loss reads,
@@ -96,9 +133,24 @@ class DistillationLoss:
             tapped output to the teacher's shape with a trainable adapter.
     """
 
+    teacher = None
     teacher_layer_name = None
     student_layer_name = None
     needs_adapter = False
+
+    def __init__(self, teacher=None):
+        self.teacher = check_teacher_identifier(teacher)
+
+    def __init_subclass__(cls, **kwargs):
+        # Subclasses (ours, and users' written for keras.distillation) need
+        # not thread `teacher` through their own `__init__`/`get_config`.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and "teacher" not in inspect.signature(init).parameters:
+            cls.__init__ = _accepting_teacher(init)
+        get_config = cls.__dict__.get("get_config")
+        if get_config is not None:
+            cls.get_config = _reporting_teacher(get_config)
 
     def call(self, teacher_outputs, student_outputs, mask=None):
         """Returns the per-example loss, shape `[batch]`.
@@ -142,7 +194,7 @@ class DistillationLoss:
             find_layer(model, name, role=role)
 
     def get_config(self):
-        return {}
+        return {} if self.teacher is None else {"teacher": self.teacher}
 
     @classmethod
     def from_config(cls, config):
@@ -151,6 +203,47 @@ class DistillationLoss:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def check_teacher_identifier(teacher):
+    """Returns `teacher` if it can name a teacher (a name, an index or None)."""
+    if teacher is None or isinstance(teacher, str):
+        return teacher
+    if isinstance(teacher, int) and not isinstance(teacher, bool) and teacher >= 0:
+        return teacher
+    raise ValueError(
+        "Invalid value for argument `teacher`. Expected a teacher's name (a "
+        f"string), its index (an integer >= 0) or None. Received: teacher={teacher!r}"
+    )
+
+
+def _accepting_teacher(init):
+    """Wraps a subclass's `__init__` to also accept `teacher=`."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, teacher=None, **kwargs):
+        init(self, *args, **kwargs)
+        self.teacher = check_teacher_identifier(teacher)
+
+    signature = inspect.signature(init)
+    parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    parameters.append(inspect.Parameter("teacher", inspect.Parameter.KEYWORD_ONLY, default=None))
+    parameters += [p for p in signature.parameters.values() if p.kind == p.VAR_KEYWORD]
+    __init__.__signature__ = signature.replace(parameters=parameters)
+    return __init__
+
+
+def _reporting_teacher(get_config):
+    """Wraps a subclass's `get_config` to also report a set `teacher`."""
+
+    @functools.wraps(get_config)
+    def wrapper(self):
+        config = dict(get_config(self))
+        if getattr(self, "teacher", None) is not None:
+            config["teacher"] = self.teacher
+        return config
+
+    return wrapper
 
 
 def serialize_keras_loss(loss):

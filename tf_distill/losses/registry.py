@@ -88,31 +88,45 @@ def deserialize(config, custom_objects=None):
         ) from None
 
 
-def get(identifier):
+def get(identifier, **kwargs):
     """Resolves a name, a config dict or an object to a distillation loss.
 
     Args:
         identifier: A registered name (`"kd"`), a dict (`{"name": "kd",
             "temperature": 4.0}`, or a Keras `{"class_name", "config"}`), or a
             `DistillationLoss` (returned as is).
+        **kwargs: With a name or a `{"name": ...}` dict: the loss's
+            arguments, as a config dict would give them
+            (`get("fitnets", teacher_layer_name="block_2")`). A config dict's
+            own keys give way to them.
 
     Returns:
         A `DistillationLoss`.
 
     Raises:
-        ValueError: for an unknown name or a malformed config.
+        ValueError: for an unknown name, a malformed config, or keyword
+            arguments with a loss object or a Keras config.
 
     Example:
 
-    >>> tf_distill.losses.get({"name": "kd", "temperature": 4.0})
-    LogitsDistillation(temperature=4.0, loss='kl_divergence', ...)
+    >>> tf_distill.losses.get({"name": "kd", "temperature": 4.0, "teacher": "resnet"})
+    LogitsDistillation(temperature=4.0, loss='kl_divergence', ..., teacher='resnet')
     """
+    if kwargs and not (
+        isinstance(identifier, str) or (isinstance(identifier, dict) and "name" in identifier)
+    ):
+        raise ValueError(
+            "Keyword arguments to `get` need a loss name or a `{'name': ...}` "
+            f"config. Received: identifier={identifier!r} with {sorted(kwargs)}"
+        )
     if isinstance(identifier, DistillationLoss):
         return identifier
     if isinstance(identifier, str):
-        return _lookup(identifier)()
+        if not kwargs:
+            return _lookup(identifier)()
+        return deserialize({"name": identifier, **kwargs})
     if isinstance(identifier, dict):
-        return deserialize(identifier)
+        return deserialize({**identifier, **kwargs})
     raise ValueError(
         "Could not interpret distillation loss identifier. Expected a name "
         f"(one of {names()}), a config dict or a DistillationLoss. "

@@ -215,12 +215,11 @@ class TrialDistiller(Distiller):
     """
 
     def _frozen_objects(self):
-        """The teachers, their layers and the tap models that read them,
-        less anything the student or an adapter also holds."""
-        frozen = _layers_under(
-            [self.teacher, *self.teachers.values(), self._teacher_taps, *self._member_taps]
-        )
-        trained = _layers_under([self.student, self._student_taps, *self.adapters])
+        """The teachers and their layers, less anything the student or an
+        adapter also holds. (The models that tap them hold no variables of
+        their own: their layers are the teachers'.)"""
+        frozen = _layers_under([self.teacher, *self.teachers.values()])
+        trained = _layers_under([self.student, *self.adapters])
         return [layer for key, layer in frozen.items() if key not in trained]
 
     def save_weights(self, filepath, overwrite=True, **kwargs):

@@ -1,0 +1,60 @@
+"""Tests of the student's label loss (tf_distill.losses.labels)."""
+
+import numpy as np
+import pytest
+
+from tf_distill import losses
+from tf_distill.backend import keras
+from tf_distill.backend import tf
+from tf_distill.losses import labels
+
+
+def np_crossentropy(probabilities, logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return -(probabilities * log_softmax).sum(axis=-1)
+
+
+def test_crossentropy_hand_checked():
+    # log-softmax of [0, 0] is [-log 2, -log 2].
+    value = losses.crossentropy_from_logits(np.array([1]), np.zeros((1, 2), "float32"))
+    np.testing.assert_allclose(value, [np.log(2.0)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["sparse", "sparse_trailing", "one_hot", "soft"])
+def test_crossentropy_matches_numpy_eager_and_compiled(form):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4, 5)).astype("float32")
+    y = rng.integers(0, 5, size=(6, 4))
+    targets = np.eye(5)[y]
+    given = {"sparse": y, "sparse_trailing": y[..., None], "one_hot": targets}.get(form)
+    if form == "soft":
+        targets = rng.dirichlet(np.ones(5), size=(6, 4))
+        given = targets.astype("float32")
+    expected = np_crossentropy(targets, logits.astype(np.float64))
+    eager = labels.crossentropy_from_logits(given, logits)
+    compiled = tf.function(labels.crossentropy_from_logits)(tf.constant(given), logits)
+    np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-6, atol=1e-7)
+
+
+def test_resolve_student_loss():
+    for name in ("sparse_categorical_crossentropy", "categorical_crossentropy", "auto"):
+        assert labels.resolve_student_loss(name) is losses.crossentropy_from_logits
+    assert labels.resolve_student_loss(None) is None
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert labels.resolve_student_loss(loss) == loss.call
+    with pytest.warns(UserWarning, match="from_logits=False"):
+        labels.resolve_student_loss(keras.losses.SparseCategoricalCrossentropy())
+    with pytest.raises(ValueError, match=r"Invalid value for argument `loss`.*Received: loss=3"):
+        labels.resolve_student_loss(3)
+
+
+def test_label_mask_and_example_weights():
+    logits = tf.zeros((2, 3, 4))
+    mask = np.array([[1, 1, 0], [1, 0, 0]], "float32")
+    np.testing.assert_array_equal(labels.label_mask(logits, mask), mask)
+    np.testing.assert_array_equal(labels.label_mask(logits, mask[..., None]), mask)
+    assert labels.label_mask(tf.zeros((2, 4)), np.ones(2)) is None
+    assert labels.example_weights(mask, mask) is None
+    np.testing.assert_allclose(labels.example_weights(np.array([[1.0, 3.0]]), None), [2.0])

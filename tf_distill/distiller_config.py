@@ -1,0 +1,100 @@
+"""A Distiller's config and compile config, as plain data and back.
+
+Kept apart from the `Distiller`: what it saves for resuming training is data
+about its teachers, student and losses, not part of a training step. (To
+deploy, save or export `distiller.student` alone.)
+"""
+
+import copy
+
+from tf_distill.backend import keras
+
+
+def distiller_config(distiller):
+    """The `get_config` of a `Distiller`."""
+    if distiller.has_several_teachers:
+        # A dict by name (a list's names are its models' names).
+        teacher = {
+            name: keras.saving.serialize_keras_object(model)
+            for name, model in distiller.teachers.items()
+        }
+    else:
+        teacher = keras.saving.serialize_keras_object(distiller.teacher)
+    config = {
+        "name": distiller.name,
+        "teacher": teacher,
+        "student": keras.saving.serialize_keras_object(distiller.student),
+        "distillation_losses": [
+            keras.saving.serialize_keras_object(loss) for loss in distiller.distillation_losses
+        ],
+        "distillation_loss_weights": list(distiller.distillation_loss_weights),
+        "student_loss_weight": distiller.student_loss_weight,
+        "teacher_outputs": distiller.teacher_outputs,
+        "adapter_batch_norm": distiller.adapter_batch_norm,
+    }
+    if distiller.has_several_teachers:
+        config["teacher_weights"] = list(distiller.teacher.teacher_weights)
+        config["ensemble"] = distiller.teacher.ensemble
+        # Which teacher each loss reads, by name (a loss may give an index).
+        config["distillation_loss_teachers"] = list(distiller.loss_teachers)
+    return config
+
+
+def distiller_arguments(config, custom_objects=None):
+    """The `Distiller` constructor's arguments from `distiller_config`'s output."""
+    # Keras's deserialization consumes the nested model configs.
+    config = copy.deepcopy(config)
+    teacher = config["teacher"]
+    if isinstance(teacher, dict) and "class_name" not in teacher:
+        config["teacher"] = {
+            name: keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+            for name, model in teacher.items()
+        }
+    elif isinstance(teacher, (list, tuple)):
+        config["teacher"] = [
+            keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+            for model in teacher
+        ]
+    else:
+        config["teacher"] = keras.saving.deserialize_keras_object(
+            teacher, custom_objects=custom_objects
+        )
+    config["student"] = keras.saving.deserialize_keras_object(
+        config["student"], custom_objects=custom_objects
+    )
+    loss_teachers = config.pop("distillation_loss_teachers", None)
+    config["distillation_losses"] = [
+        keras.saving.deserialize_keras_object(loss, custom_objects=custom_objects)
+        for loss in config.get("distillation_losses") or []
+    ] or None
+    if config["distillation_losses"] is None:
+        config["distillation_loss_weights"] = None
+    elif loss_teachers is not None:
+        # Files saved before losses' configs held their `teacher`.
+        for loss, teacher_name in zip(config["distillation_losses"], loss_teachers):
+            if loss.teacher is None:
+                loss.teacher = teacher_name
+    return config
+
+
+def compile_config(distiller, student_loss, metrics):
+    """The `get_compile_config` of a compiled `Distiller`."""
+    if not isinstance(student_loss, str):
+        student_loss = keras.saving.serialize_keras_object(student_loss)
+    return {
+        "optimizer": keras.saving.serialize_keras_object(distiller.optimizer),
+        "loss": student_loss,
+        "metrics": keras.saving.serialize_keras_object(metrics),
+    }
+
+
+def compile_arguments(config):
+    """`compile`'s arguments from `compile_config`'s output."""
+    loss = config["loss"]
+    if isinstance(loss, dict):
+        loss = keras.saving.deserialize_keras_object(loss)
+    return {
+        "optimizer": keras.saving.deserialize_keras_object(config["optimizer"]),
+        "loss": loss,
+        "metrics": keras.saving.deserialize_keras_object(config["metrics"]),
+    }
