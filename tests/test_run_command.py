@@ -294,3 +294,37 @@ def test_a_backup_cut_off_mid_write_restarts_its_phase(tmp_path):
     assert isinstance(callback, keras.callbacks.BackupAndRestore)
     assert not backup.exists()
     assert messages == ["The backup of distill was cut off mid-write; that phase starts over"]
+
+
+def test_a_two_teacher_config_runs_end_to_end(tmp_path):
+    raw = {
+        **FAST,
+        "teacher": [
+            {"name": "wide", "architecture": "mlp", "size": "medium", "epochs": 1},
+            {"name": "narrow", "architecture": "mlp", "size": "small", "epochs": 1},
+        ],
+        "distillation": {
+            "teacher_weights": {"wide": 2, "narrow": 1},
+            "ensemble": "average_logits",
+            "losses": [{"name": "kd", "temperature": 4.0},
+                       {"name": "kd", "temperature": 2.0, "teacher": "narrow"}],
+            "loss_weights": [1.0, 0.5],
+        },
+        "training": {**FAST["training"], "epochs": 1},
+        "output": str(tmp_path),
+    }
+    messages = []
+    results = job.run(config_lib.validate(raw), verbose=0, log=messages.append)
+    assert [row["model"] for row in results["models"]] == ["wide", "narrow", "distilled student"]
+    wide, narrow = results["models"][:2]
+    assert wide["parameters"] > narrow["parameters"]
+    for name in ("wide", "narrow"):
+        assert (tmp_path / f"teacher_{name}.keras").exists()
+        assert any(m.startswith(f"Training the {name} (mlp/") for m in messages)
+    assert (tmp_path / "student.keras").exists()
+    # Run again in the same folder: both teachers are reused, not retrained.
+    messages.clear()
+    job.run(config_lib.validate(raw), verbose=0, log=messages.append)
+    assert sum(m.startswith("Reusing the teacher 'wide'") for m in messages) == 1
+    assert sum(m.startswith("Reusing the teacher 'narrow'") for m in messages) == 1
+    assert not any(m.startswith("Training the wide") for m in messages)

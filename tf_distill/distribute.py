@@ -17,6 +17,10 @@ import os
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras_version
 
+# The strategies `make_strategy` makes: "mirrored" (the GPUs of one machine),
+# "multi_worker" (processes or machines started with TF_CONFIG), or none.
+STRATEGIES = ("none", "mirrored", "multi_worker")
+
 
 class ClusterError(ValueError):
     """A multi-worker set-up that cannot run: `TF_CONFIG`, shared folders."""
@@ -143,7 +147,11 @@ def is_chief(tf_config):
 
 
 def make_strategy(name):
-    """The `tf.distribute` strategy a config's `training.distribute` names."""
+    """The `tf.distribute` strategy a config's `training.distribute` names.
+
+    Args:
+        name: One of `STRATEGIES`.
+    """
     from tf_distill.backend import tf
 
     if name == "mirrored":

@@ -24,119 +24,23 @@ output: runs/digits
 ```
 """
 
-import copy
-import math
 import os
 
 import yaml
 
 from tf_distill.architectures import SIZES
+from tf_distill.commands import checks
 from tf_distill.commands.caching import CACHE_MODES
+from tf_distill.commands.checks import ConfigError
+from tf_distill.commands.checks import show
+from tf_distill.distribute import STRATEGIES
 from tf_distill.export import QUANTIZATION_MODES
 from tf_distill.optimizers import OPTIMIZERS
 from tf_distill.teachers import ENSEMBLE_KINDS
 from tf_distill.teachers import TEACHER_OUTPUT_KINDS
 
-# A received value is shown at most this long in a message: a config value can
-# be arbitrarily large (a YAML alias bomb expands to gigabytes).
-MAX_SHOWN = 80
 # The most YAML nodes a config may expand to, aliases counted at every use.
 MAX_NODES = 100_000
-DISTRIBUTE_MODES = ("none", "mirrored", "multi_worker")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run, with a message that says how to fix it."""
-
-
-def show(value):
-    """`repr(value)`, cut to `MAX_SHOWN` characters: safe in any message."""
-    text = reprlib_repr(value)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
-
-
-def reprlib_repr(value):
-    # `reprlib` bounds the work as well as the length: a huge nested value is
-    # never expanded in full.
-    import reprlib
-
-    shower = reprlib.Repr()
-    shower.maxstring = shower.maxother = MAX_SHOWN
-    shower.maxlist = shower.maxdict = shower.maxtuple = shower.maxset = 8
-    shower.maxlevel = 3
-    return shower.repr(value)
-
-
-def _number(low=None, high=None, low_open=False, integer=False):
-    def check(path, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            kind = "an integer" if integer else "a number"
-            raise ConfigError(f"`{path}` must be {kind}. Received: {path}={show(value)}")
-        if integer and not float(value).is_integer():
-            raise ConfigError(f"`{path}` must be an integer. Received: {path}={show(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"`{path}` must be finite. Received: {path}={show(value)}")
-        if low is not None and (value <= low if low_open else value < low):
-            sign = ">" if low_open else ">="
-            raise ConfigError(f"`{path}` must be {sign} {low}. Received: {path}={show(value)}")
-        if high is not None and value > high:
-            raise ConfigError(f"`{path}` must be <= {high}. Received: {path}={show(value)}")
-        return int(value) if integer else float(value)
-
-    return check
-
-
-def _count_or_fraction(path, value):
-    """A size: a count (int >= 1) or a fraction (float in (0, 1))."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(
-            f"`{path}` must be a count (integer) or a fraction (0 < x < 1). "
-            f"Received: {path}={show(value)}"
-        )
-    if isinstance(value, int) and value < 0:
-        raise ConfigError(f"`{path}` must be >= 0. Received: {path}={show(value)}")
-    if isinstance(value, float) and not 0.0 <= value < 1.0:
-        raise ConfigError(
-            f"`{path}` as a fraction must be in [0, 1). Received: {path}={show(value)}"
-        )
-    return value
-
-
-def _string(choices=None, allow_none=False):
-    def check(path, value):
-        if value is None and allow_none:
-            return None
-        if not isinstance(value, str) or not value:
-            raise ConfigError(
-                f"`{path}` must be a non-empty string. Received: {path}={show(value)}"
-            )
-        if choices is not None and value not in choices:
-            raise ConfigError(
-                f"Invalid value for `{path}`. Expected one of {sorted(choices)}. "
-                f"Received: {path}={show(value)}"
-            )
-        return value
-
-    return check
-
-
-def _boolean(path, value):
-    if not isinstance(value, bool):
-        raise ConfigError(f"`{path}` must be true or false. Received: {path}={show(value)}")
-    return value
-
-
-def _optional(check):
-    def optional(path, value):
-        return None if value is None else check(path, value)
-
-    return optional
-
-
-def _mapping(path, value):
-    if not isinstance(value, dict):
-        raise ConfigError(f"`{path}` must be a mapping. Received: {path}={show(value)}")
-    return dict(value)
 
 
 def _losses(path, value):
@@ -157,124 +61,80 @@ def _losses(path, value):
     return value
 
 
-def _seed_list(path, value):
-    if not isinstance(value, list) or not value:
-        raise ConfigError(
-            f"`{path}` must be a non-empty list of seeds (integers >= 0). "
-            f"Received: {path}={show(value)}"
-        )
-    seeds = [_number(low=0, integer=True)(f"{path}[{i}]", v) for i, v in enumerate(value)]
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"`{path}` must not repeat a seed. Received: {path}={show(value)}")
-    return seeds
-
-
-def _teacher_weights(path, value):
-    if isinstance(value, dict):
-        return {str(k): _number(low=0)(f"{path}.{k}", v) for k, v in value.items()}
-    return _number_list(path, value)
-
-
-def _number_list(path, value):
-    if not isinstance(value, list):
-        raise ConfigError(f"`{path}` must be a list of numbers. Received: {path}={show(value)}")
-    return [_number(low=0)(f"{path}[{i}]", v) for i, v in enumerate(value)]
-
-
 # Each section: key -> (check, default). A default of `REQUIRED` must be given.
 SCHEMA = {
     "data": {
-        "source": (_string(), "digits"),
-        "batch_size": (_number(low=1, integer=True), 64),
-        "validation_size": (_optional(_count_or_fraction), None),
-        "train_size": (_optional(_count_or_fraction), None),
-        "test_size": (_optional(_count_or_fraction), None),
-        "data_dir": (_optional(_string()), None),
-        "seed": (_number(low=0, integer=True), 0),
+        "source": (checks.string(), "digits"),
+        "batch_size": (checks.number(low=1, integer=True), 64),
+        "validation_size": (checks.optional(checks.count_or_fraction), None),
+        "train_size": (checks.optional(checks.count_or_fraction), None),
+        "test_size": (checks.optional(checks.count_or_fraction), None),
+        "data_dir": (checks.optional(checks.string()), None),
+        "seed": (checks.number(low=0, integer=True), 0),
     },
     "teacher": {
-        "path": (_optional(_string()), None),
-        "architecture": (_string(), "cnn"),
-        "size": (_string(), "large"),
-        "epochs": (_number(low=0, integer=True), 10),
-        "learning_rate": (_number(low=0, low_open=True), 0.002),
-        "teacher_outputs": (_string(TEACHER_OUTPUT_KINDS), "logits"),
+        "path": (checks.optional(checks.string()), None),
+        "architecture": (checks.string(), "cnn"),
+        "size": (checks.string(), "large"),
+        "epochs": (checks.number(low=0, integer=True), 10),
+        "learning_rate": (checks.number(low=0, low_open=True), 0.002),
+        "teacher_outputs": (checks.string(TEACHER_OUTPUT_KINDS), "logits"),
     },
     "student": {
-        "architecture": (_string(), "cnn"),
-        "size": (_string(), "small"),
+        "architecture": (checks.string(), "cnn"),
+        "size": (checks.string(), "small"),
     },
     "distillation": {
         "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
-        "loss_weights": (_optional(_number_list), None),
-        "student_loss_weight": (_number(low=0, high=1), 0.5),
+        "loss_weights": (checks.optional(checks.number_list), None),
+        "student_loss_weight": (checks.number(low=0, high=1), 0.5),
         # Several teachers: their weights (a list, or a mapping by name) and
         # how their outputs are combined.
-        "teacher_weights": (_optional(_teacher_weights), None),
-        "ensemble": (_optional(_string(ENSEMBLE_KINDS)), None),
+        "teacher_weights": (checks.optional(checks.teacher_weights), None),
+        "ensemble": (checks.optional(checks.string(ENSEMBLE_KINDS)), None),
     },
     "training": {
-        "epochs": (_number(low=1, integer=True), 10),
-        "learning_rate": (_number(low=0, low_open=True), 0.002),
-        "optimizer": (_string(OPTIMIZERS), "adam"),
-        "seed": (_number(low=0, integer=True), 0),
+        "epochs": (checks.number(low=1, integer=True), 10),
+        "learning_rate": (checks.number(low=0, low_open=True), 0.002),
+        "optimizer": (checks.string(OPTIMIZERS), "adam"),
+        "seed": (checks.number(low=0, integer=True), 0),
         # Several paired seeds: the teacher is trained once, the student alone
         # and distilled once per seed; the report gives mean ± std.
-        "seeds": (_optional(_seed_list), None),
-        "baseline": (_boolean, True),
-        "jit_compile": (_optional(_boolean), None),
+        "seeds": (checks.optional(checks.seed_list), None),
+        "baseline": (checks.boolean, True),
+        "jit_compile": (checks.optional(checks.boolean), None),
         # "mirrored": the GPUs of one machine; "multi_worker": processes or
         # machines started with TF_CONFIG (docs/DISTRIBUTED.md).
-        "distribute": (_string(DISTRIBUTE_MODES), "none"),
+        "distribute": (checks.string(STRATEGIES), "none"),
         # Teacher outputs computed once, not every epoch: "auto" caches in
         # memory, or memory-mapped on disk for large data; "off" distills online.
-        "cache": (_string(CACHE_MODES), "auto"),
+        "cache": (checks.string(CACHE_MODES), "auto"),
     },
     "export": {
-        "quantization": (_string(QUANTIZATION_MODES), "int8"),
-        "max_accuracy_drop": (_number(), 1.0),
-        "int8_io": (_boolean, False),
-        "allow_tf_ops": (_boolean, False),
-        "latency_runs": (_number(low=1, integer=True), 200),
-        "representative_size": (_number(low=1, integer=True), 200),
-        "per_channel": (_boolean, True),
+        "quantization": (checks.string(QUANTIZATION_MODES), "int8"),
+        "max_accuracy_drop": (checks.number(), 1.0),
+        "int8_io": (checks.boolean, False),
+        "allow_tf_ops": (checks.boolean, False),
+        "latency_runs": (checks.number(low=1, integer=True), 200),
+        "representative_size": (checks.number(low=1, integer=True), 200),
+        "per_channel": (checks.boolean, True),
     },
 }
 _TOP_LEVEL = {
-    "output": (_string(), "runs/tf_distill"),
-    "unsafe": (_boolean, False),
+    "output": (checks.string(), "runs/tf_distill"),
+    "unsafe": (checks.boolean, False),
 }
 _OPTIONAL_SECTIONS = ("export",)
-
-
-def _check_keys(path, given, valid):
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        where = f"section `{path}`" if path else "the config's top level"
-        raise ConfigError(
-            f"Unknown key(s) {unknown} in {where}. Valid keys: {sorted(valid)}."
-        )
-
-
-def _section(path, given, fields):
-    """Checks one section's keys and values; fills in its defaults."""
-    given = _mapping(path, given or {})
-    _check_keys(path, given, fields)
-    result = {}
-    for key, (check, default) in fields.items():
-        value = given[key] if key in given else copy.deepcopy(default)
-        result[key] = check(f"{path}.{key}", value) if value is not None or key in given else value
-    return result
 
 
 def _teachers(value):
     """The `teacher:` section: one mapping, a list of them, or `{name: mapping}`."""
     fields = SCHEMA["teacher"]
     if value is None or (isinstance(value, dict) and set(value) <= set(fields)):
-        return _section("teacher", value, fields)
+        return checks.section("teacher", value, fields)
     if isinstance(value, dict):
         if not all(isinstance(item, dict) for item in value.values()):
-            _check_keys("teacher", value, fields)  # a misspelt key of one teacher
+            checks.check_keys("teacher", value, fields)  # a misspelt key of one teacher
         items = [{**item, "name": name} for name, item in value.items()]
     elif isinstance(value, list) and value:
         items = value
@@ -287,9 +147,9 @@ def _teachers(value):
     teachers = []
     for index, item in enumerate(items):
         path = f"teacher[{index}]"
-        item = _mapping(path, item)
-        name = _string()(f"{path}.name", item.get("name", f"teacher_{index}"))
-        section = _section(path, {k: v for k, v in item.items() if k != "name"}, fields)
+        item = checks.mapping(path, item)
+        name = checks.string()(f"{path}.name", item.get("name", f"teacher_{index}"))
+        section = checks.section(path, {k: v for k, v in item.items() if k != "name"}, fields)
         teachers.append({"name": name, **section})
     names = [teacher["name"] for teacher in teachers]
     if len(set(names)) != len(names):
@@ -335,7 +195,7 @@ def validate(raw):
         raise ConfigError(
             f"A config must be a mapping of sections. Received: {type(raw).__name__}"
         )
-    _check_keys("", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
+    checks.check_keys("", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
     config = {}
     for key, (check, default) in _TOP_LEVEL.items():
         config[key] = check(key, raw[key]) if key in raw else default
@@ -345,7 +205,7 @@ def validate(raw):
         elif section in _OPTIONAL_SECTIONS and raw.get(section) is None:
             config[section] = None
         else:
-            config[section] = _section(section, raw.get(section), fields)
+            config[section] = checks.section(section, raw.get(section), fields)
     distillation = config["distillation"]
     weights = distillation["loss_weights"]
     n_losses = len(distillation["losses"])
@@ -399,27 +259,27 @@ def _tuning_schema():
     from tf_distill.tuning import TUNERS
 
     return {
-        "tuner": (_string(tuple(TUNERS)), "random"),
-        "max_trials": (_number(low=1, integer=True), 10),
-        "executions_per_trial": (_number(low=1, integer=True), 1),
+        "tuner": (checks.string(tuple(TUNERS)), "random"),
+        "max_trials": (checks.number(low=1, integer=True), 10),
+        "executions_per_trial": (checks.number(low=1, integer=True), 1),
         # The student's validation accuracy; a name with "loss" or "error" is minimized.
-        "objective": (_string(), "val_accuracy"),
-        "temperature_min": (_number(low=0, low_open=True), 1.0),
-        "temperature_max": (_number(low=0, low_open=True), 20.0),
-        "student_loss_weight_min": (_number(low=0, high=1), 0.0),
-        "student_loss_weight_max": (_number(low=0, high=1), 1.0),
-        "tune_learning_rate": (_boolean, False),
-        "learning_rate_min": (_number(low=0, low_open=True), 1e-4),
-        "learning_rate_max": (_number(low=0, low_open=True), 1e-2),
-        "tune_width": (_boolean, False),
-        "width_min": (_number(low=0, low_open=True), 0.5),
-        "width_max": (_number(low=0, low_open=True), 2.0),
-        "hyperband_factor": (_number(low=2, integer=True), 3),
-        "overwrite": (_boolean, False),
-        "cache": (_string(CACHE_MODES), "auto"),
-        "seed": (_optional(_number(low=0, integer=True)), None),
-        "max_consecutive_failed_trials": (_number(low=1, integer=True), 3),
-        "wait_seconds": (_number(low=0, low_open=True), 600.0),
+        "objective": (checks.string(), "val_accuracy"),
+        "temperature_min": (checks.number(low=0, low_open=True), 1.0),
+        "temperature_max": (checks.number(low=0, low_open=True), 20.0),
+        "student_loss_weight_min": (checks.number(low=0, high=1), 0.0),
+        "student_loss_weight_max": (checks.number(low=0, high=1), 1.0),
+        "tune_learning_rate": (checks.boolean, False),
+        "learning_rate_min": (checks.number(low=0, low_open=True), 1e-4),
+        "learning_rate_max": (checks.number(low=0, low_open=True), 1e-2),
+        "tune_width": (checks.boolean, False),
+        "width_min": (checks.number(low=0, low_open=True), 0.5),
+        "width_max": (checks.number(low=0, low_open=True), 2.0),
+        "hyperband_factor": (checks.number(low=2, integer=True), 3),
+        "overwrite": (checks.boolean, False),
+        "cache": (checks.string(CACHE_MODES), "auto"),
+        "seed": (checks.optional(checks.number(low=0, integer=True)), None),
+        "max_consecutive_failed_trials": (checks.number(low=1, integer=True), 3),
+        "wait_seconds": (checks.number(low=0, low_open=True), 600.0),
     }
 
 
@@ -433,7 +293,7 @@ def validate_tuning(section):
         ConfigError: for an unknown key, a wrong type, an out-of-range value
             or a range whose minimum exceeds its maximum.
     """
-    result = _section("tuning", section, _tuning_schema())
+    result = checks.section("tuning", section, _tuning_schema())
     for name in TUNED_RANGES:
         low, high = result[f"{name}_min"], result[f"{name}_max"]
         if low > high:
