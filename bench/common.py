@@ -30,7 +30,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The same table renderer as the run reports (re-exported for the scripts).
-from tf_distill.report import markdown_table  # noqa: E402, F401
+from tf_distill.commands.report import markdown_table  # noqa: E402, F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_PATH = os.path.join(REPO_ROOT, "docs", "BENCHMARKS.md")

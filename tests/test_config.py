@@ -1,8 +1,9 @@
 import pytest
 import yaml
 
-from tf_distill import config as config_lib
-from tf_distill.config import ConfigError
+from tf_distill.commands import checks
+from tf_distill.commands import config as config_lib
+from tf_distill.commands.config import ConfigError
 
 
 def test_defaults_fill_every_section():
@@ -39,7 +40,26 @@ def test_unknown_section_key_lists_valid_keys():
         ({"distillation": {"student_loss_weight": 1.5}},
          r"`distillation.student_loss_weight` must be <= 1. Received: .*=1.5"),
         ({"distillation": {"student_loss_weight": -0.1}}, r"must be >= 0"),
-        ({"training": {"epochs": -1}}, r"`training.epochs` must be >= 0. Received: training.epochs=-1"),
+        ({"training": {"epochs": -1}}, r"`training.epochs` must be >= 1. Received: training.epochs=-1"),
+        # An untrained "distilled student" at chance accuracy is no result.
+        ({"training": {"epochs": 0}}, r"`training.epochs` must be >= 1. Received: training.epochs=0"),
+        ({"training": {"seeds": []}}, r"`training.seeds` must be a non-empty list"),
+        ({"training": {"seeds": [1, 1]}}, r"`training.seeds` must not repeat a seed"),
+        ({"training": {"seeds": [0, -2]}}, r"`training.seeds\[1\]` must be >= 0"),
+        ({"distillation": {"teacher_weights": [1, 2]}}, r"applies to several teachers"),
+        ({"teacher": [{"name": "a"}, {"name": "a"}]}, r"Each teacher needs its own `name`"),
+        ({"teacher": [{"name": "a"}, {"name": "b"}], "distillation": {"teacher_weights": [1]}},
+         r"1 entries for 2 teachers"),
+        ({"teacher": {"a": {}, "b": {}}, "distillation": {"teacher_weights": {"a": 1, "c": 2}}},
+         r"must name each teacher once"),
+        ({"teacher": {"a": {}, "b": {}},
+          "distillation": {"losses": [{"name": "kd", "teacher": "c"}]}},
+         r"`distillation.losses\[0\].teacher` must name one of the teachers \['a', 'b'\]"),
+        ({"teacher": [{"name": "a", "teacher_outputs": "probabilities"}, {"name": "b"}]},
+         r"same `teacher_outputs`"),
+        ({"teacher": [{"name": "a", "sise": "large"}]}, r"Unknown key\(s\) \['sise'\] in section `teacher\[0\]`"),
+        ({"teacher": [{"name": "a", "path": "/no/such.keras"}, {"name": "b"}]},
+         r"`teacher\[0\].path` is not a readable file"),
         ({"training": {"epochs": "ten"}}, r"must be an integer. Received: training.epochs='ten'"),
         ({"training": {"optimizer": "adagrad"}}, r"Expected one of \['adam', 'adamw', 'rmsprop', 'sgd'\]"),
         ({"student": {"architecture": "resnet"}}, r"`student.architecture`.*Received: student.architecture='resnet'"),
@@ -76,3 +96,57 @@ def test_load_missing_file_is_a_clear_error(tmp_path):
 def test_default_round_trips_through_yaml():
     config = config_lib.default()
     assert config_lib.validate(yaml.safe_load(yaml.safe_dump(config))) == config
+
+
+def test_several_teachers_as_a_list_or_a_mapping():
+    listed = config_lib.validate({
+        "teacher": [{"name": "big", "size": "large"}, {"name": "mid", "size": "medium"}],
+        "distillation": {"teacher_weights": [2, 1], "ensemble": "average_logits",
+                         "losses": [{"name": "kd"}, {"name": "kd", "teacher": "mid"}]},
+    })
+    assert [name for name, _ in config_lib.teacher_sections(listed)] == ["big", "mid"]
+    assert config_lib.teacher_sections(listed)[1][1]["size"] == "medium"
+    assert listed["distillation"]["teacher_weights"] == [2.0, 1.0]
+    mapped = config_lib.validate({"teacher": {"big": {}, "mid": {"size": "medium"}},
+                                  "distillation": {"teacher_weights": {"big": 1, "mid": 3}}})
+    assert [name for name, _ in config_lib.teacher_sections(mapped)] == ["big", "mid"]
+    assert mapped["distillation"]["teacher_weights"] == {"big": 1.0, "mid": 3.0}
+    single = config_lib.validate({"teacher": {"size": "medium"}})
+    assert config_lib.teacher_sections(single) == [("teacher", single["teacher"])]
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    for text in ("", "# nothing\n", "{}\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match="is empty"):
+            config_lib.load(path)
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 10):
+        previous = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"a{level}: &a{level} [{previous}]")
+    lines.append("training: {epochs: *a9}")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"expands to more than 100,000 YAML nodes"):
+        config_lib.load(path)
+
+
+def test_a_large_received_value_is_shown_truncated():
+    huge = [[list(range(50))] * 50] * 50
+    with pytest.raises(ConfigError) as error:
+        config_lib.validate({"training": {"epochs": huge}})
+    message = str(error.value)
+    assert message.startswith("`training.epochs` must be an integer. Received: training.epochs=")
+    assert len(message) < 200
+    assert len(checks.show("x" * 10_000)) <= checks.MAX_SHOWN
+
+
+def test_tuning_section_uses_student_loss_weight_names():
+    tuning = config_lib.validate_tuning({"student_loss_weight_min": 0.2})
+    assert (tuning["student_loss_weight_min"], tuning["student_loss_weight_max"]) == (0.2, 1.0)
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['alpha_min'\]"):
+        config_lib.validate_tuning({"alpha_min": 0.2})

@@ -277,7 +277,7 @@ def test_config_run_mnist_tiny(runs):
 
 
 def test_configs_are_valid():
-    from tf_distill import config
+    from tf_distill.commands import config
 
     digits = config.load(os.path.join(CONFIGS, "digits.yaml"))
     assert digits["data"]["source"] == "digits"

@@ -12,12 +12,14 @@ from processes import wait_all
 
 from tf_distill import architectures
 from tf_distill import cli
-from tf_distill import config as config_lib
-from tf_distill import job
+from tf_distill import distribute
 from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.config import ConfigError
+from tf_distill.commands import common
+from tf_distill.commands import config as config_lib
+from tf_distill.commands import run as job
+from tf_distill.commands.config import ConfigError
 from tf_distill.losses import crossentropy_from_logits
 
 CLUSTER = {"worker": ["localhost:20001", "localhost:20002"]}
@@ -39,7 +41,7 @@ def test_config_accepts_multi_worker_and_lists_the_choices():
 
 
 def test_parse_tf_config_reads_cluster_and_task():
-    tf_config = job.parse_tf_config(_tf_config(index=1))
+    tf_config = distribute.parse_tf_config(_tf_config(index=1))
     assert tf_config["task"] == {"type": "worker", "index": 1}
     assert tf_config["cluster"] == CLUSTER
 
@@ -76,8 +78,8 @@ def test_parse_tf_config_reads_cluster_and_task():
     ],
 )
 def test_parse_tf_config_errors_name_the_variable_and_show_an_example(text, message):
-    with pytest.raises(ConfigError, match=message) as error:
-        job.parse_tf_config(text)
+    with pytest.raises(distribute.ClusterError, match=message) as error:
+        distribute.parse_tf_config(text)
     assert "TF_CONFIG" in str(error.value)
     assert '"cluster": {"worker": ["machine-a:12345", "machine-b:12345"]}' in str(error.value)
     if text:
@@ -94,7 +96,7 @@ def test_parse_tf_config_errors_name_the_variable_and_show_an_example(text, mess
     ],
 )
 def test_chief_is_the_chief_task_or_else_worker_0(cluster, task_type, index, chief):
-    assert job.is_chief(job.parse_tf_config(_tf_config(task_type, index, cluster))) is chief
+    assert distribute.is_chief(distribute.parse_tf_config(_tf_config(task_type, index, cluster))) is chief
 
 
 def test_missing_tf_config_is_a_clear_error_before_any_training(tmp_path, monkeypatch, capsys):
@@ -102,7 +104,7 @@ def test_missing_tf_config_is_a_clear_error_before_any_training(tmp_path, monkey
     config = config_lib.validate(
         {"training": {"distribute": "multi_worker"}, "output": str(tmp_path / "out")}
     )
-    with pytest.raises(ConfigError, match=r"TF_CONFIG, which is not set.*docs/DISTRIBUTED.md"):
+    with pytest.raises(distribute.ClusterError, match=r"TF_CONFIG, which is not set.*docs/DISTRIBUTED.md"):
         job.run(config, verbose=0)
     assert not (tmp_path / "out").exists()
 
@@ -123,12 +125,12 @@ def test_strategy_after_tensorflow_started_is_a_clear_error(monkeypatch):
     tf.constant(0.0) + 1.0  # TensorFlow's runtime has started in this process.
     monkeypatch.setenv("TF_CONFIG", _tf_config())
     with pytest.raises(RuntimeError, match=r"before TensorFlow runs anything.*fresh process"):
-        job._strategy("multi_worker")
+        distribute.make_strategy("multi_worker")
 
 
 def test_datasets_are_sharded_by_data_for_every_worker():
-    data = job.load_data({"source": "digits", "seed": 0})
-    dataset = job._dataset(data, "train", 64, shuffle=True, seed=0)
+    data = common.load_data({"source": "digits", "seed": 0})
+    dataset = common.dataset(data, "train", 64, shuffle=True, seed=0)
     policy = dataset.options().experimental_distribute.auto_shard_policy
     assert policy == tf.data.experimental.AutoShardPolicy.DATA
     # Batches stay global: Keras splits each over the replicas.
@@ -142,7 +144,7 @@ def test_a_worker_restores_from_the_chief_backup_and_writes_its_own(tmp_path):
     shared_backup = output / ".backup" / "distill"
     shared_backup.mkdir(parents=True)
     (shared_backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
-    callback = worker._backup("distill")
+    callback = worker.backup("distill")
     assert callback.backup_dir == str(scratch / ".backup" / "distill")
     # A copy, so that Keras's restore (and its repair of a damaged backup)
     # never writes the chief's files.
@@ -150,19 +152,19 @@ def test_a_worker_restores_from_the_chief_backup_and_writes_its_own(tmp_path):
     assert json.loads(copied.read_text()) == {"epoch": 3, "batch": 0}
 
     chief = job.Job(config_lib.validate({"output": str(output)}), verbose=0)
-    assert chief._backup("distill").backup_dir == str(shared_backup)
-    assert chief._resume_point() == worker._resume_point()
-    assert '"distill": "{\\"epoch\\": 3' in chief._resume_point()
+    assert chief.backup("distill").backup_dir == str(shared_backup)
+    assert chief.resume_point() == worker.resume_point()
+    assert '"distill": "{\\"epoch\\": 3' in chief.resume_point()
 
 
 def test_workers_that_would_resume_differently_stop_with_a_clear_error():
-    job._check_same_resume_point([7, 7], "out")
+    distribute.check_same_resume_point([7, 7], "out")
     with pytest.raises(
-        ConfigError,
+        distribute.ClusterError,
         match=r"workers see different states of the output folder "
         r"'out'.*a file system every worker shares",
     ):
-        job._check_same_resume_point([7, 8], "out")
+        distribute.check_same_resume_point([7, 8], "out")
 
 
 # Distillation from a fixed teacher: the single-process and the two-worker
@@ -186,7 +188,7 @@ def _free_ports(count):
 
 
 def _train_teacher(path):
-    data = job.load_data({"source": "digits", "seed": 0})
+    data = common.load_data({"source": "digits", "seed": 0})
     teacher = architectures.build(
         "mlp", data.input_shape, data.num_classes, size="large", seed=0, name="teacher"
     )
@@ -274,6 +276,15 @@ def test_two_workers_on_localhost_match_one_process(tmp_path):
     assert accuracy > 0.75
     assert accuracy == pytest.approx(single["distilled student"]["test_accuracy"], abs=0.05)
     student = saving.load_model(output / "student.keras")
-    data = job.load_data({"source": "digits", "seed": 0})
+    data = common.load_data({"source": "digits", "seed": 0})
     predictions = student.predict(data.x_test, verbose=0).argmax(axis=-1)
     assert float((predictions == data.y_test).mean()) == pytest.approx(accuracy)
+
+
+def test_multi_worker_is_refused_on_an_untested_keras():
+    distribute.check_multi_worker_keras(distribute.MULTI_WORKER_KERAS_VERSIONS[0] + (0,))
+    with pytest.raises(
+        distribute.ClusterError,
+        match=r"tested with Keras 3\.15 only\. Received: Keras 3\.99\.1\. Install a tested release",
+    ):
+        distribute.check_multi_worker_keras((3, 99, 1))

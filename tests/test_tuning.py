@@ -14,12 +14,13 @@ from processes import wait_all
 
 from tf_distill import architectures
 from tf_distill import cache
-from tf_distill import config as config_lib
 from tf_distill import data as data_lib
 from tf_distill import saving
 from tf_distill import tuning
 from tf_distill.backend import keras
-from tf_distill.config import ConfigError
+from tf_distill.commands import config as config_lib
+from tf_distill.commands import tune as tune_command
+from tf_distill.commands.config import ConfigError
 from tf_distill.distiller import Distiller
 from tf_distill.losses import crossentropy_from_logits
 
@@ -351,22 +352,22 @@ def test_hypermodel_and_tuner_errors(teacher):
 
 
 def test_validate_tuning_section():
-    defaults = tuning.validate_tuning(None)
+    defaults = config_lib.validate_tuning(None)
     assert defaults["tuner"] == "random" and defaults["max_trials"] == 10
     assert (defaults["temperature_min"], defaults["temperature_max"]) == (1.0, 20.0)
-    assert (defaults["alpha_min"], defaults["alpha_max"]) == (0.0, 1.0)
+    assert (defaults["student_loss_weight_min"], defaults["student_loss_weight_max"]) == (0.0, 1.0)
     assert defaults["objective"] == "val_accuracy" and defaults["overwrite"] is False
-    assert tuning.validate_tuning({"tuner": "grid", "max_trials": 4})["tuner"] == "grid"
+    assert config_lib.validate_tuning({"tuner": "grid", "max_trials": 4})["tuner"] == "grid"
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['trials'\] in section `tuning`"):
-        tuning.validate_tuning({"trials": 3})
+        config_lib.validate_tuning({"trials": 3})
     with pytest.raises(ConfigError, match="Invalid value for `tuning.tuner`"):
-        tuning.validate_tuning({"tuner": "anneal"})
-    with pytest.raises(ConfigError, match=r"`tuning.alpha_max` must be <= 1"):
-        tuning.validate_tuning({"alpha_max": 2})
+        config_lib.validate_tuning({"tuner": "anneal"})
+    with pytest.raises(ConfigError, match=r"`tuning.student_loss_weight_max` must be <= 1"):
+        config_lib.validate_tuning({"student_loss_weight_max": 2})
     with pytest.raises(
         ConfigError, match="`tuning.temperature_min` must be <= `tuning.temperature_max`"
     ):
-        tuning.validate_tuning({"temperature_min": 10, "temperature_max": 2})
+        config_lib.validate_tuning({"temperature_min": 10, "temperature_max": 2})
 
 
 def test_resolve_role_reads_keras_tuner_environment(monkeypatch):
@@ -414,7 +415,7 @@ def test_run_from_config_standalone_then_resumed(tmp_path, monkeypatch):
     for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(key, raising=False)
     messages = []
-    results = tuning.run_from_config(_config(), tmp_path, verbose=1, log=messages.append)
+    results = tune_command.run_from_config(_config(), tmp_path, verbose=1, log=messages.append)
     assert results["role"] == "standalone"
     assert any(m.startswith("Caching the teacher's outputs (memory)") for m in messages)
     assert any("this process ran trials ['0', '1']" in m for m in messages)
@@ -439,7 +440,7 @@ def test_run_from_config_standalone_then_resumed(tmp_path, monkeypatch):
     messages.clear()
     config = _config()
     config["training"]["baseline"] = False
-    again = tuning.run_from_config(config, tmp_path, verbose=1, log=messages.append)
+    again = tune_command.run_from_config(config, tmp_path, verbose=1, log=messages.append)
     assert any(m.startswith("Reusing the teacher trained earlier") for m in messages)
     assert any("this process ran trials []" in m for m in messages)
     assert again["best_hyperparameters"] == pytest.approx(results["best_hyperparameters"])
@@ -447,7 +448,7 @@ def test_run_from_config_standalone_then_resumed(tmp_path, monkeypatch):
     changed = _config()
     changed["teacher"]["epochs"] = 3
     with pytest.raises(ConfigError, match="distilled from a teacher of another config"):
-        tuning.run_from_config(changed, tmp_path, verbose=0)
+        tune_command.run_from_config(changed, tmp_path, verbose=0)
 
 
 _CHILD = """
@@ -455,9 +456,9 @@ import json, sys
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
-from tf_distill import tuning
+from tf_distill.commands import tune as tune_command
 config = json.loads(sys.argv[1])
-result = tuning.run_from_config(config, sys.argv[2], verbose=0, role=sys.argv[3])
+result = tune_command.run_from_config(config, sys.argv[2], verbose=0, role=sys.argv[3])
 print("RESULT " + json.dumps({k: result[k] for k in ("role", "trials_run", "best_hyperparameters")
                               if k in result}))
 """

@@ -13,8 +13,8 @@ def _quiet_tensorflow():
 
 
 def _print_table(results):
-    from tf_distill.report import RESULT_COLUMNS
-    from tf_distill.report import markdown_table
+    from tf_distill.commands.report import RESULT_COLUMNS
+    from tf_distill.commands.report import markdown_table
 
     print()
     print(markdown_table(results["models"], RESULT_COLUMNS))
@@ -23,18 +23,35 @@ def _print_table(results):
         print(results["summary"])
 
 
+def _written(folder, report_files):
+    """The files a run wrote, grouped: models, results, report."""
+    names = sorted(
+        name for name in os.listdir(folder)
+        if not name.startswith(".") and os.path.isfile(os.path.join(folder, name))
+    )
+    groups = {
+        "models": [n for n in names if n.endswith((".keras", ".tflite"))],
+        "results": [n for n in names if n.endswith(".json")],
+        "report": [n for n in names if n in report_files or n == "export.md"],
+    }
+    listed = {n for group in groups.values() for n in group}
+    groups["other"] = [n for n in names if n not in listed]
+    return "\n".join(f"  {kind}: {', '.join(files)}" for kind, files in groups.items() if files)
+
+
 def _run(args):
-    from tf_distill import config as config_lib
-    from tf_distill import job
+    from tf_distill.commands import config as config_lib
+    from tf_distill.commands import run
 
     config = config_lib.load(args.config) if args.command == "run" else config_lib.default()
     if args.output:
         config["output"] = args.output
     if getattr(args, "unsafe", False):
         config["unsafe"] = True
-    results = job.run(config, verbose=0 if args.quiet else 1)
+    results = run.run(config, verbose=0 if args.quiet else 1,
+                      restart=getattr(args, "restart", False))
     _print_table(results)
-    print(f"\nWrote {config['output']}/: student.keras, metrics.json, report.md")
+    print(f"\nWrote {config['output']}/:\n{_written(config['output'], results['files'])}")
     return 0
 
 
@@ -50,8 +67,8 @@ def _losses(args):
 
 def _export(args):
     from tf_distill import saving
+    from tf_distill.commands.common import load_data
     from tf_distill.export import export_litert
-    from tf_distill.job import load_data
 
     model = saving.load_model(args.model, unsafe=args.unsafe)
     data = load_data({"source": args.data, "seed": 0})
@@ -75,8 +92,8 @@ def _export(args):
 
 
 def _tune(args):
-    from tf_distill import config as config_lib
-    from tf_distill import tuning
+    from tf_distill.commands import config as config_lib
+    from tf_distill.commands import tune as tuning
 
     config = config_lib.load(args.config)
     output = args.output or config["output"]
@@ -99,6 +116,8 @@ def _tune(args):
 
 
 def build_parser():
+    from tf_distill.export import QUANTIZATION_MODES
+
     parser = argparse.ArgumentParser(
         prog="tf-distill",
         description="Knowledge distillation for Keras: train a small student from a teacher.",
@@ -113,6 +132,9 @@ def build_parser():
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--unsafe", action="store_true",
                      help="trust model files: allow Lambda layers and .h5 files")
+    run.add_argument("--restart", action="store_true",
+                     help="start over in an output folder that holds a run of another "
+                     "config or other data (default: refuse)")
     run.set_defaults(handler=_run)
     demo.set_defaults(handler=_run)
 
@@ -122,7 +144,7 @@ def build_parser():
     export = commands.add_parser("export", help="export a student to LiteRT, verified")
     export.add_argument("model", help="the student .keras file")
     export.add_argument("--quantization", default="int8",
-                        choices=["float32", "dynamic", "float16", "int8"])
+                        choices=list(QUANTIZATION_MODES))
     export.add_argument("--data", default="digits",
                         help="data for calibration and verification (as in configs)")
     export.add_argument("--output", help="the .tflite file")
@@ -169,7 +191,7 @@ def main(argv=None):
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 2
     from tf_distill.callbacks import TrainingDivergedError
-    from tf_distill.config import ConfigError
+    from tf_distill.commands.config import ConfigError
     from tf_distill.export import ExportError
     from tf_distill.saving import ModelFileError
 
@@ -187,6 +209,11 @@ def main(argv=None):
     except TrainingDivergedError as error:
         print(f"tf-distill: error: {error}", file=sys.stderr)
         return 3
+    except OSError as error:
+        # A file or folder the user named: unreadable, unwritable, full disk.
+        where = f" {error.filename!r}" if getattr(error, "filename", None) else ""
+        print(f"tf-distill: error:{where} {error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("tf-distill: interrupted", file=sys.stderr)
         return 130

@@ -1,1 +1,1 @@
-"""The command layer: config schemas, jobs and reports, on top of the library."""
+"""The command layer: config schemas, the run and tune jobs, the run report."""

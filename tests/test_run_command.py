@@ -1,0 +1,341 @@
+"""Robustness of `tf-distill run`: divergence, resume after a kill, config changes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from processes import HANG_SECONDS
+
+from tf_distill import losses
+from tf_distill import saving
+from tf_distill.backend import keras
+from tf_distill.backend import tf
+from tf_distill.callbacks import TrainingDivergedError
+from tf_distill.commands import config as config_lib
+from tf_distill.commands import run as job
+from tf_distill.commands.config import ConfigError
+
+FAST = {
+    "data": {"source": "digits", "batch_size": 64},
+    "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},
+    "student": {"architecture": "mlp", "size": "small"},
+    "training": {"epochs": 3, "seed": 0, "baseline": False},
+}
+
+
+@losses.register("test_nan_after_steps", "test only: NaN after 25 steps")
+class NanAfterSteps(losses.DistillationLoss):
+    """A loss that turns NaN at the 26th training step (epoch 2 on digits)."""
+
+    def __init__(self):
+        self.steps = tf.Variable(0, trainable=False)
+
+    def call(self, teacher_outputs, student_outputs, mask=None):
+        self.steps.assign_add(1)
+        values = tf.reduce_mean(tf.square(teacher_outputs - student_outputs), axis=-1)
+        # Added, not selected with tf.where: the NaN must not reach the
+        # gradients of the steps before it appears.
+        return values + tf.where(self.steps > 25, np.nan, 0.0)
+
+
+def test_nan_loss_stops_with_error_and_keeps_last_good_student(tmp_path):
+    config = config_lib.validate(
+        {**FAST, "distillation": {"losses": ["test_nan_after_steps"]}, "output": str(tmp_path)}
+    )
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 2, step \d+.*kept at"):
+        job.run(config, verbose=0)
+    kept = saving.load_model(tmp_path / "student_last_good.keras")
+    assert all(np.isfinite(w).all() for w in kept.get_weights())
+    assert not (tmp_path / "student.keras").exists()
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_changed_config_is_refused_in_the_same_output(tmp_path):
+    config = config_lib.validate({**FAST, "training": {**FAST["training"], "epochs": 1},
+                                  "output": str(tmp_path)})
+    job.run(config, verbose=0)
+    metrics_before = (tmp_path / "metrics.json").read_bytes()
+    changed = dict(config, training={**config["training"], "learning_rate": 0.5})
+    with pytest.raises(ConfigError, match=r"holds a run of a different config.*another `--output`"):
+        job.run(changed, verbose=0)
+    assert (tmp_path / "metrics.json").read_bytes() == metrics_before
+
+
+def _cli(config_path, stdout=subprocess.PIPE):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tf_distill.cli", "run", str(config_path)],
+        stdout=stdout, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _backed_up_epoch(metadata):
+    """The epoch `BackupAndRestore` recorded, or None before it wrote one.
+
+    The file exists, empty, from the moment Keras opens it to write.
+    """
+    try:
+        return json.loads(metadata.read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    output = tmp_path / "out"
+    config = {**FAST, "teacher": {**FAST["teacher"], "epochs": 2},
+              "training": {**FAST["training"], "epochs": 40}, "output": str(output)}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # To a file, not a pipe nobody reads while waiting: a full pipe would stall the run.
+    with open(tmp_path / "killed.log", "w") as log:
+        process = _cli(path, stdout=log)
+    metadata = output / ".backup" / "distill" / "training_metadata.json"
+    # Kill once a distillation epoch is backed up, however long that takes;
+    # the guard only stops a run that hangs.
+    deadline = time.monotonic() + HANG_SECONDS
+    try:
+        while _backed_up_epoch(metadata) is None and process.poll() is None:
+            assert time.monotonic() < deadline, "the run hung before its first distillation epoch"
+            time.sleep(0.2)
+        assert _backed_up_epoch(metadata) is not None, (
+            "the run never finished a distillation epoch:\n"
+            + (tmp_path / "killed.log").read_text()[-3000:]
+        )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (output / "metrics.json").exists()
+    finished_epochs = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= finished_epochs < 40
+    teacher_before = (output / "teacher.keras").read_bytes()
+
+    resumed = _cli(path)
+    out, _ = resumed.communicate(timeout=HANG_SECONDS)
+    assert resumed.returncode == 0, out
+    assert "Resuming the run" in out
+    assert "Reusing the teacher" in out
+    metrics = json.loads((output / "metrics.json").read_text())
+    history = metrics["histories"]["distilled student"]
+    # Only the epochs left after the last finished one were run again.
+    assert len(history["loss"]) <= 40 - finished_epochs
+    assert (output / "teacher.keras").read_bytes() == teacher_before
+    assert not (output / ".backup" / "distill").exists()
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 100), st.floats(allow_nan=True),
+    st.text(max_size=8), st.lists(st.integers(), max_size=3),
+)
+_keys = st.sampled_from(
+    ["source", "batch_size", "epochs", "learning_rate", "student_loss_weight", "losses",
+     "loss_weights", "architecture", "size", "path", "seed", "optimizer", "baseline",
+     "validation_size", "train_size", "quantization", "unknown_key", "temperature"]
+)
+_sections = st.dictionaries(
+    st.sampled_from(list(config_lib.SCHEMA) + ["output", "unsafe", "tuning", "bogus"]),
+    st.one_of(_values, st.dictionaries(_keys, _values, max_size=4)),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sections)
+def test_random_configs_give_a_valid_config_or_a_clear_error(raw):
+    try:
+        config = config_lib.validate(raw)
+    except ConfigError as error:
+        assert str(error)
+        assert "Received" in str(error) or "Valid keys" in str(error) or "Expected" in str(error)
+    else:
+        assert set(config) == set(config_lib.SCHEMA) | {"output", "unsafe", "tuning"}
+
+
+_MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tf_distill.commands import config
+from tf_distill.commands import run as job
+raw = json.loads(sys.argv[1])
+result = job.run(config.validate(raw), verbose=0)
+print("RESULT", json.dumps([row["test_accuracy"] for row in result["models"]]))
+"""
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+    accuracies = {}
+    for distribute in ("none", "mirrored"):
+        raw = {**FAST, "training": {**FAST["training"], "epochs": 2, "distribute": distribute},
+               "output": str(tmp_path / distribute)}
+        done = subprocess.run(
+            [sys.executable, "-c", _MIRRORED_SCRIPT, json.dumps(raw)],
+            capture_output=True, text=True, timeout=HANG_SECONDS,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = [text for text in done.stdout.splitlines() if text.startswith("RESULT ")][-1]
+        accuracies[distribute] = json.loads(line[len("RESULT "):])
+    # Same seed, same data order, the loss averaged over the global batch:
+    # the two runs agree up to floating-point summation order.
+    np.testing.assert_allclose(accuracies["mirrored"], accuracies["none"], atol=0.02)
+
+
+def test_seeds_are_paired_and_aggregated(tmp_path):
+    config = config_lib.validate({**FAST, "training": {**FAST["training"], "epochs": 1,
+                                                       "baseline": True, "seeds": [3, 4]},
+                                  "output": str(tmp_path)})
+    results = job.run(config, verbose=0, log=lambda *a: None)
+    rows = results["models"]
+    assert [(row["model"], row["seed"]) for row in rows] == [
+        ("teacher", None),
+        ("student alone", 3), ("distilled student", 3),
+        ("student alone", 4), ("distilled student", 4),
+    ]
+    comparison = results["comparison"]
+    assert comparison["seeds"] == [3, 4]
+    assert comparison["alone"] == [rows[1]["test_errors"], rows[3]["test_errors"]]
+    assert comparison["distilled"] == [rows[2]["test_errors"], rows[4]["test_errors"]]
+    assert comparison["alone_mean"] == pytest.approx(np.mean(comparison["alone"]))
+    assert comparison["distilled_std"] == pytest.approx(np.std(comparison["distilled"], ddof=1))
+    assert results["summary"] == comparison["sentence"]
+    for seed in (3, 4):
+        assert (tmp_path / f"student_seed{seed}.keras").exists()
+        assert (tmp_path / f"student_alone_seed{seed}.keras").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert comparison["sentence"] in report
+    assert (tmp_path / "comparison.png").exists()
+    assert not (tmp_path / ".backup").exists()
+    # The two seeds start from different weights: paired within, not across.
+    first = saving.load_model(tmp_path / "student_alone_seed3.keras").get_weights()[0]
+    second = saving.load_model(tmp_path / "student_alone_seed4.keras").get_weights()[0]
+    assert not np.allclose(first, second)
+
+
+def test_a_refused_run_writes_nothing_and_does_not_block_the_corrected_one(tmp_path):
+    wrong = tmp_path / "wrong.keras"
+    saving.save_model(
+        __import__("tf_distill").architectures.build("mlp", (8, 8, 1), 3, size="small"), wrong
+    )
+    output = tmp_path / "out"
+    raw = {**FAST, "teacher": {"path": str(wrong)}, "output": str(output),
+           "training": {**FAST["training"], "epochs": 1}}
+    with pytest.raises(ConfigError, match=r"outputs 3 classes but the data has 10"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    assert not output.exists() or os.listdir(output) == []
+    # A folder holding only the state of a refused run (as older versions
+    # left it) does not block the corrected run either.
+    output.mkdir(exist_ok=True)
+    (output / job.STATE_FILE).write_text(json.dumps({"config_hash": "0" * 16, "phases": {}}))
+    corrected = {**raw, "teacher": FAST["teacher"]}
+    results = job.run(config_lib.validate(corrected), verbose=0, log=lambda *a: None)
+    assert results["models"][-1]["model"] == "distilled student"
+
+
+def test_changed_data_is_refused_or_restarted(tmp_path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "data.npz"
+
+    def write_data(offset):
+        x = rng.normal(size=(300, 8, 8, 1)).astype("float32") + offset
+        np.savez(npz, x=x, y=rng.integers(0, 10, size=300))
+
+    write_data(0.0)
+    raw = {**FAST, "data": {"source": str(npz), "batch_size": 64},
+           "training": {**FAST["training"], "epochs": 1}, "output": str(tmp_path / "out")}
+    job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    write_data(1.0)
+    with pytest.raises(ConfigError, match=r"holds a run of a different config or data"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    messages = []
+    job.run(config_lib.validate(raw), verbose=0, log=messages.append, restart=True)
+    assert any("Starting over" in m for m in messages)
+    assert any(m.startswith("Training the teacher") for m in messages)
+
+
+def test_an_output_that_is_a_file_is_refused_before_training(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    config = config_lib.validate({**FAST, "output": str(target)})
+    with pytest.raises(ConfigError, match=r"is an existing file"):
+        job.run(config, verbose=0, log=lambda *a: None)
+    assert target.read_text() == "mine"
+
+
+def test_a_teacher_no_better_than_the_student_alone_is_warned_about(tmp_path):
+    raw = {**FAST, "teacher": {**FAST["teacher"], "epochs": 0},
+           "training": {**FAST["training"], "epochs": 2, "baseline": True},
+           "output": str(tmp_path)}
+    messages = []
+    results = job.run(config_lib.validate(raw), verbose=0, log=messages.append)
+    assert len(results["warnings"]) == 1
+    assert "no better than the student trained alone" in results["warnings"][0]
+    assert any(m.startswith("Warning: The teacher is no better") for m in messages)
+    assert "**Warning:** The teacher is no better" in (tmp_path / "report.md").read_text()
+
+
+def test_a_backup_cut_off_mid_write_restarts_its_phase(tmp_path):
+    config = config_lib.validate({**FAST, "output": str(tmp_path)})
+    backup = tmp_path / ".backup" / "distill"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "bat')
+    messages = []
+    callback = job.Job(config, verbose=0, log=messages.append).backup("distill")
+    assert isinstance(callback, keras.callbacks.BackupAndRestore)
+    assert not backup.exists()
+    assert messages == ["The backup of distill was cut off mid-write; that phase starts over"]
+
+
+def test_a_two_teacher_config_runs_end_to_end(tmp_path):
+    raw = {
+        **FAST,
+        "teacher": [
+            {"name": "wide", "architecture": "mlp", "size": "medium", "epochs": 1},
+            {"name": "narrow", "architecture": "mlp", "size": "small", "epochs": 1},
+        ],
+        "distillation": {
+            "teacher_weights": {"wide": 2, "narrow": 1},
+            "ensemble": "average_logits",
+            "losses": [{"name": "kd", "temperature": 4.0},
+                       {"name": "kd", "temperature": 2.0, "teacher": "narrow"}],
+            "loss_weights": [1.0, 0.5],
+        },
+        "training": {**FAST["training"], "epochs": 1},
+        "output": str(tmp_path),
+    }
+    messages = []
+    results = job.run(config_lib.validate(raw), verbose=0, log=messages.append)
+    assert [row["model"] for row in results["models"]] == ["wide", "narrow", "distilled student"]
+    wide, narrow = results["models"][:2]
+    assert wide["parameters"] > narrow["parameters"]
+    for name in ("wide", "narrow"):
+        assert (tmp_path / f"teacher_{name}.keras").exists()
+        assert any(m.startswith(f"Training the {name} (mlp/") for m in messages)
+    assert (tmp_path / "student.keras").exists()
+    # Run again in the same folder: both teachers are reused, not retrained.
+    messages.clear()
+    job.run(config_lib.validate(raw), verbose=0, log=messages.append)
+    assert sum(m.startswith("Reusing the teacher 'wide'") for m in messages) == 1
+    assert sum(m.startswith("Reusing the teacher 'narrow'") for m in messages) == 1
+    assert not any(m.startswith("Training the wide") for m in messages)
+
+
+def test_a_trained_teacher_learns_although_the_set_up_was_checked_first(tmp_path):
+    raw = {**FAST, "teacher": {"architecture": "mlp", "size": "small", "epochs": 3,
+                               "learning_rate": 0.01},
+           "training": {**FAST["training"], "epochs": 1}, "output": str(tmp_path)}
+    results = job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    teacher = results["models"][0]
+    assert teacher["model"] == "teacher"
+    assert teacher["test_accuracy"] > 0.5
+    assert len(results["histories"]["teacher"]["loss"]) == 3

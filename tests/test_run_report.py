@@ -1,0 +1,82 @@
+"""The run report's comparison over paired seeds: the numbers and the sentence."""
+
+import numpy as np
+import pytest
+
+from tf_distill.commands.report import mean_std
+from tf_distill.commands.report import seed_comparison
+from tf_distill.commands.report import write_report
+
+
+def _rows(alone, distilled, total=270):
+    rows = [{"model": "teacher", "seed": None, "test_errors": 5, "test_examples": total}]
+    for seed, (a, d) in enumerate(zip(alone, distilled)):
+        rows.append({"model": "student alone", "seed": seed, "test_errors": a,
+                     "test_examples": total})
+        rows.append({"model": "distilled student", "seed": seed, "test_errors": d,
+                     "test_examples": total})
+    return rows
+
+
+def test_mean_std_is_the_sample_deviation():
+    assert mean_std([12, 8, 10]) == pytest.approx((10.0, np.std([12, 8, 10], ddof=1)))
+    assert mean_std([7]) == (7.0, 0.0)
+
+
+def test_better_on_every_seed():
+    comparison = seed_comparison(_rows([12, 13, 11], [8, 9, 7]))
+    assert comparison["verdict"] == "better"
+    assert comparison["improved"] == 3
+    assert comparison["sentence"].startswith(
+        "Distillation helped: fewer errors on 3 of 3 seeds, 12.0 ± 1.0 → 8.0 ± 1.0 test errors of 270"
+    )
+    assert "[12, 13, 11] → [8, 9, 7]" in comparison["sentence"]
+
+
+def test_mixed_seeds_are_no_reliable_difference():
+    comparison = seed_comparison(_rows([12, 13, 11], [8, 14, 11]))
+    assert comparison["verdict"] == "no reliable difference"
+    assert "fewer errors on 1, more on 1 of 3 seeds" in comparison["sentence"]
+    assert "tune" not in comparison["sentence"]  # the mean improved
+
+
+def test_worse_on_every_seed_points_to_tuning():
+    comparison = seed_comparison(_rows([8, 9], [12, 10]))
+    assert comparison["verdict"] == "worse"
+    assert comparison["sentence"].startswith("Distillation made the student worse: more errors on 2 of 2")
+    assert "tf-distill tune" in comparison["sentence"]
+
+
+def test_worse_on_average_says_so_even_without_a_reliable_difference():
+    comparison = seed_comparison(_rows([8, 9, 10], [12, 9, 11]))
+    assert comparison["verdict"] == "no reliable difference"
+    assert "On average distillation made the student worse" in comparison["sentence"]
+    assert "tf-distill tune" in comparison["sentence"]
+
+
+def test_one_seed_is_never_a_reliable_difference():
+    comparison = seed_comparison(_rows([13], [8]))
+    assert comparison["verdict"] == "no reliable difference"
+    assert "one seed cannot show one" in comparison["sentence"]
+
+
+def test_no_baseline_gives_no_comparison():
+    rows = [r for r in _rows([13], [8]) if r["model"] != "student alone"]
+    assert seed_comparison(rows) is None
+
+
+def test_report_lists_its_files_and_says_the_verdict(tmp_path):
+    rows = _rows([12, 13, 11], [8, 9, 7])
+    results = {
+        "data": {"name": "digits", "train": 1, "validation": 1, "test": 270, "num_classes": 10},
+        "models": rows,
+        "comparison": seed_comparison(rows),
+        "warnings": ["The teacher is no better than the student trained alone."],
+    }
+    histories = {"distilled student": {"val_accuracy": [0.5, 0.6], "val_loss": [1.0, 0.8]}}
+    written = write_report(str(tmp_path), results, histories)
+    assert written == ["curves.png", "comparison.png", "report.md"]
+    report = (tmp_path / "report.md").read_text()
+    assert "**Distillation helped: fewer errors on 3 of 3 seeds" in report
+    assert "> **Warning:** The teacher is no better" in report
+    assert (tmp_path / "comparison.png").stat().st_size > 1000

@@ -1,0 +1,153 @@
+"""The checks every config value goes through: one set, for every section.
+
+Each check takes the value's dotted path (for the message) and the value, and
+returns the value normalized or raises `ConfigError` saying what was expected
+and what was received, the received value shown at most `MAX_SHOWN` long.
+"""
+
+import copy
+import math
+
+# A received value is shown at most this long in a message: a config value can
+# be arbitrarily large (a YAML alias bomb expands to gigabytes).
+MAX_SHOWN = 80
+# The most YAML nodes a config may expand to, aliases counted at every use.
+
+class ConfigError(ValueError):
+    """A config that cannot run, with a message that says how to fix it."""
+
+
+def show(value):
+    """`repr(value)`, cut to `MAX_SHOWN` characters: safe in any message."""
+    text = reprlib_repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def reprlib_repr(value):
+    # `reprlib` bounds the work as well as the length: a huge nested value is
+    # never expanded in full.
+    import reprlib
+
+    shower = reprlib.Repr()
+    shower.maxstring = shower.maxother = MAX_SHOWN
+    shower.maxlist = shower.maxdict = shower.maxtuple = shower.maxset = 8
+    shower.maxlevel = 3
+    return shower.repr(value)
+
+
+def number(low=None, high=None, low_open=False, integer=False):
+    def check(path, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            kind = "an integer" if integer else "a number"
+            raise ConfigError(f"`{path}` must be {kind}. Received: {path}={show(value)}")
+        if integer and not float(value).is_integer():
+            raise ConfigError(f"`{path}` must be an integer. Received: {path}={show(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"`{path}` must be finite. Received: {path}={show(value)}")
+        if low is not None and (value <= low if low_open else value < low):
+            sign = ">" if low_open else ">="
+            raise ConfigError(f"`{path}` must be {sign} {low}. Received: {path}={show(value)}")
+        if high is not None and value > high:
+            raise ConfigError(f"`{path}` must be <= {high}. Received: {path}={show(value)}")
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def count_or_fraction(path, value):
+    """A size: a count (int >= 1) or a fraction (float in (0, 1))."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(
+            f"`{path}` must be a count (integer) or a fraction (0 < x < 1). "
+            f"Received: {path}={show(value)}"
+        )
+    if isinstance(value, int) and value < 0:
+        raise ConfigError(f"`{path}` must be >= 0. Received: {path}={show(value)}")
+    if isinstance(value, float) and not 0.0 <= value < 1.0:
+        raise ConfigError(
+            f"`{path}` as a fraction must be in [0, 1). Received: {path}={show(value)}"
+        )
+    return value
+
+
+def string(choices=None, allow_none=False):
+    def check(path, value):
+        if value is None and allow_none:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(
+                f"`{path}` must be a non-empty string. Received: {path}={show(value)}"
+            )
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"Invalid value for `{path}`. Expected one of {sorted(choices)}. "
+                f"Received: {path}={show(value)}"
+            )
+        return value
+
+    return check
+
+
+def boolean(path, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"`{path}` must be true or false. Received: {path}={show(value)}")
+    return value
+
+
+def optional(check):
+    def optional(path, value):
+        return None if value is None else check(path, value)
+
+    return optional
+
+
+def mapping(path, value):
+    if not isinstance(value, dict):
+        raise ConfigError(f"`{path}` must be a mapping. Received: {path}={show(value)}")
+    return dict(value)
+
+
+
+def seed_list(path, value):
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"`{path}` must be a non-empty list of seeds (integers >= 0). "
+            f"Received: {path}={show(value)}"
+        )
+    seeds = [number(low=0, integer=True)(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"`{path}` must not repeat a seed. Received: {path}={show(value)}")
+    return seeds
+
+
+def teacher_weights(path, value):
+    if isinstance(value, dict):
+        return {str(k): number(low=0)(f"{path}.{k}", v) for k, v in value.items()}
+    return number_list(path, value)
+
+
+def number_list(path, value):
+    if not isinstance(value, list):
+        raise ConfigError(f"`{path}` must be a list of numbers. Received: {path}={show(value)}")
+    return [number(low=0)(f"{path}[{i}]", v) for i, v in enumerate(value)]
+
+
+
+def check_keys(path, given, valid):
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        where = f"section `{path}`" if path else "the config's top level"
+        raise ConfigError(
+            f"Unknown key(s) {unknown} in {where}. Valid keys: {sorted(valid)}."
+        )
+
+
+def section(path, given, fields):
+    """Checks one section's keys and values; fills in its defaults."""
+    given = mapping(path, given or {})
+    check_keys(path, given, fields)
+    result = {}
+    for key, (check, default) in fields.items():
+        value = given[key] if key in given else copy.deepcopy(default)
+        result[key] = check(f"{path}.{key}", value) if value is not None or key in given else value
+    return result

@@ -1,0 +1,350 @@
+"""What `tf-distill run` and `tf-distill tune` share, written once.
+
+Loading the data, obtaining the teachers (loaded, reused or trained, and
+checked against the data either way), building the student, training on the
+labels alone, test metrics and the fingerprint of what a run depends on.
+"""
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from tf_distill import architectures
+from tf_distill import data as data_lib
+from tf_distill import saving
+from tf_distill.backend import keras
+from tf_distill.callbacks import TrainingDivergedError
+from tf_distill.commands.config import ConfigError
+from tf_distill.commands.config import teacher_sections
+from tf_distill.distribute import shard_by_data
+from tf_distill.files import atomic_write_json
+from tf_distill.losses import crossentropy_from_logits
+from tf_distill.optimizers import make_optimizer
+
+
+def load_data(data_config):
+    """Loads the data set a config's `data:` section names."""
+    options = {
+        key: data_config[key]
+        for key in ("validation_size", "train_size", "test_size", "data_dir", "seed")
+        if data_config.get(key) is not None
+    }
+    return data_lib.load(data_config["source"], **options)
+
+
+def data_identity(data):
+    """What identifies the data's content (a hash of local files, or a name and version)."""
+    return getattr(data, "fingerprint", None) or data.name
+
+
+def fingerprint(record, data=None):
+    """A short hash of `record` (a JSON-able mapping) and the data's identity."""
+    record = dict(record)
+    if data is not None:
+        record["data_identity"] = data_identity(data)
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dataset(data, split, batch_size, shuffle=None, seed=None):
+    """`data`'s `split` as a dataset of global batches, sharded by data across workers."""
+    return shard_by_data(data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed))
+
+
+def check_model_fits_data(model, role, data):
+    """Raises `ConfigError` if `model`'s input shape or class count does not fit `data`."""
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1:
+        shape = tuple(inputs[0].shape)[1:]
+        expected = tuple(data.input_shape)
+        if len(shape) != len(expected) or any(
+            size is not None and size != want for size, want in zip(shape, expected)
+        ):
+            raise ConfigError(
+                f"The {role} takes inputs of shape {shape} but the data's inputs have "
+                f"shape {expected}. Received: {role} input shape {tuple(inputs[0].shape)}."
+            )
+    outputs = getattr(model, "outputs", None)
+    shape = tuple(outputs[0].shape) if outputs else None
+    if shape is not None and shape[-1] != data.num_classes:
+        raise ConfigError(
+            f"The {role} outputs {shape[-1]} classes but the data has "
+            f"{data.num_classes}. Received: {role} output shape {shape}."
+        )
+
+
+def test_metrics(model, data, batch_size):
+    """Test accuracy, error, loss and the raw count of errors of a logits model."""
+    logits = model.predict(data.x_test, batch_size=batch_size, verbose=0)
+    loss = float(np.mean(crossentropy_from_logits(data.y_test, logits).numpy()))
+    wrong = int(np.sum(np.argmax(logits, axis=-1) != data.y_test))
+    total = len(data.y_test)
+    return {
+        "test_accuracy": 1.0 - wrong / total,
+        "test_error": wrong / total,
+        "test_errors": wrong,
+        "test_examples": total,
+        "test_loss": loss,
+    }
+
+
+def validation_accuracy(model, data, batch_size):
+    """A logits model's accuracy on the validation split."""
+    logits = model.predict(data.x_val, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == data.y_val))
+
+
+def without_training_state(model):
+    """A copy of `model` without its optimizer, as it would be deployed."""
+    # From its config, not `clone_model`, which also copies the compile state.
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def history_dict(history):
+    """A Keras `History` as plain floats."""
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def check_finite(history, role):
+    """Raises `TrainingDivergedError` if a history's loss is not finite."""
+    losses = history.get("loss") or []
+    if any(not np.isfinite(value) for value in losses):
+        raise TrainingDivergedError(
+            f"Training the {role} diverged: its loss became {losses[-1]}. Lower "
+            "the learning rate, and check the data for extreme values."
+        )
+
+
+def jit_compile(config):
+    """`training.jit_compile`, with Keras's `"auto"` for unset."""
+    value = config["training"]["jit_compile"]
+    return "auto" if value is None else value
+
+
+def build_student(config, data, name="student", seed=None, width=None):
+    """A new student as the config's `student:` section says.
+
+    Args:
+        width: A multiplier of the configured size (a search's `width`).
+    """
+    section = config["student"]
+    size = section["size"]
+    if width is not None:
+        size = architectures.SIZES[size] * float(width)
+    return architectures.build(
+        section["architecture"],
+        data.input_shape,
+        data.num_classes,
+        size=size,
+        seed=config["training"]["seed"] if seed is None else seed,
+        name=name,
+    )
+
+
+def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, callbacks=()):
+    """Trains `model` on the labels alone; returns `(history dict, seconds)`.
+
+    Raises:
+        TrainingDivergedError: if the loss turned NaN or infinite.
+    """
+    model.compile(
+        optimizer=make_optimizer(config["training"]["optimizer"], learning_rate),
+        loss=crossentropy_from_logits,
+        metrics=["accuracy"],
+        jit_compile=jit_compile(config),
+    )
+    batch = config["data"]["batch_size"]
+    start = time.perf_counter()
+    history = model.fit(
+        dataset(data, "train", batch, shuffle=True, seed=seed),
+        validation_data=dataset(data, "validation", batch),
+        epochs=epochs,
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles, seeded
+        callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
+    )
+    return history_dict(history), time.perf_counter() - start
+
+
+def teacher_file(name):
+    """The file a trained teacher is saved to: `teacher.keras` or `teacher_NAME.keras`."""
+    return "teacher.keras" if name == "teacher" else f"teacher_{name}.keras"
+
+
+def _teacher_fingerprint(config, section, data):
+    training = config["training"]
+    record = {
+        "data": config["data"],
+        "teacher": section,
+        "seed": training["seed"],
+        "optimizer": training["optimizer"],
+        "jit_compile": training["jit_compile"],
+    }
+    return fingerprint(record, data)
+
+
+class TeacherPlan:
+    """One teacher of a config, before any training: loaded, reused or to train.
+
+    `prepare_teachers` makes the plans and checks them against the data
+    without writing anything; `train` then trains the ones that need it.
+
+    Attributes:
+        name: The teacher's name (`"teacher"` for a config with one).
+        model: The loaded, reused or (still untrained) model.
+        needs_training: Whether `train` will train it.
+        history, seconds: Its training history and time (empty and 0 for a
+            loaded teacher).
+        source: `"path"`, `"reused"` or `"trained"`.
+    """
+
+    def __init__(self, name, section, model, source, history=None, seconds=0.0, digest=None):
+        self.name = name
+        self.section = section
+        self.model = model
+        self.source = source
+        self.history = history or {}
+        self.seconds = seconds
+        self.digest = digest
+
+    @property
+    def needs_training(self):
+        return self.source == "trained" and not self.history
+
+    def train(self, config, data, write_folder, *, log, verbose, callbacks=()):
+        """Trains the teacher, saves it (without optimizer state) and its record."""
+        section = self.section
+        log(
+            f"Training the {self.name if self.name != 'teacher' else 'teacher'} "
+            f"({section['architecture']}/{section['size']}, "
+            f"{self.model.count_params():,} parameters, {section['epochs']} epochs)"
+        )
+        seed = config["training"]["seed"]
+        # A Distiller built to check the set-up froze it.
+        self.model.trainable = True
+        self.history, self.seconds = train_plain(
+            self.model, config, data, epochs=section["epochs"],
+            learning_rate=section["learning_rate"], seed=seed, verbose=verbose,
+            callbacks=callbacks,
+        )
+        check_finite(self.history, self.name)
+        saving.save_model(
+            without_training_state(self.model), os.path.join(write_folder, teacher_file(self.name))
+        )
+        atomic_write_json(
+            os.path.join(write_folder, teacher_file(self.name) + ".json"),
+            {"fingerprint": self.digest, "history": self.history, "seconds": self.seconds},
+        )
+
+    def file_bytes(self, folders):
+        """The size of the saved teacher file, from the first folder holding it."""
+        for folder in folders:
+            path = os.path.join(folder, teacher_file(self.name))
+            if os.path.exists(path):
+                return os.path.getsize(path)
+        return None
+
+
+def prepare_teachers(config, data, read_folder, *, log, unsafe=False):
+    """Plans every teacher of a config: load it, reuse it, or build it to train.
+
+    A teacher given by `path` is loaded; one trained before for the same
+    config and data (its record in `read_folder` matches) is reused; any
+    other is built untrained. Each is checked against the data's input shape
+    and class count before anything is trained or written.
+
+    Returns:
+        A list of `TeacherPlan`.
+
+    Raises:
+        ConfigError: for a teacher that does not fit the data.
+        saving.ModelFileError / UnsafeModelError: for a model file that
+            cannot be loaded safely.
+    """
+    plans = []
+    for name, section in teacher_sections(config):
+        role = "teacher" if name == "teacher" else f"teacher {name!r}"
+        if section["path"]:
+            log(f"Loading the {role} from {section['path']}")
+            model = saving.load_model(section["path"], unsafe=unsafe)
+            plan = TeacherPlan(name, section, model, "path")
+        else:
+            digest = _teacher_fingerprint(config, section, data)
+            saved = os.path.join(read_folder, teacher_file(name))
+            record = _read_record(saved + ".json")
+            if record.get("fingerprint") == digest and os.path.isfile(saved):
+                log(f"Reusing the {role} trained earlier: {saved}")
+                model = saving.load_model(saved)
+                plan = TeacherPlan(
+                    name, section, model, "reused", record.get("history"),
+                    record.get("seconds", 0.0), digest,
+                )
+            else:
+                model = architectures.build(
+                    section["architecture"],
+                    data.input_shape,
+                    data.num_classes,
+                    size=section["size"],
+                    seed=config["training"]["seed"],
+                    name=name,
+                )
+                plan = TeacherPlan(name, section, model, "trained", digest=digest)
+        check_model_fits_data(plan.model, role, data)
+        plans.append(plan)
+    return plans
+
+
+def _read_record(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def teacher_argument(plans):
+    """The `teacher` argument of a `Distiller`: one model, or `{name: model}`."""
+    if len(plans) == 1 and plans[0].name == "teacher":
+        return plans[0].model
+    return {plan.name: plan.model for plan in plans}
+
+
+def distiller_arguments(config):
+    """The `Distiller` keyword arguments a config's `distillation:` section gives."""
+    section = config["distillation"]
+    arguments = {
+        "distillation_losses": section["losses"],
+        "distillation_loss_weights": section["loss_weights"],
+        "student_loss_weight": section["student_loss_weight"],
+        "teacher_outputs": teacher_sections(config)[0][1]["teacher_outputs"],
+    }
+    if isinstance(config["teacher"], list):
+        arguments["teacher_weights"] = section["teacher_weights"]
+        arguments["ensemble"] = section["ensemble"]
+    return arguments
+
+
+def check_output_folder(folder):
+    """Raises `ConfigError` unless `folder` is (or can become) a writable folder.
+
+    Checked before any training, so that a run never fails at its end.
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(
+            f"The output folder {folder!r} is an existing file. Choose another `--output`."
+        )
+    probe = folder
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(os.path.abspath(probe)) if probe != os.path.dirname(probe) else ""
+    probe = probe or "."
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == folder else f" (its nearest existing parent {probe!r} is not)"
+        raise ConfigError(
+            f"The output folder {folder!r} is not writable{where}. Choose another `--output`."
+        )

@@ -1,0 +1,397 @@
+"""Job configs: YAML files read with `yaml.safe_load` and checked up front.
+
+A config is data. Every section has a fixed set of keys with types, defaults
+and ranges; an unknown key, a wrong type or an out-of-range value is an error
+that names the key, lists the valid choices and shows what was received,
+before any data is loaded or any model trained.
+
+`teacher:` is one teacher (a mapping) or several: a list of mappings, each
+with a `name`, or a mapping `{name: {...}}`; `distillation.teacher_weights`
+and `distillation.ensemble` then say how their outputs combine, and a loss
+reads one of them with `teacher: NAME`.
+
+Example (`tf-distill run job.yaml`):
+
+```yaml
+data: {source: digits, batch_size: 64}
+teacher: {architecture: cnn, size: large, epochs: 15}
+student: {architecture: cnn, size: small}
+distillation:
+  student_loss_weight: 0.1
+  losses: [{name: kd, temperature: 4.0}]
+training: {epochs: 20, learning_rate: 0.002}
+output: runs/digits
+```
+"""
+
+import os
+
+import yaml
+
+from tf_distill.architectures import SIZES
+from tf_distill.commands import checks
+from tf_distill.commands.caching import CACHE_MODES
+from tf_distill.commands.checks import ConfigError
+from tf_distill.commands.checks import show
+from tf_distill.distribute import STRATEGIES
+from tf_distill.export import QUANTIZATION_MODES
+from tf_distill.optimizers import OPTIMIZERS
+from tf_distill.teachers import ENSEMBLE_KINDS
+from tf_distill.teachers import TEACHER_OUTPUT_KINDS
+
+# The most YAML nodes a config may expand to, aliases counted at every use.
+MAX_NODES = 100_000
+
+
+def _losses(path, value):
+    from tf_distill import losses
+
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"`{path}` must be a non-empty list of loss names or "
+            f"{{name: ..., ...}} mappings. Received: {path}={show(value)}"
+        )
+    for index, item in enumerate(value):
+        try:
+            losses.get(item)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"`{path}[{index}]`: {error}") from None
+    return value
+
+
+# Each section: key -> (check, default). A default of `REQUIRED` must be given.
+SCHEMA = {
+    "data": {
+        "source": (checks.string(), "digits"),
+        "batch_size": (checks.number(low=1, integer=True), 64),
+        "validation_size": (checks.optional(checks.count_or_fraction), None),
+        "train_size": (checks.optional(checks.count_or_fraction), None),
+        "test_size": (checks.optional(checks.count_or_fraction), None),
+        "data_dir": (checks.optional(checks.string()), None),
+        "seed": (checks.number(low=0, integer=True), 0),
+    },
+    "teacher": {
+        "path": (checks.optional(checks.string()), None),
+        "architecture": (checks.string(), "cnn"),
+        "size": (checks.string(), "large"),
+        "epochs": (checks.number(low=0, integer=True), 10),
+        "learning_rate": (checks.number(low=0, low_open=True), 0.002),
+        "teacher_outputs": (checks.string(TEACHER_OUTPUT_KINDS), "logits"),
+    },
+    "student": {
+        "architecture": (checks.string(), "cnn"),
+        "size": (checks.string(), "small"),
+    },
+    "distillation": {
+        "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
+        "loss_weights": (checks.optional(checks.number_list), None),
+        "student_loss_weight": (checks.number(low=0, high=1), 0.5),
+        # Several teachers: their weights (a list, or a mapping by name) and
+        # how their outputs are combined.
+        "teacher_weights": (checks.optional(checks.teacher_weights), None),
+        "ensemble": (checks.optional(checks.string(ENSEMBLE_KINDS)), None),
+    },
+    "training": {
+        "epochs": (checks.number(low=1, integer=True), 10),
+        "learning_rate": (checks.number(low=0, low_open=True), 0.002),
+        "optimizer": (checks.string(OPTIMIZERS), "adam"),
+        "seed": (checks.number(low=0, integer=True), 0),
+        # Several paired seeds: the teacher is trained once, the student alone
+        # and distilled once per seed; the report gives mean ± std.
+        "seeds": (checks.optional(checks.seed_list), None),
+        "baseline": (checks.boolean, True),
+        "jit_compile": (checks.optional(checks.boolean), None),
+        # "mirrored": the GPUs of one machine; "multi_worker": processes or
+        # machines started with TF_CONFIG (docs/DISTRIBUTED.md).
+        "distribute": (checks.string(STRATEGIES), "none"),
+        # Teacher outputs computed once, not every epoch: "auto" caches in
+        # memory, or memory-mapped on disk for large data; "off" distills online.
+        "cache": (checks.string(CACHE_MODES), "auto"),
+    },
+    "export": {
+        "quantization": (checks.string(QUANTIZATION_MODES), "int8"),
+        "max_accuracy_drop": (checks.number(), 1.0),
+        "int8_io": (checks.boolean, False),
+        "allow_tf_ops": (checks.boolean, False),
+        "latency_runs": (checks.number(low=1, integer=True), 200),
+        "representative_size": (checks.number(low=1, integer=True), 200),
+        "per_channel": (checks.boolean, True),
+    },
+}
+_TOP_LEVEL = {
+    "output": (checks.string(), "runs/tf_distill"),
+    "unsafe": (checks.boolean, False),
+}
+_OPTIONAL_SECTIONS = ("export",)
+
+
+def _teachers(value):
+    """The `teacher:` section: one mapping, a list of them, or `{name: mapping}`."""
+    fields = SCHEMA["teacher"]
+    if value is None or (isinstance(value, dict) and set(value) <= set(fields)):
+        return checks.section("teacher", value, fields)
+    if isinstance(value, dict):
+        if not all(isinstance(item, dict) for item in value.values()):
+            checks.check_keys("teacher", value, fields)  # a misspelt key of one teacher
+        items = [{**item, "name": name} for name, item in value.items()]
+    elif isinstance(value, list) and value:
+        items = value
+    else:
+        raise ConfigError(
+            "`teacher` must be a mapping (one teacher), a non-empty list of "
+            "mappings with a `name` each, or a mapping {name: {...}} (several). "
+            f"Received: teacher={show(value)}"
+        )
+    teachers = []
+    for index, item in enumerate(items):
+        path = f"teacher[{index}]"
+        item = checks.mapping(path, item)
+        name = checks.string()(f"{path}.name", item.get("name", f"teacher_{index}"))
+        section = checks.section(path, {k: v for k, v in item.items() if k != "name"}, fields)
+        teachers.append({"name": name, **section})
+    names = [teacher["name"] for teacher in teachers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Each teacher needs its own `name`. Received: names {names}")
+    kinds = {teacher["teacher_outputs"] for teacher in teachers}
+    if len(kinds) > 1:
+        raise ConfigError(
+            "Every teacher must give the same `teacher_outputs` (logits or "
+            f"probabilities). Received: {sorted(kinds)}"
+        )
+    return teachers
+
+
+def teacher_sections(config):
+    """`[(name, section)]`: one `("teacher", section)` or each named teacher."""
+    teacher = config["teacher"]
+    if isinstance(teacher, dict):
+        return [("teacher", teacher)]
+    return [(item["name"], item) for item in teacher]
+
+
+def teacher_outputs(config):
+    """The kind of output every teacher gives: `"logits"` or `"probabilities"`."""
+    return teacher_sections(config)[0][1]["teacher_outputs"]
+
+
+def validate(raw):
+    """Checks a config mapping and fills in defaults.
+
+    Args:
+        raw: The mapping read from YAML (or built in Python).
+
+    Returns:
+        A new dict with every section and key present.
+
+    Raises:
+        ConfigError: naming the first key that is unknown, of the wrong type
+            or out of range, with the valid choices.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"A config must be a mapping of sections. Received: {type(raw).__name__}"
+        )
+    checks.check_keys("", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
+    config = {}
+    for key, (check, default) in _TOP_LEVEL.items():
+        config[key] = check(key, raw[key]) if key in raw else default
+    for section, fields in SCHEMA.items():
+        if section == "teacher":
+            config[section] = _teachers(raw.get(section))
+        elif section in _OPTIONAL_SECTIONS and raw.get(section) is None:
+            config[section] = None
+        else:
+            config[section] = checks.section(section, raw.get(section), fields)
+    distillation = config["distillation"]
+    weights = distillation["loss_weights"]
+    n_losses = len(distillation["losses"])
+    if weights is not None and len(weights) != n_losses:
+        raise ConfigError(
+            f"`distillation.loss_weights` has {len(weights)} entries for "
+            f"{n_losses} losses. Received: distillation.loss_weights={show(weights)}"
+        )
+    _check_teacher_references(config)
+    config["tuning"] = None if raw.get("tuning") is None else validate_tuning(raw["tuning"])
+    _check_choices(config)
+    return config
+
+
+def _check_teacher_references(config):
+    """Teacher weights, the ensemble and each loss's `teacher` name real teachers."""
+    names = [name for name, _ in teacher_sections(config)]
+    distillation = config["distillation"]
+    several = len(names) > 1 or isinstance(config["teacher"], list)
+    for key in ("teacher_weights", "ensemble"):
+        if distillation[key] is not None and not several:
+            raise ConfigError(
+                f"`distillation.{key}` applies to several teachers: give `teacher` as "
+                f"a list or a mapping of teachers. Received: distillation.{key}="
+                f"{show(distillation[key])}"
+            )
+    weights = distillation["teacher_weights"]
+    if isinstance(weights, list) and len(weights) != len(names):
+        raise ConfigError(
+            f"`distillation.teacher_weights` has {len(weights)} entries for "
+            f"{len(names)} teachers {names}. Received: {show(weights)}"
+        )
+    if isinstance(weights, dict) and set(weights) != set(names):
+        raise ConfigError(
+            f"`distillation.teacher_weights` must name each teacher once: {names}. "
+            f"Received: {sorted(weights)}"
+        )
+    for index, loss in enumerate(distillation["losses"]):
+        teacher = loss.get("teacher") if isinstance(loss, dict) else None
+        if teacher is not None and (not several or teacher not in names):
+            raise ConfigError(
+                f"`distillation.losses[{index}].teacher` must name one of the teachers "
+                f"{names if several else '(there is only one)'}. Received: "
+                f"teacher={show(teacher)}"
+            )
+
+
+# The `tuning:` section of a config (`tf-distill tune`): key -> (check, default).
+def _tuning_schema():
+    # Imported here: keras_tuner loads only for `tf-distill tune`.
+    from tf_distill.tuning import TUNERS
+
+    return {
+        "tuner": (checks.string(tuple(TUNERS)), "random"),
+        "max_trials": (checks.number(low=1, integer=True), 10),
+        "executions_per_trial": (checks.number(low=1, integer=True), 1),
+        # The student's validation accuracy; a name with "loss" or "error" is minimized.
+        "objective": (checks.string(), "val_accuracy"),
+        "temperature_min": (checks.number(low=0, low_open=True), 1.0),
+        "temperature_max": (checks.number(low=0, low_open=True), 20.0),
+        "student_loss_weight_min": (checks.number(low=0, high=1), 0.0),
+        "student_loss_weight_max": (checks.number(low=0, high=1), 1.0),
+        "tune_learning_rate": (checks.boolean, False),
+        "learning_rate_min": (checks.number(low=0, low_open=True), 1e-4),
+        "learning_rate_max": (checks.number(low=0, low_open=True), 1e-2),
+        "tune_width": (checks.boolean, False),
+        "width_min": (checks.number(low=0, low_open=True), 0.5),
+        "width_max": (checks.number(low=0, low_open=True), 2.0),
+        "hyperband_factor": (checks.number(low=2, integer=True), 3),
+        "overwrite": (checks.boolean, False),
+        "cache": (checks.string(CACHE_MODES), "auto"),
+        "seed": (checks.optional(checks.number(low=0, integer=True)), None),
+        "max_consecutive_failed_trials": (checks.number(low=1, integer=True), 3),
+        "wait_seconds": (checks.number(low=0, low_open=True), 600.0),
+    }
+
+
+TUNED_RANGES = ("temperature", "student_loss_weight", "learning_rate", "width")
+
+
+def validate_tuning(section):
+    """Checks a config's `tuning:` section and fills in defaults.
+
+    Raises:
+        ConfigError: for an unknown key, a wrong type, an out-of-range value
+            or a range whose minimum exceeds its maximum.
+    """
+    result = checks.section("tuning", section, _tuning_schema())
+    for name in TUNED_RANGES:
+        low, high = result[f"{name}_min"], result[f"{name}_max"]
+        if low > high:
+            raise ConfigError(
+                f"`tuning.{name}_min` must be <= `tuning.{name}_max`. Received: "
+                f"tuning.{name}_min={low!r}, tuning.{name}_max={high!r}"
+            )
+    return result
+
+
+def _check_choices(config):
+    from tf_distill import architectures
+
+    valid = architectures.names()
+    roles = [(f"teacher[{i}]" if isinstance(config["teacher"], list) else "teacher", section)
+             for i, (_, section) in enumerate(teacher_sections(config))]
+    for role, section in roles + [("student", config["student"])]:
+        name = section["architecture"]
+        if name not in valid:
+            raise ConfigError(
+                f"Invalid value for `{role}.architecture`. Expected one of "
+                f"{valid}. Received: {role}.architecture={show(name)}"
+            )
+        size = section["size"]
+        if size not in SIZES:
+            raise ConfigError(
+                f"Invalid value for `{role}.size`. Expected one of "
+                f"{list(SIZES)}. Received: {role}.size={show(size)}"
+            )
+    for role, section in roles:
+        path = section["path"]
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(
+                f"`{role}.path` is not a readable file. Received: {role}.path={show(path)}"
+            )
+
+
+def _expanded_size(node, sizes=None):
+    """The number of nodes a YAML node expands to, each alias counted at each use."""
+    sizes = {} if sizes is None else sizes
+    if id(node) in sizes:
+        return sizes[id(node)]
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size
+    return size
+
+
+def parse(text, where="the config"):
+    """Parses YAML text into a mapping, refusing documents that expand too far.
+
+    Raises:
+        ConfigError: for invalid YAML or a document of more than `MAX_NODES`
+            nodes once its aliases are expanded (an "alias bomb").
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node) > MAX_NODES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_NODES:,} YAML nodes once its "
+                "aliases (`*name`) are expanded; a config is far smaller. Write "
+                "the values out, or remove the aliases."
+            )
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where} is not valid YAML: {error}") from None
+
+
+def load(path):
+    """Reads and validates a YAML config file.
+
+    Relative paths inside it (`data.source`, `teacher.path`, `output`) are
+    resolved against the current directory, as a user typing them expects.
+
+    Raises:
+        ConfigError: if the file cannot be read, is not YAML, is empty, or is
+            invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise ConfigError(f"Cannot read the config file {path!r}: {error.strerror}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"The config file {path!r} is not UTF-8 text.") from None
+    raw = parse(text, where=f"The config file {path!r}")
+    if not raw:
+        raise ConfigError(
+            f"The config file {path!r} is empty. Give at least the sections to "
+            "change (e.g. `data: {source: digits}`); `tf-distill demo` runs the "
+            "default job."
+        )
+    return validate(raw)
+
+
+def default():
+    """The demo's config: the embedded digits, CNN teacher and student."""
+    return validate({"output": "runs/demo"})

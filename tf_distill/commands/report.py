@@ -1,0 +1,231 @@
+"""The run report: the comparison over paired seeds, in words, tables and plots."""
+
+import math
+import os
+
+from tf_distill.files import atomic_path
+from tf_distill.files import atomic_write
+from tf_distill.plotting import pyplot
+
+
+def mean_std(values):
+    """`(mean, sample standard deviation)`; the deviation is 0 for one value."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def seed_comparison(rows):
+    """Compares the distilled student with the student alone, seed by seed.
+
+    Args:
+        rows: The run's model rows (`model`, `seed`, `test_errors`, ...).
+
+    Returns:
+        None without both kinds of rows; else a dict with the per-seed
+        error counts (`alone`, `distilled`), `improved` (the number of seeds
+        with fewer errors), `seeds`, means and standard deviations, a
+        `verdict` (`"better"`, `"worse"` or `"no reliable difference"`) and
+        the `sentence` that says it.
+
+    The verdict is "better" only when distillation gave fewer errors on
+    every one of at least two seeds, "worse" when it gave more on every one;
+    anything else is no reliable difference, as is a single seed.
+    """
+    alone = {r["seed"]: r for r in rows if r["model"] == "student alone"}
+    distilled = {r["seed"]: r for r in rows if r["model"] == "distilled student"}
+    seeds = [seed for seed in distilled if seed in alone]
+    if not seeds:
+        return None
+    alone_errors = [alone[s]["test_errors"] for s in seeds]
+    distilled_errors = [distilled[s]["test_errors"] for s in seeds]
+    improved = sum(d < a for a, d in zip(alone_errors, distilled_errors))
+    worse = sum(d > a for a, d in zip(alone_errors, distilled_errors))
+    n = len(seeds)
+    total = alone[seeds[0]]["test_examples"]
+    alone_mean, alone_std = mean_std(alone_errors)
+    distilled_mean, distilled_std = mean_std(distilled_errors)
+    counts = (
+        f"{alone_mean:.1f} ± {alone_std:.1f} → {distilled_mean:.1f} ± {distilled_std:.1f} "
+        f"test errors of {total:,} (student alone → distilled; per seed "
+        f"{alone_errors} → {distilled_errors})"
+    )
+    if n >= 2 and improved == n:
+        verdict = "better"
+        sentence = f"Distillation helped: fewer errors on {improved} of {n} seeds, {counts}."
+    elif n >= 2 and worse == n:
+        verdict = "worse"
+        sentence = (
+            f"Distillation made the student worse: more errors on {worse} of {n} seeds, "
+            f"{counts}. Try `tf-distill tune` to search the temperature and α."
+        )
+    else:
+        verdict = "no reliable difference"
+        why = (
+            "one seed cannot show one: set `training.seeds` (3 or more)"
+            if n == 1
+            else f"fewer errors on {improved}, more on {worse} of {n} seeds"
+        )
+        sentence = f"No reliable difference between distilled and alone ({why}): {counts}."
+        if distilled_mean > alone_mean:
+            sentence += (
+                " On average distillation made the student worse: try `tf-distill tune` "
+                "to search the temperature and α."
+            )
+    return {
+        "seeds": seeds,
+        "alone": alone_errors,
+        "distilled": distilled_errors,
+        "improved": improved,
+        "worse": worse,
+        "alone_mean": alone_mean,
+        "alone_std": alone_std,
+        "distilled_mean": distilled_mean,
+        "distilled_std": distilled_std,
+        "test_examples": total,
+        "verdict": verdict,
+        "sentence": sentence,
+    }
+
+
+def plot_curves(histories, path, title="Training curves"):
+    """Plots validation accuracy and loss per epoch for each run.
+
+    Args:
+        histories: `{label: history_dict}` (Keras `History.history`).
+        path: The PNG to write.
+        title: The figure's title.
+    """
+    plt = pyplot()
+    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, history in histories.items():
+        for axis, key in ((accuracy_axis, "accuracy"), (loss_axis, "loss")):
+            values = history.get(f"val_{key}") or history.get(key)
+            if values:
+                axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    accuracy_axis.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    loss_axis.set(title="Validation loss (labels)", xlabel="epoch", ylabel="loss")
+    for axis in (accuracy_axis, loss_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+
+
+def plot_comparison(rows, path, title="Test errors"):
+    """Test errors per model kind: mean bars, ± std error bars and each seed's point.
+
+    The axis starts at 0 errors, so bar heights compare honestly.
+    """
+    plt = pyplot()
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["model"], []).append(row["test_errors"])
+    labels = list(groups)
+    stats = [mean_std(groups[label]) for label in labels]
+    figure, axis = plt.subplots(figsize=(6.5, 3.8))
+    colors = ["#888888", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2"]
+    bars = axis.bar(
+        labels, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=6,
+        color=[colors[i % len(colors)] for i in range(len(labels))], alpha=0.8,
+    )
+    for index, label in enumerate(labels):
+        values = groups[label]
+        axis.scatter([index] * len(values), values, color="black", s=12, zorder=3)
+    for bar, (mean, std) in zip(bars, stats):
+        text = f"{mean:.1f}" + (f" ± {std:.1f}" if std else "")
+        axis.annotate(text, (bar.get_x() + bar.get_width() / 2, mean + std),
+                      ha="center", va="bottom", fontsize=9)
+    axis.set_ylim(0, max(m + s for m, s in stats) * 1.2 + 1)
+    seeds = max(len(v) for v in groups.values())
+    axis.set(title=f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''}; "
+             "dots: each seed)", ylabel="test errors (count)")
+    axis.title.set_fontsize(10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+
+
+def markdown_table(rows, columns):
+    """Renders `rows` (dicts) as a Markdown table of `columns` `[(key, header, fmt)]`."""
+    lines = [
+        "| " + " | ".join(header for _, header, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            cells.append("—" if value is None else format(value, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+RESULT_COLUMNS = [
+    ("model", "model", "s"),
+    ("seed", "seed", "d"),
+    ("test_errors", "test errors", ",d"),
+    ("test_accuracy", "test accuracy", ".4f"),
+    ("test_error", "test error", ".4f"),
+    ("test_loss", "test loss", ".4f"),
+    ("parameters", "parameters", ",d"),
+    ("file_bytes", "file size (bytes)", ",d"),
+    ("train_seconds", "training time (s)", ".1f"),
+]
+
+
+def write_report(output_dir, results, histories, config_text=None):
+    """Writes `report.md`, `curves.png` and `comparison.png` into `output_dir`.
+
+    Args:
+        output_dir: The run's folder.
+        results: The run's metrics (`metrics.json` content).
+        histories: `{label: history_dict}` for the curves.
+        config_text: The config as YAML, quoted at the end.
+
+    Returns:
+        The names of the files written, in the order written.
+    """
+    written = []
+    if histories:
+        plot_curves(histories, os.path.join(output_dir, "curves.png"))
+        written.append("curves.png")
+    plot_comparison(results["models"], os.path.join(output_dir, "comparison.png"))
+    written.append("comparison.png")
+    data = results["data"]
+    lines = [
+        "# tf_distill run report",
+        "",
+        f"Data: **{data['name']}** — {data['train']} train, {data['validation']} "
+        f"validation, {data['test']} test examples, {data['num_classes']} classes.",
+        "",
+    ]
+    comparison = results.get("comparison")
+    if comparison:
+        lines += [f"**{comparison['sentence']}**", ""]
+    for warning in results.get("warnings") or []:
+        lines += [f"> **Warning:** {warning}", ""]
+    lines += [
+        markdown_table(results["models"], RESULT_COLUMNS),
+        "",
+        "## Test errors",
+        "",
+        "![comparison](comparison.png)",
+        "",
+    ]
+    if histories:
+        lines += ["## Training curves", "", "![training curves](curves.png)", ""]
+    export = results.get("export")
+    if export:
+        lines += ["## LiteRT export", "", export.get("markdown", ""), ""]
+    if config_text:
+        lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
+    atomic_write(os.path.join(output_dir, "report.md"), "\n".join(lines))
+    written.append("report.md")
+    return written

@@ -1,0 +1,476 @@
+"""`tf-distill run`: a whole distillation job from a validated config.
+
+Data → teachers (loaded, or trained from a named architecture) → for each
+seed of `training.seeds`, the student trained alone (the baseline) and
+distilled from the same initial weights → test metrics, saved students,
+`metrics.json` and `report.md` with plots.
+
+Nothing is written to the output folder until the config, the data and the
+teachers have been checked against each other. A killed run resumes from its
+last finished phase or epoch; a run of another config or other data in the
+same folder is refused (or started afresh with `restart=True`).
+
+`training.distribute` spreads every phase over devices: `mirrored` (the GPUs
+of one machine) or `multi_worker` (several processes or machines, each
+started with its own `TF_CONFIG`). With several workers, every worker runs
+the same job, but only the chief writes the output folder; the others write
+to a scratch folder that is removed at the end. See docs/DISTRIBUTED.md.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import yaml
+
+from tf_distill import distribute
+from tf_distill import saving
+from tf_distill.backend import keras
+from tf_distill.callbacks import KeepLastGoodModel
+from tf_distill.callbacks import StopOnNonFiniteLoss
+from tf_distill.callbacks import TrainingDivergedError
+from tf_distill.commands import common
+from tf_distill.commands.caching import cached_dataset
+from tf_distill.commands.caching import should_cache
+from tf_distill.commands.config import ConfigError
+from tf_distill.commands.report import seed_comparison
+from tf_distill.commands.report import write_report
+from tf_distill.distiller import Distiller
+from tf_distill.files import atomic_write_json
+from tf_distill.optimizers import make_optimizer
+
+STATE_FILE = "run_state.json"
+
+
+def config_hash(config, data=None):
+    """A fingerprint of everything in `config` (and the data) that changes the results."""
+    return common.fingerprint({k: v for k, v in config.items() if k != "output"}, data)
+
+
+class Job:
+    """Runs one config. `Job(config).run()` returns the metrics dict.
+
+    Files are read from the output folder (`shared_path`: a run to resume, a
+    teacher trained before an interruption) and written to this process's
+    folder (`path`): the output folder on the chief, a scratch folder on the
+    other workers of a `multi_worker` run.
+
+    Args:
+        config: A validated config (`tf_distill.commands.config`).
+        verbose: 0 (no progress bars), 1 (bars) or 2 (a line per epoch).
+        log: A `print`-like callable for the phase lines.
+        restart: Start afresh in a folder that holds a run of another
+            config or other data, instead of refusing.
+    """
+
+    def __init__(self, config, verbose=1, log=print, restart=False):
+        self.config = config
+        self.verbose = verbose
+        self.log = log
+        self.restart = restart
+        self.output = config["output"]
+        self.folder = self.output
+        self.is_chief = True
+        self.hash = None
+        self.state = {"phases": {}}
+        self.claimed = False
+
+    def path(self, *names):
+        """A path in the folder this process writes."""
+        return os.path.join(self.folder, *names)
+
+    def shared_path(self, *names):
+        """A path in the run's output folder (what every worker reads)."""
+        return os.path.join(self.output, *names)
+
+    # ------------------------------------------------------------------
+    # The run's state: what is done, for which config and data.
+
+    def read_state(self):
+        """Reads the state of an interrupted run; refuses another config's.
+
+        A folder that holds only the state of a run that never finished a
+        phase nor an epoch (say, one refused before training) does not block.
+        """
+        path = self.shared_path(STATE_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        started = state.get("phases") or os.path.isdir(self.shared_path(".backup"))
+        if state.get("config_hash") != self.hash and started:
+            if not self.restart:
+                raise ConfigError(
+                    f"The output folder {self.output!r} holds a run of a different "
+                    f"config or data (fingerprint {state.get('config_hash')} there, "
+                    f"{self.hash} now). Resuming with a change would mix results: use "
+                    "another `--output`, pass `--restart` to start over in it, or "
+                    "delete the folder."
+                )
+            self.log(f"Starting over in {self.output} (--restart)")
+            shutil.rmtree(self.shared_path(".backup"), ignore_errors=True)
+            return
+        if state.get("config_hash") != self.hash:
+            return
+        self.state = state
+        if self.is_chief and state["phases"]:  # it speaks for every worker
+            self.log(f"Resuming the run in {self.output} (done: {', '.join(state['phases'])})")
+
+    def claim(self):
+        """Writes the state file before the first training, tying backups to this run."""
+        if not self.claimed:
+            os.makedirs(self.folder, exist_ok=True)
+            atomic_write_json(self.path(STATE_FILE), self.state)
+            self.claimed = True
+
+    def save_phase(self, phase, **values):
+        self.state["phases"][phase] = values
+        self.claim()
+        atomic_write_json(self.path(STATE_FILE), self.state)
+
+    def done(self, phase, filename):
+        return phase in self.state["phases"] and os.path.exists(self.shared_path(filename))
+
+    def resume_point(self):
+        """What this process would resume: finished phases, backed-up epochs."""
+        backups = {}
+        folder = self.shared_path(".backup")
+        for phase in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+            metadata = os.path.join(folder, phase, "training_metadata.json")
+            if os.path.exists(metadata):
+                with open(metadata, encoding="utf-8") as handle:
+                    backups[phase] = handle.read()
+        return json.dumps({"phases": sorted(self.state["phases"]), "backups": backups},
+                          sort_keys=True)
+
+    def backup(self, phase):
+        """A `BackupAndRestore` callback resuming an interrupted `phase`.
+
+        Keras's `BackupAndRestore` reads and writes one folder. A worker
+        other than the chief restores from a copy of the chief's backup (on
+        a file system every worker shares) and saves into its scratch
+        folder, so the chief's backup has one writer.
+        """
+        shared = self.shared_path(".backup", phase)
+        own = self.path(".backup", phase)
+        metadata = os.path.join(shared, "training_metadata.json")
+        if os.path.exists(metadata) and not _is_json(metadata):
+            # Keras writes this file in place: a kill mid-write leaves it
+            # truncated, and the backup cannot be trusted. Redo the phase.
+            self.log(f"The backup of {phase} was cut off mid-write; that phase starts over")
+            shutil.rmtree(shared, ignore_errors=True)
+        if own != shared and os.path.isdir(shared):
+            shutil.copytree(shared, own, dirs_exist_ok=True)
+        return keras.callbacks.BackupAndRestore(own, double_checkpoint=True)
+
+    def file_bytes(self, filename):
+        # A worker that reused a file read it from the shared output folder.
+        path = self.path(filename)
+        return os.path.getsize(path if os.path.exists(path) else self.shared_path(filename))
+
+    # ------------------------------------------------------------------
+    # The phases.
+
+    def seeds(self):
+        training = self.config["training"]
+        return training["seeds"] or [training["seed"]]
+
+    def suffix(self, seed):
+        return "" if self.config["training"]["seeds"] is None else f"_seed{seed}"
+
+    def baseline(self, data, initial_weights, seed):
+        """Trains the student alone from `initial_weights`; returns `(model, history, s)`."""
+        training = self.config["training"]
+        phase, filename = f"baseline{self.suffix(seed)}", f"student_alone{self.suffix(seed)}.keras"
+        if self.done(phase, filename):
+            self.log(f"Reusing the student trained alone{self.seed_text(seed)} before")
+            values = self.state["phases"][phase]
+            return saving.load_model(self.shared_path(filename)), values["history"], values[
+                "seconds"]
+        model = common.build_student(self.config, data, "student_alone", seed=seed)
+        model.set_weights(initial_weights)
+        self.log(
+            f"Training the student alone{self.seed_text(seed)} "
+            f"({model.count_params():,} parameters, {training['epochs']} epochs)"
+        )
+        self.claim()
+        history, seconds = common.train_plain(
+            model, self.config, data, epochs=training["epochs"],
+            learning_rate=training["learning_rate"], seed=seed, verbose=self.verbose,
+            callbacks=[self.backup(phase)],
+        )
+        common.check_finite(history, "student trained alone")
+        saving.save_model(common.without_training_state(model), self.path(filename))
+        self.save_phase(phase, history=history, seconds=seconds)
+        return model, history, seconds
+
+    def seed_text(self, seed):
+        return "" if self.config["training"]["seeds"] is None else f" (seed {seed})"
+
+    def distill(self, teacher, student, data, seed):
+        """Distills into `student`; returns `(history, seconds)`."""
+        training = self.config["training"]
+        distiller = Distiller(teacher=teacher, student=student,
+                              **common.distiller_arguments(self.config))
+        distiller.compile(
+            optimizer=make_optimizer(training["optimizer"], training["learning_rate"]),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=common.jit_compile(self.config),
+        )
+        batch = self.config["data"]["batch_size"]
+        diverged = StopOnNonFiniteLoss()
+        last_good = self.path("student_last_good.keras")
+        self.claim()
+        start = time.perf_counter()  # a cache build counts in the distillation time
+        train, validation = self.distillation_data(distiller, data, batch, seed)
+        history = distiller.fit(
+            train,
+            validation_data=validation,
+            epochs=training["epochs"],
+            verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=[diverged, KeepLastGoodModel(student, last_good),
+                       self.backup(f"distill{self.suffix(seed)}")],
+        )
+        if diverged.diverged_at is not None:
+            epoch, step, loss = diverged.diverged_at
+            kept = (
+                f"The last good student is kept at {last_good}."
+                if os.path.exists(last_good)
+                else "No epoch finished with a finite loss, so no student was saved."
+            )
+            raise TrainingDivergedError(
+                f"Distillation diverged: the loss became {loss} at epoch {epoch}, "
+                f"step {step}. {kept} Lower `training.learning_rate` or the "
+                "temperature, and check the data for extreme values."
+            )
+        return common.history_dict(history), time.perf_counter() - start
+
+    def distillation_data(self, distiller, data, batch, seed):
+        """Train and validation pipelines, with the teacher's outputs cached
+        when that is safe (`training.cache`)."""
+        mode, reason = should_cache(self.config, data)
+        self.log(reason)
+        if mode == "off":
+            return (
+                common.dataset(data, "train", batch, shuffle=True, seed=seed),
+                common.dataset(data, "validation", batch),
+            )
+        directory = self.path("teacher_cache")
+        return tuple(
+            distribute.shard_by_data(
+                cached_dataset(
+                    distiller, data, split, batch, mode=mode, directory=directory,
+                    seed=seed if split == "train" else None, log=self.log,
+                )
+            )
+            for split in ("train", "validation")
+        )
+
+    # ------------------------------------------------------------------
+    # The whole run.
+
+    def run(self):
+        """Runs the job; writes the output folder; returns the metrics.
+
+        With `training.distribute: multi_worker`, call it in every worker
+        before any other TensorFlow code of the process (see
+        docs/DISTRIBUTED.md).
+        """
+        common.check_output_folder(self.output)
+        # First: a multi-worker strategy must exist before any TensorFlow op.
+        strategy = distribute.make_strategy(self.config["training"]["distribute"])
+        task = distribute.other_worker(strategy)
+        if task is not None:
+            # Keras's multi-worker saving pattern: every worker saves (saving
+            # may read variables synchronized across workers), only the
+            # chief where it stays.
+            task_type, task_index = task
+            self.is_chief = False
+            self.folder = tempfile.mkdtemp(prefix=f"tf_distill_{task_type}_{task_index}_")
+            self.log(
+                f"Worker {task_type}:{task_index}: the chief writes {self.output}; "
+                f"this worker's files go to {self.folder}, removed at the end"
+            )
+        fixes = contextlib.nullcontext()
+        if distribute.is_multi_worker(strategy):
+            fixes = distribute.keras_multi_worker_fixes()
+        try:
+            with fixes, strategy.scope():
+                return self.run_in(strategy)
+        finally:
+            if task is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            elif os.path.isdir(self.path(".backup")) and not os.listdir(self.path(".backup")):
+                os.rmdir(self.path(".backup"))
+
+    def run_in(self, strategy):
+        training = self.config["training"]
+        keras.utils.set_random_seed(training["seed"])
+        data = common.load_data(self.config["data"])
+        self.hash = config_hash(self.config, data)
+        self.state = {"config_hash": self.hash, "phases": {}}
+        self.read_state()
+        distribute.check_workers_agree(strategy, self.resume_point(), self.output)
+        batch = self.config["data"]["batch_size"]
+        self.log(
+            f"Data: {data.name}: {len(data.x_train)} train, {len(data.x_val)} validation, "
+            f"{len(data.x_test)} test, {data.num_classes} classes, input {data.input_shape}"
+        )
+        unsafe = self.config["unsafe"]
+        plans = common.prepare_teachers(self.config, data, self.output, log=self.log,
+                                        unsafe=unsafe)
+        # Validate the distillation set-up before anything is trained or written.
+        student = common.build_student(self.config, data, "student")
+        common.check_model_fits_data(student, "student", data)
+        Distiller(teacher=common.teacher_argument(plans), student=student,
+                  **common.distiller_arguments(self.config))
+        for plan in plans:
+            if plan.needs_training:
+                self.claim()
+                plan.train(self.config, data, self.folder, log=self.log, verbose=self.verbose,
+                           callbacks=[self.backup(plan.name)])
+                self.save_phase(plan.name, seconds=plan.seconds)
+        teacher = common.teacher_argument(plans)
+
+        histories, rows = {}, []
+        for plan in plans:
+            row = {"model": plan.name, "seed": None,
+                   "parameters": int(plan.model.count_params()), "train_seconds": plan.seconds}
+            row.update(common.test_metrics(plan.model, data, batch))
+            if plan.source != "path":
+                row["file_bytes"] = plan.file_bytes([self.folder, self.output])
+            rows.append(row)
+            if plan.history:
+                histories[plan.name] = plan.history
+        warnings = []
+        teacher_accuracy = {
+            plan.name: common.validation_accuracy(plan.model, data, batch) for plan in plans
+        }
+        for seed in self.seeds():
+            rows += self.run_seed(teacher, data, seed, histories, warnings, teacher_accuracy)
+        if os.path.exists(self.path("student_last_good.keras")):
+            os.remove(self.path("student_last_good.keras"))
+
+        results = {
+            "data": {
+                "name": data.name,
+                "identity": common.data_identity(data),
+                "train": len(data.x_train),
+                "validation": len(data.x_val),
+                "test": len(data.x_test),
+                "num_classes": data.num_classes,
+            },
+            "seeds": self.seeds(),
+            "models": rows,
+            "histories": histories,
+            "warnings": warnings,
+        }
+        results["comparison"] = seed_comparison(rows)
+        results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
+        if self.config.get("export"):
+            results["export"] = self.export(student if len(self.seeds()) == 1 else
+                                            saving.load_model(self.path(
+                                                f"student{self.suffix(self.seeds()[0])}.keras")),
+                                            data)
+        atomic_write_json(self.path("metrics.json"), results)
+        results["files"] = write_report(
+            self.folder, results, histories,
+            config_text=yaml.safe_dump(self.config, sort_keys=False),
+        )
+        return results
+
+    def run_seed(self, teacher, data, seed, histories, warnings, teacher_accuracy):
+        """The student alone and distilled, from the same initial weights, for one seed."""
+        training = self.config["training"]
+        batch = self.config["data"]["batch_size"]
+        suffix = self.suffix(seed)
+        rows = []
+        student = common.build_student(self.config, data, "student", seed=seed)
+        initial_weights = student.get_weights()
+        if training["baseline"]:
+            baseline, history, seconds = self.baseline(data, initial_weights, seed)
+            histories[f"student alone{self.seed_text(seed)}"] = history
+            alone = {"model": "student alone", "seed": seed,
+                     "parameters": int(baseline.count_params()), "train_seconds": seconds}
+            alone.update(common.test_metrics(baseline, data, batch))
+            alone["file_bytes"] = self.file_bytes(f"student_alone{suffix}.keras")
+            rows.append(alone)
+            warning = weak_teacher_warning(
+                teacher_accuracy, common.validation_accuracy(baseline, data, batch),
+                self.seed_text(seed),
+            )
+            if warning:
+                self.log(f"Warning: {warning}")
+                warnings.append(warning)
+        self.log(f"Distilling into the student{self.seed_text(seed)} "
+                 f"({training['epochs']} epochs)")
+        keras.utils.set_random_seed(seed)
+        history, seconds = self.distill(teacher, student, data, seed)
+        histories[f"distilled student{self.seed_text(seed)}"] = history
+        row = {"model": "distilled student", "seed": seed,
+               "parameters": int(student.count_params()), "train_seconds": seconds}
+        row.update(common.test_metrics(student, data, batch))
+        row["file_bytes"] = saving.save_model(student, self.path(f"student{suffix}.keras"))
+        rows.append(row)
+        return rows
+
+    def export(self, student, data):
+        """Exports the distilled student to LiteRT as the `export:` section says."""
+        from tf_distill.export import export_litert
+
+        config = self.config["export"]
+        size = config["representative_size"]
+        path = self.path(f"student_{config['quantization']}.tflite")
+        self.log(f"Exporting the student to LiteRT ({config['quantization']}): {path}")
+        report = export_litert(
+            student,
+            path,
+            quantization=config["quantization"],
+            representative_data=data.x_train[:size],
+            validation_data=(data.x_test, data.y_test),
+            max_accuracy_drop=config["max_accuracy_drop"],
+            int8_io=config["int8_io"],
+            allow_tf_ops=config["allow_tf_ops"],
+            latency_runs=config["latency_runs"],
+            per_channel=config["per_channel"],
+            report_path=self.path("export.md"),
+        )
+        result = report.to_dict()
+        result["markdown"] = report.to_markdown()
+        return result
+
+
+def _is_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def weak_teacher_warning(teacher_accuracy, alone_accuracy, seed_text=""):
+    """The warning for a teacher no better than the student alone, or None.
+
+    Args:
+        teacher_accuracy: `{teacher name: validation accuracy}`.
+        alone_accuracy: The student trained alone's validation accuracy.
+    """
+    name, best = max(teacher_accuracy.items(), key=lambda item: item[1])
+    if best > alone_accuracy:
+        return None
+    return (
+        f"The {name} is no better than the student trained alone on the validation "
+        f"data{seed_text} ({best:.4f} vs {alone_accuracy:.4f}): distilling from it "
+        "can only pass its mistakes on. Train the teacher longer or use a larger one."
+    )
+
+
+def run(config, verbose=1, log=print, restart=False):
+    """Runs a validated config (see `tf_distill.commands.config`); returns the metrics."""
+    return Job(config, verbose=verbose, log=log, restart=restart).run()

@@ -1,0 +1,258 @@
+"""`tf-distill tune`: a search of T and α (and more) from a config.
+
+It runs standalone, or as the chief or a worker of Keras Tuner's
+distributed mode, configured by the `KERASTUNER_TUNER_ID`,
+`KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT` environment variables:
+the chief obtains the teacher (as `tf-distill run` does: loaded, reused or
+trained, checked against the data), serves the oracle and writes the
+results; each worker loads the teacher the chief saved, caches its outputs,
+and runs trials.
+"""
+
+import os
+import time
+
+from tf_distill import saving
+from tf_distill.backend import keras
+from tf_distill.cache import build_teacher_cache
+from tf_distill.commands import common
+from tf_distill.commands.caching import should_cache
+from tf_distill.commands.config import ConfigError
+from tf_distill.commands.config import teacher_outputs
+from tf_distill.commands.config import validate_tuning
+from tf_distill.files import atomic_write_json
+from tf_distill.losses import get as get_loss
+from tf_distill.tuning import DistillerHyperModel
+from tf_distill.tuning import make_tuner
+from tf_distill.tuning import resolve_role
+from tf_distill.tuning import search
+from tf_distill.tuning import write_results
+from tf_distill.tuning.distributed import record_trials
+from tf_distill.tuning.distributed import serve_oracle
+from tf_distill.tuning.distributed import wait_for_oracle
+
+
+def search_teacher(config, data, output_dir, role, overwrite, say, verbose):
+    """The search's teacher, obtained exactly as `tf-distill run` obtains it.
+
+    A worker loads the teacher the chief saved (or `teacher.path`). A resumed
+    search must keep the teacher its first trials distilled from, so a
+    search folder whose teacher was trained for another config is refused
+    unless `tuning.overwrite` is set.
+    """
+    if isinstance(config["teacher"], list):
+        raise ConfigError(
+            "`tf-distill tune` searches with one teacher; give `teacher` as one mapping. "
+            f"Received: {len(config['teacher'])} teachers."
+        )
+    if role == "worker" and not config["teacher"]["path"]:
+        # The chief saved its teacher before starting the oracle.
+        path = os.path.join(output_dir, common.teacher_file("teacher"))
+        teacher = saving.load_model(path, unsafe=config.get("unsafe", False))
+        common.check_model_fits_data(teacher, "teacher", data)
+        return teacher
+    (plan,) = common.prepare_teachers(
+        config, data, output_dir, log=say, unsafe=config.get("unsafe", False)
+    )
+    if plan.needs_training:
+        if not overwrite and os.path.isdir(os.path.join(output_dir, "search")):
+            raise ConfigError(
+                f"The search in {output_dir!r} distilled from a teacher of another "
+                "config (data, teacher or seed changed). Resuming it would mix "
+                "teachers: set `tuning.overwrite: true`, or use another output folder."
+            )
+        plan.train(config, data, output_dir, log=say, verbose=verbose)
+        say(f"Trained the teacher in {plan.seconds:.1f} s")
+    return plan.model
+
+
+def _space(tuning, key, enabled=True):
+    if not enabled:
+        return None
+    low, high = tuning[f"{key}_min"], tuning[f"{key}_max"]
+    return (low, high) if low < high else low
+
+
+
+def run_from_config(config, output_dir, verbose=1, role=None, log=print):
+    """Runs `tf-distill tune`: a search of T and α (and more) from a config.
+
+    The config is a `tf-distill run` config (validated by
+    `tf_distill.config`) with a `tuning:` section (`TUNING_SCHEMA`; checked
+    here too). The teacher is trained (or loaded from `teacher.path`) once,
+    its outputs are cached once, and every trial distills a new student
+    for `training.epochs` epochs.
+
+    As the chief of a distributed search, the teacher is saved to
+    `output_dir/teacher.keras` before the oracle starts, and the results are
+    written when every worker has finished; a worker waits for the oracle
+    (`tuning.wait_seconds`), then loads that teacher (or `teacher.path`).
+
+    Args:
+        config: A validated config dict.
+        output_dir: The search's folder (shared by the chief and workers).
+        verbose: 0 (quiet), 1 (progress) or 2 (one line per epoch).
+        role: None (standalone, or as the environment says), `"chief"` or
+            `"worker"`.
+        log: A `print`-like callable for messages.
+
+    Returns:
+        A dict: `role`, and for a standalone run or the chief
+        `best_hyperparameters`, `best_score`, `trials`, `student_path`,
+        `models` (test metrics of the teacher, the tuned student and the
+        student trained alone when `training.baseline`) and `summary`;
+        written to `output_dir/tuning.json` as well.
+
+    Raises:
+        ConfigError: for an invalid `tuning:` section.
+        ValueError: for an invalid role set-up.
+        TimeoutError: if a worker finds no oracle within `wait_seconds`.
+    """
+    tuning = validate_tuning(config.get("tuning"))
+    role = resolve_role(role)
+    say = log if verbose else (lambda *args, **kwargs: None)
+    os.makedirs(output_dir, exist_ok=True)
+    training = config["training"]
+    batch_size = config["data"]["batch_size"]
+    keras.utils.set_random_seed(training["seed"])
+
+    if role == "worker":
+        say(f"Worker {os.environ['KERASTUNER_TUNER_ID']}: waiting for the oracle")
+        wait_for_oracle(tuning["wait_seconds"])
+    data = common.load_data(config["data"])
+    teacher = search_teacher(config, data, output_dir, role, tuning["overwrite"], say, verbose)
+
+    seed = tuning["seed"]
+    if seed is None and tuning["executions_per_trial"] == 1:
+        seed = training["seed"]
+    losses = config["distillation"]["losses"]
+    temperature_losses = any("temperature" in get_loss(loss).get_config() for loss in losses)
+    hypermodel = DistillerHyperModel(
+        teacher,
+        lambda width=None: common.build_student(config, data, width=width),
+        losses,
+        temperature=_space(tuning, "temperature", temperature_losses),
+        student_loss_weight=_space(tuning, "student_loss_weight"),
+        learning_rate=(
+            _space(tuning, "learning_rate")
+            if tuning["tune_learning_rate"]
+            else training["learning_rate"]
+        ),
+        width=_space(tuning, "width") if tuning["tune_width"] else None,
+        distillation_loss_weights=config["distillation"]["loss_weights"],
+        teacher_outputs=teacher_outputs(config),
+        optimizer=training["optimizer"],
+        seed=seed,
+    )
+    tuner = make_tuner(
+        hypermodel,
+        tuning["tuner"],
+        objective=tuning["objective"],
+        max_trials=tuning["max_trials"],
+        executions_per_trial=tuning["executions_per_trial"],
+        max_epochs=training["epochs"],
+        hyperband_factor=tuning["hyperband_factor"],
+        directory=output_dir,
+        project_name="search",
+        overwrite=tuning["overwrite"] and role != "worker",
+        seed=training["seed"],
+        max_consecutive_failed_trials=tuning["max_consecutive_failed_trials"],
+    )
+
+    ran = []  # The chief runs no trial.
+    if role == "chief":
+        tuner.oracle.verbose = verbose
+        say(
+            f"Chief: serving the oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
+            f"{os.environ['KERASTUNER_ORACLE_PORT']}"
+        )
+        serve_oracle(tuner)
+    else:
+        mode, reason = should_cache(
+            {**config, "training": {**training, "cache": tuning["cache"]}}, data
+        )
+        say(reason)
+        pipelines = []
+        for split in ("train", "validation"):
+            shuffle = split == "train"
+            if mode == "off":
+                pipelines.append(
+                    data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=training["seed"])
+                )
+                continue
+            teacher_cache = build_teacher_cache(
+                teacher,
+                data,
+                split=split,
+                distillation_losses=losses,
+                teacher_outputs=teacher_outputs(config),
+                directory=os.path.join(output_dir, "teacher_cache", split)
+                if mode == "disk"
+                else None,
+                log=say,
+            )
+            pipelines.append(
+                teacher_cache.dataset(batch_size, shuffle=shuffle, seed=training["seed"])
+            )
+        ran = record_trials(tuner)
+        start = time.perf_counter()
+        search(tuner, pipelines[0], pipelines[1], training["epochs"], verbose=verbose)
+        say(
+            f"Search finished in {time.perf_counter() - start:.1f} s; this process ran trials {ran}"
+        )
+        if role == "worker":
+            return {"role": role, "tuner_id": os.environ["KERASTUNER_TUNER_ID"], "trials_run": ran}
+
+    results = write_results(tuner, output_dir, tuning["objective"])
+    results["trials_run"] = ran
+    student = results.pop("student")
+    models = [
+        {
+            "model": "teacher",
+            "parameters": int(teacher.count_params()),
+            **common.test_metrics(teacher, data, batch_size),
+        },
+        {
+            "model": "tuned distilled student",
+            "parameters": int(student.count_params()),
+            **common.test_metrics(student, data, batch_size),
+        },
+    ]
+    if training["baseline"]:
+        alone = common.build_student(
+            config, data,
+            width=results["best_hyperparameters"].get("width") if tuning["tune_width"] else None,
+        )
+        rate = results["best_hyperparameters"].get("learning_rate", training["learning_rate"])
+        say(f"Training the student alone ({training['epochs']} epochs) for comparison")
+        common.train_plain(alone, config, data, epochs=training["epochs"], learning_rate=rate,
+                           seed=training["seed"], verbose=verbose)
+        models.append(
+            {
+                "model": "student alone",
+                "parameters": int(alone.count_params()),
+                **common.test_metrics(alone, data, batch_size),
+            }
+        )
+    summary = search_summary(models, results["best_hyperparameters"])
+    results.update({"role": role, "models": models, "summary": summary, "tuning": tuning})
+    atomic_write_json(os.path.join(output_dir, "tuning.json"), results)
+    say(summary)
+    return results
+
+
+def search_summary(models, best):
+    values = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.items())
+    )
+    by_model = {m["model"]: m for m in models}
+    tuned = by_model["tuned distilled student"]
+    text = f"Best hyperparameters: {values}. The tuned distilled student's test error is {tuned['test_error']:.4f}"
+    alone = by_model.get("student alone")
+    if alone:
+        change = (alone["test_error"] - tuned["test_error"]) * 100
+        text += (
+            f", {abs(change):.2f} points {'fewer' if change >= 0 else 'more'} errors than "
+            f"the student trained alone ({alone['test_error']:.4f})"
+        )
+    return text + "."
