@@ -117,6 +117,45 @@ def test_losses_lists_the_registry(capsys):
         assert any(line.startswith(name + " ") for line in out.splitlines())
 
 
+def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp_path):
+    from tf_distill.losses import registry
+
+    monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
+    assert cli.main(["losses", "dkd"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dkd (DecoupledKD): ")
+    assert "Paper: Zhao et al., CVPR 2022" in out
+    lines = out.splitlines()
+    arguments = lines[lines.index("Arguments (default):") + 1:]
+    assert arguments[:3] == ["  alpha        1.0", "  beta         8.0", "  temperature  4.0"]
+    example = yaml.safe_load(out.split("In a config:\n")[1].split("\n\n")[0])
+    assert example == {"distillation": {"losses": [
+        {"name": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 4.0}]}}
+    assert out.rstrip().endswith("Recipe: no recipe yet.")
+
+
+def test_losses_name_prints_its_recipe(capsys, monkeypatch, tmp_path):
+    from tf_distill.losses import registry
+
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text("# 2.1 % test error, 3 seeds\ndistillation: {losses: [{name: kd}]}\n")
+    monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
+    assert cli.main(["losses", "kd"]) == 0
+    out = capsys.readouterr().out
+    assert "Paper: Hinton et al. 2015" in out
+    assert out.rstrip().endswith(f"Recipe: {recipe}\n{recipe.read_text().rstrip()}")
+
+
+def test_losses_unknown_name_is_one_line_with_the_closest(capsys):
+    assert cli.main(["losses", "fitnet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("tf-distill: error: Unknown distillation loss. Expected one of [")
+    assert "'similarity_preserving'" in captured.err
+    assert captured.err.rstrip().endswith("Received: 'fitnet'. Did you mean 'fitnets'?")
+
+
 def test_missing_config_file(tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert "Cannot read the config file" in capsys.readouterr().err
