@@ -331,6 +331,9 @@ class Job:
                   **common.distiller_arguments(self.config))
         for plan in plans:
             if plan.needs_training:
+                # The check froze every teacher, as a Distiller does; this one
+                # is built here to be trained first.
+                plan.model.trainable = True
                 self.claim()
                 plan.train(self.config, data, self.folder, log=self.log, verbose=self.verbose,
                            callbacks=[self.backup(plan.name)])
