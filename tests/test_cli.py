@@ -49,10 +49,11 @@ def test_run_writes_student_metrics_and_report(tmp_path, capsys):
     # architecture gives the same size, trained alone or distilled.
     alone, distilled = (models[m]["file_bytes"] for m in ("student alone", "distilled student"))
     assert abs(alone - distilled) / distilled < 0.02
-    identity = metrics["data"].pop("identity")
-    assert identity.startswith("digits:scikit-learn-")
+    import sklearn
+
     assert metrics["data"] == {"name": "digits", "train": 1257, "validation": 270,
-                               "test": 270, "num_classes": 10}
+                               "test": 270, "num_classes": 10,
+                               "identity": f"digits:scikit-learn-{sklearn.__version__}"}
     history = metrics["histories"]["distilled student"]
     assert {"loss", "student_loss", "distillation_loss", "accuracy", "val_accuracy"} <= set(history)
     assert len(history["loss"]) == 2
@@ -117,6 +118,45 @@ def test_losses_lists_the_registry(capsys):
 
     for name in losses.names():
         assert any(line.startswith(name + " ") for line in out.splitlines())
+
+
+def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp_path):
+    from tf_distill.losses import registry
+
+    monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
+    assert cli.main(["losses", "dkd"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dkd (DecoupledKD): ")
+    assert "Paper: Zhao et al., CVPR 2022" in out
+    lines = out.splitlines()
+    arguments = lines[lines.index("Arguments (default):") + 1:]
+    assert arguments[:3] == ["  alpha        1.0", "  beta         8.0", "  temperature  4.0"]
+    example = yaml.safe_load(out.split("In a config:\n")[1].split("\n\n")[0])
+    assert example == {"distillation": {"losses": [
+        {"name": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 4.0}]}}
+    assert out.rstrip().endswith("Recipe: no recipe yet.")
+
+
+def test_losses_name_prints_its_recipe(capsys, monkeypatch, tmp_path):
+    from tf_distill.losses import registry
+
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text("# 2.1 % test error, 3 seeds\ndistillation: {losses: [{name: kd}]}\n")
+    monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
+    assert cli.main(["losses", "kd"]) == 0
+    out = capsys.readouterr().out
+    assert "Paper: Hinton et al. 2015" in out
+    assert out.rstrip().endswith(f"Recipe: {recipe}\n{recipe.read_text().rstrip()}")
+
+
+def test_losses_unknown_name_is_one_line_with_the_closest(capsys):
+    assert cli.main(["losses", "fitnet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("tf-distill: error: Unknown distillation loss. Expected one of [")
+    assert "'similarity_preserving'" in captured.err
+    assert captured.err.rstrip().endswith("Received: 'fitnet'. Did you mean 'fitnets'?")
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Tests of the loss registry: names, configs, errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -217,3 +218,55 @@ def test_get_takes_keyword_arguments_like_a_config():
         losses.get("fitnets", temperature=2.0)
     with pytest.raises(ValueError, match=r"Keyword arguments to `get` need a loss name"):
         losses.get(losses.LogitsDistillation(), temperature=2.0)
+
+
+def test_describe_loss_gives_arguments_defaults_and_paper():
+    kd = losses.describe_loss("kd")
+    assert kd["name"] == "kd" and kd["class_name"] == "LogitsDistillation"
+    assert kd["arguments"] == {
+        "temperature": 3.0, "loss": "kl_divergence", "beta": 0.5,
+        "standardize": False, "teacher": None,
+    }
+    assert kd["paper"] == "Hinton et al. 2015"
+    assert kd["description"].startswith("Soft-label distillation")
+    assert losses.describe_loss("dkd")["paper"] == "Zhao et al., CVPR 2022"
+    assert losses.describe_loss(" RKD_Angle ")["paper"] == "Park et al., CVPR 2019"
+    # Feature matching as keras.distillation does it is from no one paper.
+    assert losses.describe_loss("feature")["paper"] is None
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_describe_loss_agrees_with_the_default_loss(name):
+    described = losses.describe_loss(name)
+    default = losses.get(name).get_config()
+    assert {k: v for k, v in described["arguments"].items() if k in default} == default
+    # The example config builds the default loss.
+    assert described["example"]["name"] == name
+    assert losses.get(described["example"]).get_config() == default
+
+
+def test_describe_loss_reads_the_recipe_when_there_is_one(tmp_path):
+    assert losses.describe_loss("kd", recipes_dir=tmp_path)["recipe"] is None
+    assert losses.describe_loss("kd", recipes_dir=tmp_path)["recipe_text"] is None
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text("distillation:\n  losses: [{name: kd, temperature: 4.0}]\n")
+    described = losses.describe_loss("kd", recipes_dir=tmp_path)
+    assert described["recipe"] == str(recipe)
+    assert described["recipe_text"] == recipe.read_text()
+    assert losses.describe_loss("dkd", recipes_dir=tmp_path)["recipe"] is None
+
+
+def test_recipes_are_looked_for_in_the_repository_examples():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert registry.RECIPES_DIR == os.path.join(root, "examples", "recipes")
+
+
+def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():
+    with pytest.raises(ValueError) as error:
+        losses.describe_loss("rkd_angel")
+    message = str(error.value)
+    assert message.startswith(f"Unknown distillation loss. Expected one of {losses.names()}.")
+    assert message.endswith("Received: 'rkd_angel'. Did you mean 'rkd_angle'?")
+    with pytest.raises(ValueError) as error:
+        losses.describe_loss("zzzzzz")
+    assert "Did you mean" not in str(error.value)

@@ -6,9 +6,50 @@ importing tf_distill makes every part of the package run on tf_keras, the same
 switch TensorFlow itself honours for `tf.keras`.
 """
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 
-import tensorflow as tf
+# Lines TensorFlow's C++ runtime writes to stderr when it starts, before absl
+# logging is set up, so that TF_CPP_MIN_LOG_LEVEL cannot filter them: CUDA
+# probing on a machine without a GPU, CPU-feature and oneDNN notices.
+STARTUP_NOISE = re.compile(
+    r"absl::InitializeLog\(\)|cudart_stub\.cc|cuda_(platform|executor|dnn|fft|blas)\.cc"
+    r"|failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation placer already registered|oneDNN custom operations are on"
+    r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
+)
+
+
+@contextlib.contextmanager
+def startup_noise_filtered():
+    """Drops `STARTUP_NOISE` lines from what the process writes to stderr (fd 2).
+
+    Everything else written meanwhile is written back afterwards, so a real
+    warning or error is not lost, only delayed to the end of the block.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [
+                line
+                for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                if not STARTUP_NOISE.search(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
 
 LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in (
     "1",
@@ -16,10 +57,16 @@ LEGACY_KERAS = os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in (
     "yes",
 )
 
-if LEGACY_KERAS:
-    import tf_keras as keras  # noqa: F401
-else:
-    import keras  # noqa: F401
+with startup_noise_filtered():
+    import tensorflow as tf
+
+    if LEGACY_KERAS:
+        import tf_keras as keras  # noqa: F401
+    else:
+        import keras  # noqa: F401
+    # Finding the devices prints the CUDA lines once, here. It does not start
+    # TensorFlow's runtime: a multi-worker strategy can still be made after it.
+    tf.config.list_physical_devices()
 
 # Older Keras 3 releases had safe-mode bypasses in their `.keras` loader
 # (CVE-2025-1550, CVE-2025-8747, CVE-2025-9906: a hostile file could run code

@@ -4,12 +4,26 @@ import argparse
 import os
 import sys
 
+# An error is one line on stderr, at most this long: a message never grows with
+# its input (a huge config value, a long environment variable).
+MAX_ERROR_CHARS = 2000
+
 
 def _quiet_tensorflow():
+    # TensorFlow's start-up lines are filtered out where it is imported
+    # (`tf_distill.backend`); this quiets its Python logger.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
+
+
+def _error(prefix, error):
+    """Prints `error` as one bounded line on stderr."""
+    text = " ".join(str(error).split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    print(f"tf-distill: {prefix}: {text}", file=sys.stderr)
 
 
 def _print_table(results):
@@ -55,9 +69,36 @@ def _run(args):
     return 0
 
 
+def _loss_details(name):
+    import inspect
+
+    import yaml
+
+    from tf_distill import losses
+
+    loss = losses.describe_loss(name)
+    print(f"{loss['name']} ({loss['class_name']}): {loss['summary']}")
+    print(f"  {loss['description']}")
+    print(f"\nPaper: {loss['paper'] or 'none (not from a paper)'}")
+    print("\nArguments (default):")
+    width = max((len(argument) for argument in loss["arguments"]), default=0)
+    for argument, default in loss["arguments"].items():
+        shown = "required" if default is inspect.Parameter.empty else repr(default)
+        print(f"  {argument:<{width}}  {shown}")
+    example = yaml.safe_dump({"distillation": {"losses": [loss["example"]]}}, sort_keys=False)
+    print(f"\nIn a config:\n{example.rstrip()}")
+    if loss["recipe"] is None:
+        print("\nRecipe: no recipe yet.")
+    else:
+        print(f"\nRecipe: {loss['recipe']}\n{loss['recipe_text'].rstrip()}")
+    return 0
+
+
 def _losses(args):
     from tf_distill import losses
 
+    if args.name:
+        return _loss_details(args.name)
     rows = losses.describe()
     width = max(len(name) for name, _, _ in rows)
     for name, class_name, summary in rows:
@@ -138,7 +179,10 @@ def build_parser():
     run.set_defaults(handler=_run)
     demo.set_defaults(handler=_run)
 
-    listing = commands.add_parser("losses", help="list the distillation losses")
+    listing = commands.add_parser(
+        "losses", help="list the distillation losses, or show one: arguments, paper, recipe"
+    )
+    listing.add_argument("name", nargs="?", help="a loss to show in full (e.g. kd)")
     listing.set_defaults(handler=_losses)
 
     export = commands.add_parser("export", help="export a student to LiteRT, verified")
@@ -188,31 +232,29 @@ def main(argv=None):
     try:
         check_safe_keras()
     except RuntimeError as error:
-        print(f"tf-distill: error: {error}", file=sys.stderr)
+        _error("error", error)
         return 2
     from tf_distill.callbacks import TrainingDivergedError
     from tf_distill.commands.config import ConfigError
+    from tf_distill.distribute import ClusterError
     from tf_distill.export import ExportError
     from tf_distill.saving import ModelFileError
 
     try:
         return args.handler(args)
-    except (ConfigError, ModelFileError, FileNotFoundError, TimeoutError) as error:
-        print(f"tf-distill: error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:
-        print(f"tf-distill: error: {error}", file=sys.stderr)
+    except (ConfigError, ModelFileError, ClusterError, ValueError) as error:
+        _error("error", error)
         return 2
     except ExportError as error:
-        print(f"tf-distill: export refused: {error}", file=sys.stderr)
+        _error("export refused", error)
         return 4
     except TrainingDivergedError as error:
-        print(f"tf-distill: error: {error}", file=sys.stderr)
+        _error("error", error)
         return 3
     except OSError as error:
         # A file or folder the user named: unreadable, unwritable, full disk.
-        where = f" {error.filename!r}" if getattr(error, "filename", None) else ""
-        print(f"tf-distill: error:{where} {error.strerror or error}", file=sys.stderr)
+        where = f"{error.filename!r}: " if getattr(error, "filename", None) else ""
+        _error("error", f"{where}{error.strerror or error}")
         return 2
     except KeyboardInterrupt:
         print("tf-distill: interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ import math
 # A received value is shown at most this long in a message: a config value can
 # be arbitrarily large (a YAML alias bomb expands to gigabytes).
 MAX_SHOWN = 80
-# The most YAML nodes a config may expand to, aliases counted at every use.
+
 
 class ConfigError(ValueError):
     """A config that cannot run, with a message that says how to fix it."""

@@ -362,7 +362,11 @@ def parse(text, where="the config"):
             )
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{where} is not valid YAML: {error}") from None
+        # PyYAML's own message spans several lines; its mark and problem say it in one.
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}.") from None
 
 
 def load(path):

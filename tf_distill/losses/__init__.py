@@ -22,6 +22,7 @@ from tf_distill.losses.logit_methods import DecoupledKD
 from tf_distill.losses.logit_methods import decoupled_kd
 from tf_distill.losses.logit_methods import dist
 from tf_distill.losses.registry import describe
+from tf_distill.losses.registry import describe_loss
 from tf_distill.losses.registry import deserialize
 from tf_distill.losses.registry import get
 from tf_distill.losses.registry import names
@@ -57,6 +58,7 @@ __all__ = [
     "crossentropy_from_logits",
     "decoupled_kd",
     "describe",
+    "describe_loss",
     "deserialize",
     "dist",
     "feature_cosine",

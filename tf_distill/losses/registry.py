@@ -5,10 +5,26 @@
 names any method without an `if/elif` ladder.
 """
 
+import difflib
+import inspect
+import os
+import re
+
 from tf_distill.backend import keras
 from tf_distill.losses.base import DistillationLoss
 
 _REGISTRY = {}
+
+# Where `examples/recipes/NAME.yaml` lives in a checkout of the repository; an
+# installed package has no recipes, and `describe_loss` then says so.
+RECIPES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "examples",
+    "recipes",
+)
+# A paper reference in a docstring's first line: "(Hinton et al. 2015)",
+# "(Zhao et al., CVPR 2022)".
+_REFERENCE = re.compile(r"\(([^()]*\b(?:19|20)\d\d)\)")
 
 
 def register(name, summary):
@@ -41,11 +57,74 @@ def describe():
 def _lookup(name):
     key = name.strip().lower()
     if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, names(), n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             "Unknown distillation loss. Expected one of "
-            f"{names()}. Received: {name!r}"
+            f"{names()}. Received: {name!r}.{hint}"
         )
     return _REGISTRY[key][0]
+
+
+def describe_loss(name, recipes_dir=None):
+    """Everything `tf-distill losses NAME` shows about one registered loss.
+
+    Args:
+        name: A registered name (`"kd"`).
+        recipes_dir: The folder of recipes (`NAME.yaml`, settings that worked
+            on the method benchmark). Defaults to `examples/recipes` of the
+            repository this package is run from.
+
+    Returns:
+        A dict: `name`, `class_name`, `summary` (the registry's line),
+        `description` (the class docstring's first line), `paper` (its
+        reference, e.g. `"Hinton et al. 2015"`, or `None`), `arguments` (each
+        argument of the class and its default, in order; `inspect.Parameter.empty`
+        for a required one), `example` (a loss config with the defaults),
+        `recipe` (the recipe file's path, or `None` when there is none yet)
+        and `recipe_text` (its content, or `None`).
+
+    Raises:
+        ValueError: for an unknown name, listing the registered names and the
+            closest one.
+
+    Example:
+
+    >>> describe_loss("kd")["arguments"]["temperature"]
+    3.0
+    """
+    cls = _lookup(name)
+    key = name.strip().lower()
+    doc = inspect.getdoc(cls) or ""
+    description = doc.splitlines()[0] if doc else ""
+    reference = _REFERENCE.search(description)
+    arguments = {
+        parameter.name: parameter.default
+        for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
+    example = {"name": key}
+    example.update(
+        (argument, default)
+        for argument, default in arguments.items()
+        if default is not None and default is not inspect.Parameter.empty
+    )
+    recipe = os.path.join(RECIPES_DIR if recipes_dir is None else recipes_dir, f"{key}.yaml")
+    recipe_text = None
+    if os.path.isfile(recipe):
+        with open(recipe, encoding="utf-8") as handle:
+            recipe_text = handle.read()
+    return {
+        "name": key,
+        "class_name": cls.__name__,
+        "summary": _REGISTRY[key][1],
+        "description": description,
+        "paper": reference.group(1) if reference else None,
+        "arguments": arguments,
+        "example": example,
+        "recipe": recipe if recipe_text is not None else None,
+        "recipe_text": recipe_text,
+    }
 
 
 def serialize(loss):
