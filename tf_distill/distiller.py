@@ -1,7 +1,6 @@
 """The Distiller: a Keras model that trains a student to imitate a teacher."""
 
 from tf_distill import adapters as adapters_lib
-from tf_distill import distiller_config
 from tf_distill import losses as losses_lib
 from tf_distill import taps
 from tf_distill import teachers as teachers_lib
@@ -9,7 +8,9 @@ from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.distiller_config import DistillerSaving
 from tf_distill.distiller_metrics import LossMetrics
+from tf_distill.distiller_summary import DistillerSummary
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import check_loss_weights
 from tf_distill.losses.base import check_positive
@@ -25,7 +26,7 @@ TEACHER_OUTPUTS = "teacher_outputs"
 
 
 @register_serializable()
-class Distiller(LossMetrics, keras.Model):
+class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
     """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
@@ -220,9 +221,8 @@ class Distiller(LossMetrics, keras.Model):
         ]
         reading = [teachers_lib.reading_model(self.teacher, name) for name in loss_teachers]
         # An unbuilt Sequential to tap is built on the other model's inputs.
-        tapped_models = [self.student] * any(loss.student_layer_name for loss in resolved) + [
-            model for loss, model in zip(resolved, reading) if loss.teacher_layer_name
-        ]
+        tapped_models = [m for loss, m in zip(resolved, reading) if loss.teacher_layer_name]
+        tapped_models += [self.student] if any(x.student_layer_name for x in resolved) else []
         taps.build_on_inputs_of(tapped_models, [self.student, *self.teachers.values()])
         for loss, teacher_name in zip(resolved, loss_teachers):
             teacher = self.teacher if teacher_name is None else self.teachers[teacher_name]
@@ -482,12 +482,10 @@ class Distiller(LossMetrics, keras.Model):
         """Evaluates the distiller: `loss` is the total objective, as in `fit`.
 
         `loss` (so `val_loss`) is `α·student_loss + (1 − α)·distillation_loss`
-        plus the student's regularization losses, the quantity `fit`
-        minimises and reports, as in `keras.distillation`. `student_loss`
-        (the student's loss on the labels, reported even when α = 0),
-        `distillation_loss` and `total_loss` (equal to `loss`) are reported
-        too, from one teacher and one student pass in inference mode. On
-        unlabeled data `student_loss` is 0.
+        plus the student's regularization losses, as in `keras.distillation`.
+        `student_loss` (the label loss, reported even when α = 0; 0 without
+        labels), `distillation_loss` and `total_loss` (= `loss`) are reported
+        too, from one teacher and one student pass in inference mode.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached_teacher_outputs = self._split_inputs(x)
@@ -499,27 +497,3 @@ class Distiller(LossMetrics, keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x, _ = self._split_inputs(x)
         return self.student(x, training=False)
-
-    # ------------------------------------------------------------------
-    # Serialization (for resuming; export `distiller.student` to deploy).
-
-    def get_config(self):
-        return distiller_config.distiller_config(self)
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**distiller_config.distiller_arguments(config, custom_objects))
-
-    def get_compile_config(self):
-        if not getattr(self, "_compile_arguments", None):
-            return {}
-        return distiller_config.compile_config(
-            self, self._student_loss_config, self._compile_arguments["metrics"]
-        )
-
-    def compile_from_config(self, config):
-        if not config:
-            return
-        self.compile(**distiller_config.compile_arguments(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
