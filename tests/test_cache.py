@@ -501,3 +501,38 @@ def test_a_py_function_pipeline_is_refused_too():
         cache.check_cacheable(dataset)
     cache.check_cacheable(dataset, deterministic=True)
 
+
+@pytest.mark.parametrize(
+    "drop_remainder, batches, last", [(False, 8, 1000 - 7 * 128), (True, 7, 128)]
+)
+def test_a_batched_pipeline_keeps_its_batch_size(drop_remainder, batches, last):
+    """As Keras's `fit`, caching never re-batches a batched pipeline unless
+    `batch_size` is given: 1000 examples at 128 stay 8 batches (7 dropping
+    the remainder), not 32 batches of 32."""
+    x, y = _random_arrays(1000)
+    pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(128, drop_remainder=drop_remainder)
+    cached = cache.cache_teacher_outputs(_teacher(), pipeline, shuffle=False)
+    sizes = [int(batch_y.shape[0]) for _, batch_y in cached]
+    assert len(sizes) == batches
+    assert sizes[:-1] == [128] * (batches - 1) and sizes[-1] == last
+    for (batch_x, batch_y), (x_in, y_in) in zip(cached, pipeline):
+        np.testing.assert_array_equal(batch_y, y_in)
+        np.testing.assert_array_equal(batch_x["inputs"], x_in)
+
+
+def test_an_explicit_batch_size_rebatches_and_says_so():
+    x, y = _random_arrays(1000)
+    pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(128)
+    messages = []
+    cached = cache.cache_teacher_outputs(
+        _teacher(), pipeline, batch_size=100, shuffle=False, log=messages.append
+    )
+    assert [int(batch_y.shape[0]) for _, batch_y in cached] == [100] * 10
+    assert any("batches of 100" in m and "had batches of 128" in m for m in messages), messages
+    # The same batch size as the pipeline's: nothing to say.
+    messages.clear()
+    cache.cache_teacher_outputs(_teacher(), pipeline, batch_size=128, log=messages.append)
+    assert not any("Re-batching" in m for m in messages)
+    # Arrays have no batch size of their own: the default stays 32.
+    arrays = cache.cache_teacher_outputs(_teacher(), (x[:100], y[:100]), shuffle=False)
+    assert [int(batch_y.shape[0]) for _, batch_y in arrays] == [32, 32, 32, 4]

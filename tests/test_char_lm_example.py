@@ -250,7 +250,8 @@ def test_distiller_sequence_divergence_matches_numpy(divergence):
         x, y, sample_weight=mask, batch_size=BATCH, verbose=0, return_dict=True
     )
     np.testing.assert_allclose(evaluated["distillation_loss"], distillation.mean(), rtol=1e-5)
-    np.testing.assert_allclose(evaluated["loss"], student_loss.mean(), rtol=1e-5)
+    np.testing.assert_allclose(evaluated["loss"], expected_total, rtol=1e-5)
+    np.testing.assert_allclose(evaluated["student_loss"], student_loss.mean(), rtol=1e-5)
     # Without the mask, padding counts and the value differs.
     unmasked = DIVERGENCES[divergence](teacher_logits, student_logits, None)
     assert abs(unmasked.mean() - distillation.mean()) > 1e-4

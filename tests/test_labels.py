@@ -58,3 +58,34 @@ def test_label_mask_and_example_weights():
     assert labels.label_mask(tf.zeros((2, 4)), np.ones(2)) is None
     assert labels.example_weights(mask, mask) is None
     np.testing.assert_allclose(labels.example_weights(np.array([[1.0, 3.0]]), None), [2.0])
+
+
+@pytest.mark.parametrize(
+    "name, one_hot",
+    [("sparse_categorical_crossentropy", False), ("categorical_crossentropy", True)],
+)
+def test_crossentropy_names_mean_from_logits_in_a_distiller(name, one_hot):
+    """Unlike Keras (where the names mean probabilities), a Distiller reads a
+    crossentropy name as `crossentropy_from_logits`: its student outputs
+    logits."""
+    from tf_distill import Distiller
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = rng.integers(0, 3, size=16)
+    targets = np.eye(3, dtype="float32")[y] if one_hot else y
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    logits = np.asarray(student(x), np.float64)
+
+    named = Distiller(teacher, student, "kd")
+    named.compile(optimizer="sgd", loss=name)
+    by_function = Distiller(teacher, student, "kd")
+    by_function.compile(optimizer="sgd", loss=losses.crossentropy_from_logits)
+    value = float(named.compute_loss_terms(x, targets)["student_loss"])
+    reference = float(by_function.compute_loss_terms(x, targets)["student_loss"])
+    np.testing.assert_allclose(value, reference, rtol=1e-6)
+    np.testing.assert_allclose(value, np_crossentropy(np.eye(3)[y], logits).mean(), rtol=1e-5)
+    # What Keras's own name computes on the same logits (as probabilities).
+    as_probabilities = float(np.mean(keras.losses.get(name)(targets, logits)))
+    assert abs(as_probabilities - value) > 0.1

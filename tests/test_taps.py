@@ -139,12 +139,11 @@ def test_tap_model_refuses_a_subclassed_model():
     assert taps.is_symbolic(sequential_model())
     with pytest.raises(
         ValueError,
-        match=r"Tapping layers \['hidden'\] needs a Functional or Sequential student model "
-        r"with known inputs; 'custom' is subclassed",
+        match=r"Tapping layers \['hidden'\] of the student model 'custom' needs a graph "
+        r"of its layers, and it is subclassed\. .*`inputs = keras\.Input\(input_shape\); "
+        r"model = keras\.Model\(inputs, subclassed\.call\(inputs\)\)`",
     ):
         taps.tap_model(model, ["hidden"], role="student")
-
-
 
 
 def deeply_nested_model(prefix="", outer="functional"):
@@ -386,8 +385,87 @@ def test_distiller_refuses_layer_names_on_a_subclassed_student(make_mlp):
     student = Subclassed(name="custom")
     student(np.zeros((1, 8), "float32"))
     loss = FeatureDistillation(teacher_layer_name="teacher_logits", student_layer_name="out")
-    with pytest.raises(ValueError, match="needs a Functional or Sequential student model"):
+    with pytest.raises(ValueError, match=r"subclassed\.call\(inputs\)"):
         Distiller(make_mlp("teacher"), student, loss)
+
+
+def np_mse(teacher_features, student_features):
+    difference = np.asarray(teacher_features, np.float64) - np.asarray(student_features, np.float64)
+    return (difference**2).mean(axis=1)
+
+
+def layer_output(model, name, x):
+    return keras.Model(model.inputs[0], model.get_layer(name).output)(x)
+
+
+def test_the_functional_recipe_for_a_subclassed_student_taps_its_layers(make_mlp, tiny_data):
+    """The recipe the refusal gives: the traced model shares the subclassed
+    model's layers, and its inner layers are tapped by name."""
+    x, y = tiny_data
+    subclassed = Subclassed(name="custom")
+    inputs = keras.Input((8,))
+    student = keras.Model(inputs, subclassed.call(inputs))
+    teacher = make_mlp("teacher", hidden=4)
+    loss = FeatureDistillation(
+        "mse", teacher_layer_name="teacher_hidden", student_layer_name="hidden"
+    )
+    distiller = Distiller(teacher, student, loss, student_loss_weight=0.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    expected = np_mse(layer_output(teacher, "teacher_hidden", x), subclassed.hidden(x)).mean()
+    terms = distiller.compute_loss_terms(x, y)
+    np.testing.assert_allclose(float(terms["distillation_loss"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(distiller(x), subclassed(x), rtol=1e-6)
+    before = subclassed.hidden.kernel.numpy().copy()
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert not np.array_equal(before, subclassed.hidden.kernel.numpy())  # the same weights
+
+
+def unbuilt_sequential(prefix):
+    return keras.Sequential(
+        [keras.layers.Dense(4, activation="relu", name=f"{prefix}_hidden"), keras.layers.Dense(5)],
+        name=prefix,
+    )
+
+
+@pytest.mark.parametrize("unbuilt", ["student", "teacher"])
+def test_an_unbuilt_sequential_is_built_on_the_other_models_inputs(make_mlp, tiny_data, unbuilt):
+    x, y = tiny_data
+    teacher = unbuilt_sequential("teacher") if unbuilt == "teacher" else make_mlp("teacher", 4)
+    student = unbuilt_sequential("student") if unbuilt == "student" else make_mlp("student", 4)
+    assert not taps.is_symbolic(teacher if unbuilt == "teacher" else student)
+    loss = FeatureDistillation(
+        "mse", teacher_layer_name="teacher_hidden", student_layer_name="student_hidden"
+    )
+    distiller = Distiller(teacher, student, loss, student_loss_weight=0.0)
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    assert taps.is_symbolic(teacher) and taps.is_symbolic(student)
+    assert tuple(student.inputs[0].shape) == tuple(teacher.inputs[0].shape) == (None, 8)
+    expected = np_mse(
+        layer_output(teacher, "teacher_hidden", x), layer_output(student, "student_hidden", x)
+    ).mean()
+    assert expected > 1e-3
+    terms = distiller.compute_loss_terms(x, y)
+    np.testing.assert_allclose(float(terms["distillation_loss"]), expected, rtol=1e-5)
+    history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+
+
+def test_two_unbuilt_sequentials_are_refused_with_the_build_line(tiny_data):
+    x, _ = tiny_data
+    loss = FeatureDistillation(
+        "mse", teacher_layer_name="teacher_hidden", student_layer_name="student_hidden"
+    )
+    teacher, student = unbuilt_sequential("teacher"), unbuilt_sequential("student")
+    with pytest.raises(
+        ValueError,
+        match=r"Tapping layers \['teacher_hidden'\] of the teacher model 'teacher' needs its "
+        r"input shape, .*`model\.build\(\(None, \*input_shape\)\)`",
+    ):
+        Distiller(teacher, student, loss)
+    teacher.build((None, 8))  # the line the message gives
+    distiller = Distiller(teacher, student, loss)
+    assert tuple(student.inputs[0].shape) == (None, 8)
+    np.testing.assert_allclose(distiller(x), student(x), rtol=1e-6)
 
 
 def test_a_layer_named_logits_before_the_output_is_refused():

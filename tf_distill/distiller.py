@@ -1,7 +1,6 @@
 """The Distiller: a Keras model that trains a student to imitate a teacher."""
 
 from tf_distill import adapters as adapters_lib
-from tf_distill import distiller_config
 from tf_distill import losses as losses_lib
 from tf_distill import taps
 from tf_distill import teachers as teachers_lib
@@ -9,7 +8,9 @@ from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.distiller_config import DistillerSaving
 from tf_distill.distiller_metrics import LossMetrics
+from tf_distill.distiller_summary import DistillerSummary
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import check_loss_weights
 from tf_distill.losses.base import check_positive
@@ -25,7 +26,7 @@ TEACHER_OUTPUTS = "teacher_outputs"
 
 
 @register_serializable()
-class Distiller(LossMetrics, keras.Model):
+class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
     """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
@@ -40,6 +41,16 @@ class Distiller(LossMetrics, keras.Model):
     with `α = student_loss_weight` (Hinton et al. 2015; the formula of
     `keras.distillation`). Each distillation loss returns per-example values,
     so sample weights and `tf.distribute` averaging apply to every term.
+
+    **What `fit` and `evaluate` report.** `loss` (and so `val_loss`) is the
+    total objective above, plus the student's regularization losses, in
+    training and in evaluation alike, as in `keras.distillation`;
+    `total_loss` equals it. `student_loss` is the student's loss on the
+    labels alone (reported by `evaluate` even when α = 0), and
+    `distillation_loss` the weighted distillation term. Monitor
+    `val_student_loss` to stop on the label loss, `val_loss` for the
+    objective, `val_accuracy` (with `metrics=["accuracy"]`) for the
+    student's accuracy.
 
     **Unlabeled data.** `fit(x)` (or a data set yielding `x` alone) trains on
     the distillation losses only: the student's label loss is then 0.
@@ -209,6 +220,10 @@ class Distiller(LossMetrics, keras.Model):
             for i, loss in enumerate(resolved)
         ]
         reading = [teachers_lib.reading_model(self.teacher, name) for name in loss_teachers]
+        # An unbuilt Sequential to tap is built on the other model's inputs.
+        tapped_models = [m for loss, m in zip(resolved, reading) if loss.teacher_layer_name]
+        tapped_models += [self.student] if any(x.student_layer_name for x in resolved) else []
+        taps.build_on_inputs_of(tapped_models, [self.student, *self.teachers.values()])
         for loss, teacher_name in zip(resolved, loss_teachers):
             teacher = self.teacher if teacher_name is None else self.teachers[teacher_name]
             loss.validate_model_compatibility(teacher, self.student)
@@ -256,9 +271,15 @@ class Distiller(LossMetrics, keras.Model):
           student-loss weight, and the distillation loss becomes
           `LogitsDistillation(temperature, loss=distillation_loss_fn)`.
 
-        The crossentropy names (`"sparse_categorical_crossentropy"`,
-        `"categorical_crossentropy"`) are applied to the student's logits and
-        accept integer or one-hot labels.
+        **Crossentropy names mean "from logits".** A student outputs logits,
+        so `"sparse_categorical_crossentropy"` and
+        `"categorical_crossentropy"` (given as names) are applied to logits
+        here: both are `tf_distill.losses.crossentropy_from_logits`, with
+        integer or one-hot labels. In Keras (and `keras.distillation`) the
+        same strings mean probabilities; with a logit student such a
+        `keras.distillation` run trains to about chance accuracy, while here
+        it works. A `keras.losses.Loss` object keeps its own `from_logits`
+        (`from_logits=False` is warned about).
 
         Args:
             optimizer: The optimizer for the student (and adapters).
@@ -378,8 +399,8 @@ class Distiller(LossMetrics, keras.Model):
         mask = labels_lib.label_mask(logits, sample_weight)
         example_weights = labels_lib.example_weights(sample_weight, mask)
         alpha = self.student_loss_weight
-        # Evaluation reports the student's loss even when α = 0: it is what
-        # `evaluate` (and `val_loss`) measure. Without labels it is 0.
+        # Evaluation reports the student's loss even when α = 0 (as
+        # `val_student_loss`). Without labels it is 0.
         if y is not None and (alpha > 0.0 or not training):
             student_values = reduce_per_example(
                 tf.cast(self._student_loss_fn(y, logits), tf.float32), mask
@@ -398,7 +419,9 @@ class Distiller(LossMetrics, keras.Model):
             replicas * tf.nn.compute_average_loss(values, sample_weight=example_weights)
             for values in (total_values, student_values, distillation_values)
         ]
-        if training and self.student.losses:
+        # As Keras's `compute_loss`: regularization counts in `loss` (and
+        # `total_loss`) in training and in evaluation alike.
+        if self.student.losses:
             regularization = tf.add_n([tf.cast(v, tf.float32) for v in self.student.losses])
             loss += tf.nn.scale_regularization_loss(regularization)
             means[0] += regularization
@@ -413,13 +436,16 @@ class Distiller(LossMetrics, keras.Model):
             y: The true labels, or `None` (the student's loss is then 0).
             sample_weight: Per-example weights, or a `[batch, time]` mask
                 for token-level losses.
-            training: Run the student in training mode, as a `fit` step does;
-                `loss` then adds the student's regularization losses, as
-                `fit` reports it. The teacher always runs in inference mode.
+            training: Run the student in training mode, as a `fit` step does
+                (`False`: as `evaluate` does). The teacher always runs in
+                inference mode.
 
         Returns:
-            `{"loss": α·student + (1 − α)·distillation, "student_loss": ...,
-            "distillation_loss": ...}`: float32 scalars, batch means.
+            `{"loss": α·student + (1 − α)·distillation + regularization,
+            "student_loss": ..., "distillation_loss": ...}`: float32
+            scalars, batch means; `loss` is what `fit` and `evaluate` report
+            as `loss` (and `total_loss`), the student's regularization
+            losses included in both modes.
 
         Raises:
             RuntimeError: if the Distiller is not compiled.
@@ -453,46 +479,21 @@ class Distiller(LossMetrics, keras.Model):
         return self._update_metrics(y, logits, sample_weight, *means)
 
     def test_step(self, data):
-        """Evaluates the student: `loss` is its loss on the labels.
+        """Evaluates the distiller: `loss` is the total objective, as in `fit`.
 
-        `student_loss`, `distillation_loss` and `total_loss` are reported too
-        (as `keras.distillation` does, so `val_total_loss` exists), from one
-        teacher and one student pass in inference mode. On unlabeled data,
-        `loss` is the total loss (the distillation term).
+        `loss` (so `val_loss`) is `α·student_loss + (1 − α)·distillation_loss`
+        plus the student's regularization losses, as in `keras.distillation`.
+        `student_loss` (the label loss, reported even when α = 0; 0 without
+        labels), `distillation_loss` and `total_loss` (= `loss`) are reported
+        too, from one teacher and one student pass in inference mode.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached_teacher_outputs = self._split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
         _, means, logits = self._loss_terms(x, y, sample_weight, teacher_outputs, False)
-        return self._update_metrics(
-            y, logits, sample_weight, *means, loss_is_student_loss=y is not None
-        )
+        return self._update_metrics(y, logits, sample_weight, *means)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x, _ = self._split_inputs(x)
         return self.student(x, training=False)
-
-    # ------------------------------------------------------------------
-    # Serialization (for resuming; export `distiller.student` to deploy).
-
-    def get_config(self):
-        return distiller_config.distiller_config(self)
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**distiller_config.distiller_arguments(config, custom_objects))
-
-    def get_compile_config(self):
-        if not getattr(self, "_compile_arguments", None):
-            return {}
-        return distiller_config.compile_config(
-            self, self._student_loss_config, self._compile_arguments["metrics"]
-        )
-
-    def compile_from_config(self, config):
-        if not config:
-            return
-        self.compile(**distiller_config.compile_arguments(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)

@@ -5,9 +5,21 @@ about its teachers, student and losses, not part of a training step. (To
 deploy, save or export `distiller.student` alone.)
 """
 
+import contextlib
 import copy
 
+from tf_distill import teachers as teachers_lib
 from tf_distill.backend import keras
+
+
+def _frozen_teacher_config(model):
+    """A teacher's config without its compile config: a loaded Distiller's
+    teachers are frozen, and their optimizers are not saved (see
+    `teachers_without_optimizers`)."""
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict):
+        config.pop("compile_config", None)
+    return config
 
 
 def distiller_config(distiller):
@@ -15,11 +27,10 @@ def distiller_config(distiller):
     if distiller.has_several_teachers:
         # A dict by name (a list's names are its models' names).
         teacher = {
-            name: keras.saving.serialize_keras_object(model)
-            for name, model in distiller.teachers.items()
+            name: _frozen_teacher_config(model) for name, model in distiller.teachers.items()
         }
     else:
-        teacher = keras.saving.serialize_keras_object(distiller.teacher)
+        teacher = _frozen_teacher_config(distiller.teacher)
     config = {
         "name": distiller.name,
         "teacher": teacher,
@@ -98,3 +109,58 @@ def compile_arguments(config):
         "loss": loss,
         "metrics": keras.saving.deserialize_keras_object(config["metrics"]),
     }
+
+
+@contextlib.contextmanager
+def teachers_without_optimizers(distiller):
+    """Hides the teachers' optimizers (a teacher compiled and trained before
+    distilling has one) while the Distiller is saved: Keras's saving walks
+    every attribute of a sub-model, and a frozen teacher's optimizer state
+    is of no use to resuming distillation."""
+    hidden = []
+    for _, model in teachers_lib.members(distiller.teacher):
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            # Past Keras's attribute tracking: nothing else is to change.
+            object.__setattr__(model, "optimizer", None)
+            hidden.append((model, optimizer))
+    try:
+        yield
+    finally:
+        for model, optimizer in hidden:
+            object.__setattr__(model, "optimizer", optimizer)
+
+
+class DistillerSaving:
+    """Mixin of `Distiller`: its config, compile config, and saving without
+    the teachers' optimizer state (for resuming; export `distiller.student`
+    to deploy)."""
+
+    def get_config(self):
+        return distiller_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**distiller_arguments(config, custom_objects))
+
+    def get_compile_config(self):
+        if not getattr(self, "_compile_arguments", None):
+            return {}
+        return compile_config(self, self._student_loss_config, self._compile_arguments["metrics"])
+
+    def compile_from_config(self, config):
+        if not config:
+            return
+        self.compile(**compile_arguments(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def save(self, *args, **kwargs):
+        """`keras.Model.save`, without the teachers' optimizer state."""
+        with teachers_without_optimizers(self):
+            return super().save(*args, **kwargs)
+
+    def save_weights(self, *args, **kwargs):
+        """`keras.Model.save_weights`, without the teachers' optimizer state."""
+        with teachers_without_optimizers(self):
+            return super().save_weights(*args, **kwargs)

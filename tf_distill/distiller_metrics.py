@@ -26,15 +26,13 @@ class LossMetrics:
         total,
         student_loss,
         distillation_loss,
-        loss_is_student_loss=False,
     ):
-        """Updates the trackers; `loss` is the total loss in training and the
-        student's loss in evaluation. Without labels the compiled metrics,
-        which compare predictions with labels, are neither updated nor
-        reported (a `fit` or `evaluate` sees labels in every batch or none)."""
+        """Updates the trackers; `loss` is the total loss, in training and in
+        evaluation alike (as in `keras.distillation`). Without labels the
+        compiled metrics, which compare predictions with labels, are neither
+        updated nor reported (a `fit` or `evaluate` sees labels in every
+        batch or none)."""
         loss_tracker, loss = (self.total_loss_tracker, total)
-        if loss_is_student_loss:
-            loss_tracker, loss = (self.student_loss_tracker, student_loss)
         batch = tf.shape(logits)[0]
         self.total_loss_tracker.update_state(total, sample_weight=batch)
         self.student_loss_tracker.update_state(student_loss, sample_weight=batch)

@@ -112,6 +112,29 @@ def is_symbolic(model):
         return False
 
 
+def build_on_inputs_of(models, references):
+    """Builds each unbuilt `Sequential` of `models` on the inputs of a built model.
+
+    A Distiller's teacher and student read the same inputs, so a `Sequential`
+    never called (no `Input`) is built on the per-example input shape of the
+    first model of `references` that is built with one input, exactly as
+    Keras would build it at its first batch. Other models are left as they
+    are, and so is everything when no reference is built (`tap_model` then
+    says how to build it).
+
+    Args:
+        models: The models to tap.
+        references: The models whose inputs `models` share.
+    """
+    built = [m for m in references if is_symbolic(m) and len(m.inputs) == 1]
+    if not built:
+        return
+    shape = tuple(built[0].inputs[0].shape)
+    for model in models:
+        if isinstance(model, keras.Sequential) and not is_symbolic(model):
+            model.build(shape)
+
+
 def tap_model(model, names, role="model"):
     """Returns a model computing `{"logits": ..., name: output, ...}` at once.
 
@@ -143,12 +166,7 @@ def tap_model(model, names, role="model"):
     if not names:
         return None
     if not is_symbolic(model):
-        raise ValueError(
-            f"Tapping layers {names} needs a Functional or Sequential "
-            f"{role} model with known inputs; {model.name!r} is subclassed "
-            "or not built. Build it on an `Input`, or distill its final "
-            "outputs only."
-        )
+        raise ValueError(unbuilt_message(model, names, role))
     requests = {name: find_layer_path(model, name, role=role) for name in names}
     graph = _tap_graph(model, requests, role)
     outputs = dict(graph.outputs_by_key)
@@ -165,6 +183,27 @@ def tap_model(model, names, role="model"):
         )
     outputs = {**outputs, LOGITS: final}
     return keras.Model(graph.inputs, outputs, name=f"{model.name}_taps")
+
+
+def unbuilt_message(model, names, role):
+    """Why the layers `names` of a model without a graph cannot be tapped, and
+    the one line that gives it one."""
+    if isinstance(model, keras.Sequential):
+        return (
+            f"Tapping layers {names} of the {role} model {model.name!r} needs "
+            "its input shape, and it is a Sequential model that was never "
+            "built (nor is the other model, whose inputs it shares). Build it "
+            "first: `model.build((None, *input_shape))`, or start it with "
+            "`keras.Input(input_shape)`."
+        )
+    return (
+        f"Tapping layers {names} of the {role} model {model.name!r} needs a "
+        "graph of its layers, and it is subclassed. Trace its `call` into a "
+        "Functional model that shares its layers and weights, and pass that: "
+        "`inputs = keras.Input(input_shape); model = keras.Model(inputs, "
+        "subclassed.call(inputs))` (`subclassed(inputs)` would hide its "
+        "layers inside one node). Or distill its final outputs only."
+    )
 
 
 class _Graph:

@@ -244,6 +244,33 @@ def is_batched(dataset, model):
     return rank is not None and rank > 0 and x_spec.shape[0] is None
 
 
+def dataset_batching(dataset, model=None):
+    """`(batch_size, drop_remainder)` of a batched pipeline, or None.
+
+    A pipeline batched with `drop_remainder=True` has a static batch axis;
+    otherwise its batch size is read from its first batch (the only one
+    that can be smaller is the last).
+
+    Args:
+        dataset: A `tf.data.Dataset`.
+        model: The model it feeds (see `is_batched`), or None.
+
+    Returns:
+        `(batch_size, drop_remainder)`, or None for a pipeline of single
+        examples (or an empty one).
+    """
+    if not is_batched(dataset, model):
+        return None
+    spec = dataset.element_spec
+    x_spec = tf.nest.flatten(spec[0] if isinstance(spec, (tuple, list)) else spec)[0]
+    if x_spec.shape.rank and x_spec.shape[0] is not None:
+        return int(x_spec.shape[0]), True
+    for element in dataset.take(1):
+        first = tf.nest.flatten(element[0] if isinstance(element, (tuple, list)) else element)
+        return int(tf.shape(first[0])[0]), False
+    return None
+
+
 def split_element(element):
     if isinstance(element, (tuple, list)) and len(element) in (2, 3):
         return tuple(element) + (None,) * (3 - len(element))

@@ -18,10 +18,12 @@ from tf_distill.cache import store
 from tf_distill.cache.fingerprint import TeacherSpec
 from tf_distill.cache.fingerprint import combine
 from tf_distill.cache.sources import Arrays
+from tf_distill.cache.sources import dataset_batching
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
 from tf_distill.distiller import INPUTS
 from tf_distill.distiller import TEACHER_OUTPUTS
+from tf_distill.distiller import Distiller
 
 # In-memory caches up to this size are gathered by TensorFlow ops from
 # tensors; larger ones, and every memory-mapped one, by NumPy per batch
@@ -317,11 +319,11 @@ def cache_teacher_outputs(
     teacher,
     data,
     *,
-    batch_size=32,
+    batch_size=None,
     shuffle=None,
     seed=None,
     repeat=False,
-    drop_remainder=False,
+    drop_remainder=None,
     split="train",
     distillation_losses=None,
     teacher_outputs="logits",
@@ -345,12 +347,17 @@ def cache_teacher_outputs(
             train on the cache (recommended: its tapped layers are cached).
         data: `(x, y)`, `(x, y, sample_weight)`, a `DataSplits` or a finite
             `tf.data.Dataset` without random augmentation.
-        batch_size: Examples per batch.
+        batch_size: Examples per batch. Defaults to the batch size of a
+            batched `tf.data.Dataset` (as Keras's `fit` never re-batches
+            one), else 32. A `batch_size` that differs from the pipeline's
+            is used, and `log` says so.
         shuffle: Shuffle each epoch. Defaults to True, except for the
             `"validation"` and `"test"` splits of a `DataSplits`.
         seed: Shuffling seed.
         repeat: Repeat forever.
-        drop_remainder: Drop a last, smaller batch.
+        drop_remainder: Drop a last, smaller batch. Defaults to that of a
+            batched `tf.data.Dataset` when `batch_size` is not given, else
+            False.
         split, distillation_losses, teacher_outputs, directory, on_stale,
             inference_batch_size, deterministic, log: As in
             `build_teacher_cache` (`deterministic=True` carries a risk: read
@@ -387,12 +394,24 @@ def cache_teacher_outputs(
     )
     if shuffle is None:
         shuffle = not (isinstance(data, data_lib.DataSplits) and split != "train")
+    batching = None
+    if isinstance(data, tf.data.Dataset):
+        model = teacher.teacher if isinstance(teacher, Distiller) else teacher
+        batching = dataset_batching(data, model)
+    if batch_size is None:
+        batch_size, kept_drop_remainder = batching or (32, False)
+        drop_remainder = kept_drop_remainder if drop_remainder is None else drop_remainder
+    elif batching is not None and batch_size != batching[0]:
+        (log or (lambda *args, **kwargs: None))(
+            f"Re-batching the cached pipeline into batches of {batch_size} "
+            f"(`batch_size={batch_size}`); the pipeline given had batches of {batching[0]}."
+        )
     return cache.dataset(
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
         repeat=repeat,
-        drop_remainder=drop_remainder,
+        drop_remainder=bool(drop_remainder),
     )
 
 
