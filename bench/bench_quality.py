@@ -1,0 +1,342 @@
+"""Quality benchmark: does distillation give a better student, beyond the noise?
+
+Four parts, each written to its own section of docs/BENCHMARKS.md as soon
+as it finishes (with `--write`), in order of importance:
+
+1. `hinton`: Hinton, Vinyals & Dean (2015) on MNIST: teacher
+   784-1200-1200-10 (dropout, ±2-pixel jitter), student 784-800-800-10
+   alone and distilled at T = 20 (paper: 67 / 146 / 74 test errors).
+   Goal: the distilled student closes ≥ 80 % of the gap.
+2. `transfer`: the same student alone and distilled on 2 % and 5 %
+   stratified subsets. Goal: ≥ 50 % of the gap to the student alone on all
+   the data recovered.
+3. `methods`: each registered method at its paper's setting and after a
+   short search of its weight (chosen on validation), small CNN student,
+   against the student alone, with paired verdicts.
+4. `unlabeled`: the labeled 2 % plus the rest of MNIST without labels
+   (`distiller.fit` on x-only data).
+
+Every comparison is paired: within a seed, alone and distilled start from
+the same weights and see the same batches. Errors are counts on the test
+set, reported per seed and as mean ± std.
+
+Usage (from the repository root):
+
+    python bench/bench_quality.py --quick            # toy scale, minutes, writes nothing
+    python bench/bench_quality.py --write --results runs/quality.json   # the documented run
+
+Teachers are cached under `--cache-dir` (default: a folder in the
+temporary directory), so a rerun skips their training. The figures are
+saved as JSON (`--results`, default `runs/quality.json`, or
+`runs/quality_quick.json` with `--quick`) with the plots beside it.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import quality_methods  # noqa: E402
+import quality_mnist  # noqa: E402
+import quality_report  # noqa: E402
+
+from tf_distill.backend import tf  # noqa: E402
+
+PARTS = ("hinton", "transfer", "methods", "unlabeled")
+
+FULL = {
+    "seeds": 3,
+    "methods_seeds": 3,
+    "hinton": {
+        "train_size": None,
+        "test_size": None,
+        "batch_size": 128,
+        # Lighter dropout than the paper's 0.2 / 0.5, which needs far more
+        # epochs than this budget to converge.
+        "teacher_epochs": 16,
+        "teacher_learning_rate": 1e-3,
+        "teacher_input_dropout": 0.1,
+        "teacher_dropout": 0.3,
+        "jitter": quality_mnist.JITTER_PIXELS,
+        "student_batch_size": 256,
+        "student_epochs": 8,
+        "learning_rate": 1e-3,
+        "temperature": 20.0,
+        "alpha": 0.1,
+        "subset_steps": 600,
+        "fractions": [0.02, 0.05],
+        "unlabeled_fraction": 0.02,
+    },
+    "methods": {
+        "train_size": 4000,
+        "validation_size": 5000,
+        "test_size": None,
+        "batch_size": 128,
+        "epochs": 15,
+        "learning_rate": 0.01,
+        "teacher_epochs": 15,
+        "teacher_learning_rate": 0.005,
+    },
+}
+
+QUICK = {
+    "seeds": 2,
+    "methods_seeds": 1,
+    "hinton": {
+        **FULL["hinton"],
+        "train_size": 600,
+        "test_size": 1000,
+        "teacher_epochs": 2,
+        "student_epochs": 1,
+        "subset_steps": 2,
+        "fractions": [0.05, 0.1],
+        "unlabeled_fraction": 0.05,
+    },
+    "methods": {
+        **FULL["methods"],
+        "train_size": 512,
+        "validation_size": 256,
+        "test_size": 1000,
+        "epochs": 1,
+        "teacher_epochs": 1,
+    },
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="toy scale: minutes, no docs")
+    parser.add_argument(
+        "--write", action="store_true", help="write the sections into docs/BENCHMARKS.md"
+    )
+    parser.add_argument("--results", default=None, help="JSON results file (plots beside it)")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {list(PARTS)}"
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(quality_methods.METHOD_KEYS),
+        help="comma-separated method keys for the method table",
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="paired seeds (default 3)")
+    parser.add_argument("--data", default=None, help="MNIST idx folder")
+    parser.add_argument(
+        "--cache-dir",
+        default=os.path.join(tempfile.gettempdir(), "tf_distill_bench_quality"),
+        help="where the trained teachers are cached",
+    )
+    parser.add_argument("--note", default=None, help="a sentence on the run's conditions")
+    args = parser.parse_args(argv)
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"Unknown part(s) {unknown}. Expected some of {list(PARTS)}.")
+    args.methods = [key.strip() for key in args.methods.split(",") if key.strip()]
+    unknown = sorted(set(args.methods) - set(quality_methods.METHOD_KEYS))
+    if unknown:
+        parser.error(
+            f"Unknown method(s) {unknown}. Expected some of {quality_methods.METHOD_KEYS}."
+        )
+    if args.results is None:
+        args.results = os.path.join("runs", "quality_quick.json" if args.quick else "quality.json")
+    return args
+
+
+def reproduce_command(argv):
+    """The command line without the flags that do not change the figures."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--note", "--results", "--cache-dir"):
+            skip = True
+            continue
+        if arg.split("=")[0] in ("--note", "--results", "--cache-dir"):
+            continue
+        kept.append(arg)
+    return common.command_line(argv=[sys.argv[0]] + kept)
+
+
+class Run:
+    """The results of one invocation, saved and published part by part."""
+
+    def __init__(self, args, argv, settings):
+        self.args = args
+        self.start = time.perf_counter()
+        self.conditions = common.machine_conditions()
+        self.results = {
+            "command": reproduce_command(argv),
+            "cache_dir": args.cache_dir,
+            "quick": args.quick,
+            "settings": settings,
+            "conditions": self.conditions,
+            "seconds": {},
+        }
+        self.folder = os.path.dirname(os.path.abspath(args.results))
+
+    def finish_part(self, name, section, plot=None):
+        self.results["seconds"][name] = time.perf_counter() - self.part_start
+        elapsed = time.perf_counter() - self.start
+        note = f"Part run time: {self.results['seconds'][name] / 60:.1f} min."
+        if self.args.note:
+            note += " " + self.args.note
+        self.results["conditions_text"] = common.conditions_markdown(
+            self.conditions, load_after=common.current_load(), note=note
+        )
+        if plot is not None:
+            try:
+                path = plot(self.results, self.folder)
+                self.results.setdefault("plots", {})[name] = path
+                quality_mnist.log(f"Plot: {path}")
+            except Exception:  # a plot never costs the figures
+                traceback.print_exc()
+        if section is not None:
+            markdown = section(self.results)
+            common.publish(
+                f"quality_{name}", markdown, write=self.args.write, log=quality_mnist.log
+            )
+        self.save()
+        quality_mnist.log(f"Part {name} done; {elapsed / 60:.1f} min so far")
+
+    def begin_part(self, name):
+        quality_mnist.log(f"Part {name}")
+        self.part_start = time.perf_counter()
+
+    def save(self):
+        from tf_distill.files import atomic_write
+
+        os.makedirs(self.folder, exist_ok=True)
+        atomic_write(self.args.results, json.dumps(self.results, default=float, indent=1))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    settings = json.loads(json.dumps(QUICK if args.quick else FULL))
+    if args.seeds is not None:
+        settings["seeds"] = settings["methods_seeds"] = args.seeds
+    seeds = list(range(settings["seeds"]))
+    method_seeds = list(range(settings["methods_seeds"]))
+    run = Run(args, argv, settings)
+    results = run.results
+    hinton = settings["hinton"]
+
+    teacher = data = None
+    if {"hinton", "transfer", "unlabeled"} & set(args.parts):
+        data = common.load_mnist(
+            train_size=hinton["train_size"], test_size=hinton["test_size"], path=args.data
+        )
+        quality_mnist.log(f"Data: {data}")
+        run.begin_part("teacher")
+        teacher, info = quality_mnist.hinton_teacher(data, hinton, args.cache_dir)
+        teacher_errors = quality_mnist.count_errors(teacher, data.x_test, data.y_test)
+        quality_mnist.log(f"Hinton teacher: {teacher_errors} test errors of {len(data.y_test)}")
+        results["hinton"] = {
+            "teacher": info,
+            "teacher_errors": teacher_errors,
+            "train_size": len(data.x_train),
+            "test_size": len(data.y_test),
+        }
+        run.finish_part("teacher", None)
+
+    if "hinton" in args.parts:
+        run.begin_part("hinton")
+        results["hinton"]["errors"] = quality_mnist.run_hinton(teacher, data, hinton, seeds)
+        run.finish_part("hinton", quality_report.hinton_section, quality_report.plot_hinton)
+
+    if "transfer" in args.parts:
+        run.begin_part("transfer")
+        if "errors" in results.get("hinton", {}):
+            alone_all = results["hinton"]["errors"]["alone"]
+        else:
+            train = tf_distill_cache(teacher, data)
+            alone_all = quality_mnist.paired_runs(
+                teacher, train, hinton["student_epochs"], seeds, hinton, data, "all", ("alone",)
+            )["alone"]
+        subsets = quality_mnist.run_small_transfer(
+            teacher, data, hinton, seeds, hinton["fractions"]
+        )
+        results["transfer"] = {
+            "alone_all": alone_all,
+            "subsets": {repr(fraction): entry for fraction, entry in subsets.items()},
+            "test_size": len(data.y_test),
+        }
+        run.finish_part("transfer", quality_report.transfer_section, quality_report.plot_transfer)
+
+    if "methods" in args.parts:
+        run.begin_part("methods")
+        method_settings = settings["methods"]
+        method_data = common.load_mnist(
+            train_size=method_settings["train_size"],
+            validation_size=method_settings["validation_size"],
+            test_size=method_settings["test_size"],
+            path=args.data,
+        )
+        quality_mnist.log(f"Methods data: {method_data}")
+        method_teacher, info = quality_methods.method_teacher(
+            method_data, method_settings, args.cache_dir
+        )
+        part = quality_methods.run_methods(
+            method_teacher, method_data, method_settings, method_seeds, args.methods
+        )
+        part.update(
+            {
+                "seeds": method_seeds,
+                "teacher": info,
+                "teacher_errors": quality_methods.count_errors(
+                    method_teacher, method_data.x_test, method_data.y_test
+                ),
+                "teacher_parameters": int(method_teacher.count_params()),
+                "student_parameters": int(
+                    quality_methods.build_student(method_data, 0).count_params()
+                ),
+                "train_size": len(method_data.x_train),
+                "validation_size": len(method_data.x_val),
+                "test_size": len(method_data.y_test),
+            }
+        )
+        results["methods"] = part
+        results["recipes"] = quality_report.method_summary(part)
+        run.finish_part("methods", quality_report.methods_section, quality_report.plot_methods)
+
+    if "unlabeled" in args.parts:
+        run.begin_part("unlabeled")
+        fraction = hinton["unlabeled_fraction"]
+        try:
+            part = quality_mnist.run_unlabeled(teacher, data, hinton, seeds, fraction)
+        except Exception as error:  # guarded: the other parts' figures stand
+            traceback.print_exc()
+            part = {"error": f"{type(error).__name__}: {error}"}
+        part.update({"fraction": fraction, "test_size": len(data.y_test)})
+        results["unlabeled"] = part
+        run.finish_part(
+            "unlabeled",
+            quality_report.unlabeled_section,
+            quality_report.plot_transfer if "transfer" in results else None,
+        )
+
+    results["total_seconds"] = time.perf_counter() - run.start
+    run.save()
+    quality_mnist.log(f"Done in {results['total_seconds'] / 60:.1f} min; results in {args.results}")
+    return 0
+
+
+def tf_distill_cache(teacher, data):
+    import tf_distill
+
+    return tf_distill.build_teacher_cache(teacher, (data.x_train, data.y_train))
+
+
+if __name__ == "__main__":
+    tf.get_logger().setLevel("ERROR")
+    sys.exit(main())

@@ -1,0 +1,520 @@
+"""The Markdown sections and the plots of `bench_quality.py`.
+
+Each `*_section(results)` turns one part's raw error counts into its
+section of docs/BENCHMARKS.md; every verdict is worded by
+`quality_stats` from the numbers.
+"""
+
+import os
+
+import quality_methods
+import quality_stats as stats
+
+HINTON_PAPER = {"teacher": 67, "alone": 146, "distilled": 74}
+# Hinton et al. (2015), §4, speech: frame accuracy % with 3 % of the data.
+SPEECH_PAPER = {"hard_subset": 44.5, "soft_subset": 57.0, "hard_all": 58.9}
+HINTON_GOAL = 0.80
+TRANSFER_GOAL = 0.50
+
+
+def _seeds(values):
+    return " / ".join(str(int(v)) for v in values)
+
+
+def _mean(values):
+    return stats.mean_std(values)[0]
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _footer(results):
+    return (
+        f"{results['conditions_text']}\n\nReproduce (from the repository root; teachers are "
+        f"cached in `{results['cache_dir']}`, so a rerun skips their training):\n\n"
+        f"```sh\n{results['command']}\n```"
+    )
+
+
+# ----------------------------------------------------------------------
+# Part 1.
+
+
+def hinton_section(results):
+    part = results["hinton"]
+    settings = results["settings"]["hinton"]
+    test = part["test_size"]
+    teacher = part["teacher_errors"]
+    alone, distilled = part["errors"]["alone"], part["errors"]["distilled"]
+    share = stats.gap_closed(_mean(alone), teacher, _mean(distilled))
+    per_seed = [stats.gap_closed(a, teacher, d) for a, d in zip(alone, distilled)]
+    comparison = stats.paired(alone, distilled)
+    paper_share = stats.gap_closed(**dict(zip(("worse", "better", "reached"), (146, 67, 74))))
+    teacher_time = part["teacher"]["seconds"]
+    table = _table(
+        ["model", "paper (errors of 10,000)", "ours: errors per seed", "ours: mean ± std"],
+        [
+            ["teacher 784-1200-1200-10, dropout + jitter", 67, teacher, f"{teacher} (one model)"],
+            ["student 784-800-800-10 alone", 146, _seeds(alone), stats.format_mean_std(alone)],
+            [
+                f"student distilled, T = {settings['temperature']:g}",
+                74,
+                _seeds(distilled),
+                stats.format_mean_std(distilled),
+            ],
+        ],
+    )
+    return f"""## Quality 1: Hinton et al. (2015) on MNIST
+
+Teacher: 784-1200-1200-10 ReLU MLP, dropout {settings["teacher_input_dropout"]:g} on the
+input and {settings["teacher_dropout"]:g} on the hidden layers, each training image
+shifted by a random whole number of pixels in [−{settings["jitter"]}, {settings["jitter"]}] in
+each direction (zero fill), {settings["teacher_epochs"]} epochs of Adam
+{settings["teacher_learning_rate"]:g} cosine-decayed to 0, batch {settings["batch_size"]},
+on all {part["train_size"]:,} training images; trained once
+({"loaded from the cache" if teacher_time is None else f"{teacher_time:.0f} s"}).
+Student: 784-800-800-10 ReLU MLP without any regularization, {settings["student_epochs"]}
+epochs of Adam {settings["learning_rate"]:g} cosine-decayed to 0, batch
+{settings["student_batch_size"]}, on the same images without jitter. Distilled:
+`Distiller(student_loss_weight={settings["alpha"]:g},
+distillation_losses=LogitsDistillation(temperature={settings["temperature"]:g}))`, i.e.
+{settings["alpha"]:g} · CE + {1 - settings["alpha"]:g} · T² · KL at T = {settings["temperature"]:g}
+(the paper weighted the hard targets lightly). Alone: the same Distiller with
+`student_loss_weight=1` and the KD weight 0, so that within a seed alone and
+distilled start from the same weights and see the same batches. Test errors
+of {test:,}, {len(alone)} paired seeds.
+
+{table}
+
+Share of the gap between the student alone and the teacher that distillation
+closes, (alone − distilled) / (alone − teacher): paper {stats.format_share(paper_share)};
+ours {stats.format_share(share)} on the means (per seed:
+{", ".join(stats.format_share(s) for s in per_seed)}). Goal ≥ {100 * HINTON_GOAL:.0f} %:
+{stats.goal_text(share, HINTON_GOAL)}.
+
+Paired, {stats.verdict_sentence(comparison)}.
+
+Our budget is {settings["teacher_epochs"]} teacher epochs and {settings["student_epochs"]}
+student epochs on 2 CPU cores; the paper trained its nets far longer (with
+max-norm constraints on the teacher as well), which is where most of the
+difference in the absolute error counts comes from.
+
+{_footer(results)}
+"""
+
+
+# ----------------------------------------------------------------------
+# Part 2.
+
+
+def transfer_section(results):
+    part = results["transfer"]
+    alone_all = part["alone_all"]
+    rows, lines = [], []
+    for fraction, entry in part["subsets"].items():
+        alone, distilled = entry["alone"], entry["distilled"]
+        share = stats.gap_closed(_mean(alone), _mean(alone_all), _mean(distilled))
+        comparison = stats.paired(alone, distilled)
+        label = f"{100 * float(fraction):g} % ({entry['size']:,} images, {entry['epochs']} epochs)"
+        rows.append(
+            [
+                label,
+                f"{stats.format_mean_std(alone)} ({_seeds(alone)})",
+                f"{stats.format_mean_std(distilled)} ({_seeds(distilled)})",
+                stats.format_mean_std(alone_all),
+                stats.format_share(share),
+                stats.goal_text(share, TRANSFER_GOAL),
+            ]
+        )
+        lines.append(f"- {label}: {stats.verdict_sentence(comparison)}.")
+    speech = stats.gap_closed(
+        -SPEECH_PAPER["hard_subset"], -SPEECH_PAPER["hard_all"], -SPEECH_PAPER["soft_subset"]
+    )
+    settings = results["settings"]["hinton"]
+    table = _table(
+        [
+            "transfer set",
+            "alone on the subset",
+            "distilled on the subset",
+            "alone on all the data",
+            "gap recovered",
+            f"goal ≥ {100 * TRANSFER_GOAL:.0f} %",
+        ],
+        rows,
+    )
+    return f"""## Quality 2: a small transfer set (Hinton et al. 2015, §4)
+
+The paper's speech experiment: with 3 % of the training data, hard targets
+gave 44.5 % frame accuracy and soft targets 57.0 %, against 58.9 % for hard
+targets on all of it: soft targets recovered {stats.format_share(speech)} of the gap.
+Here on MNIST: the teacher of Quality 1 (trained on all the data), and the
+784-800-800-10 student alone and distilled (T = {settings["temperature"]:g}, hard-label weight
+{settings["alpha"]:g}) on the same stratified subsets, about {settings["subset_steps"]} steps
+each (more epochs on a smaller subset), paired seeds. "Alone on all the data" is
+Quality 1's student alone. Test errors of {part["test_size"]:,}, mean ± std (per seed);
+gap recovered = (alone on the subset − distilled) / (alone on the subset − alone on
+all the data), on the means.
+
+{table}
+
+{chr(10).join(lines)}
+
+{_footer(results)}
+"""
+
+
+# ----------------------------------------------------------------------
+# Part 3.
+
+
+def unlabeled_section(results):
+    part = results["unlabeled"]
+    if part.get("error"):
+        return f"""## Quality 3: distilling on unlabeled data
+
+Not measured: the run failed with `{part["error"]}`.
+
+{_footer(results)}
+"""
+    fraction = part["fraction"]
+    subset = results.get("transfer", {}).get("subsets", {}).get(repr(fraction))
+    alone_all = results.get("transfer", {}).get("alone_all")
+    unlabeled = part["distilled"]
+    rows = []
+    if subset:
+        rows.append(
+            [
+                f"alone, {part['labeled']:,} labeled",
+                stats.format_mean_std(subset["alone"]),
+                _seeds(subset["alone"]),
+            ]
+        )
+        rows.append(
+            [
+                f"distilled, {part['labeled']:,} labeled",
+                stats.format_mean_std(subset["distilled"]),
+                _seeds(subset["distilled"]),
+            ]
+        )
+    rows.append(
+        [
+            f"distilled, {part['labeled']:,} labeled + {part['unlabeled']:,} unlabeled",
+            stats.format_mean_std(unlabeled),
+            _seeds(unlabeled),
+        ]
+    )
+    if alone_all:
+        rows.append(["alone, all labeled", stats.format_mean_std(alone_all), _seeds(alone_all)])
+    text = ""
+    if subset and alone_all:
+        share = stats.gap_closed(_mean(subset["alone"]), _mean(alone_all), _mean(unlabeled))
+        text = (
+            f"Gap recovered, (alone on the labeled subset − distilled with the unlabeled "
+            f"images) / (alone on the subset − alone on all the data): "
+            f"{stats.format_share(share)}.\n\nPaired, "
+            f"{stats.verdict_sentence(stats.paired(subset['alone'], unlabeled), 'distilled with unlabeled', 'alone on the subset')}.\n\n"
+            f"Paired, {stats.verdict_sentence(stats.paired(subset['distilled'], unlabeled), 'with unlabeled', 'labeled subset only')}."
+        )
+    settings = results["settings"]["hinton"]
+    table = _table(["student (784-800-800-10)", "test errors, mean ± std", "per seed"], rows)
+    return f"""## Quality 3: distilling on unlabeled data
+
+The commonest real case: a trained teacher, few labels, many unlabeled
+images. The labeled {100 * fraction:g} % subset of Quality 2 plus the other
+{part["unlabeled"]:,} training images without their labels: each epoch is one
+`distiller.fit` pass over the unlabeled images (an x-only dataset: the
+student's label loss is 0, only the KD term trains it), then one over the
+labeled subset ({settings["alpha"]:g} · CE + {1 - settings["alpha"]:g} · KD), for
+{part["epochs"]} epochs; teacher of Quality 1, T = {settings["temperature"]:g}. Test
+errors of {part["test_size"]:,}, paired seeds.
+
+{table}
+
+{text}
+
+{_footer(results)}
+"""
+
+
+# ----------------------------------------------------------------------
+# Part 4.
+
+
+def method_summary(part):
+    """Per method: the paper's setting and the chosen one, with paired
+    comparisons to the student alone (the JSON the recipes are made from)."""
+    alone = part["alone"]["test"]
+    seeds = part["seeds"]
+    methods = quality_methods.methods_by_key()
+    summary = {}
+    for key, entry in part["methods"].items():
+        method = methods[key]
+        runs = entry["runs"]
+
+        def test_errors(factor, runs=runs):
+            return [runs[repr(float(factor))]["test"][seed] for seed in seeds]
+
+        paper, best = test_errors(1.0), test_errors(entry["chosen_factor"])
+        factor = entry["chosen_factor"]
+        summary[key] = {
+            "label": method.label,
+            "losses": method.losses,
+            "student_loss_weight": method.alpha,
+            "paper_weights": method.weights,
+            "warmup_epochs": method.warmup_epochs,
+            "search_validation_errors": {
+                f: runs[f]["validation"][seeds[0]] for f in sorted(runs, key=float)
+            },
+            "chosen_factor": factor,
+            "best_weights": [w * factor for w in method.weights],
+            "paper": _scored(paper, alone),
+            "best": _scored(best, alone),
+        }
+    return summary
+
+
+def _scored(values, alone):
+    comparison = stats.paired(alone, values)
+    mean, std = stats.mean_std(values)
+    return {
+        "test_errors": values,
+        "mean": mean,
+        "std": std,
+        "paired": comparison,
+        "verdict": stats.verdict(comparison),
+    }
+
+
+def methods_section(results):
+    part = results["methods"]
+    settings = results["settings"]["methods"]
+    summary = method_summary(part)
+    alone = part["alone"]["test"]
+    rows = [
+        [
+            "student alone",
+            "CE only",
+            "",
+            f"{stats.format_mean_std(alone)} ({_seeds(alone)})",
+            "—",
+            "—",
+            "",
+            "",
+            "",
+            "",
+        ]
+    ]
+    verdicts = []
+    for key, entry in summary.items():
+        method = quality_methods.methods_by_key()[key]
+        search = ", ".join(
+            f"×{float(f):g}: {n}" for f, n in entry["search_validation_errors"].items()
+        )
+        paper, best = entry["paper"], entry["best"]
+
+        def delta(scored):
+            p = scored["paired"]
+            return f"{p['mean']:+.1f} ± {p['std']:.1f} ({p['improved']}/{p['n']})"
+
+        rows.append(
+            [
+                method.label,
+                method.setting.format(warmup=method.warmup_epochs),
+                f"α = {method.alpha:g}, w = {', '.join(f'{w:g}' for w in method.weights)}",
+                f"{stats.format_mean_std(paper['test_errors'])} ({_seeds(paper['test_errors'])})",
+                delta(paper),
+                paper["verdict"],
+                search,
+                f"×{entry['chosen_factor']:g}",
+                f"{stats.format_mean_std(best['test_errors'])} ({_seeds(best['test_errors'])})",
+                f"{delta(best)}: {best['verdict']}",
+            ]
+        )
+        verdicts.append((method.label, paper["verdict"], best["verdict"]))
+    better = [label for label, p, b in verdicts if "better" in (p, b)]
+    worse_paper = [label for label, p, _ in verdicts if p == "worse"]
+    worse_best = [label for label, _, b in verdicts if b == "worse"]
+    table = _table(
+        [
+            "method",
+            "paper's setting",
+            "weights",
+            "paper's setting: test errors",
+            "alone − method (seeds better)",
+            "verdict",
+            f"search: validation errors, seed {part['seeds'][0]}",
+            "chosen",
+            "chosen: test errors",
+            "alone − method: verdict",
+        ],
+        rows,
+    )
+    return f"""## Quality 4: a fair method table (MNIST, small CNN)
+
+Teacher: CNN "{quality_methods.TEACHER_SIZE}" ({part["teacher_parameters"]:,} parameters),
+{settings["teacher_epochs"]} epochs of Adam {settings["teacher_learning_rate"]:g} cosine-decayed
+to 0 on the training subset, {part["teacher_errors"]} test errors; trained once and cached.
+Student: CNN "{quality_methods.STUDENT_SIZE}" ({part["student_parameters"]:,} parameters),
+{settings["epochs"]} epochs of Adam {settings["learning_rate"]:g} cosine-decayed to 0, batch
+{settings["batch_size"]} (full batches). Data: {part["train_size"]:,} training images
+(stratified), {part["validation_size"]:,} validation images carved from the training
+set (used only to choose weights), {part["test_size"]:,} test images. Every run
+trains from one cache of the teacher's outputs (logits and tapped layers), so within
+a seed all rows start from the same student weights and see the same batches;
+"alone" is the same pipeline with CE only. {len(part["seeds"])} seeds.
+
+Each method first runs at its paper's setting on every seed. Then its
+distillation weights are scaled by ×0.1 and ×10 on seed {part["seeds"][0]}; the factor with the
+fewest *validation* errors on that seed (ties: the paper's) is run on the
+other seeds. "alone − method" is the paired difference in test errors (positive:
+the method made fewer), mean ± std over seeds, with the number of seeds on which
+the method made fewer errors. Verdict: "better" or "worse" only when every seed
+agrees and the paired t statistic passes the two-sided 95 % threshold
+(4.30 for 3 seeds); otherwise "no reliable difference".
+
+{table}
+
+Beat the student alone beyond the noise (at the paper's or the chosen setting):
+{", ".join(better) or "none"}. Worse than alone beyond the noise at the paper's
+setting: {", ".join(worse_paper) or "none"}; at the chosen setting:
+{", ".join(worse_best) or "none"}. All the others: no reliable difference.
+
+DKD's warm-up: `tf_distill`'s DecoupledKD has no warm-up option, and the
+Distiller's loss weights are fixed numbers; the bench ramps the weight
+through the public API, one Distiller per warm-up epoch at
+`min(epoch / {quality_methods.methods_by_key()["dkd"].warmup_epochs}, 1)` sharing the student and its
+optimizer (the paper: 20 of 240 epochs).
+
+{_footer(results)}
+"""
+
+
+# ----------------------------------------------------------------------
+# Plots.
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_hinton(results, folder):
+    plt = _pyplot()
+    part = results["hinton"]
+    labels = ["teacher", "student alone", "student distilled"]
+    ours = [
+        (part["teacher_errors"], 0.0),
+        stats.mean_std(part["errors"]["alone"]),
+        stats.mean_std(part["errors"]["distilled"]),
+    ]
+    paper = [HINTON_PAPER["teacher"], HINTON_PAPER["alone"], HINTON_PAPER["distilled"]]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    positions = range(len(labels))
+    axis.bar(
+        [p - 0.2 for p in positions],
+        [m for m, _ in ours],
+        0.4,
+        yerr=[s for _, s in ours],
+        capsize=4,
+        label=f"ours (mean ± std, {len(part['errors']['alone'])} seeds)",
+    )
+    axis.bar([p + 0.2 for p in positions], paper, 0.4, label="Hinton et al. 2015", alpha=0.6)
+    axis.set_xticks(list(positions), labels)
+    axis.set_ylim(bottom=0)
+    axis.set_ylabel(f"test errors (of {part['test_size']:,}); axis from 0")
+    axis.set_title("MNIST: 784-800-800-10 student, distilled at T = 20")
+    axis.legend()
+    return _save(figure, folder, "quality_hinton.png")
+
+
+def plot_transfer(results, folder):
+    plt = _pyplot()
+    part = results["transfer"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    fractions = list(part["subsets"])
+    unlabeled = results.get("unlabeled") or {}
+    for offset, variant in ((-0.2, "alone"), (0.2, "distilled")):
+        values = [stats.mean_std(part["subsets"][f][variant]) for f in fractions]
+        axis.bar(
+            [i + offset for i in range(len(fractions))],
+            [m for m, _ in values],
+            0.4,
+            yerr=[s for _, s in values],
+            capsize=4,
+            label=f"{variant} on the subset",
+        )
+    if unlabeled.get("distilled") and repr(unlabeled["fraction"]) in fractions:
+        index = fractions.index(repr(unlabeled["fraction"]))
+        mean, std = stats.mean_std(unlabeled["distilled"])
+        axis.errorbar(
+            [index + 0.45],
+            [mean],
+            yerr=[std],
+            fmt="o",
+            capsize=4,
+            label="distilled, subset + unlabeled rest",
+        )
+    mean, std = stats.mean_std(part["alone_all"])
+    axis.axhline(mean, color="black", linestyle="--", label=f"alone on all data ({mean:.0f})")
+    axis.set_xticks(range(len(fractions)), [f"{100 * float(f):g} %" for f in fractions])
+    axis.set_ylim(bottom=0)
+    axis.set_ylabel(f"test errors (of {part['test_size']:,}); axis from 0")
+    axis.set_title("Small transfer sets (mean ± std over seeds)")
+    axis.legend(fontsize=8)
+    return _save(figure, folder, "quality_transfer.png")
+
+
+def plot_methods(results, folder):
+    plt = _pyplot()
+    part = results["methods"]
+    summary = method_summary(part)
+    labels = ["student alone"]
+    values = [stats.mean_std(part["alone"]["test"])]
+    best = [None]
+    for entry in summary.values():
+        labels.append(entry["label"])
+        values.append((entry["paper"]["mean"], entry["paper"]["std"]))
+        best.append((entry["best"]["mean"], entry["best"]["std"]))
+    figure, axis = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.5))
+    rows = range(len(labels))
+    axis.barh(
+        [r - 0.2 for r in rows],
+        [m for m, _ in values],
+        0.4,
+        xerr=[s for _, s in values],
+        capsize=3,
+        label="paper's setting",
+    )
+    axis.barh(
+        [r + 0.2 for r in rows if best[r]],
+        [best[r][0] for r in rows if best[r]],
+        0.4,
+        xerr=[best[r][1] for r in rows if best[r]],
+        capsize=3,
+        label="chosen on validation",
+    )
+    axis.axvline(values[0][0], color="black", linestyle="--", linewidth=1)
+    axis.set_yticks(list(rows), labels)
+    axis.invert_yaxis()
+    axis.set_xlim(left=0)
+    axis.set_xlabel(f"test errors (of {part['test_size']:,}), mean ± std; axis from 0")
+    axis.legend(fontsize=8)
+    return _save(figure, folder, "quality_methods.png")
+
+
+def _save(figure, folder, name):
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path
