@@ -22,6 +22,7 @@ a trial costs what training the student alone costs.
 """
 
 import inspect
+import math
 import shutil
 import time
 
@@ -79,9 +80,19 @@ def search_seed(teacher, train, validation, epochs, seed, settings, data, direct
         overwrite=True,
         seed=seed,
     )
-    return tuning.search(
-        tuner, train.dataset(batch_size=batch_size, shuffle=True, seed=seed), validation, epochs
+    # Validating on thousands of images after each 5-step pass over the
+    # subset would cost more than the training: a trial's "epoch" is
+    # `passes` passes (the same steps and schedule in all).
+    passes = math.gcd(epochs, settings["passes_per_validation"])
+    steps_per_pass = -(-len(train) // batch_size)
+    tuner.search(
+        train.dataset(batch_size=batch_size, shuffle=True, seed=seed, repeat=True),
+        validation_data=validation,
+        epochs=epochs // passes,
+        steps_per_epoch=passes * steps_per_pass,
+        verbose=0,
     )
+    return tuner
 
 
 def run_tuning(teacher, data, settings, seeds, directory):
@@ -89,7 +100,9 @@ def run_tuning(teacher, data, settings, seeds, directory):
 
     Args:
         settings: The Hinton part's settings with this part's: `fraction`,
-            `validation_size`, `tuner`, `max_trials`.
+            `validation_size`, `tuner`, `max_trials`, `passes_per_validation`
+            (passes over the subset between two validations in a trial),
+            and possibly its own `subset_steps`.
         directory: Where the trials are saved (removed at the end).
 
     Returns:
@@ -270,6 +283,8 @@ def tuning_section(results):
         ),
     ]
     minutes = sum(part["seconds"]) / 60
+    passes = tuning_settings["passes_per_validation"]
+    every = "after each epoch" if passes == 1 else f"every {passes} epochs"
     caveat = ""
     if part["validation_size"] > part["size"]:
         caveat = (
@@ -285,7 +300,7 @@ configuration at least as good as the better of the student alone and default KD
 Setting: part 2's stratified {100 * tuning_settings["fraction"]:g} % subset
 ({part["size"]:,} labeled images, the same images for every seed), the Hinton teacher
 trained on all the training images (part 1), the 784-800-800-10 student,
-{part["epochs"]} epochs (about {settings["subset_steps"]} steps) of Adam
+{part["epochs"]} epochs (about {tuning_settings.get("subset_steps", settings["subset_steps"])} steps) of Adam
 {settings["learning_rate"]:g} cosine-decayed to 0, batch {settings["student_batch_size"]},
 on the teacher's cached logits. Default KD is what `Distiller(teacher, student, "kd")`
 trains with: `LogitsDistillation()`'s T = {default["temperature"]:g} and `Distiller`'s
@@ -294,7 +309,8 @@ trains with: `LogitsDistillation()`'s T = {default["temperature"]:g} and `Distil
 max_trials={tuning_settings["max_trials"]})`, the default space (T in [1, 20] log scale,
 α in [0, 1]) and objective (`val_accuracy`, the best epoch's): the student's accuracy on
 {part["validation_size"]:,} training images outside the subset (stratified; never the test
-set), with the baselines' training protocol.{caveat} A seed sets the student's initial weights, the order of the batches and
+set), measured {every}, with the baselines' training
+protocol.{caveat} A seed sets the student's initial weights, the order of the batches and
 the tuner's draws. Columns: test errors of {test:,}; "best trial" is the best trial's
 student at its best epoch (`tuning.best_student`); "retrained" trains the best values
 again with exactly the baselines' protocol (same initial weights and batches, last epoch).
