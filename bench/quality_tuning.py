@@ -291,15 +291,18 @@ def tuning_section(results):
             " This labeled validation split is larger than the subset itself: a user "
             f"with only {part['size']:,} labels would validate on fewer, and choose less well."
         )
-    return f"""## Quality 5: a 10-trial search finds distillation where it helps
+    trials = tuning_settings["max_trials"]
+    teacher = results.get("hinton", {}).get("teacher_errors")
+    teacher_text = "" if teacher is None else f" ({teacher} test errors)"
+    return f"""## Quality 5: does a {trials}-trial search find distillation where it helps?
 
 Goal (issue 9, item 5): on the small-transfer-set setting, over {len(names)} seeds, a
-{tuning_settings["max_trials"]}-trial search of `DistillerHyperModel`'s default space finds a
+{trials}-trial search of `DistillerHyperModel`'s default space finds a
 configuration at least as good as the better of the student alone and default KD.
 
 Setting: part 2's stratified {100 * tuning_settings["fraction"]:g} % subset
 ({part["size"]:,} labeled images, the same images for every seed), the Hinton teacher
-trained on all the training images (part 1), the 784-800-800-10 student,
+trained on all the training images (part 1){teacher_text}, the 784-800-800-10 student,
 {part["epochs"]} epochs (about {tuning_settings.get("subset_steps", settings["subset_steps"])} steps) of Adam
 {settings["learning_rate"]:g} cosine-decayed to 0, batch {settings["student_batch_size"]},
 on the teacher's cached logits. Default KD is what `Distiller(teacher, student, "kd")`
