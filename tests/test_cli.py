@@ -49,6 +49,8 @@ def test_run_writes_student_metrics_and_report(tmp_path, capsys):
     # architecture gives the same size, trained alone or distilled.
     alone, distilled = (models[m]["file_bytes"] for m in ("student alone", "distilled student"))
     assert abs(alone - distilled) / distilled < 0.02
+    identity = metrics["data"].pop("identity")
+    assert identity.startswith("digits:scikit-learn-")
     assert metrics["data"] == {"name": "digits", "train": 1257, "validation": 270,
                                "test": 270, "num_classes": 10}
     history = metrics["histories"]["distilled student"]

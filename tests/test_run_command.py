@@ -328,3 +328,14 @@ def test_a_two_teacher_config_runs_end_to_end(tmp_path):
     assert sum(m.startswith("Reusing the teacher 'wide'") for m in messages) == 1
     assert sum(m.startswith("Reusing the teacher 'narrow'") for m in messages) == 1
     assert not any(m.startswith("Training the wide") for m in messages)
+
+
+def test_a_trained_teacher_learns_although_the_set_up_was_checked_first(tmp_path):
+    raw = {**FAST, "teacher": {"architecture": "mlp", "size": "small", "epochs": 3,
+                               "learning_rate": 0.01},
+           "training": {**FAST["training"], "epochs": 1}, "output": str(tmp_path)}
+    results = job.run(config_lib.validate(raw), verbose=0, log=lambda *a: None)
+    teacher = results["models"][0]
+    assert teacher["model"] == "teacher"
+    assert teacher["test_accuracy"] > 0.5
+    assert len(results["histories"]["teacher"]["loss"]) == 3

@@ -225,6 +225,8 @@ class TeacherPlan:
             f"{self.model.count_params():,} parameters, {section['epochs']} epochs)"
         )
         seed = config["training"]["seed"]
+        # A Distiller built to check the set-up froze it.
+        self.model.trainable = True
         self.history, self.seconds = train_plain(
             self.model, config, data, epochs=section["epochs"],
             learning_rate=section["learning_rate"], seed=seed, verbose=verbose,
