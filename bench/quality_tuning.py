@@ -293,7 +293,14 @@ def tuning_section(results):
         )
     trials = tuning_settings["max_trials"]
     teacher = results.get("hinton", {}).get("teacher_errors")
-    teacher_text = "" if teacher is None else f" ({teacher} test errors)"
+    teacher_text = "" if teacher is None else f"; {teacher} test errors"
+    steps = tuning_settings.get("subset_steps", settings["subset_steps"])
+    steps_text = ""
+    if steps != settings["subset_steps"]:
+        steps_text = (
+            f" Fewer steps than part 2's {settings['subset_steps']}, to fit the time budget:"
+            " the alone and default-KD figures here are this part's own, not part 2's."
+        )
     return f"""## Quality 5: does a {trials}-trial search find distillation where it helps?
 
 Goal (issue 9, item 5): on the small-transfer-set setting, over {len(names)} seeds, a
@@ -302,10 +309,10 @@ configuration at least as good as the better of the student alone and default KD
 
 Setting: part 2's stratified {100 * tuning_settings["fraction"]:g} % subset
 ({part["size"]:,} labeled images, the same images for every seed), the Hinton teacher
-trained on all the training images (part 1){teacher_text}, the 784-800-800-10 student,
-{part["epochs"]} epochs (about {tuning_settings.get("subset_steps", settings["subset_steps"])} steps) of Adam
+trained on all the training images (part 1{teacher_text}), the 784-800-800-10 student,
+{part["epochs"]} epochs (about {steps} steps) of Adam
 {settings["learning_rate"]:g} cosine-decayed to 0, batch {settings["student_batch_size"]},
-on the teacher's cached logits. Default KD is what `Distiller(teacher, student, "kd")`
+on the teacher's cached logits.{steps_text} Default KD is what `Distiller(teacher, student, "kd")`
 trains with: `LogitsDistillation()`'s T = {default["temperature"]:g} and `Distiller`'s
 α = `student_loss_weight` = {default["alpha"]:g}. The search:
 `tuning.make_tuner(DistillerHyperModel(teacher, build_student), "{tuning_settings["tuner"]}",
