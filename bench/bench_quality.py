@@ -15,6 +15,9 @@ as it finishes (with `--write`), in order of importance:
    against the student alone, with paired verdicts.
 4. `unlabeled`: the labeled 2 % plus the rest of MNIST without labels
    (`distiller.fit` on x-only data).
+5. `tuning` (optional: `--parts tuning`): on part 2's 2 % subset, a
+   10-trial search of `tf_distill.tuning`'s default space against the
+   student alone and default KD (`quality_tuning.py`).
 
 Every comparison is paired: within a seed, alone and distilled start from
 the same weights and see the same batches. Errors are counts on the test
@@ -24,6 +27,7 @@ Usage (from the repository root):
 
     python bench/bench_quality.py --quick            # toy scale, minutes, writes nothing
     python bench/bench_quality.py --write --results runs/quality.json   # the documented run
+    python bench/bench_quality.py --parts tuning --write   # part 5 (runs/quality_tuning.json)
 
 Teachers are cached under `--cache-dir` (default: a folder in the
 temporary directory), so a rerun skips their training. The figures are
@@ -48,10 +52,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import quality_methods  # noqa: E402
 import quality_mnist  # noqa: E402
 import quality_report  # noqa: E402
+import quality_tuning  # noqa: E402
 
 from tf_distill.backend import tf  # noqa: E402
 
-PARTS = ("hinton", "transfer", "methods", "unlabeled")
+PARTS = ("hinton", "transfer", "methods", "unlabeled", "tuning")
+# Run when `--parts` is not given; `tuning` is asked for by name.
+DEFAULT_PARTS = ("hinton", "transfer", "methods", "unlabeled")
 
 FULL = {
     "seeds": 3,
@@ -86,6 +93,15 @@ FULL = {
         "teacher_epochs": 15,
         "teacher_learning_rate": 0.005,
     },
+    "tuning": {
+        "fraction": 0.02,
+        "validation_size": 5000,
+        "tuner": "random",
+        "max_trials": 10,
+        "passes_per_validation": 5,
+        # Half part 2's 600 steps, for the 39 trainings to fit ~20 min.
+        "subset_steps": 300,
+    },
 }
 
 QUICK = {
@@ -109,6 +125,13 @@ QUICK = {
         "epochs": 1,
         "teacher_epochs": 1,
     },
+    "tuning": {
+        "fraction": 0.1,
+        "validation_size": 200,
+        "tuner": "random",
+        "max_trials": 3,
+        "passes_per_validation": 1,
+    },
 }
 
 
@@ -120,7 +143,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--results", default=None, help="JSON results file (plots beside it)")
     parser.add_argument(
-        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {list(PARTS)}"
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated subset of {list(PARTS)} (default: all but tuning)",
     )
     parser.add_argument(
         "--methods",
@@ -147,7 +172,9 @@ def parse_args(argv=None):
             f"Unknown method(s) {unknown}. Expected some of {quality_methods.METHOD_KEYS}."
         )
     if args.results is None:
-        args.results = os.path.join("runs", "quality_quick.json" if args.quick else "quality.json")
+        # A run of part 5 alone does not overwrite the other parts' figures.
+        name = "quality_tuning" if args.parts == ["tuning"] else "quality"
+        args.results = os.path.join("runs", f"{name}_quick.json" if args.quick else f"{name}.json")
     return args
 
 
@@ -232,7 +259,7 @@ def main(argv=None):
     hinton = settings["hinton"]
 
     teacher = data = None
-    if {"hinton", "transfer", "unlabeled"} & set(args.parts):
+    if {"hinton", "transfer", "unlabeled", "tuning"} & set(args.parts):
         data = common.load_mnist(
             train_size=hinton["train_size"], test_size=hinton["test_size"], path=args.data
         )
@@ -324,6 +351,19 @@ def main(argv=None):
             quality_report.unlabeled_section,
             quality_report.plot_transfer if "transfer" in results else None,
         )
+
+    if "tuning" in args.parts:
+        run.begin_part("tuning")
+        part = quality_tuning.run_tuning(
+            teacher,
+            data,
+            {**hinton, **settings["tuning"]},
+            seeds,
+            directory=os.path.join(run.folder, "quality_tuning_trials"),
+        )
+        part["test_size"] = len(data.y_test)
+        results["tuning"] = part
+        run.finish_part("tuning", quality_tuning.tuning_section)
 
     results["total_seconds"] = time.perf_counter() - run.start
     run.save()

@@ -31,7 +31,7 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
-def _footer(results):
+def footer(results):
     return (
         f"{results['conditions_text']}\n\nReproduce (from the repository root; teachers are "
         f"cached in `{results['cache_dir']}`, so a rerun skips their training):\n\n"
@@ -102,7 +102,7 @@ student epochs on 2 CPU cores; the paper trained its nets far longer (with
 max-norm constraints on the teacher as well), which is where most of the
 difference in the absolute error counts comes from.
 
-{_footer(results)}
+{footer(results)}
 """
 
 
@@ -162,7 +162,7 @@ all the data), on the means.
 
 {chr(10).join(lines)}
 
-{_footer(results)}
+{footer(results)}
 """
 
 
@@ -177,7 +177,7 @@ def unlabeled_section(results):
 
 Not measured: the run failed with `{part["error"]}`.
 
-{_footer(results)}
+{footer(results)}
 """
     fraction = part["fraction"]
     subset = results.get("transfer", {}).get("subsets", {}).get(repr(fraction))
@@ -235,7 +235,7 @@ errors of {part["test_size"]:,}, paired seeds.
 
 {text}
 
-{_footer(results)}
+{footer(results)}
 """
 
 
@@ -388,7 +388,7 @@ through the public API, one Distiller per warm-up epoch at
 `min(epoch / {quality_methods.methods_by_key()["dkd"].warmup_epochs}, 1)` sharing the student and its
 optimizer (the paper: 20 of 240 epochs).
 
-{_footer(results)}
+{footer(results)}
 """
 
 

@@ -142,3 +142,22 @@ def goal_text(share, goal):
         f"**missed** by {100 * (goal - share):.0f} points "
         f"({100 * share:.0f} % < {100 * goal:.0f} %)"
     )
+
+
+def at_least_as_good(method, *baselines):
+    """Does `method` make no more errors than the best of `baselines`?
+
+    Each argument holds one error count per seed. Returns `(per_seed,
+    on_mean)`: a list of booleans, one per seed (against the best baseline
+    on that seed), and one boolean for the means (against the best mean).
+    """
+    if not baselines:
+        raise ValueError("`baselines` must hold at least one list of errors. Received none.")
+    if any(len(baseline) != len(method) for baseline in baselines):
+        raise ValueError(
+            "`method` and each baseline must hold one value per seed. Received lengths "
+            f"{len(method)} and {[len(baseline) for baseline in baselines]}."
+        )
+    per_seed = [m <= min(values) for m, *values in zip(method, *baselines)]
+    best_mean = min(mean_std(baseline)[0] for baseline in baselines)
+    return per_seed, mean_std(method)[0] <= best_mean

@@ -81,3 +81,16 @@ def test_t_critical_values():
     assert stats.t_critical_95(50) == stats.t_critical_95(10)
     with pytest.raises(ValueError, match="degrees_of_freedom"):
         stats.t_critical_95(0)
+
+
+def test_at_least_as_good_as_the_best_baseline_per_seed_and_on_the_mean():
+    tuned, alone, default_kd = [30, 41, 35], [40, 40, 50], [31, 45, 36]
+    per_seed, on_mean = stats.at_least_as_good(tuned, alone, default_kd)
+    # Seed 1: 41 > 40 (alone); ties count as at least as good.
+    assert per_seed == [True, False, True]
+    assert on_mean  # 35.3 <= min(43.3, 37.3)
+    assert stats.at_least_as_good([31, 41], [31, 40], [31, 40]) == ([True, False], False)
+    with pytest.raises(ValueError, match="one value per seed"):
+        stats.at_least_as_good([1, 2], [1])
+    with pytest.raises(ValueError, match="at least one list"):
+        stats.at_least_as_good([1, 2])

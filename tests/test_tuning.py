@@ -10,6 +10,7 @@ import h5py
 import keras_tuner
 import numpy as np
 import pytest
+from keras_tuner.engine import hyperparameters
 from processes import wait_all
 
 from tf_distill import architectures
@@ -323,6 +324,33 @@ def test_trial_checkpoints_hold_what_trains_not_the_teacher(tmp_path, teacher, p
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     for a, b in zip(other_teacher.get_weights(), other_weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_default_space_and_objective_search_for_distillation(tmp_path):
+    """The defaults a user gets: T in [1, 20] on a log scale, α in [0, 1],
+    and the student's validation accuracy, maximised."""
+    teacher = architectures.build("mlp", INPUT_SHAPE, 10, size=0.5, seed=0, name="teacher")
+    hypermodel = tuning.DistillerHyperModel(teacher, _build_student)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    space = {p.name: p for p in hp.space}
+    assert set(space) == {"temperature", "student_loss_weight", "learning_rate"}
+    temperature = space["temperature"]
+    assert isinstance(temperature, hyperparameters.Float)
+    assert (temperature.min_value, temperature.max_value) == (1.0, 20.0)
+    assert temperature.sampling == "log"
+    weight = space["student_loss_weight"]
+    assert isinstance(weight, hyperparameters.Float)
+    assert (weight.min_value, weight.max_value) == (0.0, 1.0)
+    assert weight.sampling == "linear"
+    assert isinstance(space["learning_rate"], hyperparameters.Fixed)
+    assert space["learning_rate"].value == pytest.approx(1e-3)
+
+    tuner = tuning.make_tuner(hypermodel, directory=tmp_path)
+    objective = tuner.oracle.objective
+    assert (objective.name, objective.direction) == ("val_accuracy", "max")
+    assert isinstance(tuner, keras_tuner.RandomSearch)
+    assert tuner.oracle.max_trials == 10
 
 
 def test_hypermodel_and_tuner_errors(teacher):

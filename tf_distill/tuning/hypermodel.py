@@ -31,7 +31,10 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     leaves the shared, frozen teacher out of them). Each searched quantity is
     given as a number (fixed, still recorded in the trial), a `(low, high)`
     tuple (a continuous range; log scale for the temperature, learning rate
-    and width) or a list (choices, e.g. for `GridSearch`).
+    and width) or a list (choices, e.g. for `GridSearch`). By default the
+    search covers `T` in [1, 20] on a log scale and `α` in [0, 1], and
+    `make_tuner` maximises the student's validation accuracy
+    (`val_accuracy`).
 
     `fit(hp, model, ...)` trains with `keras.callbacks.TerminateOnNaN` and
     raises `keras_tuner.errors.FailedTrialError` if the loss turns NaN or

@@ -76,8 +76,8 @@ def make_tuner(
         hypermodel: The `DistillerHyperModel` (or any hypermodel).
         tuner: `"random"`, `"bayesian"`, `"hyperband"` or `"grid"`.
         objective: The metric to optimise. Defaults to the student's
-            validation accuracy; a name containing "loss" or "error" is
-            minimised, others maximised.
+            validation accuracy (`"val_accuracy"`, maximised); a name
+            containing "loss" or "error" is minimised, others maximised.
         max_trials: The number of trials (not used by Hyperband; for grid,
             None runs the whole grid).
         executions_per_trial: Trainings per trial, averaged.
