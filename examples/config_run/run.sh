@@ -1,6 +1,6 @@
 #!/bin/sh
-# Runs the config-file examples. From a fresh clone, after `make demo` (which
-# creates .venv/), nothing needs activating; run it from any folder:
+# Runs `tf-distill run` on the config-file examples. From a fresh clone, after
+# `make demo` (which creates .venv/), nothing needs activating; from any folder:
 #   examples/config_run/run.sh            the digits job (a few minutes on a laptop CPU)
 #   examples/config_run/run.sh mnist      the MNIST job (needs ../shared/data/mnist)
 set -eu
