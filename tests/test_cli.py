@@ -193,11 +193,20 @@ def test_run_with_export_section_and_export_command(tmp_path, capsys):
     assert (out / "student_dynamic.tflite").stat().st_size > 0
     assert "LiteRT export" in (out / "report.md").read_text()
 
+    # The run wrote its config, defaults filled in: `tf-distill export RUN_DIR` reads it.
+    from tf_distill.commands import config as config_lib
+
+    assert config_lib.load(out / "config.yaml") == config_lib.validate(yaml.safe_load(
+        path.read_text()))
     tflite = tmp_path / "student_f32.tflite"
-    assert cli.main(["export", str(out / "student.keras"), "--quantization", "float32",
+    capsys.readouterr()
+    assert cli.main(["export", str(out), "--quantization", "float32",
                      "--output", str(tflite), "--latency-runs", "5"]) == 0
     assert tflite.stat().st_size > 0
-    assert "float32" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "float32" in printed
+    assert f"Model: {out / 'student.keras'}" in printed
+    assert f"Data: digits (from {out / 'config.yaml'})" in printed
 
     # An impossible accuracy guard refuses the export and writes nothing.
     refused = tmp_path / "refused.tflite"

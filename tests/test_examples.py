@@ -127,6 +127,10 @@ def _launch(name, tmp_path_factory):
             "tf_distill": _Run([python, "examples/keras_distillation_switch.py", "--fast"]),
             "keras": _Run([python, str(keras_program), "--fast"]),
         }
+    if name == "test_bring_your_own_model_fast":
+        folder = tmp_path_factory.mktemp("byom")
+        command = [python, "examples/bring_your_own_model.py", "--fast", "--output", str(folder)]
+        return {"run": _Run(command), "dir": folder}
     if name == "test_config_run_digits_fast":
         folder = tmp_path_factory.mktemp("digits")
         config = _fast_config("digits", DIGITS_FAST, folder)
@@ -287,3 +291,72 @@ def test_configs_are_valid():
     for path in ("run.sh", "README.md"):
         with open(os.path.join(CONFIGS, path), encoding="utf-8") as handle:
             assert "tf-distill run" in handle.read()
+
+
+def _fake_clone(tmp_path, with_venv):
+    """A copy of run.sh in a repository layout whose `tf-distill` records its call."""
+    root = tmp_path / "clone"
+    (root / "examples" / "config_run").mkdir(parents=True)
+    script = root / "examples" / "config_run" / "run.sh"
+    script.write_bytes(open(os.path.join(CONFIGS, "run.sh"), "rb").read())
+    script.chmod(0o755)
+    if with_venv:
+        fake = root / ".venv" / "bin" / "tf-distill"
+        fake.parent.mkdir(parents=True)
+        fake.write_text('#!/bin/sh\necho "cwd=$(pwd) args=$*"\n')
+        fake.chmod(0o755)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return root, script, elsewhere
+
+
+def test_run_sh_uses_the_clones_venv_from_any_folder(tmp_path):
+    script = os.path.join(CONFIGS, "run.sh")
+    assert os.access(script, os.X_OK), "run.sh must be executable"
+    for name in ("digits", "mnist"):
+        assert os.path.isfile(os.path.join(CONFIGS, f"{name}.yaml"))
+    root, copy, elsewhere = _fake_clone(tmp_path, with_venv=True)
+    # Nothing activated: no tf-distill on the PATH, started from another folder.
+    env = {"PATH": "/usr/bin:/bin"}
+    for argv, config in (([], "digits"), (["mnist"], "mnist")):
+        result = subprocess.run([str(copy), *argv], cwd=elsewhere, env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == (
+            f"cwd={root} args=run examples/config_run/{config}.yaml"
+        )
+
+
+def test_run_sh_without_the_venv_says_to_run_make_demo(tmp_path):
+    _, copy, elsewhere = _fake_clone(tmp_path, with_venv=False)
+    result = subprocess.run([str(copy)], cwd=elsewhere, env={"PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "make demo" in result.stderr and result.stdout == ""
+
+
+def test_bring_your_own_model_fast(runs):
+    launched = runs["test_bring_your_own_model_fast"]
+    result = launched["run"].json()
+    folder = launched["dir"]
+    assert result["example"] == "bring_your_own_model"
+    assert result["input_shape"] == [32, 32, 3]
+    assert result["teacher"].startswith("mobilenetv2")
+    assert result["student_parameters"] * 10 < result["teacher_parameters"]
+    # FitNets between layers of different shapes: the regressor bridges them.
+    assert result["fitnets_shapes"] == {"teacher": [4, 4, 16], "student": [8, 8, 32]}
+    assert HISTORY_KEYS <= set(result["history_keys"])
+    assert math.isfinite(result["final_loss"]) and result["final_loss"] > 0
+    # The int8 file was written, verified against the Keras student.
+    assert result["quantization"] == "int8"
+    assert result["tflite_path"] == str(folder / "student_int8.tflite")
+    assert (folder / "student_int8.tflite").stat().st_size == result["tflite_bytes"] > 0
+    assert 0.0 <= result["litert_accuracy"] <= 1.0
+    assert abs(result["litert_accuracy"] - result["keras_accuracy"]) <= 0.1
+    assert (folder / "export.md").is_file()
+    # The saved student is the student alone: no teacher, no FitNets regressor.
+    from tf_distill import saving
+
+    student = saving.load_model(str(folder / "student.keras"))
+    assert student.count_params() == result["student_parameters"]
+    assert student.input_shape == (None, 32, 32, 3)

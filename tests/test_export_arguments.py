@@ -67,6 +67,16 @@ def classifier():
             {"validation_data": (np.zeros((4, 8, 8, 1)), np.zeros(3))},
             r"Received 4 inputs and 3 labels",
         ),
+        (
+            {"validation_data": (np.zeros((4, 32, 32, 3)), np.zeros(4))},
+            r"The model takes inputs of shape \(8, 8, 1\) but `validation_data` holds "
+            r"inputs of shape \(32, 32, 3\)",
+        ),
+        (
+            {"quantization": "int8", "representative_data": np.zeros((4, 8, 8, 3))},
+            r"The model takes inputs of shape \(8, 8, 1\) but `representative_data` holds "
+            r"inputs of shape \(8, 8, 3\)",
+        ),
     ],
 )
 def test_invalid_arguments(classifier, tmp_path, kwargs, message):

@@ -122,9 +122,13 @@ def test_search_resumes_after_interruption_and_saves_the_best_student(
     assert saved["objective"] == "val_accuracy" and saved["trial"] == best_row["trial"]
     with open(output / "trials.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert [row["trial"] for row in table] == ["0", "1", "2"]
+    # Numbered as Keras Tuner shows them (Trial #1), not by its ids.
+    assert [row["trial"] for row in table] == ["1", "2", "3"]
     assert float(table[1]["temperature"]) == pytest.approx(rows[1]["temperature"])
-    assert "| trial | status | temperature |" in (output / "trials.md").read_text()
+    trials_md = (output / "trials.md").read_text()
+    assert "| trial | status | temperature | student loss weight | val_accuracy |" in trials_md
+    assert "| #1 |" in trials_md and "Fixed (not searched): learning rate = 0.01." in trials_md
+    assert saved["trial_number"] == int(best_row["trial"]) + 1
     assert (output / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The best student is saved alone and scores what its trial reported.
@@ -446,7 +450,7 @@ def test_run_from_config_standalone_then_resumed(tmp_path, monkeypatch):
     results = tune_command.run_from_config(_config(), tmp_path, verbose=1, log=messages.append)
     assert results["role"] == "standalone"
     assert any(m.startswith("Caching the teacher's outputs (memory)") for m in messages)
-    assert any("this process ran trials ['0', '1']" in m for m in messages)
+    assert any("this process ran trials #1, #2" in m for m in messages)
     for name in (
         "teacher.keras",
         "student.keras",
@@ -462,7 +466,13 @@ def test_run_from_config_standalone_then_resumed(tmp_path, monkeypatch):
     assert models["tuned distilled student"]["parameters"] == models["student alone"]["parameters"]
     saved = json.loads((tmp_path / "tuning.json").read_text())
     assert saved["best_hyperparameters"] == pytest.approx(results["best_hyperparameters"])
-    assert saved["summary"].startswith("Best hyperparameters: ")
+    # The best values are given once, in the summary the command prints (not logged
+    # here too), and only those searched: the learning rate is fixed.
+    number = results["best_trial_number"]
+    assert saved["summary"].startswith(f"Best hyperparameters (trial #{number}): ")
+    assert "student_loss_weight=" in saved["summary"] and "temperature=" in saved["summary"]
+    assert "learning_rate" not in saved["summary"]
+    assert not any("Best hyperparameters" in m for m in messages)
 
     # Run again: the teacher and finished trials are reused, nothing retrains.
     messages.clear()
@@ -470,7 +480,7 @@ def test_run_from_config_standalone_then_resumed(tmp_path, monkeypatch):
     config["training"]["baseline"] = False
     again = tune_command.run_from_config(config, tmp_path, verbose=1, log=messages.append)
     assert any(m.startswith("Reusing the teacher trained earlier") for m in messages)
-    assert any("this process ran trials []" in m for m in messages)
+    assert any("this process ran trials none" in m for m in messages)
     assert again["best_hyperparameters"] == pytest.approx(results["best_hyperparameters"])
 
     changed = _config()

@@ -109,11 +109,14 @@ def _losses(args):
 def _export(args):
     from tf_distill import saving
     from tf_distill.commands.common import load_data
+    from tf_distill.commands.export import export_inputs
     from tf_distill.export import export_litert
 
-    model = saving.load_model(args.model, unsafe=args.unsafe)
-    data = load_data({"source": args.data, "seed": 0})
-    output = args.output or os.path.splitext(args.model)[0] + f"_{args.quantization}.tflite"
+    model_path, data_config, origin = export_inputs(args.model, args.data)
+    model = saving.load_model(model_path, unsafe=args.unsafe)
+    print(f"Model: {model_path}\nData: {origin}")
+    data = load_data(data_config)
+    output = args.output or os.path.splitext(model_path)[0] + f"_{args.quantization}.tflite"
     report = export_litert(
         model,
         output,
@@ -156,6 +159,15 @@ def _tune(args):
     return 0
 
 
+# What each quantization mode does, in a few words, for `tf-distill export --help`.
+QUANTIZATION_HELP = {
+    "float32": "no quantization",
+    "dynamic": "int8 weights, float activations",
+    "float16": "half-precision weights",
+    "int8": "full integer: int8 weights and activations, calibrated on training data",
+}
+
+
 def build_parser():
     from tf_distill.export import QUANTIZATION_MODES
 
@@ -185,26 +197,50 @@ def build_parser():
     listing.add_argument("name", nargs="?", help="a loss to show in full (e.g. kd)")
     listing.set_defaults(handler=_losses)
 
-    export = commands.add_parser("export", help="export a student to LiteRT, verified")
-    export.add_argument("model", help="the student .keras file")
-    export.add_argument("--quantization", default="int8",
-                        choices=list(QUANTIZATION_MODES))
-    export.add_argument("--data", default="digits",
-                        help="data for calibration and verification (as in configs)")
-    export.add_argument("--output", help="the .tflite file")
+    modes = "\n".join(f"  {mode:<8} {text}" for mode, text in QUANTIZATION_HELP.items())
+    export = commands.add_parser(
+        "export",
+        help="export a student to LiteRT, verified",
+        description="Convert a student to LiteRT (.tflite), quantized, and verify it\n"
+        "against the Keras model on held-out data before writing it.",
+        epilog=f"quantization modes:\n{modes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument(
+        "model",
+        help="a `tf-distill run` output folder (its student and its data), or a "
+        "student .keras file",
+    )
+    export.add_argument("--quantization", default="int8", choices=list(QUANTIZATION_MODES),
+                        help="the quantization mode, listed below (default: %(default)s)")
+    export.add_argument(
+        "--data",
+        help="data for calibration and verification, as a config's `data.source` "
+        "(default: the run's data, from its config.yaml; else digits)",
+    )
+    export.add_argument("--output", help="the .tflite file (default: beside the model, "
+                        "MODEL_QUANTIZATION.tflite)")
     export.add_argument("--max-accuracy-drop", type=float, default=1.0,
-                        help="refuse the export if accuracy drops more (points)")
-    export.add_argument("--int8-io", action="store_true", help="int8 inputs and outputs")
+                        help="refuse the export if accuracy drops more, in percentage "
+                        "points (default: %(default)s)")
+    export.add_argument("--int8-io", action="store_true",
+                        help="int8 inputs and outputs, int8 mode only (default: off)")
     export.add_argument(
         "--per-tensor",
         action="store_true",
-        help="one weight scale per tensor (int8, dynamic): smaller files for small models",
+        help="one weight scale per tensor (int8, dynamic): smaller files for small "
+        "models (default: off, one scale per channel)",
     )
     export.add_argument("--allow-tf-ops", action="store_true",
-                        help="fall back to TensorFlow ops for unsupported ones")
-    export.add_argument("--latency-runs", type=int, default=200)
-    export.add_argument("--representative-size", type=int, default=200)
-    export.add_argument("--unsafe", action="store_true", help="trust the model file")
+                        help="fall back to TensorFlow ops for unsupported ones; the file "
+                        "is then written unverified (default: off)")
+    export.add_argument("--latency-runs", type=int, default=200,
+                        help="interpreter calls to time, 0 for none (default: %(default)s)")
+    export.add_argument("--representative-size", type=int, default=200,
+                        help="training examples to calibrate int8 on (default: %(default)s)")
+    export.add_argument("--unsafe", action="store_true",
+                        help="trust the model file: allow Lambda layers and .h5 files "
+                        "(default: off)")
     export.set_defaults(handler=_export)
 
     tune = commands.add_parser("tune", help="search temperature and α with Keras Tuner")

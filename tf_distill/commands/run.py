@@ -3,7 +3,8 @@
 Data → teachers (loaded, or trained from a named architecture) → for each
 seed of `training.seeds`, the student trained alone (the baseline) and
 distilled from the same initial weights → test metrics, saved students,
-`metrics.json` and `report.md` with plots.
+`metrics.json`, `report.md` with plots, and `config.yaml` (the config as run,
+defaults filled in, which `tf-distill export RUN_DIR` reads).
 
 Nothing is written to the output folder until the config, the data and the
 teachers have been checked against each other. A killed run resumes from its
@@ -39,10 +40,13 @@ from tf_distill.commands.config import ConfigError
 from tf_distill.commands.report import seed_comparison
 from tf_distill.commands.report import write_report
 from tf_distill.distiller import Distiller
+from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
 from tf_distill.optimizers import make_optimizer
 
 STATE_FILE = "run_state.json"
+# The validated config, as the run used it (defaults filled in).
+CONFIG_FILE = "config.yaml"
 
 
 def config_hash(config, data=None):
@@ -378,6 +382,8 @@ class Job:
                                                 f"student{self.suffix(self.seeds()[0])}.keras")),
                                             data)
         atomic_write_json(self.path("metrics.json"), results)
+        # `tf-distill export RUN_DIR` reads the data back from it.
+        atomic_write(self.path(CONFIG_FILE), yaml.safe_dump(self.config, sort_keys=False))
         results["files"] = write_report(
             self.folder, results, histories,
             config_text=yaml.safe_dump(self.config, sort_keys=False),

@@ -26,6 +26,7 @@ from tf_distill.tuning import DistillerHyperModel
 from tf_distill.tuning import make_tuner
 from tf_distill.tuning import resolve_role
 from tf_distill.tuning import search
+from tf_distill.tuning import trial_number
 from tf_distill.tuning import write_results
 from tf_distill.tuning.distributed import record_trials
 from tf_distill.tuning.distributed import serve_oracle
@@ -197,9 +198,9 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
         ran = record_trials(tuner)
         start = time.perf_counter()
         search(tuner, pipelines[0], pipelines[1], training["epochs"], verbose=verbose)
-        say(
-            f"Search finished in {time.perf_counter() - start:.1f} s; this process ran trials {ran}"
-        )
+        numbers = ", ".join(f"#{trial_number(trial_id)}" for trial_id in ran) or "none"
+        say(f"Search finished in {time.perf_counter() - start:.1f} s; "
+            f"this process ran trials {numbers}")
         if role == "worker":
             return {"role": role, "tuner_id": os.environ["KERASTUNER_TUNER_ID"], "trials_run": ran}
 
@@ -234,20 +235,34 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
                 **common.test_metrics(alone, data, batch_size),
             }
         )
-    summary = search_summary(models, results["best_hyperparameters"])
+    searched = {k: v for k, v in results["best_hyperparameters"].items()
+                if k in results["searched"]}
+    summary = search_summary(models, searched, results["best_trial_number"])
     results.update({"role": role, "models": models, "summary": summary, "tuning": tuning})
     atomic_write_json(os.path.join(output_dir, "tuning.json"), results)
-    say(summary)
+    # The summary, with the best values, is printed once: by the caller (`tf-distill tune`).
     return results
 
 
-def search_summary(models, best):
+def search_summary(models, best, trial_number=None):
+    """One paragraph: the best searched values, and the tuned student's test error.
+
+    Args:
+        models: The test metrics rows (`tuned distilled student`, and
+            `student alone` when trained).
+        best: The best values of the searched hyperparameters.
+        trial_number: The best trial's `Trial #`, if known.
+    """
     values = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.items())
-    )
+    ) or "none searched"
     by_model = {m["model"]: m for m in models}
     tuned = by_model["tuned distilled student"]
-    text = f"Best hyperparameters: {values}. The tuned distilled student's test error is {tuned['test_error']:.4f}"
+    trial = f" (trial #{trial_number})" if trial_number is not None else ""
+    text = (
+        f"Best hyperparameters{trial}: {values}. "
+        f"The tuned distilled student's test error is {tuned['test_error']:.4f}"
+    )
     alone = by_model.get("student alone")
     if alone:
         change = (alone["test_error"] - tuned["test_error"]) * 100

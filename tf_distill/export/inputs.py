@@ -124,6 +124,17 @@ def examples(data, model, argument, limit=None):
             f"(the model's input rank, batch included). Received an array of "
             f"shape {array.shape}."
         )
+    input_shape = _input_shape(model)
+    if input_shape is not None and any(
+        size is not None and size != given for size, given in zip(input_shape, array.shape[1:])
+    ):
+        # Caught here, before converting: the converter itself fails deep
+        # inside (`conv.cc ... input_channel % filter_input_channel != 0`).
+        raise ValueError(
+            f"The model takes inputs of shape {input_shape} but `{argument}` "
+            f"holds inputs of shape {tuple(array.shape[1:])}. Give data of the "
+            f"model's input shape. Received: {argument} of shape {tuple(array.shape)}."
+        )
     if len(array) == 0:
         raise ValueError(f"`{argument}` is empty.")
     if limit is not None:
@@ -136,6 +147,12 @@ def _batched(element, input_rank):
     if input_rank is not None and element.ndim == input_rank - 1:
         return element[None]
     return element
+
+
+def _input_shape(model):
+    # The input shape without the batch axis; None for a model not yet built.
+    inputs = getattr(model, "inputs", None)
+    return tuple(inputs[0].shape)[1:] if inputs else None
 
 
 def _input_rank_and_dtype(model):

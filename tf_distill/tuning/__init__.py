@@ -11,9 +11,17 @@ Tuner tuner runs it: `RandomSearch`, `BayesianOptimization`, `Hyperband`,
 The teacher is trained or loaded once, and one teacher-output cache
 (`tf_distill.cache`) serves every trial, so a trial costs what training the
 student alone costs; trial checkpoints hold the student, adapters and
-optimizer state, not the frozen teacher (`TrialDistiller`). The default
-objective is the student's validation accuracy (`val_accuracy`). A trial whose loss turns NaN fails
-cleanly (`keras_tuner.errors.FailedTrialError`) and the search goes on;
+optimizer state, not the frozen teacher (`TrialDistiller`).
+
+The objective is one metric of the trials' history, read at each trial's
+best epoch: by default the student's validation accuracy (`val_accuracy`).
+`make_tuner(objective=...)` (the config's `tuning.objective`) takes any
+other, such as `val_student_loss` (the student's label loss on the
+validation data); a name that contains `loss` or `error` is minimized,
+any other maximized (`objective_direction`). The trials table, the plot and
+`best_hyperparameters.json` name the objective they rank by.
+
+A trial whose loss turns NaN fails cleanly (`keras_tuner.errors.FailedTrialError`) and the search goes on;
 `overwrite=False` resumes a search that was killed, re-running the trial
 that was interrupted.
 
@@ -45,7 +53,10 @@ from tf_distill.tuning.distributed import resolve_role
 from tf_distill.tuning.hypermodel import DistillerHyperModel
 from tf_distill.tuning.hypermodel import TrialDistiller
 from tf_distill.tuning.results import best_student
+from tf_distill.tuning.results import log_ticks
 from tf_distill.tuning.results import plot_search
+from tf_distill.tuning.results import searched_hyperparameters
+from tf_distill.tuning.results import trial_number
 from tf_distill.tuning.results import trial_rows
 from tf_distill.tuning.results import write_results
 from tf_distill.tuning.results import write_trials
@@ -62,12 +73,15 @@ __all__ = [
     "TUNERS",
     "TrialDistiller",
     "best_student",
+    "log_ticks",
     "make_objective",
     "make_tuner",
     "objective_direction",
     "plot_search",
     "resolve_role",
     "search",
+    "searched_hyperparameters",
+    "trial_number",
     "trial_rows",
     "with_temperature",
     "write_results",

@@ -1,0 +1,92 @@
+"""`tf-distill export`: which student and which data an export uses.
+
+`tf-distill export RUN_DIR` exports the student of a `tf-distill run` folder
+and calibrates and verifies it on that run's data, read from the
+`config.yaml` the run wrote. `tf-distill export MODEL.keras` does the same
+when the model lies in a run folder, and otherwise uses the `digits` data,
+saying so. `--data` overrides either. A model whose input shape does not fit
+the data is refused by `export_litert` before anything is converted.
+"""
+
+import json
+import os
+
+from tf_distill.commands import config as config_lib
+from tf_distill.commands.checks import ConfigError
+from tf_distill.commands.run import CONFIG_FILE
+
+# The data of a model exported outside any run folder, without `--data`.
+DEFAULT_DATA = "digits"
+
+
+def run_student(folder):
+    """The path of a run folder's distilled student.
+
+    `student.keras`, or with `training.seeds` the first seed's
+    `student_seed<N>.keras` (the seeds are read from `metrics.json`).
+
+    Raises:
+        ConfigError: if the folder holds no student.
+    """
+    path = os.path.join(folder, "student.keras")
+    if os.path.isfile(path):
+        return path
+    seeds = []
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+            seeds = json.load(handle).get("seeds") or []
+    except (OSError, ValueError):
+        pass
+    for seed in seeds:
+        path = os.path.join(folder, f"student_seed{seed}.keras")
+        if os.path.isfile(path):
+            return path
+    raise ConfigError(
+        f"The folder {folder!r} holds no distilled student: expected student.keras, "
+        "or student_seed<N>.keras for the seeds in its metrics.json. Give the "
+        "output folder of a finished `tf-distill run`, or a .keras file."
+    )
+
+
+def run_config(folder):
+    """The validated config a run wrote into `folder`, or `None` if there is none."""
+    path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    return config_lib.load(path)
+
+
+def export_inputs(target, data=None):
+    """The model file and the data config of `tf-distill export TARGET`.
+
+    Args:
+        target: A run folder or a `.keras` model file.
+        data: The `--data` source, which overrides the run's data.
+
+    Returns:
+        `(model_path, data_config, origin)`: the data config is a `data:`
+        section for `common.load_data`; `origin` says in words where the
+        data comes from.
+
+    Raises:
+        ConfigError: for a folder without a student.
+    """
+    target = os.fspath(target)
+    if os.path.isdir(target):
+        folder, model_path = target, run_student(target)
+    else:
+        folder, model_path = os.path.dirname(target) or ".", target
+    if data is not None:
+        return model_path, {"source": data, "seed": 0}, f"{data} (--data)"
+    config = run_config(folder)
+    if config is not None:
+        where = os.path.join(folder, CONFIG_FILE)
+        return model_path, config["data"], f"{config['data']['source']} (from {where})"
+    if os.path.isdir(target):
+        raise ConfigError(
+            f"The run folder {target!r} has no {CONFIG_FILE} (a run made before "
+            "tf-distill wrote one) to read its data from. Give the data with "
+            "--data SOURCE (as in a config's `data.source`)."
+        )
+    return (model_path, {"source": DEFAULT_DATA, "seed": 0},
+            f"{DEFAULT_DATA} (the default; give --data for other data)")
