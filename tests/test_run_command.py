@@ -328,3 +328,14 @@ def test_a_two_teacher_config_runs_end_to_end(tmp_path):
     assert sum(m.startswith("Reusing the teacher 'wide'") for m in messages) == 1
     assert sum(m.startswith("Reusing the teacher 'narrow'") for m in messages) == 1
     assert not any(m.startswith("Training the wide") for m in messages)
+
+
+def test_the_teacher_a_run_trains_learns(tmp_path):
+    # The run builds a Distiller to check the set-up before training, and a
+    # Distiller freezes its teacher: the teacher must still learn.
+    raw = {**FAST, "teacher": {**FAST["teacher"], "epochs": 3}, "output": str(tmp_path)}
+    results = job.run(config_lib.validate(raw), verbose=0)
+    losses_by_epoch = results["histories"]["teacher"]["loss"]
+    assert losses_by_epoch[-1] < 0.95 * losses_by_epoch[0], losses_by_epoch
+    teacher = next(row for row in results["models"] if row["model"] == "teacher")
+    assert teacher["test_accuracy"] > 0.3, teacher  # chance: 0.1

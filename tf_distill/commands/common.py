@@ -225,6 +225,9 @@ class TeacherPlan:
             f"{self.model.count_params():,} parameters, {section['epochs']} epochs)"
         )
         seed = config["training"]["seed"]
+        # A `Distiller` freezes its teachers, and `run` builds one to check the
+        # set-up before any training: unfreeze, or the teacher never learns.
+        self.model.trainable = True
         self.history, self.seconds = train_plain(
             self.model, config, data, epochs=section["epochs"],
             learning_rate=section["learning_rate"], seed=seed, verbose=verbose,
