@@ -223,3 +223,21 @@ def test_run_caches_teacher_outputs_by_default_and_says_so(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cach" in printed.lower()
     assert (tmp_path / "out" / "teacher_cache").is_dir()
+
+
+def test_demo_prints_each_seed_and_the_comparison_sentence(tmp_path, capsys, monkeypatch):
+    from tf_distill.commands import config as config_lib
+
+    # The real demo takes a minute: the same command on a tiny job.
+    tiny = {**FAST, "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},
+            "training": {"epochs": 1, "seeds": [0, 1, 2]}}
+    monkeypatch.setattr(config_lib, "default", lambda: config_lib.validate(tiny))
+    assert cli.main(["demo", "--output", str(tmp_path / "demo"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for seed in (0, 1, 2):
+        assert f"| student alone | {seed} |" in printed
+        assert f"| distilled student | {seed} |" in printed
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["summary"] in printed
+    assert "of 3 seeds" in metrics["summary"]
+    assert metrics["summary"] in (tmp_path / "demo" / "report.md").read_text()
