@@ -50,7 +50,9 @@ def test_run_writes_student_metrics_and_report(tmp_path, capsys):
     alone, distilled = (models[m]["file_bytes"] for m in ("student alone", "distilled student"))
     assert abs(alone - distilled) / distilled < 0.02
     assert metrics["data"] == {"name": "digits", "train": 1257, "validation": 270,
-                               "test": 270, "num_classes": 10}
+                               "test": 270, "num_classes": 10,
+                               "identity": metrics["data"]["identity"]}
+    assert metrics["data"]["identity"].startswith("digits:scikit-learn-")
     history = metrics["histories"]["distilled student"]
     assert {"loss", "student_loss", "distillation_loss", "accuracy", "val_accuracy"} <= set(history)
     assert len(history["loss"]) == 2
