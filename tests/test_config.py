@@ -98,6 +98,15 @@ def test_default_round_trips_through_yaml():
     assert config_lib.validate(yaml.safe_load(yaml.safe_dump(config))) == config
 
 
+def test_the_demo_compares_over_at_least_three_paired_seeds():
+    config = config_lib.default()
+    assert config == config_lib.validate(config)
+    assert config["output"] == "runs/demo"
+    seeds = config["training"]["seeds"]
+    assert len(seeds) >= 3 and len(set(seeds)) == len(seeds)
+    assert config["training"]["baseline"]  # the comparison needs the student alone
+
+
 def test_several_teachers_as_a_list_or_a_mapping():
     listed = config_lib.validate({
         "teacher": [{"name": "big", "size": "large"}, {"name": "mid", "size": "medium"}],

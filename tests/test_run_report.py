@@ -30,7 +30,8 @@ def test_better_on_every_seed():
     assert comparison["sentence"].startswith(
         "Distillation helped: fewer errors on 3 of 3 seeds, 12.0 ± 1.0 → 8.0 ± 1.0 test errors of 270"
     )
-    assert "[12, 13, 11] → [8, 9, 7]" in comparison["sentence"]
+    assert "[12, 13, 11] → [8, 9, 7]; teacher 5)" in comparison["sentence"]
+    assert comparison["teachers"] == {"teacher": 5}
 
 
 def test_mixed_seeds_are_no_reliable_difference():

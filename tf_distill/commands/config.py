@@ -397,5 +397,21 @@ def load(path):
 
 
 def default():
-    """The demo's config: the embedded digits, CNN teacher and student."""
-    return validate({"output": "runs/demo"})
+    """The demo's config: a CNN teacher into an MLP student on the embedded digits.
+
+    Three paired seeds, so the report's sentence rests on more than one
+    run; a 719-image test split, so a difference of a few errors is not
+    lost in the counting. The best of the settings tried on seeds 0-2 (by
+    mean errors), but distillation helps on only 2 of its 3 seeds, and the
+    demo says so ("no reliable difference"): docs/BENCHMARKS.md, "Demo
+    setting" (`bench/bench_demo.py`, with fresh seeds).
+    """
+    return validate({
+        "data": {"source": "digits", "test_size": 0.4},
+        "teacher": {"architecture": "cnn", "size": "large", "epochs": 10},
+        "student": {"architecture": "mlp", "size": "medium"},
+        "distillation": {"student_loss_weight": 0.5,
+                         "losses": [{"name": "kd", "temperature": 4.0}]},
+        "training": {"epochs": 15, "learning_rate": 0.01, "seeds": [0, 1, 2]},
+        "output": "runs/demo",
+    })

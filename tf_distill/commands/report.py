@@ -26,7 +26,8 @@ def seed_comparison(rows):
     Returns:
         None without both kinds of rows; else a dict with the per-seed
         error counts (`alone`, `distilled`), `improved` (the number of seeds
-        with fewer errors), `seeds`, means and standard deviations, a
+        with fewer errors), `seeds`, means and standard deviations, the
+        `teachers`' error counts (`{name: errors}`, trained once), a
         `verdict` (`"better"`, `"worse"` or `"no reliable difference"`) and
         the `sentence` that says it.
 
@@ -45,13 +46,18 @@ def seed_comparison(rows):
     worse = sum(d > a for a, d in zip(alone_errors, distilled_errors))
     n = len(seeds)
     total = alone[seeds[0]]["test_examples"]
+    # Teachers are trained once, whatever the seeds: one count each.
+    teachers = {r["model"]: r["test_errors"] for r in rows if r["seed"] is None}
     alone_mean, alone_std = mean_std(alone_errors)
     distilled_mean, distilled_std = mean_std(distilled_errors)
     counts = (
         f"{alone_mean:.1f} ± {alone_std:.1f} → {distilled_mean:.1f} ± {distilled_std:.1f} "
         f"test errors of {total:,} (student alone → distilled; per seed "
-        f"{alone_errors} → {distilled_errors})"
+        f"{alone_errors} → {distilled_errors}"
     )
+    if teachers:
+        counts += "; " + ", ".join(f"{name} {errors}" for name, errors in teachers.items())
+    counts += ")"
     if n >= 2 and improved == n:
         verdict = "better"
         sentence = f"Distillation helped: fewer errors on {improved} of {n} seeds, {counts}."
@@ -85,6 +91,7 @@ def seed_comparison(rows):
         "distilled_mean": distilled_mean,
         "distilled_std": distilled_std,
         "test_examples": total,
+        "teachers": teachers,
         "verdict": verdict,
         "sentence": sentence,
     }
