@@ -44,6 +44,8 @@ def test_unknown_section_key_lists_valid_keys():
         # An untrained "distilled student" at chance accuracy is no result.
         ({"training": {"epochs": 0}}, r"`training.epochs` must be >= 1. Received: training.epochs=0"),
         ({"training": {"seeds": []}}, r"`training.seeds` must be a non-empty list"),
+        ({"data": {"unlabeled": "rest"}}, r"`data.unlabeled: rest`.*needs `data.transfer_size`"),
+        ({"data": {"unlabeled": "all"}}, r"Expected one of \['none', 'rest'\]"),
         ({"training": {"seeds": [1, 1]}}, r"`training.seeds` must not repeat a seed"),
         ({"training": {"seeds": [0, -2]}}, r"`training.seeds\[1\]` must be >= 0"),
         ({"distillation": {"teacher_weights": [1, 2]}}, r"applies to several teachers"),

@@ -89,3 +89,49 @@ def test_crossentropy_names_mean_from_logits_in_a_distiller(name, one_hot):
     # What Keras's own name computes on the same logits (as probabilities).
     as_probabilities = float(np.mean(keras.losses.get(name)(targets, logits)))
     assert abs(as_probabilities - value) > 0.1
+
+
+def test_a_label_of_minus_one_marks_an_unlabeled_example():
+    from tf_distill import Distiller
+    from tf_distill import LogitsDistillation
+
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5)).astype("float32")
+
+    def model(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((5,))
+        return keras.Model(inputs, keras.layers.Dense(3)(inputs))
+
+    teacher, student = model(1), model(2)
+    distiller = Distiller(teacher=teacher, student=student,
+                          distillation_losses=LogitsDistillation(temperature=2.0),
+                          student_loss_weight=0.5)
+    distiller.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    y = np.array([2, -1, 0, -1, 1, 1])
+    terms = distiller.compute_loss_terms(x, y)
+    logits = student(x).numpy().astype("float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    labeled = y >= 0
+    expected = -log_probs[np.flatnonzero(labeled), y[labeled]].sum() / len(y)
+    np.testing.assert_allclose(float(terms["student_loss"]), expected, rtol=1e-5)
+    # A batch with no label at all has a label loss of 0, and the
+    # distillation term is unchanged by the labels.
+    unlabeled = distiller.compute_loss_terms(x, np.full(6, -1))
+    assert float(unlabeled["student_loss"]) == 0.0
+    np.testing.assert_allclose(
+        float(unlabeled["distillation_loss"]), float(terms["distillation_loss"]), rtol=1e-6
+    )
+
+
+def test_labels_that_read_a_missing_label_get_the_teachers_prediction():
+    from tf_distill.losses.labels import fill_unlabeled
+
+    teacher = tf.constant([[0.1, 3.0, 0.2], [2.0, 0.0, 0.1], [0.0, 0.1, 5.0]])
+    filled, labeled = fill_unlabeled(tf.constant([-1, 2, -1]), teacher, teacher)
+    assert filled.numpy().tolist() == [1, 2, 2]
+    assert labeled.numpy().tolist() == [0.0, 1.0, 0.0]
+    one_hot = tf.one_hot([0, 1, 2], 3)
+    same, none = fill_unlabeled(one_hot, teacher, teacher)
+    assert none is None and same is one_hot

@@ -339,3 +339,31 @@ def test_a_trained_teacher_learns_although_the_set_up_was_checked_first(tmp_path
     assert teacher["model"] == "teacher"
     assert teacher["test_accuracy"] > 0.5
     assert len(results["histories"]["teacher"]["loss"]) == 3
+
+
+def test_a_transfer_set_with_the_rest_unlabeled(tmp_path):
+    from tf_distill.commands import common
+
+    raw = {**FAST, "data": {**FAST["data"], "transfer_size": 100, "unlabeled": "rest"},
+           "training": {**FAST["training"], "epochs": 1, "baseline": True},
+           "output": str(tmp_path)}
+    config = config_lib.validate(raw)
+    data = common.load_data(config["data"])
+    labeled, distilled = common.transfer_data(config, data)
+    assert len(labeled.x_train) == 100
+    assert np.bincount(labeled.y_train).min() >= 9  # stratified: ~10 per class
+    assert len(distilled.x_train) == len(data.x_train)
+    assert (distilled.y_train == -1).sum() == len(data.x_train) - 100
+    np.testing.assert_array_equal(distilled.y_train[:100], labeled.y_train)
+    assert labeled.x_val is data.x_val and labeled.x_test is data.x_test
+    messages = []
+    results = job.run(config, verbose=0, log=messages.append)
+    assert (f"Transfer set: the students learn from 100 labeled training examples (the "
+            f"teacher from {len(data.x_train)}), distillation also from "
+            f"{len(data.x_train) - 100} without labels") in messages
+    assert [row["model"] for row in results["models"]] == [
+        "teacher", "student alone", "distilled student"]
+    without = config_lib.validate({**raw, "data": {**raw["data"], "unlabeled": "none"}})
+    labeled_again, distilled_again = common.transfer_data(without, data)
+    assert distilled_again is labeled_again
+    np.testing.assert_array_equal(labeled_again.y_train, labeled.y_train)

@@ -399,12 +399,13 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         mask = labels_lib.label_mask(logits, sample_weight)
         example_weights = labels_lib.example_weights(sample_weight, mask)
         alpha = self.student_loss_weight
+        y, labeled = labels_lib.fill_unlabeled(y, logits, teacher_outputs[taps.LOGITS])
         # Evaluation reports the student's loss even when α = 0 (as
         # `val_student_loss`). Without labels it is 0.
         if y is not None and (alpha > 0.0 or not training):
-            student_values = reduce_per_example(
+            student_values = labels_lib.keep_labeled(reduce_per_example(
                 tf.cast(self._student_loss_fn(y, logits), tf.float32), mask
-            )
+            ), labeled)
         else:
             student_values = tf.zeros([tf.shape(logits)[0]], tf.float32)
         distillation_values = self._distillation_values(

@@ -5,6 +5,7 @@ checked against the data either way), building the student, training on the
 labels alone, test metrics and the fingerprint of what a run depends on.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from tf_distill.commands.config import teacher_sections
 from tf_distill.distribute import shard_by_data
 from tf_distill.files import atomic_write_json
 from tf_distill.losses import crossentropy_from_logits
+from tf_distill.losses.labels import UNLABELED
 from tf_distill.optimizers import make_optimizer
 
 
@@ -33,6 +35,35 @@ def load_data(data_config):
         if data_config.get(key) is not None
     }
     return data_lib.load(data_config["source"], **options)
+
+
+def transfer_data(config, data):
+    """The data the students learn from: `(labeled, for distillation)`.
+
+    Without `data.transfer_size` both are `data`. With it, the students get a
+    stratified subset of the training split (seeded by `data.seed`), the
+    same for the student alone and distilled; with `data.unlabeled: rest`
+    distillation also sees the other training examples, labeled -1 (no
+    label: distilled, not scored). Validation and test splits are untouched.
+    """
+    section = config["data"]
+    if section["transfer_size"] is None:
+        return data, data
+    chosen, rest = data_lib.stratified_indices(
+        data.y_train, section["transfer_size"], seed=section["seed"]
+    )
+    identity = f"{data_identity(data)}:transfer={len(chosen)}"
+    labeled = dataclasses.replace(
+        data, x_train=data.x_train[chosen], y_train=data.y_train[chosen], fingerprint=identity
+    )
+    if section["unlabeled"] != "rest" or len(rest) == 0:
+        return labeled, labeled
+    order = np.concatenate([chosen, rest])
+    y = np.concatenate([data.y_train[chosen], np.full(len(rest), UNLABELED, data.y_train.dtype)])
+    distilled = dataclasses.replace(
+        data, x_train=data.x_train[order], y_train=y, fingerprint=identity + f":unlabeled={len(rest)}"
+    )
+    return labeled, distilled
 
 
 def data_identity(data):
@@ -178,8 +209,10 @@ def teacher_file(name):
 
 def _teacher_fingerprint(config, section, data):
     training = config["training"]
+    # The teacher learns from the whole training split, whatever the students see.
+    students_only = ("transfer_size", "unlabeled")
     record = {
-        "data": config["data"],
+        "data": {k: v for k, v in config["data"].items() if k not in students_only},
         "teacher": section,
         "seed": training["seed"],
         "optimizer": training["optimizer"],

@@ -39,6 +39,7 @@ from tf_distill.optimizers import OPTIMIZERS
 from tf_distill.teachers import ENSEMBLE_KINDS
 from tf_distill.teachers import TEACHER_OUTPUT_KINDS
 
+UNLABELED_CHOICES = ("none", "rest")
 # The most YAML nodes a config may expand to, aliases counted at every use.
 MAX_NODES = 100_000
 
@@ -71,6 +72,12 @@ SCHEMA = {
         "test_size": (checks.optional(checks.count_or_fraction), None),
         "data_dir": (checks.optional(checks.string()), None),
         "seed": (checks.number(low=0, integer=True), 0),
+        # Hinton's transfer set: the student (alone and distilled) learns from
+        # this many labeled training examples, the teacher from all of them.
+        "transfer_size": (checks.optional(checks.count_or_fraction), None),
+        # "rest": the training examples outside the transfer set are distilled
+        # without their labels (the common case of plenty of unlabeled data).
+        "unlabeled": (checks.string(UNLABELED_CHOICES), "none"),
     },
     "teacher": {
         "path": (checks.optional(checks.string()), None),
@@ -215,6 +222,12 @@ def validate(raw):
             f"{n_losses} losses. Received: distillation.loss_weights={show(weights)}"
         )
     _check_teacher_references(config)
+    if config["data"]["unlabeled"] == "rest" and config["data"]["transfer_size"] is None:
+        raise ConfigError(
+            "`data.unlabeled: rest` distills the training examples outside the transfer "
+            "set without labels, so it needs `data.transfer_size`. Received: "
+            "data.transfer_size=None"
+        )
     config["tuning"] = None if raw.get("tuning") is None else validate_tuning(raw["tuning"])
     _check_choices(config)
     return config

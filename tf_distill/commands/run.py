@@ -355,8 +355,18 @@ class Job:
         teacher_accuracy = {
             plan.name: common.validation_accuracy(plan.model, data, batch) for plan in plans
         }
+        students_data = common.transfer_data(self.config, data)
+        if students_data[0] is not data:
+            labeled, distilled = students_data
+            unlabeled = len(distilled.x_train) - len(labeled.x_train)
+            self.log(
+                f"Transfer set: the students learn from {len(labeled.x_train)} labeled "
+                f"training examples (the teacher from {len(data.x_train)})"
+                + (f", distillation also from {unlabeled} without labels" if unlabeled else "")
+            )
         for seed in self.seeds():
-            rows += self.run_seed(teacher, data, seed, histories, warnings, teacher_accuracy)
+            rows += self.run_seed(teacher, students_data, seed, histories, warnings,
+                                  teacher_accuracy)
         if os.path.exists(self.path("student_last_good.keras")):
             os.remove(self.path("student_last_good.keras"))
 
@@ -390,16 +400,17 @@ class Job:
         )
         return results
 
-    def run_seed(self, teacher, data, seed, histories, warnings, teacher_accuracy):
+    def run_seed(self, teacher, students_data, seed, histories, warnings, teacher_accuracy):
         """The student alone and distilled, from the same initial weights, for one seed."""
         training = self.config["training"]
         batch = self.config["data"]["batch_size"]
         suffix = self.suffix(seed)
         rows = []
+        data = students_data[0]  # its validation and test splits are the run's
         student = common.build_student(self.config, data, "student", seed=seed)
         initial_weights = student.get_weights()
         if training["baseline"]:
-            baseline, history, seconds = self.baseline(data, initial_weights, seed)
+            baseline, history, seconds = self.baseline(students_data[0], initial_weights, seed)
             histories[f"student alone{self.seed_text(seed)}"] = history
             alone = {"model": "student alone", "seed": seed,
                      "parameters": int(baseline.count_params()), "train_seconds": seconds}
@@ -416,7 +427,7 @@ class Job:
         self.log(f"Distilling into the student{self.seed_text(seed)} "
                  f"({training['epochs']} epochs)")
         keras.utils.set_random_seed(seed)
-        history, seconds = self.distill(teacher, student, data, seed)
+        history, seconds = self.distill(teacher, student, students_data[1], seed)
         histories[f"distilled student{self.seed_text(seed)}"] = history
         row = {"model": "distilled student", "seed": seed,
                "parameters": int(student.count_params()), "train_seconds": seconds}

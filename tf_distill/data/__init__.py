@@ -30,6 +30,7 @@ loader per source).
 """
 
 from tf_distill.data.arrays import from_arrays
+from tf_distill.data.arrays import stratified_indices
 from tf_distill.data.idx import IDX_IMAGES_MAGIC
 from tf_distill.data.idx import IDX_LABELS_MAGIC
 from tf_distill.data.idx import read_idx
@@ -47,4 +48,5 @@ __all__ = [
     "from_arrays",
     "read_idx",
     "fingerprint_arrays",
+    "stratified_indices",
 ]

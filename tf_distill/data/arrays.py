@@ -273,6 +273,23 @@ def _resolve_size(size, total, argument):
     return int(size)
 
 
+def stratified_indices(labels, size, seed=0):
+    """Indices `(chosen, rest)` of a stratified, seeded subset of `labels`.
+
+    Args:
+        labels: Integer class labels.
+        size: A count, or a fraction in (0, 1) of `len(labels)`.
+        seed: The random seed.
+
+    Returns:
+        Two sorted index arrays: the chosen examples (each class in its
+        share) and the others.
+    """
+    labels = np.asarray(labels)
+    count = _resolve_size(size, len(labels), "size")
+    return _stratified_split(labels, count, np.random.default_rng(seed))
+
+
 def _stratified_split(labels, count, rng):
     """Indices `(chosen, rest)`, both sorted, with `count` chosen per class share.
 

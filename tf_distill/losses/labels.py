@@ -112,3 +112,44 @@ def example_weights(sample_weight, mask):
         sample_weight = tf.reshape(sample_weight, [tf.shape(sample_weight)[0], -1])
         sample_weight = tf.reduce_mean(sample_weight, axis=-1)
     return sample_weight
+
+
+# A sparse label of -1 marks an example without a label (a transfer set mixed
+# into the labeled data): it is distilled, not scored against a label.
+UNLABELED = -1
+
+
+def fill_unlabeled(y, logits, teacher_logits):
+    """Splits a batch's sparse labels into the labeled and the unlabeled.
+
+    Sparse integer labels may hold `UNLABELED` (-1) for examples without a
+    label. The student's label loss must skip those, and a loss that reads
+    labels (DKD, DIST) gets the teacher's prediction in their place.
+
+    Args:
+        y: The batch's labels (or None).
+        logits: The student's `[batch, classes]` logits.
+        teacher_logits: The teacher's logits of the same shape.
+
+    Returns:
+        `(labels, labeled)`: the labels with -1 replaced by the teacher's
+        argmax, and a float32 `[batch]` mask of the labeled examples; or
+        `(y, None)` for one-hot, token-level or absent labels.
+    """
+    if y is None or logits.shape.rank != 2:
+        return y, None
+    y = tf.convert_to_tensor(y)
+    if not y.dtype.is_integer:
+        return y, None
+    if y.shape.rank == 2 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    if y.shape.rank != 1:
+        return y, None
+    labeled = y >= 0
+    guess = tf.cast(tf.argmax(teacher_logits, axis=-1), y.dtype)
+    return tf.where(labeled, y, guess), tf.cast(labeled, tf.float32)
+
+
+def keep_labeled(values, labeled):
+    """Per-example label-loss `values` with unlabeled examples set to 0."""
+    return values if labeled is None else values * labeled
