@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +120,60 @@ def test_losses_lists_the_registry(capsys):
 
     for name in losses.names():
         assert any(line.startswith(name + " ") for line in out.splitlines())
+
+
+# Runs `cli.main(ARGV)` in a fresh interpreter and reports its exit status and
+# whether TensorFlow (or Keras) was imported.
+_IMPORTS_AFTER_MAIN = """
+import json, sys
+from tf_distill import cli
+try:
+    status = cli.main(json.loads(sys.argv[1]))
+except SystemExit as exit:
+    status = exit.code
+heavy = sorted(m for m in ("tensorflow", "keras", "numpy") if m in sys.modules)
+print(json.dumps({"status": status, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, status",
+    [
+        (["--help"], 0),
+        (["run", "--help"], 0),
+        (["export", "--help"], 0),
+        (["losses"], 0),
+        ([], 2),  # no command
+        (["run"], 2),  # no config
+        (["export", "model.keras", "--quantization", "int9"], 2),
+        (["nonsense"], 2),
+    ],
+)
+def test_help_listing_and_usage_errors_import_no_tensorflow(argv, status):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER_MAIN, json.dumps(argv)],
+        capture_output=True, text=True, cwd=root,
+        env={**os.environ, "PYTHONPATH": root}, check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report == {"status": status, "heavy": []}, done.stderr
+    if argv == ["losses"]:
+        assert done.stdout.splitlines()[0].startswith("attention_transfer ")
+
+
+def test_the_package_loads_its_public_names_on_first_use():
+    import tf_distill
+
+    for name in tf_distill.__all__:
+        assert name in dir(tf_distill)
+        assert getattr(tf_distill, name) is not None
+    from tf_distill import Distiller
+    from tf_distill.distiller import Distiller as defined
+
+    assert Distiller is defined
+    with pytest.raises(AttributeError, match="no attribute 'Distiler'"):
+        tf_distill.Distiler  # noqa: B018
 
 
 def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp_path):

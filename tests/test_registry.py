@@ -270,3 +270,20 @@ def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():
     with pytest.raises(ValueError) as error:
         losses.describe_loss("zzzzzz")
     assert "Did you mean" not in str(error.value)
+
+
+def test_the_catalog_the_command_lists_equals_the_live_registry():
+    from tf_distill import catalog
+
+    assert catalog.describe_losses() == losses.describe()
+    registry.check_catalog()  # what `import tf_distill.losses` runs
+
+
+def test_a_catalog_that_drifted_from_the_registry_is_refused(monkeypatch):
+    from tf_distill import catalog
+
+    drifted = dict(catalog.LOSSES)
+    drifted["kd"] = ("LogitsDistillation", "an old summary")
+    monkeypatch.setattr(catalog, "LOSSES", drifted)
+    with pytest.raises(RuntimeError, match="differs from the loss registry.*an old summary"):
+        registry.check_catalog()

@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 
+from tf_distill import catalog
 from tf_distill.backend import keras
 from tf_distill.losses.base import DistillationLoss
 
@@ -42,6 +43,21 @@ def register(name, summary):
         return cls
 
     return decorator
+
+
+def check_catalog():
+    """Raises `RuntimeError` unless the registry matches `tf_distill.catalog.LOSSES`.
+
+    `tf-distill losses` lists the catalog without importing TensorFlow; this
+    check, run once every built-in loss is registered, keeps the two equal.
+    """
+    live = {name: (cls.__name__, summary) for name, (cls, summary) in _REGISTRY.items()}
+    if live != catalog.LOSSES:
+        changed = sorted(set(live.items()) ^ set(catalog.LOSSES.items()))
+        raise RuntimeError(
+            "`tf_distill.catalog.LOSSES` differs from the loss registry: update "
+            f"the catalog when a built-in loss is added or renamed. Differing: {changed}"
+        )
 
 
 def names():
