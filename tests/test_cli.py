@@ -321,3 +321,49 @@ def test_run_caches_teacher_outputs_by_default_and_says_so(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cach" in printed.lower()
     assert (tmp_path / "out" / "teacher_cache").is_dir()
+
+
+TINY = {
+    "data": {"source": "digits", "batch_size": 64, "train_size": 300,
+             "validation_size": 100, "test_size": 100},
+    "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},
+    "student": {"architecture": "mlp", "size": "small"},
+    "training": {"epochs": 2, "seed": 0, "cache": "off"},
+}
+
+
+def _run_piped(tmp_path, config, *flags):
+    """`tf-distill run` in a child process, its stdout and stderr piped (a log)."""
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "out")}))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "tf_distill.cli", "run", str(path), *flags],
+        capture_output=True, text=True, cwd=root, env={**env, "PYTHONPATH": root},
+        check=False,
+    )
+
+
+def test_a_run_with_export_in_a_log_has_epoch_lines_and_no_native_lines(tmp_path):
+    config = {**TINY, "export": {"quantization": "int8", "representative_size": 20,
+                                 "latency_runs": 2, "max_accuracy_drop": 100}}
+    done = _run_piped(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    # Nothing from TensorFlow, absl, the converter or the interpreter.
+    assert done.stderr == ""
+    # No progress bar: one line per epoch, without control codes.
+    assert "\r" not in done.stdout and "\x1b" not in done.stdout
+    assert "Epoch 2/2" in done.stdout
+    epoch_lines = [line for line in done.stdout.splitlines() if "/step - " in line]
+    assert len(epoch_lines) == 1 + 2 + 2  # teacher, student alone, distilled
+    assert "| distilled student |" in done.stdout
+
+
+def test_quiet_prints_the_phase_lines_and_the_table_but_no_epochs(tmp_path):
+    done = _run_piped(tmp_path, TINY, "--quiet")
+    assert done.returncode == 0, done.stderr
+    for phase in ("Training the teacher", "Training the student alone",
+                  "Distilling into the student", "| model |", "| distilled student |"):
+        assert phase in done.stdout
+    assert "Epoch " not in done.stdout and "/step" not in done.stdout

@@ -20,14 +20,16 @@ import warnings
 # A line TensorFlow, absl or the converter wrote: absl's C++ format
 # (`W0000 00:00:1700000000.000000  1234 file.cc:12] ...`), TensorFlow's older
 # one (`2024-01-01 12:00:00.000000: I tensorflow/...`), absl's Python format
-# (`WARNING:absl:...`), absl's notice before it is set up, and the converter's
-# quantization settings.
+# (`WARNING:absl:...`), absl's notice before it is set up, the converter's
+# quantization settings and the LiteRT interpreter's notices (`INFO: Created
+# TensorFlow Lite XNNPACK delegate for CPU.`).
 NATIVE_LOG = re.compile(
-    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]"
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+\s+\S+:\d+\]"
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
     r"|(?:INFO|WARNING|ERROR):(?:absl|tensorflow|h5py):"
     r"|WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|fully_quantize: \d+, inference_type: \d+)"
+    r"|fully_quantize: \d+, inference_type: \d+"
+    r"|INFO: )"
 )
 
 
