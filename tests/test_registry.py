@@ -135,7 +135,9 @@ def test_registering_a_taken_name_raises():
         losses.register("kd", "not Hinton")(Imposter)
     assert losses.get("kd").__class__ is losses.LogitsDistillation
     # Registering the same class twice is harmless (module reloads).
+    summary = {name: line for name, _, line in losses.describe()}["kd"]
     losses.register("kd", "again")(losses.LogitsDistillation)
+    losses.register("kd", summary)(losses.LogitsDistillation)  # leave the registry as found
     assert registry._REGISTRY["kd"][0] is losses.LogitsDistillation
 
 
@@ -287,3 +289,16 @@ def test_a_catalog_that_drifted_from_the_registry_is_refused(monkeypatch):
     monkeypatch.setattr(catalog, "LOSSES", drifted)
     with pytest.raises(RuntimeError, match="differs from the loss registry.*an old summary"):
         registry.check_catalog()
+
+
+def test_a_misspelt_argument_lists_the_valid_ones_and_the_closest():
+    with pytest.raises(ValueError) as error:
+        losses.get({"name": "kd", "temprature": 4.0})
+    message = str(error.value)
+    assert "distillation loss 'kd': unknown argument(s) ['temprature']" in message
+    assert "'temperature', 'loss', 'beta', 'standardize', 'teacher'" in message
+    assert "Did you mean 'temperature'? Received: {'temprature': 4.0}" in message
+    assert "unexpected keyword" not in message
+    with pytest.raises(ValueError, match="Did you mean 'temperature' for 'temprature', "
+                                         "'beta' for 'bta'"):
+        losses.get("kd", temprature=4.0, bta=1.0)
