@@ -339,3 +339,37 @@ def test_a_trained_teacher_learns_although_the_set_up_was_checked_first(tmp_path
     assert teacher["model"] == "teacher"
     assert teacher["test_accuracy"] > 0.5
     assert len(results["histories"]["teacher"]["loss"]) == 3
+
+
+def test_early_stopping_stops_every_phase_early(tmp_path):
+    # A learning rate of 1e-12 leaves the predictions, and so the validation
+    # accuracy, unchanged: no improvement after the first epoch.
+    config = config_lib.validate({
+        **FAST,
+        "data": {"source": "digits", "batch_size": 64, "train_size": 300,
+                 "validation_size": 100, "test_size": 100},
+        "training": {"epochs": 6, "seed": 0, "learning_rate": 1e-12, "cache": "off",
+                     "early_stopping": {"monitor": "val_accuracy", "patience": 1}},
+        "output": str(tmp_path / "out"),
+    })
+    results = job.run(config, verbose=0, log=lambda *_: None)
+    lengths = {name: len(history["val_accuracy"])
+               for name, history in results["histories"].items()}
+    assert lengths == {"teacher": 1, "student alone": 2, "distilled student": 2}
+
+
+def test_schedule_weight_decay_and_clipnorm_reach_each_phase_optimizer(tmp_path):
+    from tf_distill.commands import common
+    from tf_distill.data import load
+
+    config = config_lib.validate({"training": {
+        "epochs": 4, "schedule": "cosine", "warmup_epochs": 1, "weight_decay": 0.01,
+        "clipnorm": 0.5, "optimizer": "sgd"}, "data": {"batch_size": 100}})
+    data = load("digits", train_size=300, validation_size=100, test_size=100)
+    optimizer = common.training_optimizer(config, data, learning_rate=0.1, epochs=4)
+    assert (optimizer.weight_decay, optimizer.clipnorm, optimizer.momentum) == (0.01, 0.5, 0.9)
+    schedule = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    # 3 batches an epoch: warm-up over 3 steps to 0.1, cosine to 0 at step 12.
+    np.testing.assert_allclose([float(schedule(step)) for step in (0, 3, 12)], [0.0, 0.1, 0.0],
+                               atol=1e-6)

@@ -7,6 +7,7 @@ labels alone, test metrics and the fingerprint of what a run depends on.
 
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -22,6 +23,7 @@ from tf_distill.commands.config import teacher_sections
 from tf_distill.distribute import shard_by_data
 from tf_distill.files import atomic_write_json
 from tf_distill.losses import crossentropy_from_logits
+from tf_distill.optimizers import learning_rate_schedule
 from tf_distill.optimizers import make_optimizer
 
 
@@ -146,6 +148,32 @@ def build_student(config, data, name="student", seed=None, width=None):
     )
 
 
+def training_optimizer(config, data, *, learning_rate, epochs):
+    """The optimizer of one training phase, as the config's `training:` says.
+
+    Its schedule (`constant`, or `cosine` after `warmup_epochs`), weight
+    decay and gradient clipping; the cosine decay spans the phase's `epochs`.
+    """
+    training = config["training"]
+    steps = math.ceil(len(data.x_train) / config["data"]["batch_size"])
+    rate = learning_rate_schedule(
+        learning_rate, training["schedule"], total_steps=steps * epochs,
+        warmup_steps=steps * training["warmup_epochs"],
+    )
+    return make_optimizer(training["optimizer"], rate, weight_decay=training["weight_decay"],
+                          clipnorm=training["clipnorm"])
+
+
+def training_callbacks(config):
+    """`training.early_stopping` as a Keras callback (the best weights restored), or none."""
+    stopping = config["training"]["early_stopping"]
+    if stopping is None:
+        return []
+    return [keras.callbacks.EarlyStopping(
+        monitor=stopping["monitor"], patience=stopping["patience"], restore_best_weights=True,
+    )]
+
+
 def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, callbacks=()):
     """Trains `model` on the labels alone; returns `(history dict, seconds)`.
 
@@ -153,7 +181,7 @@ def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, ca
         TrainingDivergedError: if the loss turned NaN or infinite.
     """
     model.compile(
-        optimizer=make_optimizer(config["training"]["optimizer"], learning_rate),
+        optimizer=training_optimizer(config, data, learning_rate=learning_rate, epochs=epochs),
         loss=crossentropy_from_logits,
         metrics=["accuracy"],
         jit_compile=jit_compile(config),
@@ -166,7 +194,7 @@ def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, ca
         epochs=epochs,
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles, seeded
-        callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
+        callbacks=[*callbacks, *training_callbacks(config), keras.callbacks.TerminateOnNaN()],
     )
     return history_dict(history), time.perf_counter() - start
 
@@ -185,6 +213,10 @@ def _teacher_fingerprint(config, section, data):
         "optimizer": training["optimizer"],
         "jit_compile": training["jit_compile"],
     }
+    # Keys added later count only when set, so a teacher trained before keeps its record.
+    for key in ("schedule", "warmup_epochs", "weight_decay", "clipnorm", "early_stopping"):
+        if training.get(key) not in (None, 0, "constant"):
+            record[key] = training[key]
     return fingerprint(record, data)
 
 

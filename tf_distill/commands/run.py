@@ -40,7 +40,6 @@ from tf_distill.commands.report import seed_comparison
 from tf_distill.commands.report import write_report
 from tf_distill.distiller import Distiller
 from tf_distill.files import atomic_write_json
-from tf_distill.optimizers import make_optimizer
 
 STATE_FILE = "run_state.json"
 
@@ -216,7 +215,10 @@ class Job:
         distiller = Distiller(teacher=teacher, student=student,
                               **common.distiller_arguments(self.config))
         distiller.compile(
-            optimizer=make_optimizer(training["optimizer"], training["learning_rate"]),
+            optimizer=common.training_optimizer(
+                self.config, data, learning_rate=training["learning_rate"],
+                epochs=training["epochs"],
+            ),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=common.jit_compile(self.config),
@@ -234,7 +236,8 @@ class Job:
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
             callbacks=[diverged, KeepLastGoodModel(student, last_good),
-                       self.backup(f"distill{self.suffix(seed)}")],
+                       self.backup(f"distill{self.suffix(seed)}"),
+                       *common.training_callbacks(self.config)],
         )
         if diverged.diverged_at is not None:
             epoch, step, loss = diverged.diverged_at
