@@ -182,7 +182,8 @@ def build_parser():
         sub.add_argument("--output", help="the output folder (overrides the config's)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--unsafe", action="store_true",
-                     help="trust model files: allow Lambda layers and .h5 files")
+                     help="trust model files and code: allow Lambda layers, .h5 files "
+                     "and `builder: package.module:function` models")
     run.add_argument("--restart", action="store_true",
                      help="start over in an output folder that holds a run of another "
                      "config or other data (default: refuse)")

@@ -155,6 +155,21 @@ def mapping(path, value):
 
 
 
+def builder(path, value):
+    """A model builder: `package.module:function`."""
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(
+        r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", value
+    ):
+        raise ConfigError(
+            f"`{path}` must be `package.module:function`, a function "
+            "`(input_shape, num_classes) -> keras.Model`. Received: "
+            f"{path}={show(value)}"
+        )
+    return value
+
+
 def seed_list(path, value):
     if not isinstance(value, list) or not value:
         raise ConfigError(

@@ -6,6 +6,7 @@ labels alone, test metrics and the fingerprint of what a run depends on.
 """
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -131,10 +132,31 @@ def jit_compile(config):
 def build_student(config, data, name="student", seed=None, width=None):
     """A new student as the config's `student:` section says.
 
+    A built-in architecture, a model file (`path`: re-initialized from its
+    config with `seed`, unless `keep_weights`) or a `builder` function.
+
     Args:
-        width: A multiplier of the configured size (a search's `width`).
+        width: A multiplier of the configured size (a search's `width`);
+            only for a built-in architecture.
+
+    Raises:
+        ConfigError: for a builder without `unsafe`, a builder that does not
+            return a model, or a `width` with a student of one's own.
     """
     section = config["student"]
+    seed = config["training"]["seed"] if seed is None else seed
+    own = section["path"] or section["builder"]
+    if own and width is not None:
+        raise ConfigError(
+            "A search over the student's width needs a built-in `student.architecture`; "
+            f"this student is given by {'`path`' if section['path'] else '`builder`'}. "
+            "Received: tuning.tune_width=True"
+        )
+    if section["path"]:
+        model = saving.load_model(section["path"], unsafe=config["unsafe"])
+        return renewed(model, name, seed, keep_weights=section["keep_weights"])
+    if section["builder"]:
+        return call_builder(section["builder"], "student", data, seed, config["unsafe"])
     size = section["size"]
     if width is not None:
         size = architectures.SIZES[size] * float(width)
@@ -143,9 +165,52 @@ def build_student(config, data, name="student", seed=None, width=None):
         data.input_shape,
         data.num_classes,
         size=size,
-        seed=config["training"]["seed"] if seed is None else seed,
+        seed=seed,
         name=name,
     )
+
+
+def renewed(model, name, seed, keep_weights=False):
+    """A new model of `model`'s architecture, named `name`: freshly initialized
+    with `seed`, or with `model`'s weights when `keep_weights`."""
+    model_config = model.get_config()
+    if isinstance(model_config, dict) and "name" in model_config:
+        model_config = {**model_config, "name": name}
+    keras.utils.set_random_seed(seed)
+    copy = type(model).from_config(model_config)
+    if keep_weights:
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def call_builder(spec, role, data, seed, unsafe):
+    """The model `package.module:function` builds for `data`, if `unsafe` allows it.
+
+    Raises:
+        ConfigError: without `unsafe` (importing a module runs its code), for
+            a module or function that cannot be found, or a result that is
+            not a Keras model.
+    """
+    if not unsafe:
+        raise ConfigError(
+            f"`{role}.builder` imports and runs Python code ({spec!r}): refused "
+            "unless you trust it and pass --unsafe (or set `unsafe: true` in the config)."
+        )
+    module_name, function_name = spec.split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(
+            f"`{role}.builder` cannot be found: {error}. Received: {role}.builder={spec!r}"
+        ) from None
+    keras.utils.set_random_seed(seed)
+    model = function(tuple(data.input_shape), data.num_classes)
+    if not isinstance(model, keras.Model):
+        raise ConfigError(
+            f"`{role}.builder` must return a keras.Model. Received: {type(model).__name__} "
+            f"from {spec!r}"
+        )
+    return model
 
 
 def training_optimizer(config, data, *, learning_rate, epochs):
@@ -253,7 +318,7 @@ class TeacherPlan:
         section = self.section
         log(
             f"Training the {self.name if self.name != 'teacher' else 'teacher'} "
-            f"({section['architecture']}/{section['size']}, "
+            f"({section['builder'] or section['architecture'] + '/' + section['size']}, "
             f"{self.model.count_params():,} parameters, {section['epochs']} epochs)"
         )
         seed = config["training"]["seed"]
@@ -316,6 +381,10 @@ def prepare_teachers(config, data, read_folder, *, log, unsafe=False):
                     name, section, model, "reused", record.get("history"),
                     record.get("seconds", 0.0), digest,
                 )
+            elif section["builder"]:
+                model = call_builder(section["builder"], "teacher", data,
+                                     config["training"]["seed"], unsafe)
+                plan = TeacherPlan(name, section, model, "trained", digest=digest)
             else:
                 model = architectures.build(
                     section["architecture"],

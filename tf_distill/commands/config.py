@@ -84,6 +84,9 @@ SCHEMA = {
     },
     "teacher": {
         "path": (checks.optional(checks.string()), None),
+        # `package.module:function`, `(input_shape, num_classes) -> keras.Model`;
+        # importing it runs code, so a run needs --unsafe (`unsafe: true`).
+        "builder": (checks.optional(checks.builder), None),
         "architecture": (checks.string(), "cnn"),
         "size": (checks.string(), "large"),
         "epochs": (checks.number(low=0, integer=True), 10),
@@ -93,6 +96,10 @@ SCHEMA = {
     "student": {
         "architecture": (checks.string(), "cnn"),
         "size": (checks.string(), "small"),
+        # An untrained model file, re-initialized (seeded) unless `keep_weights`.
+        "path": (checks.optional(checks.string()), None),
+        "keep_weights": (checks.boolean, False),
+        "builder": (checks.optional(checks.builder), None),
     },
     "distillation": {
         "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
@@ -243,6 +250,15 @@ def validate(raw):
         errors.run(_check_teacher_references, config)
     if "training" not in failed:
         errors.run(_check_training, config["training"])
+    if "student" not in failed:
+        errors.run(_check_student, config["student"])
+    if "teacher" not in failed:
+        for name, section in teacher_sections(config):
+            if section["path"] is not None and section["builder"] is not None:
+                role = "teacher" if name == "teacher" else f"teacher {name!r}"
+                errors.add(f"The {role} has both a `path` and a `builder`: give one. "
+                           f"Received: path={show(section['path'])}, "
+                           f"builder={show(section['builder'])}")
     config["tuning"] = None
     if raw.get("tuning") is not None:
         config["tuning"] = errors.run(validate_tuning, raw["tuning"])
@@ -258,6 +274,19 @@ def _check_loss_weights(distillation):
         raise ConfigError(
             f"`distillation.loss_weights` has {len(weights)} entries for "
             f"{n_losses} losses. Received: distillation.loss_weights={show(weights)}"
+        )
+
+
+def _check_student(student):
+    if student["path"] is not None and student["builder"] is not None:
+        raise ConfigError(
+            "`student` has both a `path` and a `builder`: give one. Received: "
+            f"student.path={show(student['path'])}, student.builder={show(student['builder'])}"
+        )
+    if student["keep_weights"] and student["path"] is None:
+        raise ConfigError(
+            "`student.keep_weights` applies to a student loaded from `student.path`. "
+            "Received: student.keep_weights=True without a path"
         )
 
 

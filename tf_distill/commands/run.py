@@ -3,7 +3,9 @@
 Data → teachers (loaded, or trained from a named architecture) → for each
 seed of `training.seeds`, the student trained alone (the baseline) and
 distilled from the same initial weights → test metrics, saved students,
-`metrics.json` and `report.md` with plots.
+`metrics.json` and `report.md` with plots. `metrics.json` holds accuracy and
+error as fractions in [0, 1] (`test_accuracy`, `test_error`) beside the raw
+counts (`test_errors` of `test_examples`); the tables show them in percent.
 
 Nothing is written to the output folder until the config, the data and the
 teachers have been checked against each other. A killed run resumes from its
