@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +120,60 @@ def test_losses_lists_the_registry(capsys):
 
     for name in losses.names():
         assert any(line.startswith(name + " ") for line in out.splitlines())
+
+
+# Runs `cli.main(ARGV)` in a fresh interpreter and reports its exit status and
+# whether TensorFlow (or Keras) was imported.
+_IMPORTS_AFTER_MAIN = """
+import json, sys
+from tf_distill import cli
+try:
+    status = cli.main(json.loads(sys.argv[1]))
+except SystemExit as exit:
+    status = exit.code
+heavy = sorted(m for m in ("tensorflow", "keras", "numpy") if m in sys.modules)
+print(json.dumps({"status": status, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, status",
+    [
+        (["--help"], 0),
+        (["run", "--help"], 0),
+        (["export", "--help"], 0),
+        (["losses"], 0),
+        ([], 2),  # no command
+        (["run"], 2),  # no config
+        (["export", "model.keras", "--quantization", "int9"], 2),
+        (["nonsense"], 2),
+    ],
+)
+def test_help_listing_and_usage_errors_import_no_tensorflow(argv, status):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER_MAIN, json.dumps(argv)],
+        capture_output=True, text=True, cwd=root,
+        env={**os.environ, "PYTHONPATH": root}, check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report == {"status": status, "heavy": []}, done.stderr
+    if argv == ["losses"]:
+        assert done.stdout.splitlines()[0].startswith("attention_transfer ")
+
+
+def test_the_package_loads_its_public_names_on_first_use():
+    import tf_distill
+
+    for name in tf_distill.__all__:
+        assert name in dir(tf_distill)
+        assert getattr(tf_distill, name) is not None
+    from tf_distill import Distiller
+    from tf_distill.distiller import Distiller as defined
+
+    assert Distiller is defined
+    with pytest.raises(AttributeError, match="no attribute 'Distiler'"):
+        tf_distill.Distiler  # noqa: B018
 
 
 def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp_path):
@@ -274,3 +330,49 @@ def test_run_caches_teacher_outputs_by_default_and_says_so(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cach" in printed.lower()
     assert (tmp_path / "out" / "teacher_cache").is_dir()
+
+
+TINY = {
+    "data": {"source": "digits", "batch_size": 64, "train_size": 300,
+             "validation_size": 100, "test_size": 100},
+    "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},
+    "student": {"architecture": "mlp", "size": "small"},
+    "training": {"epochs": 2, "seed": 0, "cache": "off"},
+}
+
+
+def _run_piped(tmp_path, config, *flags):
+    """`tf-distill run` in a child process, its stdout and stderr piped (a log)."""
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "out")}))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "tf_distill.cli", "run", str(path), *flags],
+        capture_output=True, text=True, cwd=root, env={**env, "PYTHONPATH": root},
+        check=False,
+    )
+
+
+def test_a_run_with_export_in_a_log_has_epoch_lines_and_no_native_lines(tmp_path):
+    config = {**TINY, "export": {"quantization": "int8", "representative_size": 20,
+                                 "latency_runs": 2, "max_accuracy_drop": 100}}
+    done = _run_piped(tmp_path, config)
+    assert done.returncode == 0, done.stderr
+    # Nothing from TensorFlow, absl, the converter or the interpreter.
+    assert done.stderr == ""
+    # No progress bar: one line per epoch, without control codes.
+    assert "\r" not in done.stdout and "\x1b" not in done.stdout
+    assert "Epoch 2/2" in done.stdout
+    epoch_lines = [line for line in done.stdout.splitlines() if "/step - " in line]
+    assert len(epoch_lines) == 1 + 2 + 2  # teacher, student alone, distilled
+    assert "| distilled student |" in done.stdout
+
+
+def test_quiet_prints_the_phase_lines_and_the_table_but_no_epochs(tmp_path):
+    done = _run_piped(tmp_path, TINY, "--quiet")
+    assert done.returncode == 0, done.stderr
+    for phase in ("Training the teacher", "Training the student alone",
+                  "Distilling into the student", "| model |", "| distilled student |"):
+        assert phase in done.stdout
+    assert "Epoch " not in done.stdout and "/step" not in done.stdout

@@ -161,3 +161,60 @@ def test_tuning_section_uses_student_loss_weight_names():
     assert (tuning["student_loss_weight_min"], tuning["student_loss_weight_max"]) == (0.2, 1.0)
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['alpha_min'\]"):
         config_lib.validate_tuning({"alpha_min": 0.2})
+
+
+def test_every_error_of_a_config_is_reported_at_once():
+    raw = {
+        "trainning": {},
+        "data": {"batch_size": 0, "source": ""},
+        "student": {"architecture": "transformer"},
+        "distillation": {"losses": [{"name": "kd", "temprature": 4.0}, {"name": "kdd"}]},
+        "training": {"epochs": 0, "optimizer": "adagrad"},
+    }
+    with pytest.raises(ConfigError) as error:
+        config_lib.validate(raw)
+    messages = error.value.messages
+    assert len(messages) == 8, messages
+    text = str(error.value)
+    assert text.startswith("8 errors in the config: (1) Unknown key(s) ['trainning']")
+    for part in ("`data.batch_size` must be >= 1", "`data.source` must be a non-empty",
+                 "Did you mean 'temperature'?", "Did you mean 'kd'?",
+                 "`training.epochs` must be >= 1", "Received: training.optimizer='adagrad'",
+                 "Received: student.architecture='transformer'"):
+        assert part in text
+    assert "\n" not in text
+
+
+def test_one_error_is_reported_without_a_count():
+    with pytest.raises(ConfigError) as error:
+        config_lib.validate({"training": {"epochs": 0}})
+    assert str(error.value) == "`training.epochs` must be >= 1. Received: training.epochs=0"
+
+
+@pytest.mark.parametrize(
+    "training, message",
+    [
+        ({"warmup_epochs": 1}, r"applies to `training.schedule: cosine`"),
+        ({"schedule": "cosine", "warmup_epochs": 10, "epochs": 10}, r"must be < `training.epochs`"),
+        ({"schedule": "linear"}, r"Expected one of \['constant', 'cosine'\]"),
+        ({"weight_decay": -1}, r"`training.weight_decay` must be >= 0"),
+        ({"clipnorm": 0}, r"`training.clipnorm` must be > 0"),
+        ({"early_stopping": {"monitor": "val_accuracy", "patiense": 3}},
+         r"\['patiense'\] in section `training.early_stopping`"),
+    ],
+)
+def test_bad_training_keys_are_refused(training, message):
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate({"training": training})
+
+
+def test_training_keys_have_defaults_and_are_kept():
+    assert {k: config_lib.validate({})["training"][k] for k in (
+        "schedule", "warmup_epochs", "weight_decay", "clipnorm", "early_stopping")} == {
+        "schedule": "constant", "warmup_epochs": 0, "weight_decay": None, "clipnorm": None,
+        "early_stopping": None}
+    training = config_lib.validate({"training": {
+        "schedule": "cosine", "warmup_epochs": 2, "weight_decay": 0.01, "clipnorm": 1.0,
+        "early_stopping": {"patience": 2}}})["training"]
+    assert training["early_stopping"] == {"monitor": "val_accuracy", "patience": 2}
+    assert (training["schedule"], training["warmup_epochs"]) == ("cosine", 2)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -135,7 +137,9 @@ def test_registering_a_taken_name_raises():
         losses.register("kd", "not Hinton")(Imposter)
     assert losses.get("kd").__class__ is losses.LogitsDistillation
     # Registering the same class twice is harmless (module reloads).
+    summary = {name: line for name, _, line in losses.describe()}["kd"]
     losses.register("kd", "again")(losses.LogitsDistillation)
+    losses.register("kd", summary)(losses.LogitsDistillation)  # leave the registry as found
     assert registry._REGISTRY["kd"][0] is losses.LogitsDistillation
 
 
@@ -270,3 +274,40 @@ def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():
     with pytest.raises(ValueError) as error:
         losses.describe_loss("zzzzzz")
     assert "Did you mean" not in str(error.value)
+
+
+def test_the_catalog_the_command_lists_equals_the_live_registry():
+    # In a fresh interpreter: test modules register losses of their own here.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = (
+        "from tf_distill import catalog, losses\n"  # importing losses runs check_catalog
+        "assert catalog.describe_losses() == losses.describe(), losses.describe()\n"
+        "print(len(catalog.LOSSES))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": root}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 10
+
+
+def test_a_catalog_that_drifted_from_the_registry_is_refused(monkeypatch):
+    from tf_distill import catalog
+
+    drifted = dict(catalog.LOSSES)
+    drifted["kd"] = ("LogitsDistillation", "an old summary")
+    monkeypatch.setattr(catalog, "LOSSES", drifted)
+    with pytest.raises(RuntimeError, match="differs from the loss registry.*an old summary"):
+        registry.check_catalog()
+
+
+def test_a_misspelt_argument_lists_the_valid_ones_and_the_closest():
+    with pytest.raises(ValueError) as error:
+        losses.get({"name": "kd", "temprature": 4.0})
+    message = str(error.value)
+    assert "distillation loss 'kd': unknown argument(s) ['temprature']" in message
+    assert "'temperature', 'loss', 'beta', 'standardize', 'teacher'" in message
+    assert "Did you mean 'temperature'? Received: {'temprature': 4.0}" in message
+    assert "unexpected keyword" not in message
+    with pytest.raises(ValueError, match="Did you mean 'temperature' for 'temprature', "
+                                         "'beta' for 'bta'"):
+        losses.get("kd", temprature=4.0, bta=1.0)

@@ -367,3 +367,133 @@ def test_a_transfer_set_with_the_rest_unlabeled(tmp_path):
     labeled_again, distilled_again = common.transfer_data(without, data)
     assert distilled_again is labeled_again
     np.testing.assert_array_equal(labeled_again.y_train, labeled.y_train)
+
+
+def test_early_stopping_stops_every_phase_early(tmp_path):
+    # A learning rate of 1e-12 leaves the predictions, and so the validation
+    # accuracy, unchanged: no improvement after the first epoch.
+    config = config_lib.validate({
+        **FAST,
+        "data": {"source": "digits", "batch_size": 64, "train_size": 300,
+                 "validation_size": 100, "test_size": 100},
+        "training": {"epochs": 6, "seed": 0, "learning_rate": 1e-12, "cache": "off",
+                     "early_stopping": {"monitor": "val_accuracy", "patience": 1}},
+        "output": str(tmp_path / "out"),
+    })
+    results = job.run(config, verbose=0, log=lambda *_: None)
+    lengths = {name: len(history["val_accuracy"])
+               for name, history in results["histories"].items()}
+    assert lengths == {"teacher": 1, "student alone": 2, "distilled student": 2}
+
+
+def test_schedule_weight_decay_and_clipnorm_reach_each_phase_optimizer(tmp_path):
+    from tf_distill.commands import common
+    from tf_distill.data import load
+
+    config = config_lib.validate({"training": {
+        "epochs": 4, "schedule": "cosine", "warmup_epochs": 1, "weight_decay": 0.01,
+        "clipnorm": 0.5, "optimizer": "sgd"}, "data": {"batch_size": 100}})
+    data = load("digits", train_size=300, validation_size=100, test_size=100)
+    optimizer = common.training_optimizer(config, data, learning_rate=0.1, epochs=4)
+    assert (optimizer.weight_decay, optimizer.clipnorm, optimizer.momentum) == (0.01, 0.5, 0.9)
+    schedule = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    # 3 batches an epoch: warm-up over 3 steps to 0.1, cosine to 0 at step 12.
+    np.testing.assert_allclose([float(schedule(step)) for step in (0, 3, 12)], [0.0, 0.1, 0.0],
+                               atol=1e-6)
+
+
+def _small_data():
+    from tf_distill.data import load
+
+    return load("digits", train_size=300, validation_size=100, test_size=100)
+
+
+def _own_student_file(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden), name="mine")
+    path = str(tmp_path / "mine.keras")
+    saving.save_model(model, path)
+    return path, model
+
+
+@pytest.mark.parametrize("keep_weights", [False, True])
+def test_a_student_file_is_reinitialized_unless_its_weights_are_kept(tmp_path, keep_weights):
+    from tf_distill.commands import common
+
+    path, original = _own_student_file(tmp_path)
+    config = config_lib.validate({"student": {"path": path, "keep_weights": keep_weights}})
+    student = common.build_student(config, _small_data(), "student", seed=3)
+    assert [type(layer).__name__ for layer in student.layers] == [
+        type(layer).__name__ for layer in original.layers]
+    assert [w.shape for w in student.get_weights()] == [w.shape for w in original.get_weights()]
+    kernels_equal = np.array_equal(student.get_weights()[0], original.get_weights()[0])
+    assert kernels_equal == keep_weights
+    # Seeded: the same seed gives the same fresh weights.
+    again = common.build_student(config, _small_data(), "student", seed=3)
+    np.testing.assert_array_equal(again.get_weights()[0], student.get_weights()[0])
+
+
+def test_student_config_errors(tmp_path):
+    path, _ = _own_student_file(tmp_path)
+    with pytest.raises(ConfigError, match="both a `path` and a `builder`"):
+        config_lib.validate({"student": {"path": path, "builder": "mine.models:small"}})
+    with pytest.raises(ConfigError, match="`student.keep_weights` applies to a student loaded"):
+        config_lib.validate({"student": {"keep_weights": True}})
+    with pytest.raises(ConfigError, match=r"`teacher.builder` must be `package.module:function`"):
+        config_lib.validate({"teacher": {"builder": "mine.models.small"}})
+    with pytest.raises(ConfigError, match=r"`student.path` is not a readable file"):
+        config_lib.validate({"student": {"path": str(tmp_path / "missing.keras")}})
+
+
+BUILDER_MODULE = '''
+import keras
+
+
+def small(input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs)))
+
+
+def not_a_model(input_shape, num_classes):
+    return "model"
+'''
+
+
+def test_a_builder_runs_only_with_unsafe(tmp_path, monkeypatch):
+    from tf_distill.commands import common
+
+    (tmp_path / "my_builders.py").write_text(BUILDER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = {"student": {"builder": "my_builders:small"}}
+    with pytest.raises(ConfigError, match=r"imports and runs Python code.*--unsafe"):
+        common.build_student(config_lib.validate(raw), _small_data())
+    student = common.build_student(config_lib.validate({**raw, "unsafe": True}), _small_data())
+    assert tuple(student.outputs[0].shape) == (None, 10)
+    assert student.count_params() == 64 * 10 + 10
+    with pytest.raises(ConfigError, match="must return a keras.Model. Received: str"):
+        common.build_student(config_lib.validate(
+            {"student": {"builder": "my_builders:not_a_model"}, "unsafe": True}), _small_data())
+
+
+def test_a_job_distills_from_a_built_teacher_into_a_student_file(tmp_path, monkeypatch):
+    (tmp_path / "my_builders.py").write_text(BUILDER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path, _ = _own_student_file(tmp_path)
+    raw = {
+        "data": {"source": "digits", "batch_size": 64, "train_size": 300,
+                 "validation_size": 100, "test_size": 100},
+        "teacher": {"builder": "my_builders:small", "epochs": 4, "learning_rate": 0.05},
+        "student": {"path": path},
+        "training": {"epochs": 1, "seed": 0, "cache": "off"},
+        "output": str(tmp_path / "out"),
+    }
+    with pytest.raises(ConfigError, match="--unsafe"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda *_: None)
+    results = job.run(config_lib.validate({**raw, "unsafe": True}), verbose=0,
+                      log=lambda *_: None)
+    rows = {row["model"]: row for row in results["models"]}
+    assert rows["teacher"]["parameters"] == 650
+    assert rows["distilled student"]["parameters"] == 64 * 16 + 16 + 16 * 10 + 10
+    assert rows["teacher"]["test_accuracy"] > 0.5  # it trained (chance: 0.1)

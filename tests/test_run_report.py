@@ -81,3 +81,19 @@ def test_report_lists_its_files_and_says_the_verdict(tmp_path):
     assert "**Distillation helped: fewer errors on 3 of 3 seeds" in report
     assert "> **Warning:** The teacher is no better" in report
     assert (tmp_path / "comparison.png").stat().st_size > 1000
+
+
+def test_run_table_shows_percent_with_two_decimals_as_the_export_table_does():
+    from tf_distill.commands.report import RESULT_COLUMNS
+    from tf_distill.commands.report import markdown_table
+    from tf_distill.export import ExportReport
+    from tf_distill.export import reports_table
+
+    row = {"model": "distilled student", "seed": 0, "test_errors": 5, "test_examples": 300,
+           "test_accuracy": 1 - 5 / 300, "test_error": 5 / 300}
+    table = markdown_table([row], RESULT_COLUMNS)
+    assert "| test errors | test accuracy (%) | test error (%) |" in table
+    assert "| distilled student | 0 | 5 | 98.33 | 1.67 |" in table
+    export = reports_table([ExportReport(path=None, quantization="int8", file_size_bytes=1,
+                                         keras_accuracy=1 - 5 / 300)])
+    assert "acc. (%)" in export and "| 98.33 |" in export

@@ -4,39 +4,46 @@
 distillation losses (soft labels, features, relations) behind one registry;
 `data` and `architectures` give data sets and reference models;
 `export_litert` ships the student to LiteRT, verified.
+
+Every public name loads on first use (PEP 562): `import tf_distill` imports
+no TensorFlow, so that `tf-distill --help` answers at once.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from tf_distill import architectures
-from tf_distill import data
-from tf_distill import losses
-from tf_distill.cache import build_teacher_cache
-from tf_distill.cache import cache_teacher_outputs
-from tf_distill.distiller import Distiller
-from tf_distill.export import export_litert
-from tf_distill.losses import DistillationLoss
-from tf_distill.losses import FeatureDistillation
-from tf_distill.losses import LogitsDistillation
+# Public name -> the module that defines it (a submodule stands for itself).
+_PUBLIC = {
+    "Distiller": "tf_distill.distiller",
+    "DistillationLoss": "tf_distill.losses",
+    "FeatureDistillation": "tf_distill.losses",
+    "LogitsDistillation": "tf_distill.losses",
+    "architectures": None,
+    "build_teacher_cache": "tf_distill.cache",
+    "cache_teacher_outputs": "tf_distill.cache",
+    "data": None,
+    "export_litert": "tf_distill.export",
+    "losses": None,
+}
 
-__all__ = [
-    "Distiller",
-    "DistillationLoss",
-    "FeatureDistillation",
-    "LogitsDistillation",
-    "architectures",
-    "build_teacher_cache",
-    "cache_teacher_outputs",
-    "data",
-    "export_litert",
-    "losses",
-]
+__all__ = list(_PUBLIC)
+
+# Submodules loaded on first use too, without being part of `__all__`:
+# `tuning` imports keras_tuner (and tensorboard).
+_LAZY_SUBMODULES = ("tuning",)
 
 
 def __getattr__(name):
-    # `tuning` imports keras_tuner (and tensorboard): loaded on first use only.
-    if name == "tuning":
-        import importlib
-
-        return importlib.import_module("tf_distill.tuning")
+    if name in _PUBLIC or name in _LAZY_SUBMODULES:
+        module = _PUBLIC.get(name)
+        if module is None:
+            return importlib.import_module(f"tf_distill.{name}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'tf_distill' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC) | set(_LAZY_SUBMODULES))

@@ -1,21 +1,18 @@
 """The `tf-distill` command. It parses, calls the public API and prints."""
 
 import argparse
+import contextlib
 import os
 import sys
+
+# Nothing heavy is imported before the arguments are parsed: `--help`, a usage
+# error and `tf-distill losses` answer without loading TensorFlow.
+from tf_distill import catalog
+from tf_distill import console
 
 # An error is one line on stderr, at most this long: a message never grows with
 # its input (a huge config value, a long environment variable).
 MAX_ERROR_CHARS = 2000
-
-
-def _quiet_tensorflow():
-    # TensorFlow's start-up lines are filtered out where it is imported
-    # (`tf_distill.backend`); this quiets its Python logger.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
 
 
 def _error(prefix, error):
@@ -62,7 +59,7 @@ def _run(args):
         config["output"] = args.output
     if getattr(args, "unsafe", False):
         config["unsafe"] = True
-    results = run.run(config, verbose=0 if args.quiet else 1,
+    results = run.run(config, verbose=_progress(args),
                       restart=getattr(args, "restart", False))
     _print_table(results)
     print(f"\nWrote {config['output']}/:\n{_written(config['output'], results['files'])}")
@@ -94,12 +91,18 @@ def _loss_details(name):
     return 0
 
 
-def _losses(args):
-    from tf_distill import losses
+def _progress(args):
+    """Keras's `verbose`: a live bar on a terminal, one line per epoch in a log."""
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
+
+def _losses(args):
     if args.name:
         return _loss_details(args.name)
-    rows = losses.describe()
+    # The catalog, not the registry: listing needs no TensorFlow.
+    rows = catalog.describe_losses()
     width = max(len(name) for name, _, _ in rows)
     for name, class_name, summary in rows:
         print(f"{name:<{width}}  {summary} ({class_name})")
@@ -144,7 +147,7 @@ def _tune(args):
     if args.unsafe:
         config["unsafe"] = True
     results = tuning.run_from_config(
-        config, output, verbose=0 if args.quiet else 1, role=args.role
+        config, output, verbose=_progress(args), role=args.role
     )
     if results["role"] == "worker":
         print(f"Worker {results['tuner_id']} ran trials {results['trials_run']}.")
@@ -169,22 +172,30 @@ QUANTIZATION_HELP = {
 
 
 def build_parser():
-    from tf_distill.export import QUANTIZATION_MODES
-
     parser = argparse.ArgumentParser(
         prog="tf-distill",
         description="Knowledge distillation for Keras: train a small student from a teacher.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    # `--verbose` belongs to every command: `tf-distill run job.yaml --verbose`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let TensorFlow's, absl's and the converter's log lines through",
+    )
 
-    run = commands.add_parser("run", help="run a whole job from a YAML config")
+    run = commands.add_parser(
+        "run", parents=[common], help="run a whole job from a YAML config")
     run.add_argument("config", help="the YAML config file")
-    demo = commands.add_parser("demo", help="the main job on the embedded digits data")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="the main job on the embedded digits data")
     for sub in (run, demo):
         sub.add_argument("--output", help="the output folder (overrides the config's)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--unsafe", action="store_true",
-                     help="trust model files: allow Lambda layers and .h5 files")
+                     help="trust model files and code: allow Lambda layers, .h5 files "
+                     "and `builder: package.module:function` models")
     run.add_argument("--restart", action="store_true",
                      help="start over in an output folder that holds a run of another "
                      "config or other data (default: refuse)")
@@ -192,7 +203,9 @@ def build_parser():
     demo.set_defaults(handler=_run)
 
     listing = commands.add_parser(
-        "losses", help="list the distillation losses, or show one: arguments, paper, recipe"
+        "losses",
+        parents=[common],
+        help="list the distillation losses, or show one: arguments, paper, recipe",
     )
     listing.add_argument("name", nargs="?", help="a loss to show in full (e.g. kd)")
     listing.set_defaults(handler=_losses)
@@ -200,6 +213,7 @@ def build_parser():
     modes = "\n".join(f"  {mode:<8} {text}" for mode, text in QUANTIZATION_HELP.items())
     export = commands.add_parser(
         "export",
+        parents=[common],
         help="export a student to LiteRT, verified",
         description="Convert a student to LiteRT (.tflite), quantized, and verify it\n"
         "against the Keras model on held-out data before writing it.",
@@ -211,7 +225,7 @@ def build_parser():
         help="a `tf-distill run` output folder (its student and its data), or a "
         "student .keras file",
     )
-    export.add_argument("--quantization", default="int8", choices=list(QUANTIZATION_MODES),
+    export.add_argument("--quantization", default="int8", choices=list(catalog.QUANTIZATION_MODES),
                         help="the quantization mode, listed below (default: %(default)s)")
     export.add_argument(
         "--data",
@@ -243,7 +257,8 @@ def build_parser():
                         "(default: off)")
     export.set_defaults(handler=_export)
 
-    tune = commands.add_parser("tune", help="search temperature and α with Keras Tuner")
+    tune = commands.add_parser(
+        "tune", parents=[common], help="search temperature and α with Keras Tuner")
     tune.add_argument("config", help="a run config with a `tuning:` section")
     tune.add_argument("--output", help="the search folder (the same for chief and workers)")
     tune.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -261,8 +276,17 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of `tf-distill`; returns the exit status."""
-    _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        console.quiet_logs()
+    if args.handler is _losses and not args.name:
+        return _losses(args)
+    filtered = contextlib.nullcontext() if args.verbose else console.filtered_stderr()
+    with filtered:
+        return _handle(args)
+
+
+def _handle(args):
     from tf_distill.backend import check_safe_keras
 
     try:

@@ -14,7 +14,54 @@ MAX_SHOWN = 80
 
 
 class ConfigError(ValueError):
-    """A config that cannot run, with a message that says how to fix it."""
+    """A config that cannot run, with a message that says how to fix it.
+
+    Attributes:
+        messages: Each error it reports (one, or every error of a config).
+    """
+
+    def __init__(self, message, messages=None):
+        super().__init__(message)
+        self.messages = list(messages) if messages else [message]
+
+
+class Collector:
+    """Runs checks and keeps every `ConfigError`, so that all are reported at once.
+
+    Example:
+
+    >>> errors = Collector()
+    >>> epochs = errors.run(number(low=1), "training.epochs", 0)
+    >>> errors.raise_if_any()  # raises, listing every error collected
+    """
+
+    def __init__(self):
+        self.messages = []
+
+    def add(self, message):
+        """Keeps one more error message."""
+        self.messages.append(message)
+
+    def run(self, check, *args, default=None):
+        """`check(*args)`, or `default` after keeping its `ConfigError`."""
+        try:
+            return check(*args)
+        except ConfigError as error:
+            self.messages.extend(error.messages)
+            return default
+
+    def raise_if_any(self):
+        """Raises one `ConfigError` listing every message collected, if any."""
+        if len(self.messages) == 1:
+            raise ConfigError(self.messages[0])
+        if self.messages:
+            listed = "; ".join(
+                f"({number}) {message.rstrip('.')}"
+                for number, message in enumerate(self.messages, 1)
+            )
+            raise ConfigError(
+                f"{len(self.messages)} errors in the config: {listed}.", self.messages
+            )
 
 
 def show(value):
@@ -108,6 +155,21 @@ def mapping(path, value):
 
 
 
+def builder(path, value):
+    """A model builder: `package.module:function`."""
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(
+        r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", value
+    ):
+        raise ConfigError(
+            f"`{path}` must be `package.module:function`, a function "
+            "`(input_shape, num_classes) -> keras.Model`. Received: "
+            f"{path}={show(value)}"
+        )
+    return value
+
+
 def seed_list(path, value):
     if not isinstance(value, list) or not value:
         raise ConfigError(
@@ -145,9 +207,13 @@ def check_keys(path, given, valid):
 def section(path, given, fields):
     """Checks one section's keys and values; fills in its defaults."""
     given = mapping(path, given or {})
-    check_keys(path, given, fields)
+    errors = Collector()
+    errors.run(check_keys, path, given, fields)
     result = {}
     for key, (check, default) in fields.items():
         value = given[key] if key in given else copy.deepcopy(default)
-        result[key] = check(f"{path}.{key}", value) if value is not None or key in given else value
+        if value is not None or key in given:
+            value = errors.run(check, f"{path}.{key}", value)
+        result[key] = value
+    errors.raise_if_any()
     return result

@@ -7,7 +7,9 @@ labels alone, test metrics and the fingerprint of what a run depends on.
 
 import dataclasses
 import hashlib
+import importlib
 import json
+import math
 import os
 import time
 
@@ -24,6 +26,7 @@ from tf_distill.distribute import shard_by_data
 from tf_distill.files import atomic_write_json
 from tf_distill.losses import crossentropy_from_logits
 from tf_distill.losses.labels import UNLABELED
+from tf_distill.optimizers import learning_rate_schedule
 from tf_distill.optimizers import make_optimizer
 
 
@@ -160,10 +163,31 @@ def jit_compile(config):
 def build_student(config, data, name="student", seed=None, width=None):
     """A new student as the config's `student:` section says.
 
+    A built-in architecture, a model file (`path`: re-initialized from its
+    config with `seed`, unless `keep_weights`) or a `builder` function.
+
     Args:
-        width: A multiplier of the configured size (a search's `width`).
+        width: A multiplier of the configured size (a search's `width`);
+            only for a built-in architecture.
+
+    Raises:
+        ConfigError: for a builder without `unsafe`, a builder that does not
+            return a model, or a `width` with a student of one's own.
     """
     section = config["student"]
+    seed = config["training"]["seed"] if seed is None else seed
+    own = section["path"] or section["builder"]
+    if own and width is not None:
+        raise ConfigError(
+            "A search over the student's width needs a built-in `student.architecture`; "
+            f"this student is given by {'`path`' if section['path'] else '`builder`'}. "
+            "Received: tuning.tune_width=True"
+        )
+    if section["path"]:
+        model = saving.load_model(section["path"], unsafe=config["unsafe"])
+        return renewed(model, name, seed, keep_weights=section["keep_weights"])
+    if section["builder"]:
+        return call_builder(section["builder"], "student", data, seed, config["unsafe"])
     size = section["size"]
     if width is not None:
         size = architectures.SIZES[size] * float(width)
@@ -172,9 +196,78 @@ def build_student(config, data, name="student", seed=None, width=None):
         data.input_shape,
         data.num_classes,
         size=size,
-        seed=config["training"]["seed"] if seed is None else seed,
+        seed=seed,
         name=name,
     )
+
+
+def renewed(model, name, seed, keep_weights=False):
+    """A new model of `model`'s architecture, named `name`: freshly initialized
+    with `seed`, or with `model`'s weights when `keep_weights`."""
+    model_config = model.get_config()
+    if isinstance(model_config, dict) and "name" in model_config:
+        model_config = {**model_config, "name": name}
+    keras.utils.set_random_seed(seed)
+    copy = type(model).from_config(model_config)
+    if keep_weights:
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def call_builder(spec, role, data, seed, unsafe):
+    """The model `package.module:function` builds for `data`, if `unsafe` allows it.
+
+    Raises:
+        ConfigError: without `unsafe` (importing a module runs its code), for
+            a module or function that cannot be found, or a result that is
+            not a Keras model.
+    """
+    if not unsafe:
+        raise ConfigError(
+            f"`{role}.builder` imports and runs Python code ({spec!r}): refused "
+            "unless you trust it and pass --unsafe (or set `unsafe: true` in the config)."
+        )
+    module_name, function_name = spec.split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(
+            f"`{role}.builder` cannot be found: {error}. Received: {role}.builder={spec!r}"
+        ) from None
+    keras.utils.set_random_seed(seed)
+    model = function(tuple(data.input_shape), data.num_classes)
+    if not isinstance(model, keras.Model):
+        raise ConfigError(
+            f"`{role}.builder` must return a keras.Model. Received: {type(model).__name__} "
+            f"from {spec!r}"
+        )
+    return model
+
+
+def training_optimizer(config, data, *, learning_rate, epochs):
+    """The optimizer of one training phase, as the config's `training:` says.
+
+    Its schedule (`constant`, or `cosine` after `warmup_epochs`), weight
+    decay and gradient clipping; the cosine decay spans the phase's `epochs`.
+    """
+    training = config["training"]
+    steps = math.ceil(len(data.x_train) / config["data"]["batch_size"])
+    rate = learning_rate_schedule(
+        learning_rate, training["schedule"], total_steps=steps * epochs,
+        warmup_steps=steps * training["warmup_epochs"],
+    )
+    return make_optimizer(training["optimizer"], rate, weight_decay=training["weight_decay"],
+                          clipnorm=training["clipnorm"])
+
+
+def training_callbacks(config):
+    """`training.early_stopping` as a Keras callback (the best weights restored), or none."""
+    stopping = config["training"]["early_stopping"]
+    if stopping is None:
+        return []
+    return [keras.callbacks.EarlyStopping(
+        monitor=stopping["monitor"], patience=stopping["patience"], restore_best_weights=True,
+    )]
 
 
 def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, callbacks=()):
@@ -184,7 +277,7 @@ def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, ca
         TrainingDivergedError: if the loss turned NaN or infinite.
     """
     model.compile(
-        optimizer=make_optimizer(config["training"]["optimizer"], learning_rate),
+        optimizer=training_optimizer(config, data, learning_rate=learning_rate, epochs=epochs),
         loss=crossentropy_from_logits,
         metrics=["accuracy"],
         jit_compile=jit_compile(config),
@@ -197,7 +290,7 @@ def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, ca
         epochs=epochs,
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles, seeded
-        callbacks=[*callbacks, keras.callbacks.TerminateOnNaN()],
+        callbacks=[*callbacks, *training_callbacks(config), keras.callbacks.TerminateOnNaN()],
     )
     return history_dict(history), time.perf_counter() - start
 
@@ -218,6 +311,10 @@ def _teacher_fingerprint(config, section, data):
         "optimizer": training["optimizer"],
         "jit_compile": training["jit_compile"],
     }
+    # Keys added later count only when set, so a teacher trained before keeps its record.
+    for key in ("schedule", "warmup_epochs", "weight_decay", "clipnorm", "early_stopping"):
+        if training.get(key) not in (None, 0, "constant"):
+            record[key] = training[key]
     return fingerprint(record, data)
 
 
@@ -254,7 +351,7 @@ class TeacherPlan:
         section = self.section
         log(
             f"Training the {self.name if self.name != 'teacher' else 'teacher'} "
-            f"({section['architecture']}/{section['size']}, "
+            f"({section['builder'] or section['architecture'] + '/' + section['size']}, "
             f"{self.model.count_params():,} parameters, {section['epochs']} epochs)"
         )
         seed = config["training"]["seed"]
@@ -317,6 +414,10 @@ def prepare_teachers(config, data, read_folder, *, log, unsafe=False):
                     name, section, model, "reused", record.get("history"),
                     record.get("seconds", 0.0), digest,
                 )
+            elif section["builder"]:
+                model = call_builder(section["builder"], "teacher", data,
+                                     config["training"]["seed"], unsafe)
+                plan = TeacherPlan(name, section, model, "trained", digest=digest)
             else:
                 model = architectures.build(
                     section["architecture"],

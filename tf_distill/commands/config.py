@@ -36,6 +36,7 @@ from tf_distill.commands.checks import show
 from tf_distill.distribute import STRATEGIES
 from tf_distill.export import QUANTIZATION_MODES
 from tf_distill.optimizers import OPTIMIZERS
+from tf_distill.optimizers import SCHEDULES
 from tf_distill.teachers import ENSEMBLE_KINDS
 from tf_distill.teachers import TEACHER_OUTPUT_KINDS
 
@@ -54,12 +55,21 @@ def _losses(path, value):
             f"`{path}` must be a non-empty list of loss names or "
             f"{{name: ..., ...}} mappings. Received: {path}={show(value)}"
         )
+    errors = checks.Collector()
     for index, item in enumerate(value):
         try:
             losses.get(item)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"`{path}[{index}]`: {error}") from None
+            errors.add(f"`{path}[{index}]`: {error}")
+    errors.raise_if_any()
     return value
+
+
+def _early_stopping(path, value):
+    return checks.section(path, value, {
+        "monitor": (checks.string(), "val_accuracy"),
+        "patience": (checks.number(low=0, integer=True), 3),
+    })
 
 
 # Each section: key -> (check, default). A default of `REQUIRED` must be given.
@@ -81,6 +91,9 @@ SCHEMA = {
     },
     "teacher": {
         "path": (checks.optional(checks.string()), None),
+        # `package.module:function`, `(input_shape, num_classes) -> keras.Model`;
+        # importing it runs code, so a run needs --unsafe (`unsafe: true`).
+        "builder": (checks.optional(checks.builder), None),
         "architecture": (checks.string(), "cnn"),
         "size": (checks.string(), "large"),
         "epochs": (checks.number(low=0, integer=True), 10),
@@ -90,6 +103,10 @@ SCHEMA = {
     "student": {
         "architecture": (checks.string(), "cnn"),
         "size": (checks.string(), "small"),
+        # An untrained model file, re-initialized (seeded) unless `keep_weights`.
+        "path": (checks.optional(checks.string()), None),
+        "keep_weights": (checks.boolean, False),
+        "builder": (checks.optional(checks.builder), None),
     },
     "distillation": {
         "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
@@ -104,6 +121,15 @@ SCHEMA = {
         "epochs": (checks.number(low=1, integer=True), 10),
         "learning_rate": (checks.number(low=0, low_open=True), 0.002),
         "optimizer": (checks.string(OPTIMIZERS), "adam"),
+        # "cosine": a linear warm-up over `warmup_epochs`, then a cosine decay to 0.
+        "schedule": (checks.string(SCHEDULES), "constant"),
+        "warmup_epochs": (checks.number(low=0, integer=True), 0),
+        # The optimizer's decoupled weight decay (None: its default).
+        "weight_decay": (checks.optional(checks.number(low=0)), None),
+        "clipnorm": (checks.optional(checks.number(low=0, low_open=True)), None),
+        # {monitor: val_accuracy, patience: 3}: stop when the metric stops
+        # improving, with the best epoch's weights restored; every phase.
+        "early_stopping": (checks.optional(_early_stopping), None),
         "seed": (checks.number(low=0, integer=True), 0),
         # Several paired seeds: the teacher is trained once, the student alone
         # and distilled once per seed; the report gives mean ± std.
@@ -151,13 +177,19 @@ def _teachers(value):
             "mappings with a `name` each, or a mapping {name: {...}} (several). "
             f"Received: teacher={show(value)}"
         )
-    teachers = []
+    teachers, errors = [], checks.Collector()
     for index, item in enumerate(items):
         path = f"teacher[{index}]"
-        item = checks.mapping(path, item)
-        name = checks.string()(f"{path}.name", item.get("name", f"teacher_{index}"))
-        section = checks.section(path, {k: v for k, v in item.items() if k != "name"}, fields)
-        teachers.append({"name": name, **section})
+        item = errors.run(checks.mapping, path, item)
+        if item is None:
+            continue
+        name = errors.run(checks.string(), f"{path}.name", item.get("name", f"teacher_{index}"))
+        section = errors.run(
+            checks.section, path, {k: v for k, v in item.items() if k != "name"}, fields
+        )
+        if section is not None:
+            teachers.append({"name": name, **section})
+    errors.raise_if_any()
     names = [teacher["name"] for teacher in teachers]
     if len(set(names)) != len(names):
         raise ConfigError(f"Each teacher needs its own `name`. Received: names {names}")
@@ -193,8 +225,9 @@ def validate(raw):
         A new dict with every section and key present.
 
     Raises:
-        ConfigError: naming the first key that is unknown, of the wrong type
-            or out of range, with the valid choices.
+        ConfigError: listing every key that is unknown, of the wrong type or
+            out of range, with the valid choices (all of them at once: the
+            checks between sections run on the sections that passed).
     """
     if raw is None:
         raw = {}
@@ -202,18 +235,48 @@ def validate(raw):
         raise ConfigError(
             f"A config must be a mapping of sections. Received: {type(raw).__name__}"
         )
-    checks.check_keys("", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
+    errors = checks.Collector()
+    errors.run(checks.check_keys, "", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
     config = {}
     for key, (check, default) in _TOP_LEVEL.items():
-        config[key] = check(key, raw[key]) if key in raw else default
+        config[key] = errors.run(check, key, raw[key], default=default) if key in raw else default
+    failed = set()
     for section, fields in SCHEMA.items():
+        before = len(errors.messages)
         if section == "teacher":
-            config[section] = _teachers(raw.get(section))
+            config[section] = errors.run(_teachers, raw.get(section))
         elif section in _OPTIONAL_SECTIONS and raw.get(section) is None:
             config[section] = None
         else:
-            config[section] = checks.section(section, raw.get(section), fields)
-    distillation = config["distillation"]
+            config[section] = errors.run(checks.section, section, raw.get(section), fields)
+        if len(errors.messages) > before:
+            failed.add(section)
+    if not failed & {"distillation"}:
+        errors.run(_check_loss_weights, config["distillation"])
+    if not failed & {"teacher", "distillation"}:
+        errors.run(_check_teacher_references, config)
+    if "training" not in failed:
+        errors.run(_check_training, config["training"])
+    if "student" not in failed:
+        errors.run(_check_student, config["student"])
+    if "data" not in failed:
+        errors.run(_check_transfer, config["data"])
+    if "teacher" not in failed:
+        for name, section in teacher_sections(config):
+            if section["path"] is not None and section["builder"] is not None:
+                role = "teacher" if name == "teacher" else f"teacher {name!r}"
+                errors.add(f"The {role} has both a `path` and a `builder`: give one. "
+                           f"Received: path={show(section['path'])}, "
+                           f"builder={show(section['builder'])}")
+    config["tuning"] = None
+    if raw.get("tuning") is not None:
+        config["tuning"] = errors.run(validate_tuning, raw["tuning"])
+    _check_choices(config, failed, errors)
+    errors.raise_if_any()
+    return config
+
+
+def _check_loss_weights(distillation):
     weights = distillation["loss_weights"]
     n_losses = len(distillation["losses"])
     if weights is not None and len(weights) != n_losses:
@@ -221,16 +284,43 @@ def validate(raw):
             f"`distillation.loss_weights` has {len(weights)} entries for "
             f"{n_losses} losses. Received: distillation.loss_weights={show(weights)}"
         )
-    _check_teacher_references(config)
-    if config["data"]["unlabeled"] == "rest" and config["data"]["transfer_size"] is None:
+
+
+def _check_transfer(data):
+    if data["unlabeled"] == "rest" and data["transfer_size"] is None:
         raise ConfigError(
             "`data.unlabeled: rest` distills the training examples outside the transfer "
             "set without labels, so it needs `data.transfer_size`. Received: "
             "data.transfer_size=None"
         )
-    config["tuning"] = None if raw.get("tuning") is None else validate_tuning(raw["tuning"])
-    _check_choices(config)
-    return config
+
+
+def _check_student(student):
+    if student["path"] is not None and student["builder"] is not None:
+        raise ConfigError(
+            "`student` has both a `path` and a `builder`: give one. Received: "
+            f"student.path={show(student['path'])}, student.builder={show(student['builder'])}"
+        )
+    if student["keep_weights"] and student["path"] is None:
+        raise ConfigError(
+            "`student.keep_weights` applies to a student loaded from `student.path`. "
+            "Received: student.keep_weights=True without a path"
+        )
+
+
+def _check_training(training):
+    warmup = training["warmup_epochs"]
+    if warmup and training["schedule"] != "cosine":
+        raise ConfigError(
+            "`training.warmup_epochs` applies to `training.schedule: cosine`. Received: "
+            f"training.schedule={show(training['schedule'])}, training.warmup_epochs={warmup}"
+        )
+    if warmup >= training["epochs"]:
+        raise ConfigError(
+            "`training.warmup_epochs` must be < `training.epochs` (the cosine decay "
+            f"needs an epoch). Received: training.warmup_epochs={warmup}, "
+            f"training.epochs={training['epochs']}"
+        )
 
 
 def _check_teacher_references(config):
@@ -317,29 +407,36 @@ def validate_tuning(section):
     return result
 
 
-def _check_choices(config):
+def _check_choices(config, failed, errors):
+    """Each model's architecture and size, and each teacher file, exist."""
     from tf_distill import architectures
 
     valid = architectures.names()
-    roles = [(f"teacher[{i}]" if isinstance(config["teacher"], list) else "teacher", section)
-             for i, (_, section) in enumerate(teacher_sections(config))]
-    for role, section in roles + [("student", config["student"])]:
+    roles = []
+    if "teacher" not in failed:
+        roles = [(f"teacher[{i}]" if isinstance(config["teacher"], list) else "teacher", section)
+                 for i, (_, section) in enumerate(teacher_sections(config))]
+    if "student" not in failed:
+        roles.append(("student", config["student"]))
+    for role, section in roles:
+        if section.get("path") is not None or section.get("builder") is not None:
+            continue
         name = section["architecture"]
         if name not in valid:
-            raise ConfigError(
+            errors.add(
                 f"Invalid value for `{role}.architecture`. Expected one of "
                 f"{valid}. Received: {role}.architecture={show(name)}"
             )
         size = section["size"]
         if size not in SIZES:
-            raise ConfigError(
+            errors.add(
                 f"Invalid value for `{role}.size`. Expected one of "
                 f"{list(SIZES)}. Received: {role}.size={show(size)}"
             )
     for role, section in roles:
-        path = section["path"]
+        path = section.get("path")
         if path is not None and not os.path.isfile(path):
-            raise ConfigError(
+            errors.add(
                 f"`{role}.path` is not a readable file. Received: {role}.path={show(path)}"
             )
 

@@ -159,8 +159,17 @@ def plot_comparison(rows, path, title="Test errors"):
     plt.close(figure)
 
 
+def percent(fraction):
+    """A fraction as a percentage with 2 decimals (`0.98333` -> `"98.33"`), as the
+    export table shows it."""
+    return f"{100.0 * fraction:.2f}"
+
+
 def markdown_table(rows, columns):
-    """Renders `rows` (dicts) as a Markdown table of `columns` `[(key, header, fmt)]`."""
+    """Renders `rows` (dicts) as a Markdown table of `columns` `[(key, header, fmt)]`.
+
+    `fmt` is a format spec (`".4f"`) or a function of the value (`percent`).
+    """
     lines = [
         "| " + " | ".join(header for _, header, _ in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
@@ -169,17 +178,22 @@ def markdown_table(rows, columns):
         cells = []
         for key, _, fmt in columns:
             value = row.get(key)
-            cells.append("—" if value is None else format(value, fmt))
+            if value is None:
+                cells.append("—")
+            else:
+                cells.append(fmt(value) if callable(fmt) else format(value, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+# Accuracy and error in percent, as in the export table (`metrics.json` keeps
+# fractions); the raw count of errors beside them.
 RESULT_COLUMNS = [
     ("model", "model", "s"),
     ("seed", "seed", "d"),
     ("test_errors", "test errors", ",d"),
-    ("test_accuracy", "test accuracy", ".4f"),
-    ("test_error", "test error", ".4f"),
+    ("test_accuracy", "test accuracy (%)", percent),
+    ("test_error", "test error (%)", percent),
     ("test_loss", "test loss", ".4f"),
     ("parameters", "parameters", ",d"),
     ("file_bytes", "file size (bytes)", ",d"),

@@ -4,7 +4,9 @@ Data → teachers (loaded, or trained from a named architecture) → for each
 seed of `training.seeds`, the student trained alone (the baseline) and
 distilled from the same initial weights → test metrics, saved students,
 `metrics.json`, `report.md` with plots, and `config.yaml` (the config as run,
-defaults filled in, which `tf-distill export RUN_DIR` reads).
+defaults filled in, which `tf-distill export RUN_DIR` reads). `metrics.json` holds
+accuracy and error as fractions in [0, 1] (`test_accuracy`, `test_error`) beside
+the raw counts (`test_errors` of `test_examples`); the tables show them in percent.
 
 Nothing is written to the output folder until the config, the data and the
 teachers have been checked against each other. A killed run resumes from its
@@ -42,7 +44,6 @@ from tf_distill.commands.report import write_report
 from tf_distill.distiller import Distiller
 from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
-from tf_distill.optimizers import make_optimizer
 
 STATE_FILE = "run_state.json"
 # The validated config, as the run used it (defaults filled in).
@@ -220,7 +221,10 @@ class Job:
         distiller = Distiller(teacher=teacher, student=student,
                               **common.distiller_arguments(self.config))
         distiller.compile(
-            optimizer=make_optimizer(training["optimizer"], training["learning_rate"]),
+            optimizer=common.training_optimizer(
+                self.config, data, learning_rate=training["learning_rate"],
+                epochs=training["epochs"],
+            ),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=common.jit_compile(self.config),
@@ -238,7 +242,8 @@ class Job:
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
             callbacks=[diverged, KeepLastGoodModel(student, last_good),
-                       self.backup(f"distill{self.suffix(seed)}")],
+                       self.backup(f"distill{self.suffix(seed)}"),
+                       *common.training_callbacks(self.config)],
         )
         if diverged.diverged_at is not None:
             epoch, step, loss = diverged.diverged_at

@@ -7,8 +7,8 @@ mistyped argument should not cost them.
 import math
 
 from tf_distill.backend import tf
+from tf_distill.catalog import QUANTIZATION_MODES
 
-QUANTIZATION_MODES = ("float32", "dynamic", "float16", "int8")
 # The modes with integer weights, which have a scale per channel or per tensor.
 PER_CHANNEL_MODES = ("dynamic", "int8")
 

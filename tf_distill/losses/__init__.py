@@ -21,6 +21,7 @@ from tf_distill.losses.logit_methods import DIST
 from tf_distill.losses.logit_methods import DecoupledKD
 from tf_distill.losses.logit_methods import decoupled_kd
 from tf_distill.losses.logit_methods import dist
+from tf_distill.losses.registry import check_catalog
 from tf_distill.losses.registry import describe
 from tf_distill.losses.registry import describe_loss
 from tf_distill.losses.registry import deserialize
@@ -41,6 +42,10 @@ from tf_distill.losses.soft_labels import jensen_shannon
 from tf_distill.losses.soft_labels import reverse_kl
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.losses.soft_labels import standardize_logits
+
+# Every built-in loss is registered now: the catalog the command lists without
+# TensorFlow must name the same ones.
+check_catalog()
 
 __all__ = [
     "AttentionTransfer",

@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 
+from tf_distill import catalog
 from tf_distill.backend import keras
 from tf_distill.losses.base import DistillationLoss
 
@@ -42,6 +43,21 @@ def register(name, summary):
         return cls
 
     return decorator
+
+
+def check_catalog():
+    """Raises `RuntimeError` unless the registry matches `tf_distill.catalog.LOSSES`.
+
+    `tf-distill losses` lists the catalog without importing TensorFlow; this
+    check, run once every built-in loss is registered, keeps the two equal.
+    """
+    live = {name: (cls.__name__, summary) for name, (cls, summary) in _REGISTRY.items()}
+    if live != catalog.LOSSES:
+        changed = sorted(set(live.items()) ^ set(catalog.LOSSES.items()))
+        raise RuntimeError(
+            "`tf_distill.catalog.LOSSES` differs from the loss registry: update "
+            f"the catalog when a built-in loss is added or renamed. Differing: {changed}"
+        )
 
 
 def names():
@@ -158,6 +174,7 @@ def deserialize(config, custom_objects=None):
         )
     arguments = {k: v for k, v in config.items() if k != "name"}
     cls = _lookup(config["name"])
+    _check_arguments(config["name"], cls, arguments)
     try:
         return cls.from_config(arguments)
     except TypeError as error:
@@ -165,6 +182,28 @@ def deserialize(config, custom_objects=None):
             f"Invalid arguments for distillation loss {config['name']!r}: "
             f"{error}. Received: {arguments!r}"
         ) from None
+
+
+def _check_arguments(name, cls, arguments):
+    """Raises `ValueError` naming an unknown argument, the valid ones and the closest."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    valid = [parameter.name for parameter in parameters
+             if parameter.kind != parameter.VAR_POSITIONAL]
+    unknown = [argument for argument in arguments if argument not in valid]
+    if not unknown:
+        return
+    hints = []
+    for argument in unknown:
+        close = difflib.get_close_matches(str(argument), valid, n=1, cutoff=0.6)
+        if close:
+            hints.append(repr(close[0]) if len(unknown) == 1 else f"{close[0]!r} for {argument!r}")
+    hint = f" Did you mean {', '.join(hints)}?" if hints else ""
+    raise ValueError(
+        f"Invalid arguments for distillation loss {name!r}: unknown argument(s) "
+        f"{unknown}. Valid arguments: {valid}.{hint} Received: {arguments!r}"
+    )
 
 
 def get(identifier, **kwargs):

@@ -1,0 +1,50 @@
+"""What the `tf-distill` command lists before TensorFlow is imported.
+
+`tf-distill --help` and `tf-distill losses` answer at once only if they import
+nothing heavy, so the names they show live here, in plain Python: the built-in
+losses with their one-line summaries, and the quantization modes of an
+export. The modules that own these concepts import them from here (export) or
+check themselves against them when imported (`losses`), so the two cannot
+drift apart.
+"""
+
+# The built-in distillation losses: `name -> (class name, summary)`, as the
+# registry (`tf_distill.losses.registry`) holds them once their modules load.
+LOSSES = {
+    "attention_transfer": (
+        "AttentionTransfer",
+        "Attention transfer: distance between normalized spatial attention maps",
+    ),
+    "dist": ("DIST", "DIST: Pearson inter- and intra-class relations of soft labels"),
+    "dkd": ("DecoupledKD", "Decoupled KD: weighted target-class and non-target-class KL"),
+    "feature": (
+        "FeatureDistillation",
+        "Feature matching (mse, l1 or cosine) between tapped layers",
+    ),
+    "fitnets": (
+        "FitNets",
+        "FitNets hints: MSE between teacher hint and adapted student layer",
+    ),
+    "kd": (
+        "LogitsDistillation",
+        "Hinton's soft-label KD: T²·KL(softmax(t/T) ‖ softmax(s/T))",
+    ),
+    "pkt": ("PKT", "Probabilistic KT: KL between cosine-kernel neighbour distributions"),
+    "rkd_angle": ("RKDAngle", "Relational KD: angles of example triplets (Huber)"),
+    "rkd_distance": (
+        "RKDDistance",
+        "Relational KD: mean-normalized pairwise distances (Huber)",
+    ),
+    "similarity_preserving": (
+        "SimilarityPreserving",
+        "Similarity-preserving KD: row-normalized batch Gram matrices",
+    ),
+}
+
+# The quantization modes of `tf_distill.export.export_litert`.
+QUANTIZATION_MODES = ("float32", "dynamic", "float16", "int8")
+
+
+def describe_losses():
+    """`[(name, class name, summary)]` for every built-in loss, sorted by name."""
+    return [(name, *LOSSES[name]) for name in sorted(LOSSES)]
