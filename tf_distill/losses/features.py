@@ -328,6 +328,11 @@ class AttentionTransfer(DistillationLoss):
     `attention_transfer`). Channel counts may differ, so no adapter is
     needed; spatial sizes must match.
 
+    Its weight is the `Distiller`'s (`distillation_loss_weights`): the
+    paper's β = 1000/2 over the map's size hurt the student on the method
+    benchmark (docs/BENCHMARKS.md, Quality 4); a tenth of it did not, see
+    `examples/recipes/attention_transfer.yaml`.
+
     Args:
         power: The exponent `p >= 1`. Defaults to 2, as in the paper.
         teacher_layer_name: Name of the teacher layer to read, or `None`.

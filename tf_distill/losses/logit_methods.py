@@ -256,6 +256,13 @@ class DecoupledKD(DistillationLoss):
     as `call(..., labels=labels)`. Without labels (`labels=None`) the
     teacher's argmax stands in for them.
 
+    The defaults are the paper's CIFAR-100 values, kept because they are
+    what users compare against; they are not a safe default everywhere. On
+    the method benchmark (docs/BENCHMARKS.md, Quality 4: MNIST, 4,000
+    images, 15 epochs) DKD made the student worse than training alone at
+    every weight tried, with the paper's warm-up; see
+    `examples/recipes/dkd.yaml`, and prefer DIST there.
+
     Args:
         alpha: Weight `α ≥ 0` of the target-class term (TCKD). Defaults to 1.
         beta: Weight `β ≥ 0` of the non-target-class term (NCKD). Defaults
