@@ -11,6 +11,7 @@ from tf_distill import taps
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.validation import check_choice
 
 TEACHER_OUTPUT_KINDS = ("logits", "probabilities")
 ENSEMBLE_KINDS = ("average_probabilities", "average_logits")
@@ -18,21 +19,12 @@ ENSEMBLE_KINDS = ("average_probabilities", "average_logits")
 
 def check_teacher_outputs(teacher_outputs):
     """Raises unless `teacher_outputs` is `"logits"` or `"probabilities"`."""
-    if teacher_outputs not in TEACHER_OUTPUT_KINDS:
-        raise ValueError(
-            "Invalid value for argument `teacher_outputs`. Expected one of "
-            f"{list(TEACHER_OUTPUT_KINDS)}. Received: "
-            f"teacher_outputs={teacher_outputs!r}"
-        )
+    check_choice("teacher_outputs", teacher_outputs, TEACHER_OUTPUT_KINDS)
 
 
 def check_ensemble(ensemble):
     """Raises unless `ensemble` is one of `ENSEMBLE_KINDS`."""
-    if ensemble not in ENSEMBLE_KINDS:
-        raise ValueError(
-            "Invalid value for argument `ensemble`. Expected one of "
-            f"{list(ENSEMBLE_KINDS)}. Received: ensemble={ensemble!r}"
-        )
+    check_choice("ensemble", ensemble, ENSEMBLE_KINDS)
 
 
 def as_logits(outputs, teacher_outputs):

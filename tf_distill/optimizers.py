@@ -6,6 +6,7 @@ rarely what a distillation run wants, and one name must mean one thing.
 """
 
 from tf_distill.backend import keras
+from tf_distill.validation import check_choice
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -38,11 +39,7 @@ def learning_rate_schedule(learning_rate, schedule="constant", total_steps=None,
     """
     if schedule == "constant":
         return learning_rate
-    if schedule != "cosine":
-        raise ValueError(
-            f"Invalid value for argument `schedule`. Expected one of {list(SCHEDULES)}. "
-            f"Received: schedule={schedule!r}"
-        )
+    check_choice("schedule", schedule, SCHEDULES)
     if not total_steps or total_steps < 1:
         raise ValueError(
             "A cosine schedule needs `total_steps` >= 1 (epochs × batches per epoch). "

@@ -24,6 +24,7 @@ from tf_distill.cache.store import StaleCacheError
 from tf_distill.distiller import INPUTS
 from tf_distill.distiller import TEACHER_OUTPUTS
 from tf_distill.distiller import Distiller
+from tf_distill.validation import check_choice
 
 # In-memory caches up to this size are gathered by TensorFlow ops from
 # tensors; larger ones, and every memory-mapped one, by NumPy per batch
@@ -231,11 +232,7 @@ def build_teacher_cache(
     >>> distiller.fit(cache.dataset(batch_size=64, seed=0), epochs=10)
     """
     log = log or (lambda *args, **kwargs: None)
-    if on_stale not in _ON_STALE:
-        raise ValueError(
-            f"Invalid value for argument `on_stale`. Expected one of {list(_ON_STALE)}. "
-            f"Received: on_stale={on_stale!r}"
-        )
+    check_choice("on_stale", on_stale, _ON_STALE)
     if (
         isinstance(inference_batch_size, bool)
         or not isinstance(inference_batch_size, int)

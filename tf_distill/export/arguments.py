@@ -8,6 +8,7 @@ import math
 
 from tf_distill.backend import tf
 from tf_distill.catalog import QUANTIZATION_MODES
+from tf_distill.validation import check_choice
 
 # The modes with integer weights, which have a scale per channel or per tensor.
 PER_CHANNEL_MODES = ("dynamic", "int8")
@@ -15,11 +16,7 @@ PER_CHANNEL_MODES = ("dynamic", "int8")
 
 def check_quantization(quantization):
     """Raises `ValueError` unless `quantization` is one of `QUANTIZATION_MODES`."""
-    if quantization not in QUANTIZATION_MODES:
-        raise ValueError(
-            "Invalid value for argument `quantization`. Expected one of "
-            f"{list(QUANTIZATION_MODES)}. Received: quantization={quantization!r}"
-        )
+    check_choice("quantization", quantization, QUANTIZATION_MODES)
 
 
 def check_per_channel(per_channel, quantization):
