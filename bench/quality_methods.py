@@ -20,7 +20,8 @@ import json
 import os
 import time
 
-import numpy as np
+from quality_mnist import count_errors
+from quality_mnist import log
 
 import tf_distill
 from tf_distill.backend import keras
@@ -30,10 +31,6 @@ STUDENT_SIZE = "small"
 SEARCH_FACTORS = (0.1, 1.0, 10.0)
 # Attention maps of `block3_relu` on 28×28 MNIST are 7×7.
 ATTENTION_SIZE = 49
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 @dataclasses.dataclass
@@ -152,11 +149,6 @@ def adam(learning_rate, total_steps):
     return keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(learning_rate, max(1, int(total_steps)))
     )
-
-
-def count_errors(model, x, y):
-    logits = model.predict(x, batch_size=1000, verbose=0)
-    return int(np.sum(np.argmax(logits, axis=-1) != y))
 
 
 def build_student(data, seed):
