@@ -1,6 +1,7 @@
 """The Distiller: a Keras model that trains a student to imitate a teacher."""
 
 from tf_distill import adapters as adapters_lib
+from tf_distill import batches
 from tf_distill import losses as losses_lib
 from tf_distill import taps
 from tf_distill import teachers as teachers_lib
@@ -8,25 +9,22 @@ from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.batches import INPUTS  # noqa: F401 (re-exported)
+from tf_distill.batches import TEACHER_OUTPUTS  # noqa: F401 (re-exported)
 from tf_distill.distiller_config import DistillerSaving
 from tf_distill.distiller_metrics import LossMetrics
 from tf_distill.distiller_summary import DistillerSummary
+from tf_distill.distiller_teachers import DistillerTeachers
 from tf_distill.losses import labels as labels_lib
+from tf_distill.losses.base import call_arguments
 from tf_distill.losses.base import check_loss_weights
 from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import check_unit_interval
 from tf_distill.losses.base import reduce_per_example
-from tf_distill.teachers import TeacherEnsemble
-
-# A batch whose inputs are `{INPUTS: x, TEACHER_OUTPUTS: {...}}` carries the
-# teacher's outputs precomputed (see `tf_distill.cache_teacher_outputs`): the
-# Distiller then makes no teacher forward pass.
-INPUTS = "inputs"
-TEACHER_OUTPUTS = "teacher_outputs"
 
 
 @register_serializable()
-class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
+class Distiller(DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
     """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
@@ -92,6 +90,11 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         ensemble: With several teachers: `"average_probabilities"`
             (default; the ensemble's soft targets are the weighted average of
             the teachers' probabilities) or `"average_logits"`.
+        teacher_preprocessing: A Keras layer or a function applied to the
+            batch's inputs before the teacher (or each teacher) sees them,
+            traced into the step: a teacher at another resolution
+            (`keras.layers.Resizing(224, 224)`) or with its own
+            normalization. The student sees the inputs as given.
         name: The model's name.
 
     Raises:
@@ -141,6 +144,7 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         adapter_batch_norm=False,
         teacher_weights=None,
         ensemble=None,
+        teacher_preprocessing=None,
         name="distiller",
         **kwargs,
     ):
@@ -165,6 +169,7 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         self.student_loss_weight = float(student_loss_weight)
         self.teacher_outputs = teacher_outputs
         self.adapter_batch_norm = bool(adapter_batch_norm)
+        self.teacher_preprocessing = teachers_lib.check_preprocessing(teacher_preprocessing)
         self._set_distillation_losses(distillation_losses, distillation_loss_weights)
 
         self._create_loss_trackers()
@@ -172,32 +177,6 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         self._student_loss_config = None
         if getattr(student, "built", False) and getattr(teacher, "built", False):
             self.built = True
-
-    # ------------------------------------------------------------------
-    # The teachers.
-
-    @property
-    def has_several_teachers(self):
-        """Whether `teacher` was given as a list or dict of models."""
-        return isinstance(self.teacher, TeacherEnsemble)
-
-    @property
-    def teachers(self):
-        """The teachers by name, `{name: model}` (one entry for one teacher)."""
-        return dict(teachers_lib.members(self.teacher))
-
-    @property
-    def loss_teachers(self):
-        """For each distillation loss, the name of the teacher it reads, or
-        `None` for the ensemble's logits (or the only teacher)."""
-        return list(self._loss_teachers)
-
-    @property
-    def teacher_pools(self):
-        """For each distillation loss, the pooling layer applied to the
-        teacher's feature maps before its adapter's output is compared with
-        them (when the teacher's maps are the larger), or `None`."""
-        return list(self._teacher_pools)
 
     # ------------------------------------------------------------------
     # Configuration of the losses, taps and adapters.
@@ -236,7 +215,10 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         ]
         tapped = [key for loss, key in zip(resolved, self._teacher_keys) if loss.teacher_layer_name]
         self._teacher_forward = teachers_lib.TeacherForward(
-            self.teacher, list(dict.fromkeys(tapped)), self.teacher_outputs
+            self.teacher,
+            list(dict.fromkeys(tapped)),
+            self.teacher_outputs,
+            preprocessing=self.teacher_preprocessing,
         )
         self._student_taps = taps.tap_model(
             self.student, [loss.student_layer_name for loss in resolved], role="student"
@@ -245,6 +227,8 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         self.adapters, self._teacher_pools = adapters_lib.build_loss_adapters(
             resolved, reading, self.student, batch_norm=self.adapter_batch_norm
         )
+        # Built by each loss, at the latest in validate_model_compatibility.
+        self.loss_layers = [layer for loss in resolved for layer in loss.layers]
 
     # ------------------------------------------------------------------
     # Compile: the keras.distillation form and the keras.io form.
@@ -338,13 +322,8 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         {...}}` (Keras builds an unbuilt model by calling it on the first
         batch): the student sees `x`.
         """
-        inputs, _ = self._split_inputs(inputs)
+        inputs, _, _ = batches.split_inputs(inputs)
         return self.student(inputs, training=training)
-
-    def _split_inputs(self, x):
-        if isinstance(x, dict) and set(x) == {INPUTS, TEACHER_OUTPUTS}:
-            return x[INPUTS], x[TEACHER_OUTPUTS]
-        return x, None
 
     def teacher_forward(self, x):
         """The teacher's logits and tapped features, `{"logits": ..., name: ...}`.
@@ -369,7 +348,7 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
     # ------------------------------------------------------------------
     # Losses.
 
-    def _distillation_values(self, teacher_outputs, student_outputs, y, mask, training=True):
+    def _distillation_values(self, teacher_outputs, student_outputs, y, mask, training, indices):
         """Per-example weighted sum of the distillation losses."""
         total = None
         for index, loss in enumerate(self.distillation_losses):
@@ -382,15 +361,13 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
             # As keras.distillation does: a clear error (at trace time, before
             # the first step) rather than a shape error deep inside the loss.
             loss.validate_outputs(teacher_value, student_value)
-            kwargs = {"mask": mask}
-            if getattr(loss, "needs_labels", False):
-                kwargs["labels"] = y
-            values = loss(teacher_value, student_value, **kwargs)
+            kwargs = call_arguments(loss, labels=y, example_indices=indices, training=training)
+            values = loss(teacher_value, student_value, mask=mask, **kwargs)
             values = tf.cast(values, tf.float32) * self.distillation_loss_weights[index]
             total = values if total is None else total + values
         return total
 
-    def _loss_terms(self, x, y, sample_weight, teacher_outputs, training):
+    def _loss_terms(self, x, y, sample_weight, teacher_outputs, training, indices=None):
         """One student pass and its loss: the replica-scaled loss to
         differentiate, the `[total, student, distillation]` batch means, and
         the student's logits."""
@@ -409,7 +386,7 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         else:
             student_values = tf.zeros([tf.shape(logits)[0]], tf.float32)
         distillation_values = self._distillation_values(
-            teacher_outputs, student_outputs, y, mask, training=training
+            teacher_outputs, student_outputs, y, mask, training, indices
         )
         total_values = alpha * student_values + (1.0 - alpha) * distillation_values
         # Averaged over the global batch: under tf.distribute each replica's
@@ -432,8 +409,8 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         """The loss and its two terms on one batch, as `fit` and `evaluate` see them.
 
         Args:
-            x: A batch of inputs (or a cached batch's `{"inputs": x,
-                "teacher_outputs": {...}}`).
+            x: A batch of inputs (or `{"inputs": x, ...}` with the teacher's
+                outputs or example indices: see `tf_distill.batches`).
             y: The true labels, or `None` (the student's loss is then 0).
             sample_weight: Per-example weights, or a `[batch, time]` mask
                 for token-level losses.
@@ -453,9 +430,9 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         """
         if self._student_loss_fn is None:
             raise RuntimeError("Call `compile` before `compute_loss_terms`.")
-        x, cached_teacher_outputs = self._split_inputs(x)
+        x, cached_teacher_outputs, indices = batches.split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        _, means, _ = self._loss_terms(x, y, sample_weight, teacher_outputs, training)
+        _, means, _ = self._loss_terms(x, y, sample_weight, teacher_outputs, training, indices)
         return dict(zip(("loss", "student_loss", "distillation_loss"), means))
 
     # ------------------------------------------------------------------
@@ -463,10 +440,12 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached_teacher_outputs = self._split_inputs(x)
+        x, cached_teacher_outputs, indices = batches.split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
         with tf.GradientTape() as tape:
-            loss, means, logits = self._loss_terms(x, y, sample_weight, teacher_outputs, True)
+            loss, means, logits = self._loss_terms(
+                x, y, sample_weight, teacher_outputs, True, indices
+            )
             if not LEGACY_KERAS:
                 loss = self.optimizer.scale_loss(loss)
         # Read after the forward pass: an unbuilt student (subclassed, first
@@ -489,12 +468,14 @@ class Distiller(LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
         too, from one teacher and one student pass in inference mode.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached_teacher_outputs = self._split_inputs(x)
+        x, cached_teacher_outputs, indices = batches.split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        _, means, logits = self._loss_terms(x, y, sample_weight, teacher_outputs, False)
+        _, means, logits = self._loss_terms(
+            x, y, sample_weight, teacher_outputs, False, indices
+        )
         return self._update_metrics(y, logits, sample_weight, *means)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, _ = self._split_inputs(x)
+        x, _, _ = batches.split_inputs(x)
         return self.student(x, training=False)

@@ -43,6 +43,10 @@ def distiller_config(distiller):
         "teacher_outputs": distiller.teacher_outputs,
         "adapter_batch_norm": distiller.adapter_batch_norm,
     }
+    if distiller.teacher_preprocessing is not None:
+        config["teacher_preprocessing"] = keras.saving.serialize_keras_object(
+            distiller.teacher_preprocessing
+        )
     if distiller.has_several_teachers:
         config["teacher_weights"] = list(distiller.teacher.teacher_weights)
         config["ensemble"] = distiller.teacher.ensemble
@@ -73,6 +77,10 @@ def distiller_arguments(config, custom_objects=None):
     config["student"] = keras.saving.deserialize_keras_object(
         config["student"], custom_objects=custom_objects
     )
+    if config.get("teacher_preprocessing") is not None:
+        config["teacher_preprocessing"] = keras.saving.deserialize_keras_object(
+            config["teacher_preprocessing"], custom_objects=custom_objects
+        )
     loss_teachers = config.pop("distillation_loss_teachers", None)
     config["distillation_losses"] = [
         keras.saving.deserialize_keras_object(loss, custom_objects=custom_objects)

@@ -249,6 +249,28 @@ def reading_model(teacher, teacher_name):
     return next(model for name, model in teacher.teachers.items() if weights[name] > 0)
 
 
+def check_preprocessing(preprocessing):
+    """Returns `preprocessing` if it can prepare a teacher's inputs.
+
+    A Keras layer (`keras.layers.Resizing(224, 224)`, a `Sequential` of
+    them) is saved with the Distiller; a plain function works in training
+    but not in a saved config. Either is traced into the step, not run
+    eagerly.
+
+    Raises:
+        ValueError: if it is neither `None`, a Keras layer nor callable.
+    """
+    if preprocessing is None or isinstance(preprocessing, keras.layers.Layer):
+        return preprocessing
+    if not callable(preprocessing):
+        raise ValueError(
+            "`teacher_preprocessing` must be a Keras layer or a function of the "
+            "inputs. Received: teacher_preprocessing="
+            f"{preprocessing!r} of type {type(preprocessing).__name__}"
+        )
+    return preprocessing
+
+
 class TeacherForward:
     """Computes the teacher outputs the distillation losses read.
 
@@ -265,11 +287,15 @@ class TeacherForward:
             `tap_names` names them.
         teacher_outputs: `"logits"` or `"probabilities"` (their log is then
             given as logits).
+        preprocessing: A Keras layer or function applied to the inputs
+            before the teachers see them (see `check_preprocessing`), or
+            `None`.
     """
 
-    def __init__(self, teacher, keys=(), teacher_outputs="logits"):
+    def __init__(self, teacher, keys=(), teacher_outputs="logits", preprocessing=None):
         check_teacher_outputs(teacher_outputs)
         self.teacher = teacher
+        self.preprocessing = check_preprocessing(preprocessing)
         self.teacher_outputs = teacher_outputs
         self.keys = list(keys)
         if isinstance(teacher, TeacherEnsemble):
@@ -287,6 +313,8 @@ class TeacherForward:
 
     def __call__(self, x):
         outputs = {}
+        if self.preprocessing is not None:
+            x = self.preprocessing(x)
         for teacher_name, model, tapped in self._passes:
             if tapped is not None:
                 values = dict(tapped(x, training=False))

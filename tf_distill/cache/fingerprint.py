@@ -40,6 +40,7 @@ class TeacherSpec:
                 list(teacher.teachers) if teacher.has_several_teachers else None,
             )
             self.teacher_outputs = teacher.teacher_outputs
+            self.preprocessing = teacher.teacher_preprocessing
             self.forward = tf.function(teacher.teacher_forward, reduce_retracing=True)
             return
         if not isinstance(teacher, keras.Model):
@@ -50,6 +51,7 @@ class TeacherSpec:
         teachers_lib.check_teacher_outputs(teacher_outputs)
         teachers_lib.check_teacher_softmax(teacher, teacher_outputs)
         self.model = teacher
+        self.preprocessing = None
         names = None
         if isinstance(teacher, teachers_lib.TeacherEnsemble):
             names = teacher.teacher_names
@@ -69,6 +71,12 @@ class TeacherSpec:
         for weight in self.model.weights:
             hash_array(digest, np.asarray(weight.numpy()))
         digest.update(json.dumps([self.tap_names, self.teacher_outputs]).encode())
+        if self.preprocessing is not None:
+            # The teacher's outputs depend on its preprocessing too.
+            config = keras.saving.serialize_keras_object(self.preprocessing)
+            digest.update(json.dumps(config, sort_keys=True, default=repr).encode())
+            for weight in getattr(self.preprocessing, "weights", []):
+                hash_array(digest, np.asarray(weight.numpy()))
         return digest.hexdigest()
 
 

@@ -131,12 +131,25 @@ class DistillationLoss:
             or `None` for the final output.
         needs_adapter: Whether the Distiller should project the student's
             tapped output to the teacher's shape with a trainable adapter.
+        call_arguments: The keyword arguments `call` takes besides `mask`,
+            among `"labels"` (the batch's labels, or `None`),
+            `"example_indices"` (each example's index in the data set, see
+            `tf_distill.batches`, or `None`) and `"training"` (whether this
+            is a training step). Defaults to none; `needs_labels = True`
+            (the older form) asks for `labels`.
+        layers: The Keras layers the loss owns (embedding heads, a learned
+            temperature, a memory bank), built by the loss itself. The
+            `Distiller` tracks them: their trainable variables are trained
+            with the student's, they are saved with the Distiller, and they
+            are not part of `distiller.student`.
     """
 
     teacher = None
     teacher_layer_name = None
     student_layer_name = None
     needs_adapter = False
+    call_arguments = ()
+    layers = ()
 
     def __init__(self, teacher=None):
         self.teacher = check_teacher_identifier(teacher)
@@ -165,8 +178,9 @@ class DistillationLoss:
             return tf.fill([batch], tf.cast(value, tf.float32))
         return reduce_per_example(tf.cast(value, tf.float32), mask)
 
-    def __call__(self, teacher_outputs, student_outputs, mask=None):
-        return self.call(teacher_outputs, student_outputs, mask=mask)
+    def __call__(self, teacher_outputs, student_outputs, mask=None, **kwargs):
+        # `kwargs`: those of `call_arguments` (see `call_arguments`).
+        return self.call(teacher_outputs, student_outputs, mask=mask, **kwargs)
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         """Returns the batch's mean loss, as `keras.distillation` does."""
@@ -203,6 +217,32 @@ class DistillationLoss:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+CALL_ARGUMENTS = ("labels", "example_indices", "training")
+
+
+def call_arguments(loss, **available):
+    """The keyword arguments, besides `mask`, that `loss`'s `call` asks for.
+
+    Args:
+        loss: A `DistillationLoss`.
+        **available: The values the caller has, by name (`labels`,
+            `example_indices`, `training`).
+
+    Raises:
+        ValueError: if the loss asks for an argument not in `CALL_ARGUMENTS`.
+    """
+    names = list(getattr(loss, "call_arguments", ()) or ())
+    if getattr(loss, "needs_labels", False) and "labels" not in names:
+        names.append("labels")
+    unknown = [name for name in names if name not in CALL_ARGUMENTS]
+    if unknown:
+        raise ValueError(
+            f"{type(loss).__name__}.call_arguments must name arguments among "
+            f"{list(CALL_ARGUMENTS)}. Received: call_arguments={names!r}"
+        )
+    return {name: available.get(name) for name in names}
 
 
 def check_teacher_identifier(teacher):
