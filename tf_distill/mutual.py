@@ -15,6 +15,7 @@ from tf_distill.backend import tf
 from tf_distill.distiller_config import compile_arguments
 from tf_distill.distiller_config import compile_config
 from tf_distill.losses import labels as labels_lib
+from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.soft_labels import LogitsDistillation
@@ -163,13 +164,17 @@ class MutualDistiller(keras.Model):
                 "`predict_student` must be an index into `students`, in "
                 f"[0, {len(students) - 1}]. Received: predict_student={predict_student!r}"
             )
-        # The divergence and its checks are LogitsDistillation's.
-        self.peer_loss = LogitsDistillation(temperature=temperature, loss=divergence)
-        if self.peer_loss.divergence is None:
+        check_positive("temperature", temperature)
+        # The divergence is LogitsDistillation's, one of its named ones.
+        try:
+            self.peer_loss = LogitsDistillation(temperature=temperature, loss=divergence)
+        except ValueError:
+            self.peer_loss = None
+        if not isinstance(divergence, str) or self.peer_loss is None:
             raise ValueError(
-                "`divergence` must name a divergence of LogitsDistillation "
-                "('kl_divergence', 'reverse_kl', 'jensen_shannon'). Received: "
-                f"divergence={divergence!r}"
+                "Invalid value for argument `divergence`. Expected a divergence "
+                "name of LogitsDistillation: 'kl_divergence', 'reverse_kl' or "
+                f"'jensen_shannon'. Received: divergence={divergence!r}"
             )
         self._students = list(students)
         self.temperature = float(temperature)
@@ -368,12 +373,13 @@ class MutualDistiller(keras.Model):
         results = {"loss": self.total_loss_tracker.result()}
         if y is not None:
             if labeled is not None:
-                # Unlabeled examples (-1) count in no metric.
-                weights = labeled if sample_weight is None else (
-                    labeled * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
-                )
-                y = tf.maximum(tf.cast(y, tf.int32), 0)
-                sample_weight = weights
+                # Unlabeled examples (-1) count in no metric (Keras's
+                # compiled `metrics` ignore sample weights: drop them).
+                keep = labeled > 0
+                y = tf.boolean_mask(y, keep)
+                outputs = {key: tf.boolean_mask(value, keep) for key, value in outputs.items()}
+                if sample_weight is not None:
+                    sample_weight = tf.boolean_mask(sample_weight, keep)
             results.update(self.compute_metrics(None, y, outputs, sample_weight))
         for tracker in self.student_loss_trackers:
             results[tracker.name] = tracker.result()
