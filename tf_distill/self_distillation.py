@@ -8,6 +8,7 @@ the EMA teacher of BYOL and DINO). No pretrained model is needed.
 
 import copy
 
+from tf_distill import teachers as teachers_lib
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
@@ -126,6 +127,11 @@ class SelfDistiller(Distiller):
                 f"`student` ({student.name!r}) must be built: its EMA teacher "
                 "starts from a copy of its weights. Give it an `Input` or call "
                 "it on a batch first."
+            )
+        if teachers_lib.applies_softmax(student):
+            raise ValueError(
+                f"The student {student.name!r} ends with a softmax. A student "
+                "must output logits (apply the softmax at inference instead)."
             )
         check_unit_interval("decay", decay)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
