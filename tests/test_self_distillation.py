@@ -135,7 +135,7 @@ class Unbuilt(keras.Model):
         return self.dense(inputs)
 
 
-def test_errors():
+def test_errors(tiny_data):
     student = build_mlp("student", hidden=8)
     with pytest.raises(ValueError, match="`student` must be a keras.Model"):
         SelfDistiller("student")
@@ -147,6 +147,12 @@ def test_errors():
         SelfDistiller(student, warmup_steps=-1)
     with pytest.raises(ValueError, match="ends with a softmax"):
         SelfDistiller(build_mlp("soft", final_activation="softmax"))
+    x, y = tiny_data
+    distiller = SelfDistiller(student)
+    distiller.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    cached = {"inputs": x, "teacher_outputs": {"logits": np.zeros((len(x), 5), "float32")}}
+    with pytest.raises(ValueError, match="cannot train from cached teacher outputs"):
+        distiller.fit(cached, y, verbose=0)
 
 
 def test_exported_lazily():

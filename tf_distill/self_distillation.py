@@ -12,6 +12,8 @@ from tf_distill import teachers as teachers_lib
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.distiller import INPUTS
+from tf_distill.distiller import TEACHER_OUTPUTS
 from tf_distill.distiller import Distiller
 from tf_distill.distiller_config import distiller_config
 from tf_distill.losses.base import check_unit_interval
@@ -66,6 +68,9 @@ class SelfDistiller(Distiller):
     changed by gradients. Everything else is the `Distiller`'s: any
     distillation loss (logits or features: the teacher has the student's
     layer names), `student_loss_weight`, the metrics.
+
+    Cached teacher outputs (`tf_distill.cache_teacher_outputs`) are refused:
+    the teacher changes at every step.
 
     Save or export `distiller.student` alone to deploy; `distiller.teacher`
     (the averaged model) often generalizes better and can be saved too.
@@ -172,6 +177,12 @@ class SelfDistiller(Distiller):
             average.assign(rate * average + (1.0 - rate) * tf.cast(weight, average.dtype))
 
     def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, dict) and set(x) == {INPUTS, TEACHER_OUTPUTS}:
+            raise ValueError(
+                "A SelfDistiller cannot train from cached teacher outputs: its "
+                "teacher changes at every step. Pass the inputs alone."
+            )
         logs = super().train_step(data)
         self.update_teacher()
         return logs
