@@ -46,6 +46,14 @@ class Method:
         setting: The paper's setting, in words.
         warmup_epochs: Linear ramp of the distillation weight over the first
             epochs (DKD: `min(epoch / warmup, 1)`, as its reference code).
+        scheme: `"teacher"` (a `Distiller` from the cached teacher),
+            `"mutual"` (a `MutualDistiller` of the student and a peer of the
+            same architecture, another seed; the row scores the student; the
+            one loss gives the divergence's temperature, its weight the
+            mutual term's) or `"self"` (a `SelfDistiller`: the teacher is an
+            EMA of the student, `options` its arguments). Neither of the last
+            two reads the teacher; all see the same batches.
+        options: Extra arguments of the scheme's model.
     """
 
     key: str
@@ -55,6 +63,8 @@ class Method:
     alpha: float
     setting: str
     warmup_epochs: int = 0
+    scheme: str = "teacher"
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 def _layers(name, layer):
@@ -136,6 +146,27 @@ METHODS = [
         0.5,
         "`features`; RepDistiller's 30,000 at batch 64 over b² pairs = 469 over b rows "
         "(Passalis & Tefas 2018)",
+    ),
+    Method(
+        "mutual",
+        "deep mutual learning",
+        [{"name": "kd", "temperature": 1.0}],
+        [1.0],
+        1.0,
+        "no teacher: student + a peer (same CNN, another seed), each CE 1 + KL(peer ‖ self) 1, "
+        "T = 1 (Zhang et al. 2018); twice the training compute",
+        scheme="mutual",
+    ),
+    Method(
+        "self_ema",
+        "self-distillation (EMA teacher)",
+        [{"name": "kd", "temperature": 4.0}],
+        [1.0],
+        0.5,
+        "no teacher: KD T = 4 from an EMA of the student, decay min(0.99, (1 + t)/(10 + t)); "
+        "CE 0.5 + KD 0.5 (mean teacher, Tarvainen & Valpola 2017)",
+        scheme="self",
+        options={"decay": 0.99, "adaptive_decay": True},
     ),
 ]
 METHOD_KEYS = [method.key for method in METHODS]
@@ -227,12 +258,39 @@ def _distiller(teacher, student, method, factor, ramp=1.0):
     )
 
 
+def _without_teacher_outputs(x, y):
+    return x["inputs"], y
+
+
+def _online_model(student, method, factor, data, seed):
+    """The `MutualDistiller` or `SelfDistiller` of a row without a teacher."""
+    weights = [w * factor for w in method.weights]
+    if method.scheme == "mutual":
+        peer = tf_distill.architectures.build(
+            "cnn", data.input_shape, data.num_classes, size=STUDENT_SIZE, seed=2000 + seed,
+            name="peer",
+        )
+        return tf_distill.MutualDistiller(
+            [student, peer],
+            temperature=method.losses[0]["temperature"],
+            mutual_loss_weight=weights[0],
+        )
+    return tf_distill.SelfDistiller(
+        student,
+        distillation_losses=[tf_distill.losses.get(dict(config)) for config in method.losses],
+        distillation_loss_weights=weights,
+        student_loss_weight=method.alpha,
+        **method.options,
+    )
+
+
 def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
     """One student run; returns `{"test", "validation", "seconds"}` (error counts).
 
     A warm-up builds one Distiller per warm-up epoch, at weight
     `min(epoch / warmup, 1)`, all sharing the student and the optimizer
-    (so its schedule and moments run on), then one for the rest.
+    (so its schedule and moments run on), then one for the rest. A row
+    without a teacher (`scheme`) trains its own model on the same batches.
     """
     start = time.perf_counter()
     student = build_student(data, seed)
@@ -241,13 +299,18 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
     epochs = settings["epochs"]
     optimizer = adam(settings["learning_rate"], epochs * steps)
     batches = cache.dataset(batch_size=batch_size, shuffle=True, seed=seed, drop_remainder=True)
-    warmup = min(method.warmup_epochs, epochs) if method is not None else 0
-    stages = [(1, (epoch + 1) / warmup) for epoch in range(warmup - 1)]
-    stages.append((epochs - len(stages), 1.0))
-    for stage_epochs, ramp in stages:
-        distiller = _distiller(teacher, student, method, factor, ramp)
-        distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-        distiller.fit(batches, epochs=stage_epochs, verbose=0)
+    if method is not None and method.scheme != "teacher":
+        model = _online_model(student, method, factor, data, seed)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        model.fit(batches.map(_without_teacher_outputs), epochs=epochs, verbose=0)
+    else:
+        warmup = min(method.warmup_epochs, epochs) if method is not None else 0
+        stages = [(1, (epoch + 1) / warmup) for epoch in range(warmup - 1)]
+        stages.append((epochs - len(stages), 1.0))
+        for stage_epochs, ramp in stages:
+            distiller = _distiller(teacher, student, method, factor, ramp)
+            distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+            distiller.fit(batches, epochs=stage_epochs, verbose=0)
     return {
         "test": count_errors(student, data.x_test, data.y_test),
         "validation": count_errors(student, data.x_val, data.y_val),

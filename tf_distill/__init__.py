@@ -19,6 +19,8 @@ _PUBLIC = {
     "DistillationLoss": "tf_distill.losses",
     "FeatureDistillation": "tf_distill.losses",
     "LogitsDistillation": "tf_distill.losses",
+    "MutualDistiller": "tf_distill.mutual",
+    "SelfDistiller": "tf_distill.self_distillation",
     "architectures": None,
     "build_teacher_cache": "tf_distill.cache",
     "cache_teacher_outputs": "tf_distill.cache",
