@@ -91,7 +91,9 @@ def _opcode_index(model, builtin, schema):
             return index
     code = schema.OperatorCodeT()
     code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    code.deprecatedBuiltinCode = min(
+        builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES
+    )
     # Version 2 of DEQUANTIZE reads int8 inputs (version 1 only uint8).
     code.version = 2
     model.operatorCodes.append(code)
