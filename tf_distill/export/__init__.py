@@ -6,7 +6,8 @@ and its tables), `pipeline` (`export_litert`: convert, verify, write),
 `arguments`, `inputs`, `flatbuffer` and `errors`; for causal language models,
 `language` (`export_causal_lm`, which `export_litert` calls for a KerasHub
 `CausalLM`: a fixed-length signature, perplexity in the report), `decode`
-(`greedy_decode` over the interpreter) and `weight_only` (int8 weight-only
+(`greedy_decode` over the interpreter), `tokens` (token data checks,
+perplexity) and `weight_only` (int8 weight-only
 quantization).
 
 `export_litert` converts the student with the TFLite converter, runs the
@@ -45,11 +46,11 @@ from tf_distill.export.errors import AccuracyDropError
 from tf_distill.export.errors import ExportError
 from tf_distill.export.errors import UnsupportedOpsError
 from tf_distill.export.language import export_causal_lm
-from tf_distill.export.language import token_perplexity
 from tf_distill.export.language import verify_causal_lm
 from tf_distill.export.pipeline import export_litert
 from tf_distill.export.report import ExportReport
 from tf_distill.export.report import reports_table
+from tf_distill.export.tokens import token_perplexity
 from tf_distill.export.verify import FLOAT32_TOLERANCE
 from tf_distill.export.verify import verify_litert
 

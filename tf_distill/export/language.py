@@ -65,7 +65,10 @@ would pass every check here and fail on the phone, so none is written.
 """
 
 import os
+import statistics
 import sys
+import tempfile
+import time
 
 import numpy as np
 
@@ -82,6 +85,8 @@ from tf_distill.export.errors import ExportError
 from tf_distill.export.flatbuffer import tf_ops_in
 from tf_distill.export.inputs import unwrap_student
 from tf_distill.export.report import ExportReport
+from tf_distill.export.tokens import check_token_data
+from tf_distill.export.tokens import token_perplexity
 from tf_distill.export.verify import FLOAT32_TOLERANCE
 from tf_distill.export.weight_only import quantize_weights_int8
 
@@ -94,8 +99,8 @@ def is_causal_lm(model):
     keras_hub = sys.modules.get("keras_hub")  # Only a loaded KerasHub can have made it.
     if keras_hub is None:
         return False
-    model = getattr(model, "student", None) or model
-    return isinstance(model, keras_hub.models.CausalLM)
+    student = getattr(model, "student", None)
+    return isinstance(model if student is None else student, keras_hub.models.CausalLM)
 
 
 def export_causal_lm(
@@ -188,8 +193,6 @@ def convert_causal_lm(model, sequence_length=None, quantization="float32"):
     Returns:
         The `.tflite` model as `bytes`, with the signature `serving_default`.
     """
-    import tempfile
-
     check_quantization(quantization)
     model = unwrap_student(model)
     sequence_length = _sequence_length(model, sequence_length)
@@ -344,93 +347,6 @@ def verify_causal_lm(
     return report
 
 
-def token_perplexity(logits, token_ids, padding_mask):
-    """Next-token perplexity: `exp(mean NLL)` over pairs of real tokens.
-
-    Position `t`'s logits predict token `t + 1`; a prediction counts when
-    both tokens are real (`padding_mask` true). Computed in float64 from
-    `log_softmax` (log-sum-exp), never from probabilities.
-
-    Args:
-        logits: `[batch, length, vocabulary]`.
-        token_ids: `[batch, length]` ints.
-        padding_mask: `[batch, length]`, true for real tokens.
-
-    Returns:
-        `(perplexity, num_predictions)`.
-    """
-    logits = np.asarray(logits, np.float64)[:, :-1]
-    targets = np.asarray(token_ids)[:, 1:]
-    mask = np.asarray(padding_mask, bool)
-    counted = mask[:, :-1] & mask[:, 1:]
-    peak = logits.max(axis=-1, keepdims=True)
-    log_normalizer = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
-    target_logits = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    negative_log_likelihood = (log_normalizer - target_logits)[counted]
-    return float(np.exp(negative_log_likelihood.mean())), int(counted.sum())
-
-
-def check_token_data(token_data, sequence_length, vocabulary_size=None):
-    """`token_data` as int32 `(token_ids, padding_mask)` padded to `[n, L]`.
-
-    Raises:
-        ValueError: For sequences longer than `sequence_length`, ids outside
-            `[0, vocabulary_size)`, a mask of another shape, or fewer than
-            two real tokens in all (nothing to predict).
-    """
-    if isinstance(token_data, dict):
-        unknown = set(token_data) - {TOKEN_IDS, PADDING_MASK}
-        if TOKEN_IDS not in token_data or unknown:
-            raise ValueError(
-                "`token_data` as a dict needs the keys 'token_ids' and, optionally, "
-                f"'padding_mask'. Received keys: {sorted(token_data)}"
-            )
-        token_ids = np.asarray(token_data[TOKEN_IDS])
-        padding_mask = token_data.get(PADDING_MASK)
-    else:
-        token_ids, padding_mask = np.asarray(token_data), None
-    if token_ids.ndim != 2 or not np.issubdtype(token_ids.dtype, np.integer):
-        raise ValueError(
-            "`token_data` must hold integer token ids of shape [num_sequences, length]. "
-            f"Received shape {token_ids.shape} and dtype {token_ids.dtype}."
-        )
-    padding_mask = (
-        np.ones(token_ids.shape, bool) if padding_mask is None else np.asarray(padding_mask, bool)
-    )
-    if padding_mask.shape != token_ids.shape:
-        raise ValueError(
-            "`padding_mask` must have the shape of `token_ids`. Received "
-            f"{padding_mask.shape} and {token_ids.shape}."
-        )
-    count, length = token_ids.shape
-    if length > sequence_length:
-        raise ValueError(
-            f"`token_data` sequences have length {length}, longer than the exported "
-            f"sequence_length={sequence_length}. Pass shorter sequences or a larger "
-            "sequence_length (at most the model's max_sequence_length)."
-        )
-    real_ids = token_ids[padding_mask]
-    if (
-        vocabulary_size is not None
-        and real_ids.size
-        and (real_ids.min() < 0 or real_ids.max() >= vocabulary_size)
-    ):
-        raise ValueError(
-            f"`token_data` holds ids outside the vocabulary [0, {vocabulary_size}): "
-            f"min {real_ids.min()}, max {real_ids.max()}."
-        )
-    if real_ids.size < 2:
-        raise ValueError(
-            "`token_data` needs at least two real tokens to measure a next-token "
-            f"perplexity. Received {real_ids.size}."
-        )
-    padded_ids = np.zeros((count, sequence_length), np.int32)
-    padded_mask = np.zeros((count, sequence_length), np.int32)
-    padded_ids[:, :length] = np.where(padding_mask, token_ids, 0)
-    padded_mask[:, :length] = padding_mask
-    return padded_ids, padded_mask
-
-
 def _keras_logits(model, token_ids, padding_mask):
     outputs = []
     for start in range(0, len(token_ids), _KERAS_BATCH_SIZE):
@@ -450,9 +366,6 @@ def _keras_logits(model, token_ids, padding_mask):
 
 
 def _latency_ms(runner, token_ids, padding_mask, runs):
-    import statistics
-    import time
-
     runner(token_ids, padding_mask)  # Warm-up: the first call prepares kernels.
     timings = []
     for _ in range(runs):
