@@ -184,6 +184,18 @@ def test_bad_token_data_is_refused_before_converting(causal_lm, tmp_path):
         export.export_causal_lm(causal_lm, tmp_path / "a.tflite", token_data=outside)
     with pytest.raises(ValueError, match="needs `token_data`"):
         export.export_causal_lm(causal_lm, tmp_path / "a.tflite", token_data=None)
+    with pytest.raises(ValueError, match="at most the model's max_sequence_length=32"):
+        export.export_causal_lm(
+            causal_lm, tmp_path / "a.tflite", token_data=outside, sequence_length=64
+        )
+    with pytest.raises(ValueError, match="no `int8_io`"):
+        export.export_litert(
+            causal_lm,
+            tmp_path / "a.tflite",
+            quantization="int8",
+            int8_io=True,
+            validation_data=outside,
+        )
     with pytest.raises(ValueError, match="`prompt_ids` must be a non-empty 1-D"):
         export.keras_greedy_decode(causal_lm, np.array([], "int32"))
     assert not list(tmp_path.iterdir())
