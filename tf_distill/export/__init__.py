@@ -3,7 +3,12 @@
 Modules: `convert` (the converter, quantization, per-channel scales), `verify`
 (the interpreter, comparison with Keras, latency), `report` (`ExportReport`
 and its tables), `pipeline` (`export_litert`: convert, verify, write),
-`arguments`, `inputs`, `flatbuffer` and `errors`.
+`arguments`, `inputs`, `flatbuffer` and `errors`; for causal language models,
+`language` (`export_causal_lm`, which `export_litert` calls for a KerasHub
+`CausalLM`: a fixed-length signature, perplexity in the report), `decode`
+(`greedy_decode` over the interpreter), `tokens` (token data checks,
+perplexity) and `weight_only` (int8 weight-only
+quantization).
 
 `export_litert` converts the student with the TFLite converter, runs the
 converted model in the LiteRT interpreter (`ai_edge_litert`) on held-out data,
@@ -35,12 +40,17 @@ Runs under Keras 3 and, with `TF_USE_LEGACY_KERAS=1`, with tf_keras models
 
 from tf_distill.export.arguments import QUANTIZATION_MODES
 from tf_distill.export.convert import convert_to_litert
+from tf_distill.export.decode import greedy_decode
+from tf_distill.export.decode import keras_greedy_decode
 from tf_distill.export.errors import AccuracyDropError
 from tf_distill.export.errors import ExportError
 from tf_distill.export.errors import UnsupportedOpsError
+from tf_distill.export.language import export_causal_lm
+from tf_distill.export.language import verify_causal_lm
 from tf_distill.export.pipeline import export_litert
 from tf_distill.export.report import ExportReport
 from tf_distill.export.report import reports_table
+from tf_distill.export.tokens import token_perplexity
 from tf_distill.export.verify import FLOAT32_TOLERANCE
 from tf_distill.export.verify import verify_litert
 
@@ -55,4 +65,9 @@ __all__ = [
     "convert_to_litert",
     "verify_litert",
     "reports_table",
+    "export_causal_lm",
+    "verify_causal_lm",
+    "greedy_decode",
+    "keras_greedy_decode",
+    "token_perplexity",
 ]

@@ -11,6 +11,8 @@ from tf_distill.export.inputs import examples
 from tf_distill.export.inputs import strip_pruning_wrappers
 from tf_distill.export.inputs import unwrap_student
 from tf_distill.export.inputs import validation_xy
+from tf_distill.export.language import export_causal_lm
+from tf_distill.export.language import is_causal_lm
 from tf_distill.export.verify import verify_litert
 
 
@@ -41,6 +43,12 @@ def export_litert(
       Keras accuracy;
     - in `"float32"` mode, every output is within `FLOAT32_TOLERANCE` (1e-4)
       of the Keras output.
+
+    A KerasHub `CausalLM` (or a Distiller with one as student) goes to
+    `export_causal_lm`: a fixed-length `[1, L]` signature, verified on the
+    token sequences given as `validation_data` (else `representative_data`),
+    with `quantization="int8"` meaning int8 weight-only and the perplexity
+    change in the report instead of accuracies (see `export.language`).
 
     Args:
         model: A Keras classifier with one input and one output, or a
@@ -112,6 +120,22 @@ def export_litert(
     check_per_channel(per_channel, quantization)
     check_verification_arguments(max_accuracy_drop, latency_runs, num_threads)
     student = strip_pruning_wrappers(unwrap_student(model))
+    if is_causal_lm(student):
+        if int8_io or allow_tf_ops or not per_channel:
+            raise ValueError(
+                "A causal LM is exported by export_causal_lm, which has no `int8_io`, "
+                "`allow_tf_ops` or `per_channel=False`. Received: "
+                f"int8_io={int8_io}, allow_tf_ops={allow_tf_ops}, per_channel={per_channel}"
+            )
+        return export_causal_lm(
+            student,
+            path,
+            token_data=validation_data if validation_data is not None else representative_data,
+            quantization=quantization,
+            latency_runs=latency_runs,
+            report_path=report_path,
+            num_threads=num_threads,
+        )
     # Converting takes seconds: the data is checked before it starts.
     if validation_data is not None:
         x, y = validation_xy(validation_data, student)

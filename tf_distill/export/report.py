@@ -41,6 +41,16 @@ class ExportReport:
             `export_litert`'s `per_channel`); `None` in the float modes.
         files: The files written beside the `.tflite`: the Markdown and JSON
             reports (see `write`), empty when no report was written.
+        sequence_length: For a causal LM (`export_causal_lm`): the fixed
+            length `L` of its `[1, L]` signature; `None` otherwise.
+        num_tokens: For a causal LM: the next-token predictions the
+            perplexities are measured on.
+        keras_perplexity: For a causal LM: the Keras model's perplexity on
+            the token data.
+        litert_perplexity: For a causal LM: the LiteRT model's perplexity on
+            the same tokens.
+        perplexity_change_percent: `100 * (litert / keras - 1)`: positive
+            when the LiteRT model is worse.
     """
 
     path: str | None
@@ -62,6 +72,11 @@ class ExportReport:
     max_accuracy_drop: float | None = None
     per_channel: bool | None = None
     files: list = dataclasses.field(default_factory=list)
+    sequence_length: int | None = None
+    num_tokens: int | None = None
+    keras_perplexity: float | None = None
+    litert_perplexity: float | None = None
+    perplexity_change_percent: float | None = None
 
     def to_dict(self):
         """The report as a JSON-serializable dict."""
@@ -124,6 +139,20 @@ _TABLE_COLUMNS = (
 )
 
 
+# A language model's table: perplexities instead of accuracies.
+_LANGUAGE_TABLE_COLUMNS = (
+    _TABLE_COLUMNS[:2]
+    + (
+        ("Length", lambda r: _number(r.sequence_length, "{}")),
+        ("Keras ppl.", lambda r: _number(r.keras_perplexity, "{:.4f}")),
+        ("LiteRT ppl.", lambda r: _number(r.litert_perplexity, "{:.4f}")),
+        ("Ppl. change (%)", lambda r: _number(r.perplexity_change_percent, "{:+.3f}")),
+        ("Top-1 agreement (%)", lambda r: _percent(r.top1_agreement)),
+    )
+    + _TABLE_COLUMNS[6:]
+)
+
+
 def _per_tensor_mark(report):
     return " per-tensor" if report.per_channel is False else ""
 
@@ -141,14 +170,15 @@ def reports_table(reports):
 
     Args:
         reports: A list of `ExportReport` (for example one per quantization
-            mode of the same student).
+            mode of the same student). Reports of a causal LM (with
+            perplexities) get perplexity columns instead of accuracies.
 
     Returns:
         The table as a string ending in a newline.
     """
-    header = "| " + " | ".join(name for name, _ in _TABLE_COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in _TABLE_COLUMNS) + "|"
-    rows = [
-        "| " + " | ".join(cell(report) for _, cell in _TABLE_COLUMNS) + " |" for report in reports
-    ]
+    language = any(report.keras_perplexity is not None for report in reports)
+    columns = _LANGUAGE_TABLE_COLUMNS if language else _TABLE_COLUMNS
+    header = "| " + " | ".join(name for name, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    rows = ["| " + " | ".join(cell(report) for _, cell in columns) + " |" for report in reports]
     return "\n".join([header, rule, *rows]) + "\n"
