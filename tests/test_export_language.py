@@ -113,7 +113,9 @@ def test_nan_of_the_concrete_function_conversion_is_an_export_error(causal_lm, t
         tf.TensorSpec([1, SEQUENCE_LENGTH], tf.bool, name="padding_mask"),
     )
     broken = tf.lite.TFLiteConverter.from_concrete_functions([function], causal_lm).convert()
-    with pytest.raises(export.ExportError, match=r"non-finite logits .* \d+ NaN"):
+    # Its logits come from memory never written: NaN on every run seen here;
+    # were they finite, they would be refused as a mismatch.
+    with pytest.raises(export.ExportError, match=r"non-finite logits .* \d+ NaN|differ from Keras by"):
         export.verify_causal_lm(broken, causal_lm, token_data, latency_runs=0)
 
 
