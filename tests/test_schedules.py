@@ -66,7 +66,10 @@ def test_docstring_examples_and_bounds():
         (lambda: Step([1.0, 2.0, 3.0], [5, 2]), "`boundaries` must increase"),
         (lambda: Linear("a", 0.0, 5), "`start` must be a finite number"),
         (lambda: schedules.get({"schedule": "exponential"}), "Expected one of"),
-        (lambda: schedules.get({"schedule": "linear", "start": 1}), "Invalid arguments"),
+        (
+            lambda: schedules.get({"schedule": "linear", "start": 1, "stop": 2}),
+            r"A 'linear' schedule takes \['start', 'end', 'duration', 'unit'\]",
+        ),
         (lambda: schedules.get("cosine"), "Expected a number, a schedule"),
         (
             lambda: tf_distill.LogitsDistillation(temperature=Linear(4.0, 0.0, 3)),

@@ -21,6 +21,7 @@ with `steps_per_execution`. The history holds each scheduled value per epoch
 Losses and the `Distiller` read a number-or-schedule with `scheduled(value)`.
 """
 
+import inspect
 import math
 
 from tf_distill.backend import register_serializable
@@ -290,10 +291,17 @@ def get(value):
         config = dict(value)
         kind = config.pop("schedule")
         check_choice("schedule", kind, list(SCHEDULES))
-        try:
-            return SCHEDULES[kind](**config)
-        except TypeError as error:
-            raise ValueError(f"Invalid arguments for schedule {kind!r}: {error}. Received: {value!r}") from None
+        parameters = inspect.signature(SCHEDULES[kind].__init__).parameters
+        valid = [name for name in parameters if name != "self"]
+        required = [name for name in valid if parameters[name].default is inspect.Parameter.empty]
+        unknown = sorted(set(config) - set(valid))
+        missing = [name for name in required if name not in config]
+        if unknown or missing:
+            raise ValueError(
+                f"A {kind!r} schedule takes {valid} ({required} required). "
+                f"Received: {value!r}"
+            )
+        return SCHEDULES[kind](**config)
     if isinstance(value, dict) and value.get("class_name") in {cls.__name__ for cls in SCHEDULES.values()}:
         cls = next(cls for cls in SCHEDULES.values() if cls.__name__ == value["class_name"])
         return cls.from_config(value.get("config") or {})
