@@ -174,7 +174,7 @@ class Linear(Schedule):
 
     Example:
 
-    >>> float(Linear(0.9, 0.1, duration=4).value(step=0, epoch=2))
+    >>> round(float(Linear(0.9, 0.1, duration=4).value(step=0, epoch=2)), 4)
     0.5
     """
 
