@@ -7,6 +7,7 @@ import pytest
 
 import tf_distill
 from tf_distill import schedules
+from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.distiller_schedules import logged_values
 from tf_distill.schedules import Constant
@@ -215,3 +216,24 @@ def test_cosine_is_smooth_at_both_ends():
     schedule = Cosine(0.0, 1.0, 10)
     assert float(schedule.value(0, 0)) == 0.0
     np.testing.assert_allclose(float(schedule.value(0, 1)), (1 - math.cos(math.pi / 10)) / 2, rtol=1e-6)
+
+
+@pytest.mark.legacy_keras
+@pytest.mark.skipif(not LEGACY_KERAS, reason="needs TF_USE_LEGACY_KERAS=1")
+def test_schedules_and_ctkd_run_on_tf_keras(teacher, student):
+    x, y = _data(16)
+    distiller = tf_distill.Distiller(
+        teacher, student,
+        [tf_distill.LogitsDistillation(temperature=Linear(4.0, 1.0, 2)),
+         tf_distill.losses.CTKD(curriculum_epochs=1)],
+        student_loss_weight=Cosine(0.5, 0.1, 2),
+        distillation_loss_weights=[Linear(0.0, 1.0, 4, unit="step"), 1.0],
+    )
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = distiller.fit(x, y, epochs=3, batch_size=8, verbose=0).history
+    np.testing.assert_allclose(history["temperature_0"], [4.0, 2.5, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(history["student_loss_weight"], [0.5, 0.3, 0.1], rtol=1e-6)
+    # Two steps an epoch: the weight at steps 1, 3 and 5.
+    np.testing.assert_allclose(history["distillation_loss_weight_0"], [0.25, 0.75, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(history["reversal_lambda"], [0.0, 1.0, 1.0], atol=1e-6)
+    assert len(history["temperature_1"]) == 3
