@@ -80,10 +80,10 @@ class Distiller(
             registry name (`"kd"`), a config dict, or a list of them. May be
             `None` only when `compile` receives `distillation_loss_fn` (the
             keras.io form).
-        distillation_loss_weights: One weight per distillation loss.
-            Defaults to 1 each.
+        distillation_loss_weights: One weight per distillation loss, a
+            number or a schedule (`tf_distill.schedules`). Defaults to 1 each.
         student_loss_weight: `α` in [0, 1], the weight of the student's loss
-            on the true labels. Defaults to 0.5.
+            on the true labels, or a schedule within [0, 1]. Defaults to 0.5.
         teacher_outputs: `"logits"` (default) or `"probabilities"`, for a
             teacher whose last layer applies a softmax (its log is used as
             logits). A softmax teacher given as `"logits"` is refused. With
