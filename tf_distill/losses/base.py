@@ -162,6 +162,12 @@ class DistillationLoss:
             `Distiller` tracks them: their trainable variables are trained
             with the student's, they are saved with the Distiller, and they
             are not part of `distiller.student`.
+
+    A loss whose argument is a schedule (`tf_distill.schedules`) reads it
+    with `scheduled(...)` in `call`; the history logs it per epoch under
+    the attribute's name. A loss may log values of its own (CTKD's learned
+    temperature) with a method `logged_values()` returning `{name:
+    function}` (see `tf_distill.distiller_schedules.logged_values`).
     """
 
     teacher = None
