@@ -89,6 +89,15 @@ METHODS = [
         "standardize=True, T = 2; CE 0.1 + KD 9 (Sun et al. 2024)",
     ),
     Method(
+        "ctkd",
+        "CTKD",
+        [{"name": "ctkd", "lambda_max": 1.0, "curriculum_epochs": 10}],
+        [1.0],
+        0.1,
+        "global T = 1 + 20·sigmoid(θ) learned through gradient reversal, λ: 0 → 1 "
+        "on a cosine over 10 epochs; CE 0.1 + KD 0.9 (Li et al. 2023, official script)",
+    ),
+    Method(
         "dkd",
         "DKD",
         [{"name": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 4.0}],

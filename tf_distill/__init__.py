@@ -27,6 +27,7 @@ _PUBLIC = {
     "data": None,
     "export_litert": "tf_distill.export",
     "losses": None,
+    "schedules": None,
     "with_example_indices": "tf_distill.batches",
 }
 

@@ -15,6 +15,10 @@ LOSSES = {
         "AttentionTransfer",
         "Attention transfer: distance between normalized spatial attention maps",
     ),
+    "ctkd": (
+        "CTKD",
+        "Curriculum temperature KD: T²·KL at a temperature learned through gradient reversal",
+    ),
     "dist": ("DIST", "DIST: Pearson inter- and intra-class relations of soft labels"),
     "dkd": ("DecoupledKD", "Decoupled KD: weighted target-class and non-target-class KL"),
     "feature": (

@@ -13,18 +13,24 @@ from tf_distill.batches import INPUTS  # noqa: F401 (re-exported)
 from tf_distill.batches import TEACHER_OUTPUTS  # noqa: F401 (re-exported)
 from tf_distill.distiller_config import DistillerSaving
 from tf_distill.distiller_metrics import LossMetrics
+from tf_distill.distiller_schedules import ScheduledFit
 from tf_distill.distiller_summary import DistillerSummary
 from tf_distill.distiller_teachers import DistillerTeachers
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import call_arguments
+from tf_distill.losses.base import check_loss_weight
 from tf_distill.losses.base import check_loss_weights
 from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import check_unit_interval
 from tf_distill.losses.base import reduce_per_example
+from tf_distill.schedules import can_be_positive
+from tf_distill.schedules import scheduled
 
 
 @register_serializable()
-class Distiller(DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummary, keras.Model):
+class Distiller(
+    ScheduledFit, DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummary, keras.Model
+):
     """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
@@ -74,10 +80,10 @@ class Distiller(DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummar
             registry name (`"kd"`), a config dict, or a list of them. May be
             `None` only when `compile` receives `distillation_loss_fn` (the
             keras.io form).
-        distillation_loss_weights: One weight per distillation loss.
-            Defaults to 1 each.
+        distillation_loss_weights: One weight per distillation loss, a
+            number or a schedule (`tf_distill.schedules`). Defaults to 1 each.
         student_loss_weight: `α` in [0, 1], the weight of the student's loss
-            on the true labels. Defaults to 0.5.
+            on the true labels, or a schedule within [0, 1]. Defaults to 0.5.
         teacher_outputs: `"logits"` (default) or `"probabilities"`, for a
             teacher whose last layer applies a softmax (its log is used as
             logits). A softmax teacher given as `"logits"` is refused. With
@@ -160,13 +166,12 @@ class Distiller(DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummar
                 f"The student {student.name!r} ends with a softmax. A student "
                 "must output logits (apply the softmax at inference instead)."
             )
-        check_unit_interval("student_loss_weight", student_loss_weight)
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
         for _, model in teachers_lib.members(teacher):
             model.trainable = False
-        self.student_loss_weight = float(student_loss_weight)
+        self.student_loss_weight = check_loss_weight(student_loss_weight)
         self.teacher_outputs = teacher_outputs
         self.adapter_batch_norm = bool(adapter_batch_norm)
         self.teacher_preprocessing = teachers_lib.check_preprocessing(teacher_preprocessing)
@@ -363,7 +368,7 @@ class Distiller(DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummar
             loss.validate_outputs(teacher_value, student_value)
             kwargs = call_arguments(loss, labels=y, example_indices=indices, training=training)
             values = loss(teacher_value, student_value, mask=mask, **kwargs)
-            values = tf.cast(values, tf.float32) * self.distillation_loss_weights[index]
+            values = tf.cast(values, tf.float32) * scheduled(self.distillation_loss_weights[index])
             total = values if total is None else total + values
         return total
 
@@ -375,11 +380,11 @@ class Distiller(DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummar
         logits = student_outputs[taps.LOGITS]
         mask = labels_lib.label_mask(logits, sample_weight)
         example_weights = labels_lib.example_weights(sample_weight, mask)
-        alpha = self.student_loss_weight
+        alpha = scheduled(self.student_loss_weight)
         y, labeled = labels_lib.fill_unlabeled(y, logits, teacher_outputs[taps.LOGITS])
         # Evaluation reports the student's loss even when α = 0 (as
         # `val_student_loss`). Without labels it is 0.
-        if y is not None and (alpha > 0.0 or not training):
+        if y is not None and (can_be_positive(self.student_loss_weight) or not training):
             student_values = labels_lib.keep_labeled(reduce_per_example(
                 tf.cast(self._student_loss_fn(y, logits), tf.float32), mask
             ), labeled)

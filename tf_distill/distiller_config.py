@@ -8,6 +8,7 @@ deploy, save or export `distiller.student` alone.)
 import contextlib
 import copy
 
+from tf_distill import schedules
 from tf_distill import teachers as teachers_lib
 from tf_distill.backend import keras
 
@@ -38,8 +39,11 @@ def distiller_config(distiller):
         "distillation_losses": [
             keras.saving.serialize_keras_object(loss) for loss in distiller.distillation_losses
         ],
-        "distillation_loss_weights": list(distiller.distillation_loss_weights),
-        "student_loss_weight": distiller.student_loss_weight,
+        # A scheduled weight as `{"schedule": ..., ...}` (the constructor reads it).
+        "distillation_loss_weights": [
+            schedules.serialize(weight) for weight in distiller.distillation_loss_weights
+        ],
+        "student_loss_weight": schedules.serialize(distiller.student_loss_weight),
         "teacher_outputs": distiller.teacher_outputs,
         "adapter_batch_norm": distiller.adapter_batch_norm,
     }

@@ -9,6 +9,7 @@ This table gives each model its role instead.
 import numpy as np
 
 from tf_distill import teachers as teachers_lib
+from tf_distill.schedules import Schedule
 
 
 def _parameters(layer):
@@ -75,7 +76,8 @@ def summary_lines(distiller):
         for loss, weight, teacher in zip(losses, weights, distiller.loss_teachers)
     )
     alpha = distiller.student_loss_weight
-    lines.append(f"Loss: {alpha:g}·student_loss + {1 - alpha:g}·({terms or 'none'})")
+    rest = f"(1 − {alpha!r})" if isinstance(alpha, Schedule) else f"{1 - alpha:g}"
+    lines.append(f"Loss: {alpha:g}·student_loss + {rest}·({terms or 'none'})")
     return lines
 
 

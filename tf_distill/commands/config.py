@@ -30,6 +30,7 @@ import yaml
 
 from tf_distill.architectures import SIZES
 from tf_distill.commands import checks
+from tf_distill.commands import schedule_config
 from tf_distill.commands.caching import CACHE_MODES
 from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.checks import show
@@ -111,8 +112,10 @@ SCHEMA = {
     },
     "distillation": {
         "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
-        "loss_weights": (checks.optional(checks.number_list), None),
-        "student_loss_weight": (checks.number(low=0, high=1), 0.5),
+        # Each weight, and a loss's temperature, may be a schedule mapping
+        # `{schedule: cosine, start: 0.9, end: 0.1}` (see `schedule_config`).
+        "loss_weights": (checks.optional(schedule_config.weight_list), None),
+        "student_loss_weight": (schedule_config.number_or_schedule(low=0, high=1), 0.5),
         # Several teachers: their weights (a list, or a mapping by name) and
         # how their outputs are combined.
         "teacher_weights": (checks.optional(checks.teacher_weights), None),
@@ -246,6 +249,11 @@ def validate(raw):
         before = len(errors.messages)
         if section == "teacher":
             config[section] = errors.run(_teachers, raw.get(section))
+        elif section == "distillation":
+            distillation = schedule_config.with_durations(
+                raw.get(section), schedule_config.run_epochs(raw)
+            )
+            config[section] = errors.run(checks.section, section, distillation, fields)
         elif section in _OPTIONAL_SECTIONS and raw.get(section) is None:
             config[section] = None
         else:

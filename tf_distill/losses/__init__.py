@@ -1,13 +1,16 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-other logit-based methods (`logit_methods`), features (`features`) and
+other logit-based methods (`logit_methods`, `ctkd`), features (`features`) and
 relations between examples (`relations`). The student's own loss on the
 true labels is in `labels`.
 """
 
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import reduce_per_example
+from tf_distill.losses.ctkd import CTKD
+from tf_distill.losses.ctkd import GlobalTemperature
+from tf_distill.losses.ctkd import reverse_gradient
 from tf_distill.losses.features import AttentionTransfer
 from tf_distill.losses.features import FeatureDistillation
 from tf_distill.losses.features import FitNets
@@ -49,11 +52,13 @@ check_catalog()
 
 __all__ = [
     "AttentionTransfer",
+    "CTKD",
     "DIST",
     "DecoupledKD",
     "DistillationLoss",
     "FeatureDistillation",
     "FitNets",
+    "GlobalTemperature",
     "LogitsDistillation",
     "PKT",
     "RKDAngle",
@@ -76,6 +81,7 @@ __all__ = [
     "pkt",
     "reduce_per_example",
     "register",
+    "reverse_gradient",
     "reverse_kl",
     "rkd_angle",
     "rkd_distance",

@@ -5,6 +5,9 @@ import inspect
 
 from tf_distill.backend import keras
 from tf_distill.backend import tf
+from tf_distill.schedules import Schedule
+from tf_distill.schedules import check_range
+from tf_distill.schedules import number_or_schedule
 
 
 def reduce_per_example(values, mask=None):
@@ -71,11 +74,20 @@ def check_unit_interval(name, value):
         )
 
 
+def check_loss_weight(weight):
+    """The student-loss weight `α`: a number in [0, 1] (returned as a float)
+    or a schedule staying in [0, 1] (see `tf_distill.schedules`)."""
+    return number_or_schedule(
+        "student_loss_weight", weight, check_unit_interval, low=0.0, high=1.0
+    )
+
+
 def check_loss_weights(weights, count):
-    """Validates one weight >= 0 per distillation loss; returns floats.
+    """Validates one weight >= 0 per distillation loss; returns floats (or schedules).
 
     Args:
-        weights: A number, a list of numbers, or `None` (1 each).
+        weights: A number, a list of numbers or schedules (see
+            `tf_distill.schedules`), or `None` (1 each).
         count: The number of losses.
     """
     if weights is None:
@@ -88,13 +100,21 @@ def check_loss_weights(weights, count):
             f"match number of distillation_losses ({count}). "
             f"Received: distillation_loss_weights={list(weights)!r}"
         )
+    weights = [
+        check_range("distillation_loss_weights", weight, low=0.0)
+        if isinstance(weight, (Schedule, dict))
+        else weight
+        for weight in weights
+    ]
     for weight in weights:
+        if isinstance(weight, Schedule):
+            continue
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise ValueError(
                 "Each distillation loss weight must be a number >= 0. "
                 f"Received: distillation_loss_weights={list(weights)!r}"
             )
-    return [float(weight) for weight in weights]
+    return [weight if isinstance(weight, Schedule) else float(weight) for weight in weights]
 
 
 class DistillationLoss:
@@ -142,6 +162,12 @@ class DistillationLoss:
             `Distiller` tracks them: their trainable variables are trained
             with the student's, they are saved with the Distiller, and they
             are not part of `distiller.student`.
+
+    A loss whose argument is a schedule (`tf_distill.schedules`) reads it
+    with `scheduled(...)` in `call`; the history logs it per epoch under
+    the attribute's name. A loss may log values of its own (CTKD's learned
+    temperature) with a method `logged_values()` returning `{name:
+    function}` (see `tf_distill.distiller_schedules.logged_values`).
     """
 
     teacher = None

@@ -12,6 +12,9 @@ from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import check_positive
 from tf_distill.losses.registry import register
+from tf_distill.schedules import number_or_schedule
+from tf_distill.schedules import scheduled
+from tf_distill.schedules import serialize
 
 
 def _check_classification_logits(method, teacher_logits, student_logits):
@@ -112,7 +115,8 @@ def decoupled_kd(teacher_logits, student_logits, labels=None, alpha=1.0, beta=8.
     """
     _check_non_negative("alpha", alpha)
     _check_non_negative("beta", beta)
-    check_positive("temperature", temperature)
+    if not tf.is_tensor(temperature):  # a schedule's value is a tensor
+        check_positive("temperature", temperature)
     teacher_logits, student_logits = _check_classification_logits(
         "DKD", teacher_logits, student_logits
     )
@@ -235,7 +239,8 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
     """
     _check_non_negative("beta", beta)
     _check_non_negative("gamma", gamma)
-    check_positive("temperature", temperature)
+    if not tf.is_tensor(temperature):  # a schedule's value is a tensor
+        check_positive("temperature", temperature)
     teacher_logits, student_logits = _check_classification_logits(
         "DIST", teacher_logits, student_logits
     )
@@ -285,10 +290,11 @@ class DecoupledKD(DistillationLoss):
     def __init__(self, alpha=1.0, beta=8.0, temperature=4.0):
         _check_non_negative("alpha", alpha)
         _check_non_negative("beta", beta)
-        check_positive("temperature", temperature)
+        self.temperature = number_or_schedule(
+            "temperature", temperature, check_positive, low=0.0, low_open=True
+        )
         self.alpha = float(alpha)
         self.beta = float(beta)
-        self.temperature = float(temperature)
 
     def call(self, teacher_outputs, student_outputs, mask=None, labels=None):
         return decoupled_kd(
@@ -297,14 +303,15 @@ class DecoupledKD(DistillationLoss):
             labels=labels,
             alpha=self.alpha,
             beta=self.beta,
-            temperature=self.temperature,
+            temperature=scheduled(self.temperature),
         )
 
     def __call__(self, teacher_outputs, student_outputs, mask=None, labels=None):
         return self.call(teacher_outputs, student_outputs, mask=mask, labels=labels)
 
     def get_config(self):
-        return {"alpha": self.alpha, "beta": self.beta, "temperature": self.temperature}
+        temperature = serialize(self.temperature)
+        return {"alpha": self.alpha, "beta": self.beta, "temperature": temperature}
 
 
 @register("dist", "DIST: Pearson inter- and intra-class relations of soft labels")
@@ -328,10 +335,11 @@ class DIST(DistillationLoss):
     def __init__(self, beta=1.0, gamma=1.0, temperature=4.0):
         _check_non_negative("beta", beta)
         _check_non_negative("gamma", gamma)
-        check_positive("temperature", temperature)
+        self.temperature = number_or_schedule(
+            "temperature", temperature, check_positive, low=0.0, low_open=True
+        )
         self.beta = float(beta)
         self.gamma = float(gamma)
-        self.temperature = float(temperature)
 
     def call(self, teacher_outputs, student_outputs, mask=None):
         return dist(
@@ -339,8 +347,9 @@ class DIST(DistillationLoss):
             student_outputs,
             beta=self.beta,
             gamma=self.gamma,
-            temperature=self.temperature,
+            temperature=scheduled(self.temperature),
         )
 
     def get_config(self):
-        return {"beta": self.beta, "gamma": self.gamma, "temperature": self.temperature}
+        temperature = serialize(self.temperature)
+        return {"beta": self.beta, "gamma": self.gamma, "temperature": temperature}

@@ -18,6 +18,9 @@ from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
+from tf_distill.schedules import number_or_schedule
+from tf_distill.schedules import scheduled
+from tf_distill.schedules import serialize
 
 
 def standardize_logits(logits, epsilon=1e-7):
@@ -214,7 +217,9 @@ class LogitsDistillation(DistillationLoss):
     def __init__(
         self, temperature=3.0, loss="kl_divergence", beta=0.5, standardize=False
     ):
-        check_positive("temperature", temperature)
+        temperature = number_or_schedule(
+            "temperature", temperature, check_positive, low=0.0, low_open=True
+        )
         if not callable(loss) and not isinstance(loss, str):
             raise ValueError(
                 "Invalid value for argument `loss`. Expected a name, a Keras "
@@ -227,14 +232,14 @@ class LogitsDistillation(DistillationLoss):
             )
         if self.divergence == "jensen_shannon" and not 0.0 < beta < 1.0:
             raise ValueError(f"`beta` must be in (0, 1). Received: beta={beta!r}")
-        self.temperature = float(temperature)
+        self.temperature = temperature
         self.loss = loss
         self.beta = float(beta)
         self.standardize = bool(standardize)
 
     def call(self, teacher_outputs, student_outputs, mask=None):
         kwargs = dict(
-            temperature=self.temperature, mask=mask, standardize=self.standardize
+            temperature=scheduled(self.temperature), mask=mask, standardize=self.standardize
         )
         if self.divergence == "jensen_shannon":
             kwargs["beta"] = self.beta
@@ -244,7 +249,7 @@ class LogitsDistillation(DistillationLoss):
             )
         # A user callable sees probabilities, as keras.io's example passes
         # them to `keras.losses.KLDivergence`.
-        temperature = self.temperature
+        temperature = scheduled(self.temperature)
         teacher_probs = tf.exp(
             _scaled_log_probs(teacher_outputs, temperature, self.standardize)
         )
@@ -277,7 +282,7 @@ class LogitsDistillation(DistillationLoss):
         if not isinstance(loss, str):
             loss = self.divergence if self.divergence else keras.losses.serialize(loss)
         return {
-            "temperature": self.temperature,
+            "temperature": serialize(self.temperature),
             "loss": loss,
             "beta": self.beta,
             "standardize": self.standardize,
