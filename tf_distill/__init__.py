@@ -19,12 +19,16 @@ _PUBLIC = {
     "DistillationLoss": "tf_distill.losses",
     "FeatureDistillation": "tf_distill.losses",
     "LogitsDistillation": "tf_distill.losses",
+    "Stage": "tf_distill.stages",
     "architectures": None,
+    "born_again": "tf_distill.stages",
     "build_teacher_cache": "tf_distill.cache",
     "cache_teacher_outputs": "tf_distill.cache",
     "data": None,
+    "distill_stages": "tf_distill.stages",
     "export_litert": "tf_distill.export",
     "losses": None,
+    "stages": None,
 }
 
 __all__ = list(_PUBLIC)
