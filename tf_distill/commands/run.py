@@ -41,10 +41,10 @@ from tf_distill.commands.caching import should_cache
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.report import seed_comparison
 from tf_distill.commands.report import weak_teacher_warning
+from tf_distill.commands.report import write_report
 from tf_distill.commands.stages import check_chain
 from tf_distill.commands.stages import run_stages
 from tf_distill.commands.stages_config import stage_config
-from tf_distill.commands.report import write_report
 from tf_distill.distiller import Distiller
 from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
