@@ -8,11 +8,11 @@ import pytest
 from conftest import build_mlp
 
 from tf_distill import LogitsDistillation
+from tf_distill.architectures import fresh_copy
 from tf_distill.backend import keras
 from tf_distill.stages import Stage
 from tf_distill.stages import born_again
 from tf_distill.stages import distill_stages
-from tf_distill.stages import fresh_copy
 
 
 def np_log_softmax(logits, temperature=1.0):

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tf_distill import losses as losses_lib
+from tf_distill.architectures import fresh_copy
 from tf_distill.backend import keras
 from tf_distill.distiller import Distiller
 from tf_distill.ensemble import ENSEMBLE_KINDS
@@ -36,18 +37,10 @@ from tf_distill.validation import check_choice
 DEFAULT_LOSS = "sparse_categorical_crossentropy"
 
 
-def _check_epochs(epochs):
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"`epochs` must be an integer >= 1. Received: epochs={epochs!r}")
-    return int(epochs)
-
-
-def _serialize_value(value):
-    if isinstance(value, (list, tuple)):
-        return [_serialize_value(item) for item in value]
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    return keras.saving.serialize_keras_object(value)
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
 
 
 def _deserialize_value(value):
@@ -150,7 +143,7 @@ class Stage:
             distillation_loss_weights, len(resolved)
         )
         self.student_loss_weight = float(student_loss_weight)
-        self.epochs = _check_epochs(epochs)
+        self.epochs = _check_count("epochs", epochs)
         self.optimizer_config = optimizer_config
         self.compile_kwargs = compile_kwargs
         self.name = name
@@ -197,7 +190,7 @@ class Stage:
             "student_loss_weight": self.student_loss_weight,
             "epochs": self.epochs,
             "optimizer": self.optimizer_config,
-            "compile_kwargs": {k: _serialize_value(v) for k, v in self.compile_kwargs.items()},
+            "compile_kwargs": {k: keras.saving.serialize_keras_object(v) for k, v in self.compile_kwargs.items()},
         }
 
     @classmethod
@@ -366,48 +359,6 @@ def distill_stages(
     return StageRuns(students, histories, names, teacher_names)
 
 
-def fresh_copy(model, seed=None, name=None):
-    """A new model of `model`'s architecture with freshly drawn weights.
-
-    Layers are rebuilt from their configs (`keras.models.clone_model`), and
-    any seed an initializer carries is replaced, so the copy starts neither
-    from `model`'s weights nor from its initial ones.
-
-    Args:
-        model: A Functional or Sequential `keras.Model` (a subclassed model
-            is rebuilt from its `get_config`).
-        seed: An integer for reproducible initial weights, or `None`.
-        name: The copy's name (default: `model`'s).
-    """
-    rng = np.random.default_rng(seed)
-
-    def reseed(config):
-        if isinstance(config, dict):
-            config = {key: reseed(value) for key, value in config.items()}
-            if config.get("seed") is not None:
-                config["seed"] = int(rng.integers(0, 2**31 - 1))
-        elif isinstance(config, list):
-            config = [reseed(item) for item in config]
-        return config
-
-    def clone_layer(layer):
-        return type(layer).from_config(reseed(layer.get_config()))
-
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False) or (
-        type(model) is keras.Model
-    ):
-        copy = keras.models.clone_model(model, clone_function=clone_layer)
-    else:
-        copy = type(model).from_config(reseed(model.get_config()))
-    if name is not None:
-        copy.name = name
-    # A teacher is frozen once a Distiller holds it: its copy is to be trained.
-    copy.trainable = True
-    return copy
-
-
 class BornAgainRuns(NamedTuple):
     """What `born_again` returns.
 
@@ -457,7 +408,7 @@ def born_again(
         teacher: The trained generation 0, a `keras.Model` with logits.
         build_student: A function of no arguments returning a new, untrained
             model; `None` for a fresh copy of `teacher`'s architecture (see
-            `fresh_copy`).
+            `tf_distill.architectures.fresh_copy`).
         generations: The number of students, an integer >= 1.
         x, y: The training data, as `fit` takes them.
         distillation_losses, distillation_loss_weights, student_loss_weight,
@@ -495,12 +446,7 @@ def born_again(
             "`teacher` must be a trained keras.Model (generation 0). Received: "
             f"teacher={teacher!r} of type {type(teacher).__name__}"
         )
-    if isinstance(generations, bool) or not isinstance(generations, (int, np.integer)) or (
-        generations < 1
-    ):
-        raise ValueError(
-            f"`generations` must be an integer >= 1. Received: generations={generations!r}"
-        )
+    _check_count("generations", generations)
     if build_student is not None and not callable(build_student):
         raise ValueError(
             "`build_student` must be a function that returns a new keras.Model, or "
