@@ -22,7 +22,8 @@ TINY = {
                                  "student_loss_weight": 0.2},
                 "training": {"epochs": 2, "optimizer": "sgd", "learning_rate": 0.05}}],
     "student": {"architecture": "mlp", "size": "small"},
-    "training": {"epochs": 1, "seed": 0, "cache": "off", "jit_compile": False},
+    "training": {"epochs": 1, "seed": 0, "cache": "off", "jit_compile": False,
+                 "baseline": False},
 }
 
 
@@ -100,10 +101,10 @@ def test_teacher_assistant_student_runs_end_to_end(tmp_path, capsys):
     assert "| taught by |" in out
     results = json.loads((output / "metrics.json").read_text())
     rows = {row["model"]: row for row in results["models"]}
-    assert list(rows) == ["teacher", "assistant", "student alone", "distilled student"]
+    assert list(rows) == ["teacher", "assistant", "distilled student"]
     assert rows["assistant"]["taught_by"] == "teacher"
     assert rows["distilled student"]["taught_by"] == "assistant"
-    assert "taught_by" not in rows["student alone"] and "taught_by" not in rows["teacher"]
+    assert "taught_by" not in rows["teacher"]
     assert rows["teacher"]["parameters"] > rows["assistant"]["parameters"] > rows[
         "distilled student"]["parameters"]
     assert len(results["histories"]["stage assistant"]["loss"]) == 2
