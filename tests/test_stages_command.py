@@ -123,3 +123,12 @@ def test_teacher_assistant_student_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Reusing the stage 'assistant' distilled before" in out
     assert "Distilling stage" not in out
+
+
+def test_tune_refuses_stages(tmp_path):
+    from tf_distill.commands import tune as tune_command
+
+    config = config_lib.validate({**TINY, "output": str(tmp_path), "tuning": {}})
+    with pytest.raises(ConfigError, match=r"`stages` runs with `tf-distill run`. Received: 1 "):
+        tune_command.run_from_config(config, tmp_path, verbose=0)
+    assert not (tmp_path / "teacher.keras").exists()
