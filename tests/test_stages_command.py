@@ -41,6 +41,10 @@ def test_a_stage_inherits_the_run_sections_it_leaves_out():
     assert first["training"]["epochs"] == 3 and first["training"]["seed"] == 0
     assert last["teacher"] == {"teacher_outputs": "logits"}
     assert last["student"] == config["student"] and last["training"] == config["training"]
+    # A stage's own losses do not take the run's loss weights.
+    config = config_lib.validate({**TINY, "distillation": {"losses": ["kd", "dist"],
+                                                           "loss_weights": [1, 2]}})
+    assert config["stages"][0]["distillation"]["loss_weights"] is None
     # Without `stages`, a config is as it was (its fingerprint too).
     plain = config_lib.validate({k: v for k, v in TINY.items() if k != "stages"})
     assert "stages" not in plain and stage_config(plain, 0) is plain

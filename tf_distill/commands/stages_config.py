@@ -111,9 +111,13 @@ def validate_stages(value, config, schema, section_checks, teacher_names):
         if student is not None and "student" in item:
             errors.run(section_checks["student"], student)
             _check_student_choice(f"{path}.student", student, errors)
+        given = item.get("distillation")
+        defaults = dict(distillation)
+        if isinstance(given, dict) and "losses" in given:  # the run's weights are for its losses
+            defaults["loss_weights"] = None
         stage_distillation = errors.run(
-            checks.section, f"{path}.distillation", item.get("distillation"),
-            _fields(schema["distillation"], DISTILLATION_KEYS, distillation))
+            checks.section, f"{path}.distillation", given,
+            _fields(schema["distillation"], DISTILLATION_KEYS, defaults))
         stage_training = errors.run(
             checks.section, f"{path}.training", item.get("training"),
             _fields(schema["training"], TRAINING_KEYS, training))
