@@ -12,6 +12,15 @@ the fewest *validation* errors on that seed is chosen (ties go to the
 paper's) and run on the other seeds. Test errors are never used to choose.
 
 A loss's total in a row is `α · CE + (1 − α) · factor · Σᵢ wᵢ · Lᵢ`.
+
+Two rows change who teaches, not the loss (`tf_distill.stages`): the
+teacher-assistant row distills the teacher into a CNN "medium" assistant,
+then the assistant into the student (Mirzadeh et al. 2020); the born-again
+row trains the student alone (generation 0, the "alone" row's run) and
+distills two generations of it, each from the last (Furlanello et al.
+2018), and reports the last. Every stage uses the row's losses, weights and
+epochs, and reads its teacher online (the cache holds the big teacher's
+outputs only), from the same seeded pipeline.
 """
 
 import dataclasses
@@ -27,6 +36,8 @@ import tf_distill
 from tf_distill.backend import keras
 
 TEACHER_SIZE = "large"
+ASSISTANT_SIZE = "medium"
+BORN_AGAIN_GENERATIONS = 2
 STUDENT_SIZE = "small"
 SEARCH_FACTORS = (0.1, 1.0, 10.0)
 # Attention maps of `block3_relu` on 28×28 MNIST are 7×7.
@@ -63,6 +74,8 @@ class Method:
     alpha: float
     setting: str
     warmup_epochs: int = 0
+    # "teacher" (distilled from the teacher), "mutual", "self" (no teacher),
+    # "teacher_assistant" or "born_again" (chains of Distillers).
     scheme: str = "teacher"
     options: dict = dataclasses.field(default_factory=dict)
 
@@ -177,6 +190,26 @@ METHODS = [
         scheme="self",
         options={"decay": 0.99, "adaptive_decay": True},
     ),
+    Method(
+        "teacher_assistant",
+        "KD via a teacher assistant",
+        [{"name": "kd", "temperature": 4.0}],
+        [1.0],
+        0.1,
+        f"teacher → CNN \"{ASSISTANT_SIZE}\" assistant → student, KD T = 4 and CE 0.1 + KD 0.9 "
+        "at both stages (Mirzadeh et al. 2020)",
+        scheme="teacher_assistant",
+    ),
+    Method(
+        "born_again",
+        "born-again, 2 generations",
+        [{"name": "kd", "temperature": 1.0}],
+        [1.0],
+        0.5,
+        "the student alone, then 2 generations of it, each taught by the last; "
+        "T = 1, CE 0.5 + KD 0.5 (Furlanello et al. 2018)",
+        scheme="born_again",
+    ),
 ]
 METHOD_KEYS = [method.key for method in METHODS]
 
@@ -191,14 +224,14 @@ def adam(learning_rate, total_steps):
     )
 
 
-def build_student(data, seed):
+def build_student(data, seed, size=STUDENT_SIZE, name="student"):
     return tf_distill.architectures.build(
         "cnn",
         data.input_shape,
         data.num_classes,
-        size=STUDENT_SIZE,
+        size=size,
         seed=1000 + seed,
-        name="student",
+        name=name,
     )
 
 
@@ -243,7 +276,8 @@ def method_teacher(data, settings, cache_dir):
 
 def teacher_cache(teacher, data):
     """One cache of the teacher's logits and of every layer a method taps."""
-    losses = [tf_distill.losses.get(config) for method in METHODS for config in method.losses]
+    losses = [tf_distill.losses.get(config) for method in METHODS for config in method.losses
+              if method.scheme == "teacher"]
     return tf_distill.build_teacher_cache(
         teacher, (data.x_train, data.y_train), distillation_losses=losses
     )
@@ -308,10 +342,14 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
     epochs = settings["epochs"]
     optimizer = adam(settings["learning_rate"], epochs * steps)
     batches = cache.dataset(batch_size=batch_size, shuffle=True, seed=seed, drop_remainder=True)
-    if method is not None and method.scheme != "teacher":
+    if method is not None and method.scheme in ("mutual", "self"):
         model = _online_model(student, method, factor, data, seed)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
         model.fit(batches.map(_without_teacher_outputs), epochs=epochs, verbose=0)
+    elif method is not None and method.scheme in ("teacher_assistant", "born_again"):
+        student = train_chain(
+            teacher, student, data, settings, seed, method, factor, optimizer, batches
+        )
     else:
         warmup = min(method.warmup_epochs, epochs) if method is not None else 0
         stages = [(1, (epoch + 1) / warmup) for epoch in range(warmup - 1)]
@@ -325,6 +363,45 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
         "validation": count_errors(student, data.x_val, data.y_val),
         "seconds": time.perf_counter() - start,
     }
+
+
+def train_chain(teacher, student, data, settings, seed, method, factor, optimizer, batches):
+    """A teacher-assistant or born-again row's chain; returns its last student.
+
+    Born-again: generation 0 is `student` trained alone (as the "alone"
+    row, same seed, optimizer and batches); then each generation, a fresh
+    student of its architecture, learns from the last.
+    """
+    from tf_distill.stages import Stage
+    from tf_distill.stages import distill_stages
+
+    batch_size, epochs = settings["batch_size"], settings["epochs"]
+    steps = len(data.x_train) // batch_size
+
+    def stage(build, name):
+        return Stage(
+            build, [tf_distill.losses.get(dict(config)) for config in method.losses],
+            [w * factor for w in method.weights], student_loss_weight=method.alpha,
+            epochs=epochs, optimizer=adam(settings["learning_rate"], epochs * steps),
+            compile_kwargs={"loss": "sparse_categorical_crossentropy"}, name=name,
+        )
+
+    if method.scheme == "teacher_assistant":
+        first = teacher
+        chain = [stage(lambda: build_student(data, seed, ASSISTANT_SIZE, "assistant"), "assistant"),
+                 stage(student, "student")]
+    else:
+        distiller = _distiller(teacher, student, None, factor)
+        distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        distiller.fit(batches, epochs=epochs, verbose=0)
+        first = student
+        chain = [
+            stage(lambda k=k: build_student(data, 100 * k + seed, name=f"generation_{k}"),
+                  f"generation_{k}")
+            for k in range(1, BORN_AGAIN_GENERATIONS + 1)
+        ]
+    plain = data.as_tf_dataset("train", batch_size, shuffle=True, seed=seed, drop_remainder=True)
+    return distill_stages(first, chain, plain, verbose=0).students[-1]
 
 
 def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):

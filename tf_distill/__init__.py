@@ -21,14 +21,18 @@ _PUBLIC = {
     "LogitsDistillation": "tf_distill.losses",
     "MutualDistiller": "tf_distill.mutual",
     "SelfDistiller": "tf_distill.self_distillation",
+    "Stage": "tf_distill.stages",
     "architectures": None,
+    "born_again": "tf_distill.stages",
     "build_teacher_cache": "tf_distill.cache",
     "cache_teacher_outputs": "tf_distill.cache",
     "data": None,
+    "distill_stages": "tf_distill.stages",
     "export_litert": "tf_distill.export",
     "losses": None,
     "schedules": None,
     "with_example_indices": "tf_distill.batches",
+    "stages": None,
 }
 
 __all__ = list(_PUBLIC)

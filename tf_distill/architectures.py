@@ -236,3 +236,45 @@ def _build_cnn(input_shape, num_classes, multiplier, dropout, seeds, name):
 
 
 _BUILDERS = {"mlp": _build_mlp, "cnn": _build_cnn}
+
+
+def fresh_copy(model, seed=None, name=None):
+    """A new model of `model`'s architecture with freshly drawn weights.
+
+    Layers are rebuilt from their configs (`keras.models.clone_model`), and
+    any seed an initializer carries is replaced, so the copy starts neither
+    from `model`'s weights nor from its initial ones.
+
+    Args:
+        model: A Functional or Sequential `keras.Model` (a subclassed model
+            is rebuilt from its `get_config`).
+        seed: An integer for reproducible initial weights, or `None`.
+        name: The copy's name (default: `model`'s).
+    """
+    rng = np.random.default_rng(seed)
+
+    def reseed(config):
+        if isinstance(config, dict):
+            config = {key: reseed(value) for key, value in config.items()}
+            if config.get("seed") is not None:
+                config["seed"] = int(rng.integers(0, 2**31 - 1))
+        elif isinstance(config, list):
+            config = [reseed(item) for item in config]
+        return config
+
+    def clone_layer(layer):
+        return type(layer).from_config(reseed(layer.get_config()))
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False) or (
+        type(model) is keras.Model
+    ):
+        copy = keras.models.clone_model(model, clone_function=clone_layer)
+    else:
+        copy = type(model).from_config(reseed(model.get_config()))
+    if name is not None:
+        copy.name = name
+    # A teacher is frozen once a Distiller holds it: its copy is to be trained.
+    copy.trainable = True
+    return copy

@@ -24,11 +24,11 @@ def _error(prefix, error):
 
 
 def _print_table(results):
-    from tf_distill.commands.report import RESULT_COLUMNS
     from tf_distill.commands.report import markdown_table
+    from tf_distill.commands.report import result_columns
 
     print()
-    print(markdown_table(results["models"], RESULT_COLUMNS))
+    print(markdown_table(results["models"], result_columns(results["models"])))
     if results.get("summary"):
         print()
         print(results["summary"])

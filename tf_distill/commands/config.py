@@ -8,7 +8,8 @@ before any data is loaded or any model trained.
 `teacher:` is one teacher (a mapping) or several: a list of mappings, each
 with a `name`, or a mapping `{name: {...}}`; `distillation.teacher_weights`
 and `distillation.ensemble` then say how their outputs combine, and a loss
-reads one of them with `teacher: NAME`.
+reads one of them with `teacher: NAME`. `stages:` lists teacher assistants
+distilled between the teacher and the student (`commands.stages_config`).
 
 Example (`tf-distill run job.yaml`):
 
@@ -34,6 +35,7 @@ from tf_distill.commands import schedule_config
 from tf_distill.commands.caching import CACHE_MODES
 from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.checks import show
+from tf_distill.commands.stages_config import validate_stages
 from tf_distill.commands.tuning_config import validate_tuning
 from tf_distill.distribute import STRATEGIES
 from tf_distill.export import QUANTIZATION_MODES
@@ -240,7 +242,8 @@ def validate(raw):
             f"A config must be a mapping of sections. Received: {type(raw).__name__}"
         )
     errors = checks.Collector()
-    errors.run(checks.check_keys, "", raw, list(SCHEMA) + ["tuning"] + list(_TOP_LEVEL))
+    errors.run(checks.check_keys, "", raw,
+               list(SCHEMA) + ["tuning", "stages"] + list(_TOP_LEVEL))
     config = {}
     for key, (check, default) in _TOP_LEVEL.items():
         config[key] = errors.run(check, key, raw[key], default=default) if key in raw else default
@@ -281,6 +284,10 @@ def validate(raw):
     if raw.get("tuning") is not None:
         config["tuning"] = errors.run(validate_tuning, raw["tuning"])
     _check_choices(config, failed, errors)
+    if raw.get("stages") is not None:  # only when given: older runs keep their fingerprint
+        names = [] if "teacher" in failed else [name for name, _ in teacher_sections(config)]
+        config["stages"] = errors.run(validate_stages, raw["stages"], config, SCHEMA, {
+            "student": _check_student, "training": _check_training}, names)
     errors.raise_if_any()
     return config
 

@@ -97,6 +97,23 @@ def seed_comparison(rows):
     }
 
 
+def weak_teacher_warning(teacher_accuracy, alone_accuracy, seed_text=""):
+    """The warning for a teacher no better than the student alone, or None.
+
+    Args:
+        teacher_accuracy: `{teacher name: validation accuracy}`.
+        alone_accuracy: The student trained alone's validation accuracy.
+    """
+    name, best = max(teacher_accuracy.items(), key=lambda item: item[1])
+    if best > alone_accuracy:
+        return None
+    return (
+        f"The {name} is no better than the student trained alone on the validation "
+        f"data{seed_text} ({best:.4f} vs {alone_accuracy:.4f}): distilling from it "
+        "can only pass its mistakes on. Train the teacher longer or use a larger one."
+    )
+
+
 def plot_curves(histories, path, title="Training curves"):
     """Plots validation accuracy and loss per epoch for each run.
 
@@ -201,6 +218,13 @@ RESULT_COLUMNS = [
 ]
 
 
+def result_columns(rows):
+    """`RESULT_COLUMNS`, with who taught each model when a row says (a run with `stages`)."""
+    if not any(row.get("taught_by") for row in rows):
+        return RESULT_COLUMNS
+    return [RESULT_COLUMNS[0], ("taught_by", "taught by", "s"), *RESULT_COLUMNS[1:]]
+
+
 def write_report(output_dir, results, histories, config_text=None):
     """Writes `report.md`, `curves.png` and `comparison.png` into `output_dir`.
 
@@ -233,7 +257,7 @@ def write_report(output_dir, results, histories, config_text=None):
     for warning in results.get("warnings") or []:
         lines += [f"> **Warning:** {warning}", ""]
     lines += [
-        markdown_table(results["models"], RESULT_COLUMNS),
+        markdown_table(results["models"], result_columns(results["models"])),
         "",
         "## Test errors",
         "",

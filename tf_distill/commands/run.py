@@ -40,7 +40,11 @@ from tf_distill.commands.caching import cached_dataset
 from tf_distill.commands.caching import should_cache
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.report import seed_comparison
+from tf_distill.commands.report import weak_teacher_warning
 from tf_distill.commands.report import write_report
+from tf_distill.commands.stages import check_chain
+from tf_distill.commands.stages import run_stages
+from tf_distill.commands.stages_config import stage_config
 from tf_distill.distiller import Distiller
 from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
@@ -82,6 +86,7 @@ class Job:
         self.hash = None
         self.state = {"phases": {}}
         self.claimed = False
+        self.taught_by = None  # the student's teacher, when `stages` put one between
 
     def path(self, *names):
         """A path in the folder this process writes."""
@@ -215,26 +220,27 @@ class Job:
     def seed_text(self, seed):
         return "" if self.config["training"]["seeds"] is None else f" (seed {seed})"
 
-    def distill(self, teacher, student, data, seed):
-        """Distills into `student`; returns `(history, seconds)`."""
-        training = self.config["training"]
+    def distill(self, teacher, student, data, seed, config=None, phase=None):
+        """Distills into `student`; returns `(history, seconds)`. `config` and
+        `phase`: a stage's (`commands.stages`); by default the student's."""
+        config = config or stage_config(self.config, len(self.config.get("stages") or ()))
+        training = config["training"]
         distiller = Distiller(teacher=teacher, student=student,
-                              **common.distiller_arguments(self.config))
+                              **common.distiller_arguments(config))
         distiller.compile(
             optimizer=common.training_optimizer(
-                self.config, data, learning_rate=training["learning_rate"],
-                epochs=training["epochs"],
+                config, data, learning_rate=training["learning_rate"], epochs=training["epochs"],
             ),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
-            jit_compile=common.jit_compile(self.config),
+            jit_compile=common.jit_compile(config),
         )
         batch = self.config["data"]["batch_size"]
         diverged = StopOnNonFiniteLoss()
         last_good = self.path("student_last_good.keras")
         self.claim()
         start = time.perf_counter()  # a cache build counts in the distillation time
-        train, validation = self.distillation_data(distiller, data, batch, seed)
+        train, validation = self.distillation_data(distiller, data, batch, seed, phase)
         history = distiller.fit(
             train,
             validation_data=validation,
@@ -242,8 +248,8 @@ class Job:
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
             callbacks=[diverged, KeepLastGoodModel(student, last_good),
-                       self.backup(f"distill{self.suffix(seed)}"),
-                       *common.training_callbacks(self.config)],
+                       self.backup(phase or f"distill{self.suffix(seed)}"),
+                       *common.training_callbacks(config)],
         )
         if diverged.diverged_at is not None:
             epoch, step, loss = diverged.diverged_at
@@ -259,7 +265,7 @@ class Job:
             )
         return common.history_dict(history), time.perf_counter() - start
 
-    def distillation_data(self, distiller, data, batch, seed):
+    def distillation_data(self, distiller, data, batch, seed, phase=None):
         """Train and validation pipelines, with the teacher's outputs cached
         when that is safe (`training.cache`)."""
         mode, reason = should_cache(self.config, data)
@@ -269,7 +275,7 @@ class Job:
                 common.dataset(data, "train", batch, shuffle=True, seed=seed),
                 common.dataset(data, "validation", batch),
             )
-        directory = self.path("teacher_cache")
+        directory = self.path("teacher_cache" + (f"_{phase}" if phase else ""))
         return tuple(
             distribute.shard_by_data(
                 cached_dataset(
@@ -336,8 +342,7 @@ class Job:
         # Validate the distillation set-up before anything is trained or written.
         student = common.build_student(self.config, data, "student")
         common.check_model_fits_data(student, "student", data)
-        Distiller(teacher=common.teacher_argument(plans), student=student,
-                  **common.distiller_arguments(self.config))
+        check_chain(self.config, data, common.teacher_argument(plans), student)
         for plan in plans:
             if plan.needs_training:
                 self.claim()
@@ -369,6 +374,8 @@ class Job:
                 f"training examples (the teacher from {len(data.x_train)})"
                 + (f", distillation also from {unlabeled} without labels" if unlabeled else "")
             )
+        teacher, self.taught_by = run_stages(self, teacher, students_data[1], data, rows,
+                                             histories)
         for seed in self.seeds():
             rows += self.run_seed(teacher, students_data, seed, histories, warnings,
                                   teacher_accuracy)
@@ -434,7 +441,8 @@ class Job:
         keras.utils.set_random_seed(seed)
         history, seconds = self.distill(teacher, student, students_data[1], seed)
         histories[f"distilled student{self.seed_text(seed)}"] = history
-        row = {"model": "distilled student", "seed": seed,
+        row = {"model": "distilled student", "seed": seed, **(
+            {"taught_by": self.taught_by} if self.taught_by else {}),
                "parameters": int(student.count_params()), "train_seconds": seconds}
         row.update(common.test_metrics(student, data, batch))
         row["file_bytes"] = saving.save_model(student, self.path(f"student{suffix}.keras"))
@@ -474,23 +482,6 @@ def _is_json(path):
     except (OSError, ValueError):
         return False
     return True
-
-
-def weak_teacher_warning(teacher_accuracy, alone_accuracy, seed_text=""):
-    """The warning for a teacher no better than the student alone, or None.
-
-    Args:
-        teacher_accuracy: `{teacher name: validation accuracy}`.
-        alone_accuracy: The student trained alone's validation accuracy.
-    """
-    name, best = max(teacher_accuracy.items(), key=lambda item: item[1])
-    if best > alone_accuracy:
-        return None
-    return (
-        f"The {name} is no better than the student trained alone on the validation "
-        f"data{seed_text} ({best:.4f} vs {alone_accuracy:.4f}): distilling from it "
-        "can only pass its mistakes on. Train the teacher longer or use a larger one."
-    )
 
 
 def run(config, verbose=1, log=print, restart=False):

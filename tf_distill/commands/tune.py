@@ -46,6 +46,11 @@ def search_teacher(config, data, output_dir, role, overwrite, say, verbose):
             "`tf-distill tune` searches with one teacher; give `teacher` as one mapping. "
             f"Received: {len(config['teacher'])} teachers."
         )
+    if config.get("stages"):
+        raise ConfigError(
+            "`tf-distill tune` searches a teacher → student distillation; `stages` "
+            f"runs with `tf-distill run`. Received: {len(config['stages'])} stage(s)."
+        )
     if role == "worker" and not config["teacher"]["path"]:
         # The chief saved its teacher before starting the oracle.
         path = os.path.join(output_dir, common.teacher_file("teacher"))
