@@ -15,6 +15,10 @@ LOSSES = {
         "AttentionTransfer",
         "Attention transfer: distance between normalized spatial attention maps",
     ),
+    "crd": (
+        "CRDistillation",
+        "Contrastive representation distillation: NCE against memory banks",
+    ),
     "dist": ("DIST", "DIST: Pearson inter- and intra-class relations of soft labels"),
     "dkd": ("DecoupledKD", "Decoupled KD: weighted target-class and non-target-class KL"),
     "feature": (

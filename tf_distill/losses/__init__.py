@@ -1,13 +1,19 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-other logit-based methods (`logit_methods`), features (`features`) and
-relations between examples (`relations`). The student's own loss on the
+other logit-based methods (`logit_methods`), features (`features`),
+relations between examples (`relations`) and contrast against memory banks
+of embeddings (`contrastive`). The student's own loss on the
 true labels is in `labels`.
 """
 
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import reduce_per_example
+from tf_distill.losses.contrastive import ContrastMemory
+from tf_distill.losses.contrastive import CRDistillation
+from tf_distill.losses.contrastive import EmbeddingHead
+from tf_distill.losses.contrastive import crd_loss
+from tf_distill.losses.contrastive import nce_contrast_loss
 from tf_distill.losses.features import AttentionTransfer
 from tf_distill.losses.features import FeatureDistillation
 from tf_distill.losses.features import FitNets
@@ -49,9 +55,12 @@ check_catalog()
 
 __all__ = [
     "AttentionTransfer",
+    "CRDistillation",
+    "ContrastMemory",
     "DIST",
     "DecoupledKD",
     "DistillationLoss",
+    "EmbeddingHead",
     "FeatureDistillation",
     "FitNets",
     "LogitsDistillation",
@@ -60,6 +69,7 @@ __all__ = [
     "RKDDistance",
     "SimilarityPreserving",
     "attention_transfer",
+    "crd_loss",
     "crossentropy_from_logits",
     "decoupled_kd",
     "describe",
@@ -73,6 +83,7 @@ __all__ = [
     "get",
     "jensen_shannon",
     "names",
+    "nce_contrast_loss",
     "pkt",
     "reduce_per_example",
     "register",
