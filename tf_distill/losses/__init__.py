@@ -3,15 +3,13 @@
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
 other logit-based methods (`logit_methods`), features (`features`),
 relations between examples (`relations`) and contrast against memory banks
-of embeddings (`contrastive`). The student's own loss on the
+of embeddings (`contrastive`, its state in `memory_bank`). The student's own loss on the
 true labels is in `labels`.
 """
 
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import reduce_per_example
-from tf_distill.losses.contrastive import ContrastMemory
 from tf_distill.losses.contrastive import CRDistillation
-from tf_distill.losses.contrastive import EmbeddingHead
 from tf_distill.losses.contrastive import crd_loss
 from tf_distill.losses.contrastive import nce_contrast_loss
 from tf_distill.losses.features import AttentionTransfer
@@ -27,6 +25,9 @@ from tf_distill.losses.logit_methods import DIST
 from tf_distill.losses.logit_methods import DecoupledKD
 from tf_distill.losses.logit_methods import decoupled_kd
 from tf_distill.losses.logit_methods import dist
+from tf_distill.losses.memory_bank import ContrastMemory
+from tf_distill.losses.memory_bank import EmbeddingHead
+from tf_distill.losses.memory_bank import momentum_update
 from tf_distill.losses.registry import check_catalog
 from tf_distill.losses.registry import describe
 from tf_distill.losses.registry import describe_loss
@@ -82,6 +83,7 @@ __all__ = [
     "fitnets_hint",
     "get",
     "jensen_shannon",
+    "momentum_update",
     "names",
     "nce_contrast_loss",
     "pkt",

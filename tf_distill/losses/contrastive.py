@@ -12,29 +12,26 @@ teacher's embedding with the student bank. The banks follow the embeddings
 by momentum at the batch's example indices, so the data pipeline must carry
 them (`tf_distill.with_example_indices`).
 
-The pure functions (`contrast_scores`, `nce_contrast_loss`, `crd_loss`,
-`momentum_update`) are the maths; `EmbeddingHead` and `ContrastMemory` are
-the Keras layers that hold the state; `CRDistillation` is the thin loss the
-`Distiller` calls, which owns those layers (`DistillationLoss.layers`): they
-are trained with the student but are not part of `distiller.student`.
+The pure functions (`contrast_scores`, `nce_contrast_loss`, `crd_loss`) are
+the maths; the Keras layers that hold the state (`EmbeddingHead`,
+`ContrastMemory`) are in `memory_bank`; `CRDistillation` is the thin loss
+the `Distiller` calls, which owns those layers (`DistillationLoss.layers`):
+they are trained with the student but are not part of `distiller.student`.
 """
 
-import math
-
-from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import check_unit_interval
 from tf_distill.losses.base import static_shape
+from tf_distill.losses.memory_bank import ROLES
+from tf_distill.losses.memory_bank import ContrastMemory
+from tf_distill.losses.memory_bank import EmbeddingHead
 from tf_distill.losses.registry import register
 
 # RepDistiller's `eps` in the NCE loss.
 NCE_EPSILON = 1e-7
-# `tf.math.l2_normalize` clamps the *squared* norm at this value.
-_NORMALIZE_EPSILON = 1e-12
-_FIX = "Wrap the training data with `tf_distill.with_example_indices(dataset)`"
 
 
 def contrast_scores(anchors, rows, temperature=0.07):
@@ -124,266 +121,11 @@ def crd_loss(
     )
 
 
-def momentum_update(rows, embeddings, momentum=0.5):
-    """New bank rows: `normalize(m · rows + (1 − m) · embeddings)`."""
-    mixed = momentum * rows + (1.0 - momentum) * embeddings
-    return tf.math.l2_normalize(mixed, axis=-1, epsilon=_NORMALIZE_EPSILON)
-
-
 def _check_positive_integer(name, value, allow_none=False):
     if allow_none and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be an integer > 0. Received: {name}={value!r}")
-
-
-def _tf_variable(variable):
-    # A Keras 3 variable wraps a tf.Variable (the MirroredVariable under
-    # tf.distribute); tf_keras returns the tf.Variable itself.
-    return variable if isinstance(variable, tf.Variable) else variable.value
-
-
-def _across_replicas(value):
-    """`value` concatenated over the replicas (itself on one device)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_gather(value, axis=0)
-
-
-def _sum_across_replicas(value):
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-@register_serializable()
-class EmbeddingHead(keras.layers.Layer):
-    """A linear projection then L2 normalization (RepDistiller's `Embed`).
-
-    Inputs of any rank are flattened to `[batch, features]`; computed in
-    float32.
-
-    Args:
-        feature_dim: The embedding's width.
-    """
-
-    def __init__(self, feature_dim=128, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.feature_dim = feature_dim
-        self.projection = keras.layers.Dense(feature_dim, dtype="float32", name="projection")
-
-    def build(self, input_shape):
-        width = math.prod(tf.TensorShape(input_shape)[1:])
-        self.projection.build((None, width))
-        self.built = True
-
-    def call(self, features):
-        width = self.projection.kernel.shape[0]
-        features = tf.reshape(tf.cast(features, tf.float32), [-1, width])
-        return tf.math.l2_normalize(
-            self.projection(features), axis=-1, epsilon=_NORMALIZE_EPSILON
-        )
-
-    def get_config(self):
-        return {**super().get_config(), "feature_dim": self.feature_dim}
-
-
-@register_serializable()
-class ContrastMemory(keras.layers.Layer):
-    """The two memory banks of CRD and their NCE loss (RepDistiller's `ContrastMemory`).
-
-    Holds, as non-trainable float32 variables, a student bank and a teacher
-    bank of shape `[num_examples, feature_dim]` (initialized uniformly in
-    `±1/sqrt(feature_dim / 3)`, as RepDistiller) and the two normalizing
-    constants `Z`, unset (−1) until the first training batch estimates them
-    (`estimate_normalizer`).
-
-    Calling it returns the per-example `crd_loss`. In training, it then moves
-    the banks' rows at `example_indices` toward the batch's embeddings
-    (`momentum_update`); under `tf.distribute`, every replica applies the
-    rows of all replicas, so the mirrored banks stay equal.
-
-    Args:
-        num_examples: Rows of each bank: the size of the training set.
-        feature_dim: The embeddings' width.
-        num_negatives: `K`, negatives drawn per example (uniformly, with
-            replacement, from all rows).
-        nce_temperature: τ.
-        momentum: The banks' momentum `m`.
-    """
-
-    def __init__(
-        self,
-        num_examples,
-        feature_dim=128,
-        num_negatives=4096,
-        nce_temperature=0.07,
-        momentum=0.5,
-        **kwargs,
-    ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.num_examples = num_examples
-        self.feature_dim = feature_dim
-        self.num_negatives = num_negatives
-        self.nce_temperature = nce_temperature
-        self.momentum = momentum
-
-    def build(self, input_shape=None):
-        bound = 1.0 / math.sqrt(self.feature_dim / 3.0)
-        shape = (self.num_examples, self.feature_dim)
-        for role in ("student", "teacher"):
-            bank = self.add_weight(
-                shape=shape,
-                initializer=keras.initializers.RandomUniform(-bound, bound),
-                trainable=False,
-                name=f"{role}_bank",
-            )
-            normalizer = self.add_weight(
-                shape=(),
-                initializer=keras.initializers.Constant(-1.0),
-                trainable=False,
-                name=f"{role}_normalizer",
-            )
-            setattr(self, f"{role}_bank", bank)
-            setattr(self, f"{role}_normalizer", normalizer)
-        self.built = True
-
-    def sample_contrast_indices(self, example_indices, batch_size):
-        """`[batch, 1 + K]` bank rows: the example's own, then `K` uniform draws.
-
-        Without `example_indices` the positive column is a placeholder
-        (`-1`): `call` then uses the batch's own embeddings as positives.
-        """
-        negatives = tf.random.uniform(
-            [batch_size, self.num_negatives], 0, self.num_examples, dtype=tf.int64
-        )
-        if example_indices is None:
-            positives = tf.fill([batch_size], tf.constant(-1, tf.int64))
-        else:
-            positives = tf.cast(example_indices, tf.int64)
-        return tf.concat([positives[:, None], negatives], axis=1)
-
-    def call(
-        self,
-        teacher_embeddings,
-        student_embeddings,
-        example_indices=None,
-        contrast_indices=None,
-        training=False,
-    ):
-        """The per-example CRD loss; in training, the banks' update.
-
-        Args:
-            teacher_embeddings: `[batch, feature_dim]`, L2-normalized.
-            student_embeddings: `[batch, feature_dim]`, L2-normalized.
-            example_indices: `[batch]` rows of the batch's examples.
-                Required in training; in evaluation, without them, each
-                example's positive is the other model's embedding itself.
-            contrast_indices: `[batch, 1 + num_negatives]` rows to contrast
-                with, the positive first (RepDistiller's `contrast_idx`);
-                drawn by `sample_contrast_indices` if not given.
-            training: Whether to set `Z` (once) and update the banks.
-
-        Returns:
-            A `[batch]` float32 tensor.
-        """
-        training = bool(training)
-        if training and example_indices is None:
-            raise ValueError(
-                "CRDistillation needs each training example's index, to read and "
-                f"update its memory-bank rows. {_FIX}. Received: example_indices=None"
-            )
-        teacher_embeddings = tf.cast(teacher_embeddings, tf.float32)
-        student_embeddings = tf.cast(student_embeddings, tf.float32)
-        batch_size = tf.shape(student_embeddings)[0]
-        if example_indices is not None:
-            example_indices = self._checked(example_indices)
-        if contrast_indices is None:
-            contrast_indices = self.sample_contrast_indices(example_indices, batch_size)
-        contrast_indices = tf.cast(contrast_indices, tf.int64)
-        if example_indices is None:
-            negatives = contrast_indices[:, 1:]
-            teacher_rows = tf.concat(
-                [tf.stop_gradient(teacher_embeddings)[:, None], self._rows("teacher", negatives)],
-                axis=1,
-            )
-            student_rows = tf.concat(
-                [tf.stop_gradient(student_embeddings)[:, None], self._rows("student", negatives)],
-                axis=1,
-            )
-        else:
-            teacher_rows = self._rows("teacher", contrast_indices)
-            student_rows = self._rows("student", contrast_indices)
-
-        student_scores = contrast_scores(student_embeddings, teacher_rows, self.nce_temperature)
-        teacher_scores = contrast_scores(teacher_embeddings, student_rows, self.nce_temperature)
-        student_normalizer = self._normalizer("student", student_scores, training)
-        teacher_normalizer = self._normalizer("teacher", teacher_scores, training)
-        loss = nce_contrast_loss(student_scores, student_normalizer, self.num_examples) + (
-            nce_contrast_loss(teacher_scores, teacher_normalizer, self.num_examples)
-        )
-        if training:
-            # After the rows were read (auto control dependencies keep the
-            # order of the reads and writes of one variable).
-            with tf.control_dependencies([loss]):
-                self._update("student", example_indices, student_embeddings)
-                self._update("teacher", example_indices, teacher_embeddings)
-        return loss
-
-    def _checked(self, example_indices):
-        example_indices = tf.cast(tf.reshape(example_indices, [-1]), tf.int64)
-        tf.debugging.assert_non_negative(
-            example_indices, message="CRDistillation: `example_indices` must be >= 0."
-        )
-        tf.debugging.assert_less(
-            example_indices,
-            tf.constant(self.num_examples, tf.int64),
-            message=(
-                "CRDistillation: every example index must be < num_examples="
-                f"{self.num_examples} (the memory banks' rows): set `num_examples` "
-                "to the size of the training set."
-            ),
-        )
-        return example_indices
-
-    def _rows(self, role, indices):
-        bank = getattr(self, f"{role}_bank")
-        return tf.stop_gradient(tf.gather(bank, indices))
-
-    def _normalizer(self, role, scores, training):
-        """`Z`: the stored one, or this batch's estimate (stored in training)."""
-        variable = getattr(self, f"{role}_normalizer")
-        scores = tf.stop_gradient(scores)
-        total = _sum_across_replicas(
-            tf.stack([tf.reduce_sum(scores), tf.cast(tf.size(scores), tf.float32)])
-        )
-        estimate = total[0] / total[1] * float(self.num_examples)
-        current = tf.convert_to_tensor(variable)
-        value = tf.where(current < 0.0, estimate, current)
-        if training:
-            _tf_variable(variable).assign(value)
-        return value
-
-    def _update(self, role, example_indices, embeddings):
-        bank = _tf_variable(getattr(self, f"{role}_bank"))
-        indices = _across_replicas(example_indices)
-        embeddings = _across_replicas(tf.stop_gradient(embeddings))
-        rows = momentum_update(tf.gather(bank, indices), embeddings, self.momentum)
-        bank.scatter_update(tf.IndexedSlices(rows, indices))
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_examples": self.num_examples,
-            "feature_dim": self.feature_dim,
-            "num_negatives": self.num_negatives,
-            "nce_temperature": self.nce_temperature,
-            "momentum": self.momentum,
-        }
 
 
 @register("crd", "Contrastive representation distillation: NCE against memory banks")
@@ -481,9 +223,7 @@ class CRDistillation(DistillationLoss):
         self.student_head = EmbeddingHead(feature_dim)
         self.memory = None
         if num_examples is not None:
-            self.memory = ContrastMemory(
-                num_examples, feature_dim, num_negatives, self.nce_temperature, self.momentum
-            )
+            self.memory = ContrastMemory(num_examples, feature_dim, num_negatives, self.momentum)
 
     @property
     def layers(self):
@@ -502,8 +242,7 @@ class CRDistillation(DistillationLoss):
         `tf.distribute` scope, if the Distiller is made in one)."""
         super().validate_model_compatibility(teacher, student)
         self._check_num_examples()
-        if not self.memory.built:
-            self.memory.build(None)
+        self._build_memory()
         for head, model, name in (
             (self.teacher_head, teacher, self.teacher_layer_name),
             (self.student_head, student, self.student_layer_name),
@@ -524,16 +263,54 @@ class CRDistillation(DistillationLoss):
                 f"{tuple(s_shape)}."
             )
 
+    def _build_memory(self):
+        if not self.memory.built:
+            self.memory.build(None)
+
     def call(
         self, teacher_outputs, student_outputs, mask=None, example_indices=None, training=None
     ):
         self._check_num_examples()
-        return self.memory(
-            self.teacher_head(tf.stop_gradient(tf.cast(teacher_outputs, tf.float32))),
-            self.student_head(student_outputs),
-            example_indices=example_indices,
-            training=bool(training),
-        )
+        training = bool(training)
+        if training and example_indices is None:
+            raise ValueError(
+                "CRDistillation needs each training example's index, to read and "
+                "update its memory-bank rows. Wrap the training data with "
+                "`tf_distill.with_example_indices(dataset)` (or cache it with "
+                "`tf_distill.cache_teacher_outputs`). Received: example_indices=None"
+            )
+        self._build_memory()
+        memory = self.memory
+        embeddings = {
+            "teacher": self.teacher_head(tf.stop_gradient(tf.cast(teacher_outputs, tf.float32))),
+            "student": self.student_head(student_outputs),
+        }
+        negatives = memory.sample_negatives(tf.shape(embeddings["student"])[0])
+        rows = {}
+        if example_indices is None:
+            # Evaluation on other data: the positive is the other model's
+            # current embedding rather than a bank row.
+            for role in ROLES:
+                positive = tf.stop_gradient(embeddings[role])[:, None]
+                rows[role] = tf.concat([positive, memory.rows(role, negatives)], axis=1)
+        else:
+            example_indices = memory.check_indices(example_indices)
+            contrast_indices = tf.concat([example_indices[:, None], negatives], axis=1)
+            rows = {role: memory.rows(role, contrast_indices) for role in ROLES}
+        # The student's embedding against the teacher bank, and vice versa.
+        values = []
+        for anchor, other in (("student", "teacher"), ("teacher", "student")):
+            scores = contrast_scores(embeddings[anchor], rows[other], self.nce_temperature)
+            normalizer = memory.normalizer(anchor, scores, training)
+            values.append(nce_contrast_loss(scores, normalizer, self.num_examples))
+        loss = values[0] + values[1]
+        if training:
+            # After the rows were read: automatic control dependencies keep
+            # the program order of one variable's reads and writes.
+            with tf.control_dependencies([loss]):
+                for role in ROLES:
+                    memory.update(role, example_indices, embeddings[role])
+        return loss
 
     def get_config(self):
         return {
