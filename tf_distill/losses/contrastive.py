@@ -297,13 +297,26 @@ class CRDistillation(DistillationLoss):
             example_indices = memory.check_indices(example_indices)
             contrast_indices = tf.concat([example_indices[:, None], negatives], axis=1)
             rows = {role: memory.rows(role, contrast_indices) for role in ROLES}
-        # The student's embedding against the teacher bank, and vice versa.
-        values = []
-        for anchor, other in (("student", "teacher"), ("teacher", "student")):
-            scores = contrast_scores(embeddings[anchor], rows[other], self.nce_temperature)
-            normalizer = memory.normalizer(anchor, scores, training)
-            values.append(nce_contrast_loss(scores, normalizer, self.num_examples))
-        loss = values[0] + values[1]
+        # Z for the student's embedding against the teacher bank, and vice
+        # versa: set from the first training batch's scores.
+        normalizers = {
+            anchor: memory.normalizer(
+                anchor,
+                contrast_scores(embeddings[anchor], rows[other], self.nce_temperature),
+                training,
+            )
+            for anchor, other in (("student", "teacher"), ("teacher", "student"))
+        }
+        loss = crd_loss(
+            embeddings["teacher"],
+            embeddings["student"],
+            rows["teacher"],
+            rows["student"],
+            normalizers["teacher"],
+            normalizers["student"],
+            self.num_examples,
+            self.nce_temperature,
+        )
         if training:
             # After the rows were read: automatic control dependencies keep
             # the program order of one variable's reads and writes.
