@@ -1,6 +1,10 @@
 """CRD: the NCE loss against RepDistiller's formula, the loss class, its errors."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -292,3 +296,89 @@ def test_num_examples_is_required_in_a_distiller():
 def test_invalid_arguments_raise(arguments, message):
     with pytest.raises(ValueError, match=message):
         losses.CRDistillation(**arguments)
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    # Two logical CPUs, before anything initializes the devices.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+    import tf_distill
+    from tf_distill.backend import keras
+
+    def mlp(name, width):
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(width, activation="relu", name="features")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3)(hidden), name=name)
+
+    rng = np.random.default_rng(0)
+    # 19 examples in batches of 8: the last batch, 3, splits 2 + 1.
+    x = rng.normal(size=(19, 6)).astype("float32")
+    y = rng.integers(0, 3, 19)
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        teacher, student = mlp("teacher", 12), mlp("student", 5)
+        crd = tf_distill.losses.CRDistillation(
+            "features", "features", feature_dim=4, num_negatives=6, momentum=0.25,
+            num_examples=19,
+        )
+        distiller = tf_distill.Distiller(teacher, student, crd)
+        # A zero learning rate keeps the embeddings fixed: each bank row
+        # must then be exactly one momentum step from its initial value.
+        distiller.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    memory = crd.memory
+    initial = {role: getattr(memory, role + "_bank").numpy() for role in ("teacher", "student")}
+    data = tf_distill.with_example_indices(tf.data.Dataset.from_tensor_slices((x, y)))
+    history = distiller.fit(data.batch(8), epochs=1, verbose=0).history
+    embeddings = {}
+    for role, model, head in (("teacher", teacher, crd.teacher_head),
+                              ("student", student, crd.student_head)):
+        features = keras.Model(model.inputs, model.get_layer("features").output)(x)
+        embeddings[role] = head(features).numpy()
+    local = lambda variable: [
+        v.numpy().tolist() for v in strategy.experimental_local_results(variable.value)
+    ]
+    print("RESULT" + json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "loss": history["distillation_loss"],
+        "initial": {k: v.tolist() for k, v in initial.items()},
+        "embeddings": {k: v.tolist() for k, v in embeddings.items()},
+        "banks": {r: local(getattr(memory, r + "_bank")) for r in ("teacher", "student")},
+        "normalizers": {r: local(getattr(memory, r + "_normalizer"))
+                        for r in ("teacher", "student")},
+    }))
+    """
+)
+
+
+def test_mirrored_replicas_update_every_row_of_every_copy(tmp_path):
+    script = tmp_path / "mirrored_crd.py"
+    script.write_text(MIRRORED_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                       PYTHONPATH=root)
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                               timeout=600, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(text for text in completed.stdout.splitlines() if text.startswith("RESULT"))
+    result = json.loads(line[len("RESULT"):])
+    assert result["replicas"] == 2
+    assert np.all(np.isfinite(result["loss"]))
+    for role in ("teacher", "student"):
+        expected = normalize(0.25 * np.array(result["initial"][role])
+                             + 0.75 * np.array(result["embeddings"][role]))
+        copies = result["banks"][role]
+        assert len(copies) == 2
+        for copy in copies:
+            np.testing.assert_allclose(copy, expected, rtol=1e-5, atol=1e-6)
+        first, second = result["normalizers"][role]
+        assert first == second and first > 0.0
