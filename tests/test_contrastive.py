@@ -11,6 +11,7 @@ import pytest
 
 import tf_distill
 from tf_distill import losses
+from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.backend import tf
 
@@ -183,7 +184,7 @@ def _data(num_examples=20):
     return x, y
 
 
-def test_fit_trains_the_heads_outside_the_student_and_fills_the_banks():
+def test_fit_trains_the_heads_outside_the_student_and_fills_the_banks(tmp_path):
     keras.utils.set_random_seed(0)
     x, y = _data()
     teacher, student = _models()
@@ -212,6 +213,13 @@ def test_fit_trains_the_heads_outside_the_student_and_fills_the_banks():
     np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 1.0, rtol=1e-5)
     # Validation data needs no indices.
     assert np.isfinite(distiller.evaluate(x, y, verbose=0)[0])
+    # Saved with the Distiller (to resume): heads, banks and Z come back.
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+    restored = saving.load_model(path).distillation_losses[1]
+    for layer, loaded in zip(crd.layers, restored.layers):
+        for weight, value in zip(layer.weights, loaded.weights):
+            np.testing.assert_array_equal(value.numpy(), weight.numpy())
 
 
 def test_cached_teacher_outputs_carry_the_example_indices():

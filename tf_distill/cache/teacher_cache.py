@@ -114,10 +114,9 @@ class TeacherCache:
             seed: Shuffling seed, for the same sequence of orders every run.
             repeat: Repeat forever (then pass `steps_per_epoch` to `fit`).
             drop_remainder: Drop the last batch if smaller than `batch_size`.
-            example_indices: Also carry each example's index in the cache
-                (its position in the data given), under `"example_indices"`,
-                for losses with a memory bank (`losses.CRDistillation`, with
-                `num_examples=cache.num_examples`).
+            example_indices: Also carry each example's position in the data
+                under `"example_indices"`, for losses with a memory bank
+                (`losses.CRDistillation(num_examples=cache.num_examples)`).
 
         Returns:
             A `tf.data.Dataset` of `({"inputs": x, "teacher_outputs": {...}},
@@ -379,9 +378,8 @@ def cache_teacher_outputs(
             inference_batch_size, deterministic, log: As in
             `build_teacher_cache` (`deterministic=True` carries a risk: read
             it there).
-        example_indices: Whether batches carry each example's index (see
-            `TeacherCache.dataset`). Defaults to whether a distillation loss
-            asks for them (`losses.CRDistillation`).
+        example_indices: Whether batches carry example indices (see
+            `TeacherCache.dataset`); by default, if a loss asks for them.
 
     Returns:
         A `tf.data.Dataset`.
@@ -442,7 +440,10 @@ def _asks_for_example_indices(teacher, distillation_losses):
     if isinstance(teacher, Distiller):
         resolved = teacher.distillation_losses
     else:
-        resolved = [losses_lib.get(loss) for loss in distillation_losses or []]
+        given = distillation_losses if isinstance(distillation_losses, (list, tuple)) else [
+            distillation_losses
+        ]
+        resolved = [losses_lib.get(loss) for loss in given if loss is not None]
     return any(EXAMPLE_INDICES in call_arguments(loss) for loss in resolved)
 
 
