@@ -149,7 +149,8 @@ class CRDistillation(DistillationLoss):
     `tf_distill.with_example_indices` (or use `cache_teacher_outputs`, which
     adds them for this loss). In evaluation without indices each example's
     positive is the other model's current embedding, so `validation_data`
-    needs no indices.
+    needs no indices (and should have none: indices always name rows of the
+    training set's banks).
 
     The paper weighs CRD 0.8 next to the task loss (and KD); set that with
     the `Distiller`'s loss weights. It uses `K = 16384` negatives; the
