@@ -277,11 +277,20 @@ def test_training_without_example_indices_names_the_fix():
         distiller.fit(x, y, epochs=1, verbose=0)
 
 
-def test_an_index_out_of_range_names_num_examples():
+@pytest.mark.parametrize(
+    "indices,message", [([3, 10], r"must be < num_examples=10"), ([-1, 2], r"must be >= 0")]
+)
+def test_an_index_out_of_range_is_refused(indices, message):
     crd = _crd(num_examples=10)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"must be < num_examples=10"):
-        crd(tf.zeros([2, 4]), tf.ones([2, 3]), example_indices=tf.constant([3, 10]),
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        crd(tf.zeros([2, 4]), tf.ones([2, 3]), example_indices=tf.constant(indices),
             training=True)
+
+
+def test_outputs_without_a_batch_axis_are_refused():
+    crd = losses.CRDistillation(num_examples=10, num_negatives=3)
+    with pytest.raises(ValueError, match=r"needs `\[batch, ...\]` features.*Received: teacher"):
+        crd.validate_outputs(tf.zeros([4]), tf.zeros([4]))
 
 
 def test_num_examples_is_required_in_a_distiller():
