@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
 import tf_distill
@@ -15,44 +16,12 @@ from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.backend import tf
 
-EPSILON = 1e-7  # RepDistiller's `eps`
-
-
-def normalize(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def repdistiller_crd(teacher, student, teacher_bank, student_bank, contrast_idx, temperature,
-                     num_examples, z_teacher=None, z_student=None):
-    """RepDistiller's ContrastMemory.forward + CRDLoss, in float64 NumPy.
-
-    Returns the per-example losses (their mean is RepDistiller's loss) and
-    the normalizers used.
-    """
-    # out_v1: the student (v1) against the teacher's memory; out_v2: the other way.
-    out_v1 = np.exp(np.einsum("bkd,bd->bk", teacher_bank[contrast_idx], student) / temperature)
-    out_v2 = np.exp(np.einsum("bkd,bd->bk", student_bank[contrast_idx], teacher) / temperature)
-    if z_student is None:
-        z_student = out_v1.mean() * num_examples
-    if z_teacher is None:
-        z_teacher = out_v2.mean() * num_examples
-
-    def contrast_loss(x):  # ContrastLoss, one row per example
-        m = x.shape[1] - 1
-        pn = 1.0 / num_examples
-        log_d1 = np.log(x[:, 0] / (x[:, 0] + m * pn + EPSILON))
-        log_d0 = np.log((m * pn) / (x[:, 1:] + m * pn + EPSILON))
-        return -(log_d1 + log_d0.sum(axis=1))
-
-    rows = contrast_loss(out_v1 / z_student) + contrast_loss(out_v2 / z_teacher)
-    return rows, z_teacher, z_student
-
 
 def random_case(rng, batch=5, negatives=7, dim=6, num_examples=30):
-    teacher = normalize(rng.normal(size=(batch, dim)))
-    student = normalize(rng.normal(size=(batch, dim)))
+    teacher = ref.normalize(rng.normal(size=(batch, dim)))
+    student = ref.normalize(rng.normal(size=(batch, dim)))
     teacher_bank = rng.uniform(-0.7, 0.7, size=(num_examples, dim))
-    student_bank = normalize(rng.normal(size=(num_examples, dim)))
+    student_bank = ref.normalize(rng.normal(size=(num_examples, dim)))
     indices = rng.choice(num_examples, batch, replace=False)
     contrast_idx = np.concatenate(
         [indices[:, None], rng.integers(0, num_examples, (batch, negatives))], axis=1
@@ -63,7 +32,7 @@ def random_case(rng, batch=5, negatives=7, dim=6, num_examples=30):
 def test_nce_contrast_loss_hand_checked():
     # K = 1 negative, N = 2, Z = 1: noise K/N = 0.5.
     value = losses.nce_contrast_loss(tf.constant([[2.0, 1.0]]), 1.0, 2)
-    expected = -(np.log(2.0 / (2.5 + EPSILON)) + np.log(0.5 / (1.5 + EPSILON)))
+    expected = -(np.log(2.0 / (2.5 + ref.NCE_EPSILON)) + np.log(0.5 / (1.5 + ref.NCE_EPSILON)))
     np.testing.assert_allclose(value.numpy(), [expected], rtol=1e-6)
     assert abs(expected - 1.3218) < 1e-4
 
@@ -72,7 +41,7 @@ def test_nce_contrast_loss_hand_checked():
 def test_crd_loss_matches_repdistiller(seed):
     rng = np.random.default_rng(seed)
     teacher, student, teacher_bank, student_bank, _, contrast_idx = random_case(rng)
-    reference, z_teacher, z_student = repdistiller_crd(
+    reference, z_teacher, z_student = ref.crd(
         teacher, student, teacher_bank, student_bank, contrast_idx, 0.07, 30
     )
     arguments = [
@@ -87,9 +56,9 @@ def test_crd_loss_matches_repdistiller(seed):
 
 def test_momentum_update_renormalizes():
     rng = np.random.default_rng(2)
-    rows, embeddings = rng.normal(size=(4, 3)), normalize(rng.normal(size=(4, 3)))
+    rows, embeddings = rng.normal(size=(4, 3)), ref.normalize(rng.normal(size=(4, 3)))
     updated = losses.momentum_update(tf.constant(rows), tf.constant(embeddings), 0.3).numpy()
-    np.testing.assert_allclose(updated, normalize(0.3 * rows + 0.7 * embeddings), rtol=1e-6)
+    np.testing.assert_allclose(updated, ref.normalize(0.3 * rows + 0.7 * embeddings), rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(updated, axis=-1), 1.0, rtol=1e-6)
 
 
@@ -121,7 +90,7 @@ def test_the_loss_reads_and_updates_the_banks_as_repdistiller():
     tf.random.set_seed(7)
     values = crd(teacher_outputs, student_outputs, example_indices=indices, training=True)
     contrast_idx = np.concatenate([indices.numpy()[:, None], negatives], axis=1)
-    reference, z_teacher, z_student = repdistiller_crd(
+    reference, z_teacher, z_student = ref.crd(
         teacher, student, banks["teacher"], banks["student"], contrast_idx, 0.07, 30
     )
     np.testing.assert_allclose(values.numpy(), reference, rtol=2e-5)
@@ -133,7 +102,7 @@ def test_the_loss_reads_and_updates_the_banks_as_repdistiller():
     for role, embeddings in (("teacher", teacher), ("student", student)):
         bank = getattr(memory, f"{role}_bank").numpy()
         expected = banks[role].copy()
-        expected[indices.numpy()] = normalize(
+        expected[indices.numpy()] = ref.normalize(
             0.3 * banks[role][indices.numpy()] + 0.7 * embeddings
         )
         np.testing.assert_allclose(bank, expected, rtol=1e-5, atol=1e-6)
@@ -391,7 +360,7 @@ def test_mirrored_replicas_update_every_row_of_every_copy(tmp_path):
     assert result["replicas"] == 2
     assert np.all(np.isfinite(result["loss"]))
     for role in ("teacher", "student"):
-        expected = normalize(0.25 * np.array(result["initial"][role])
+        expected = ref.normalize(0.25 * np.array(result["initial"][role])
                              + 0.75 * np.array(result["embeddings"][role]))
         copies = result["banks"][role]
         assert len(copies) == 2
