@@ -212,3 +212,40 @@ def dist(teacher, student, beta, gamma, temperature):
     inter = np.array([1 - pearson(y_s[i], y_t[i]) for i in range(b)])
     intra = np.mean([1 - pearson(y_s[:, k], y_t[:, k]) for k in range(c)])
     return temperature**2 * (beta * inter + gamma * intra)
+
+
+NCE_EPSILON = 1e-7  # RepDistiller's `eps` in CRD's NCE loss
+
+
+def normalize(x):
+    """Rows scaled to unit L2 norm."""
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def crd(teacher, student, teacher_bank, student_bank, contrast_idx, temperature,
+        num_examples, z_teacher=None, z_student=None):
+    """CRD (Tian et al. 2020) as RepDistiller's ContrastMemory.forward + CRDLoss.
+
+    `contrast_idx`: `[batch, 1 + K]` bank rows, the positive first. `Z` is
+    estimated from these scores, as on RepDistiller's first batch, unless given.
+
+    Returns the per-example losses (their mean is RepDistiller's loss) and
+    the normalizers used.
+    """
+    # out_v1: the student (v1) against the teacher's memory; out_v2: the other way.
+    out_v1 = np.exp(np.einsum("bkd,bd->bk", teacher_bank[contrast_idx], student) / temperature)
+    out_v2 = np.exp(np.einsum("bkd,bd->bk", student_bank[contrast_idx], teacher) / temperature)
+    if z_student is None:
+        z_student = out_v1.mean() * num_examples
+    if z_teacher is None:
+        z_teacher = out_v2.mean() * num_examples
+
+    def contrast_loss(x):  # ContrastLoss, one row per example
+        m = x.shape[1] - 1
+        pn = 1.0 / num_examples
+        log_d1 = np.log(x[:, 0] / (x[:, 0] + m * pn + NCE_EPSILON))
+        log_d0 = np.log((m * pn) / (x[:, 1:] + m * pn + NCE_EPSILON))
+        return -(log_d1 + log_d0.sum(axis=1))
+
+    rows = contrast_loss(out_v1 / z_student) + contrast_loss(out_v2 / z_teacher)
+    return rows, z_teacher, z_student

@@ -81,10 +81,10 @@ def test_get_returns_a_loss_object_unchanged():
 
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError) as info:
-        losses.get("crd")
+        losses.get("vid")
     message = str(info.value)
     assert "Unknown distillation loss" in message
-    assert "Received: 'crd'" in message
+    assert "Received: 'vid'" in message
     for name in EXPECTED:
         assert repr(name) in message
     with pytest.raises(ValueError, match=r"Unknown distillation loss.*'rkd_angle'"):

@@ -15,6 +15,10 @@ LOSSES = {
         "AttentionTransfer",
         "Attention transfer: distance between normalized spatial attention maps",
     ),
+    "crd": (
+        "CRDistillation",
+        "Contrastive representation distillation: NCE against memory banks",
+    ),
     "ctkd": (
         "CTKD",
         "Curriculum temperature KD: T²·KL at a temperature learned through gradient reversal",

@@ -13,7 +13,9 @@ import uuid
 import numpy as np
 
 from tf_distill import data as data_lib
+from tf_distill import losses as losses_lib
 from tf_distill.backend import tf
+from tf_distill.batches import EXAMPLE_INDICES
 from tf_distill.cache import store
 from tf_distill.cache.fingerprint import TeacherSpec
 from tf_distill.cache.fingerprint import combine
@@ -24,6 +26,7 @@ from tf_distill.cache.store import StaleCacheError
 from tf_distill.distiller import INPUTS
 from tf_distill.distiller import TEACHER_OUTPUTS
 from tf_distill.distiller import Distiller
+from tf_distill.losses.base import call_arguments
 from tf_distill.validation import check_choice
 
 # In-memory caches up to this size are gathered by TensorFlow ops from
@@ -89,7 +92,15 @@ class TeacherCache:
             f"{self.nbytes / 1e6:.1f} MB, {where})"
         )
 
-    def dataset(self, batch_size=32, shuffle=True, seed=None, repeat=False, drop_remainder=False):
+    def dataset(
+        self,
+        batch_size=32,
+        shuffle=True,
+        seed=None,
+        repeat=False,
+        drop_remainder=False,
+        example_indices=False,
+    ):
         """The cached examples as a `tf.data` pipeline for `Distiller.fit`.
 
         Each batch gathers inputs, labels, teacher outputs (and sample
@@ -103,6 +114,9 @@ class TeacherCache:
             seed: Shuffling seed, for the same sequence of orders every run.
             repeat: Repeat forever (then pass `steps_per_epoch` to `fit`).
             drop_remainder: Drop the last batch if smaller than `batch_size`.
+            example_indices: Also carry each example's position in the data
+                under `"example_indices"`, for losses with a memory bank
+                (`losses.CRDistillation(num_examples=cache.num_examples)`).
 
         Returns:
             A `tf.data.Dataset` of `({"inputs": x, "teacher_outputs": {...}},
@@ -157,11 +171,15 @@ class TeacherCache:
         count = len(source.x_leaves)
 
         def arrange(index):
+            # Sorted here, as `gather` reads, so the indices carried match.
+            index = tf.sort(index)
             values = gather(index)
             x = {
                 INPUTS: source.pack_inputs(values[:count]),
                 TEACHER_OUTPUTS: dict(zip(names, values[count : count + len(names)])),
             }
+            if example_indices:
+                x[EXAMPLE_INDICES] = index
             rest = values[count + len(names) :]
             if not has_labels:
                 return (x,)
@@ -329,6 +347,7 @@ def cache_teacher_outputs(
     inference_batch_size=256,
     deterministic=False,
     log=None,
+    example_indices=None,
 ):
     """Runs the teacher once; returns data a `Distiller` trains on without it.
 
@@ -359,6 +378,8 @@ def cache_teacher_outputs(
             inference_batch_size, deterministic, log: As in
             `build_teacher_cache` (`deterministic=True` carries a risk: read
             it there).
+        example_indices: Whether batches carry example indices (see
+            `TeacherCache.dataset`); by default, if a loss asks for them.
 
     Returns:
         A `tf.data.Dataset`.
@@ -403,13 +424,27 @@ def cache_teacher_outputs(
             f"Re-batching the cached pipeline into batches of {batch_size} "
             f"(`batch_size={batch_size}`); the pipeline given had batches of {batching[0]}."
         )
+    if example_indices is None:
+        example_indices = _asks_for_example_indices(teacher, distillation_losses)
     return cache.dataset(
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
         repeat=repeat,
         drop_remainder=bool(drop_remainder),
+        example_indices=bool(example_indices),
     )
+
+
+def _asks_for_example_indices(teacher, distillation_losses):
+    if isinstance(teacher, Distiller):
+        resolved = teacher.distillation_losses
+    else:
+        given = distillation_losses if isinstance(distillation_losses, (list, tuple)) else [
+            distillation_losses
+        ]
+        resolved = [losses_lib.get(loss) for loss in given if loss is not None]
+    return any(EXAMPLE_INDICES in call_arguments(loss) for loss in resolved)
 
 
 def _compute(spec, source, directory, fingerprint, inference_batch_size):

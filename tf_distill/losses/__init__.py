@@ -1,13 +1,17 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-other logit-based methods (`logit_methods`, `ctkd`), features (`features`) and
-relations between examples (`relations`). The student's own loss on the
+other logit-based methods (`logit_methods`, `ctkd`), features (`features`),
+relations between examples (`relations`) and contrast against memory banks
+of embeddings (`contrastive`, its state in `memory_bank`). The student's own loss on the
 true labels is in `labels`.
 """
 
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import reduce_per_example
+from tf_distill.losses.contrastive import CRDistillation
+from tf_distill.losses.contrastive import crd_loss
+from tf_distill.losses.contrastive import nce_contrast_loss
 from tf_distill.losses.ctkd import CTKD
 from tf_distill.losses.ctkd import GlobalTemperature
 from tf_distill.losses.ctkd import reverse_gradient
@@ -24,6 +28,9 @@ from tf_distill.losses.logit_methods import DIST
 from tf_distill.losses.logit_methods import DecoupledKD
 from tf_distill.losses.logit_methods import decoupled_kd
 from tf_distill.losses.logit_methods import dist
+from tf_distill.losses.memory_bank import ContrastMemory
+from tf_distill.losses.memory_bank import EmbeddingHead
+from tf_distill.losses.memory_bank import momentum_update
 from tf_distill.losses.registry import check_catalog
 from tf_distill.losses.registry import describe
 from tf_distill.losses.registry import describe_loss
@@ -52,10 +59,13 @@ check_catalog()
 
 __all__ = [
     "AttentionTransfer",
+    "CRDistillation",
     "CTKD",
+    "ContrastMemory",
     "DIST",
     "DecoupledKD",
     "DistillationLoss",
+    "EmbeddingHead",
     "FeatureDistillation",
     "FitNets",
     "GlobalTemperature",
@@ -65,6 +75,7 @@ __all__ = [
     "RKDDistance",
     "SimilarityPreserving",
     "attention_transfer",
+    "crd_loss",
     "crossentropy_from_logits",
     "decoupled_kd",
     "describe",
@@ -77,7 +88,9 @@ __all__ = [
     "fitnets_hint",
     "get",
     "jensen_shannon",
+    "momentum_update",
     "names",
+    "nce_contrast_loss",
     "pkt",
     "reduce_per_example",
     "register",
