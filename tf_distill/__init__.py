@@ -19,6 +19,7 @@ _PUBLIC = {
     "DistillationLoss": "tf_distill.losses",
     "FeatureDistillation": "tf_distill.losses",
     "LogitsDistillation": "tf_distill.losses",
+    "TokenDistillation": "tf_distill.losses",
     "architectures": None,
     "build_teacher_cache": "tf_distill.cache",
     "cache_teacher_outputs": "tf_distill.cache",

@@ -39,6 +39,10 @@ LOSSES = {
         "SimilarityPreserving",
         "Similarity-preserving KD: row-normalized batch Gram matrices",
     ),
+    "token_kd": (
+        "TokenDistillation",
+        "Token-level KD for language models: forward/reverse KL, GKD's JSD(β), skew KL (α)",
+    ),
 }
 
 # The quantization modes of `tf_distill.export.export_litert`.

@@ -1,7 +1,8 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-other logit-based methods (`logit_methods`), features (`features`) and
+token-level divergences of language models (`tokens`), other logit-based
+methods (`logit_methods`), features (`features`) and
 relations between examples (`relations`). The student's own loss on the
 true labels is in `labels`.
 """
@@ -42,6 +43,12 @@ from tf_distill.losses.soft_labels import jensen_shannon
 from tf_distill.losses.soft_labels import reverse_kl
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.losses.soft_labels import standardize_logits
+from tf_distill.losses.tokens import TOKEN_DIVERGENCES
+from tf_distill.losses.tokens import TokenDistillation
+from tf_distill.losses.tokens import generalized_jsd
+from tf_distill.losses.tokens import skew_kl
+from tf_distill.losses.tokens import skew_reverse_kl
+from tf_distill.losses.tokens import token_divergence
 
 # Every built-in loss is registered now: the catalog the command lists without
 # TensorFlow must name the same ones.
@@ -59,6 +66,8 @@ __all__ = [
     "RKDAngle",
     "RKDDistance",
     "SimilarityPreserving",
+    "TOKEN_DIVERGENCES",
+    "TokenDistillation",
     "attention_transfer",
     "crossentropy_from_logits",
     "decoupled_kd",
@@ -70,6 +79,7 @@ __all__ = [
     "feature_l1",
     "feature_mse",
     "fitnets_hint",
+    "generalized_jsd",
     "get",
     "jensen_shannon",
     "names",
@@ -81,6 +91,9 @@ __all__ = [
     "rkd_distance",
     "serialize",
     "similarity_preserving",
+    "skew_kl",
+    "skew_reverse_kl",
     "soft_label_kl",
     "standardize_logits",
+    "token_divergence",
 ]
