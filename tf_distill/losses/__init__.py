@@ -1,7 +1,8 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-token-level divergences of language models (`tokens`), other logit-based
+token-level divergences of language models (`tokens`), KD from a top-k
+teacher cache (`topk`), other logit-based
 methods (`logit_methods`), features (`features`) and
 relations between examples (`relations`). The student's own loss on the
 true labels is in `labels`.
@@ -49,6 +50,11 @@ from tf_distill.losses.tokens import generalized_jsd
 from tf_distill.losses.tokens import skew_kl
 from tf_distill.losses.tokens import skew_reverse_kl
 from tf_distill.losses.tokens import token_divergence
+from tf_distill.losses.topk import TopKDistillation
+from tf_distill.losses.topk import pack_topk
+from tf_distill.losses.topk import topk_kl
+from tf_distill.losses.topk import topk_targets
+from tf_distill.losses.topk import unpack_topk
 
 # Every built-in loss is registered now: the catalog the command lists without
 # TensorFlow must name the same ones.
@@ -68,6 +74,7 @@ __all__ = [
     "SimilarityPreserving",
     "TOKEN_DIVERGENCES",
     "TokenDistillation",
+    "TopKDistillation",
     "attention_transfer",
     "crossentropy_from_logits",
     "decoupled_kd",
@@ -83,6 +90,7 @@ __all__ = [
     "get",
     "jensen_shannon",
     "names",
+    "pack_topk",
     "pkt",
     "reduce_per_example",
     "register",
@@ -96,4 +104,7 @@ __all__ = [
     "soft_label_kl",
     "standardize_logits",
     "token_divergence",
+    "topk_kl",
+    "topk_targets",
+    "unpack_topk",
 ]
