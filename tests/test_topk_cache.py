@@ -139,14 +139,11 @@ def test_k_not_below_the_vocabulary_is_refused_before_any_work(tmp_path, data, t
 def test_cache_of_another_teacher_or_tokenizer_is_refused(tmp_path, data, teacher):
     cache = build_topk_cache(teacher, data, tmp_path, k=K, tokenizer="bytes-v1")
     other_teacher = language_model(2)
-    for kwargs in ({"tokenizer": "bytes-v1"}, {"tokenizer": "bytes-v2"}):
-        model = other_teacher if kwargs["tokenizer"] == "bytes-v1" else teacher
-        for call in (
-            lambda: open_topk_cache(model, data, tmp_path, **kwargs),
-            lambda: build_topk_cache(model, data, tmp_path, k=K, **kwargs),
-        ):
+    # Another teacher with the same tokenizer; the same teacher with another.
+    for model, tokenizer in ((other_teacher, "bytes-v1"), (teacher, "bytes-v2")):
+        for function, kwargs in ((open_topk_cache, {}), (build_topk_cache, {"k": K})):
             with pytest.raises(StaleCacheError) as error:
-                call()
+                function(model, data, tmp_path, tokenizer=tokenizer, **kwargs)
             message = str(error.value)
             assert "\n" not in message
             assert f"has fingerprint {cache.fingerprint}" in message
