@@ -155,12 +155,16 @@ def unpack_topk(packed):
 @register("topk_kd", "KD from a top-k teacher cache: KL over the k kept classes and the rest")
 @register_serializable()
 class TopKDistillation(DistillationLoss):
-    """KD from a sparse top-k teacher target (DistillKit-style caches, 2024).
+    """Hinton's KD from a top-k teacher cache, bucketed (Hinton et al. 2015).
 
     Reads the packed targets of a top-k teacher cache
     (`tf_distill.cache.build_topk_cache`; see `pack_topk`) under the teacher's
     logits key and computes `topk_kl` against the student's full logits, so
     a `Distiller` trains on the cache without running the teacher.
+
+    The packed target stands where the teacher's logits would, so other
+    losses that read the teacher's logits (and DKD's or DIST's stand-in label
+    for unlabeled examples) cannot share a top-k cache.
 
     Args:
         temperature: Temperature `T > 0` of the student's softmax: the one the
