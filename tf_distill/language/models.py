@@ -172,7 +172,9 @@ def padding_sample_weight(x, sample_weight):
     A `{"token_ids", "padding_mask"}` batch without sample weight is weighted
     by its padding mask (float32 `[batch, time]`), which the Distiller
     applies as a mask to every token-level term; anything else is returned
-    unchanged.
+    unchanged. The last real position of `x` is scored too: its target is
+    the token after it (an end-of-sequence token, as KerasHub's
+    preprocessors append). `next_token_batch` gives the targets' own mask.
     """
     if isinstance(x, dict) and _CACHED_INPUTS in x and not is_token_batch(x):
         x = x[_CACHED_INPUTS]
