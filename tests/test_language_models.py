@@ -129,6 +129,12 @@ def test_summary_and_saving_keep_the_causal_lm(pair, tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded).__name__ == "GPT2CausalLM"
     np.testing.assert_allclose(loaded(x), distiller.student(x), atol=1e-6)
+    # The whole Distiller too (to resume training), teacher inside.
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored.student(x), distiller.student(x), atol=1e-6)
+    np.testing.assert_allclose(restored.teacher(x), distiller.teacher(x), atol=1e-6)
 
 
 def test_feature_taps_reach_inside_the_backbone(pair):
