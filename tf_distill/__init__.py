@@ -32,6 +32,7 @@ _PUBLIC = {
     "data": None,
     "distill_stages": "tf_distill.stages",
     "export_litert": "tf_distill.export",
+    "language": None,
     "losses": None,
     "schedules": None,
     "with_example_indices": "tf_distill.batches",
