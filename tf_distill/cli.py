@@ -24,11 +24,13 @@ def _error(prefix, error):
 
 
 def _print_table(results):
+    from tf_distill.commands.language_report import LANGUAGE_COLUMNS
     from tf_distill.commands.report import RESULT_COLUMNS
     from tf_distill.commands.report import markdown_table
 
+    columns = LANGUAGE_COLUMNS if results.get("task") == "language" else RESULT_COLUMNS
     print()
-    print(markdown_table(results["models"], RESULT_COLUMNS))
+    print(markdown_table(results["models"], columns))
     if results.get("summary"):
         print()
         print(results["summary"])
@@ -59,6 +61,8 @@ def _run(args):
         config["output"] = args.output
     if getattr(args, "unsafe", False):
         config["unsafe"] = True
+    if config.get("task") == "language":
+        from tf_distill.commands import language_run as run
     results = run.run(config, verbose=_progress(args),
                       restart=getattr(args, "restart", False))
     _print_table(results)

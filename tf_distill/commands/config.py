@@ -46,26 +46,6 @@ UNLABELED_CHOICES = ("none", "rest")
 MAX_NODES = 100_000
 
 
-def _losses(path, value):
-    from tf_distill import losses
-
-    if isinstance(value, (str, dict)):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(
-            f"`{path}` must be a non-empty list of loss names or "
-            f"{{name: ..., ...}} mappings. Received: {path}={show(value)}"
-        )
-    errors = checks.Collector()
-    for index, item in enumerate(value):
-        try:
-            losses.get(item)
-        except (ValueError, TypeError) as error:
-            errors.add(f"`{path}[{index}]`: {error}")
-    errors.raise_if_any()
-    return value
-
-
 def _early_stopping(path, value):
     return checks.section(path, value, {
         "monitor": (checks.string(), "val_accuracy"),
@@ -110,7 +90,7 @@ SCHEMA = {
         "builder": (checks.optional(checks.builder), None),
     },
     "distillation": {
-        "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
+        "losses": (checks.loss_list, [{"name": "kd", "temperature": 4.0}]),
         "loss_weights": (checks.optional(checks.number_list), None),
         "student_loss_weight": (checks.number(low=0, high=1), 0.5),
         # Several teachers: their weights (a list, or a mapping by name) and
@@ -225,6 +205,9 @@ def validate(raw):
     Returns:
         A new dict with every section and key present.
 
+    A config with `task: language` is checked by
+    `tf_distill.commands.language_config` instead.
+
     Raises:
         ConfigError: listing every key that is unknown, of the wrong type or
             out of range, with the valid choices (all of them at once: the
@@ -232,6 +215,12 @@ def validate(raw):
     """
     if raw is None:
         raw = {}
+    if isinstance(raw, dict) and "task" in raw:
+        from tf_distill.commands import language_config
+
+        if language_config.check_task(raw["task"]) == language_config.LANGUAGE_TASK:
+            return language_config.validate(raw)
+        raw = {key: value for key, value in raw.items() if key != "task"}
     if not isinstance(raw, dict):
         raise ConfigError(
             f"A config must be a mapping of sections. Received: {type(raw).__name__}"
@@ -257,7 +246,7 @@ def validate(raw):
     if not failed & {"teacher", "distillation"}:
         errors.run(_check_teacher_references, config)
     if "training" not in failed:
-        errors.run(_check_training, config["training"])
+        errors.run(checks.check_training, config["training"])
     if "student" not in failed:
         errors.run(_check_student, config["student"])
     if "data" not in failed:
@@ -306,21 +295,6 @@ def _check_student(student):
         raise ConfigError(
             "`student.keep_weights` applies to a student loaded from `student.path`. "
             "Received: student.keep_weights=True without a path"
-        )
-
-
-def _check_training(training):
-    warmup = training["warmup_epochs"]
-    if warmup and training["schedule"] != "cosine":
-        raise ConfigError(
-            "`training.warmup_epochs` applies to `training.schedule: cosine`. Received: "
-            f"training.schedule={show(training['schedule'])}, training.warmup_epochs={warmup}"
-        )
-    if warmup >= training["epochs"]:
-        raise ConfigError(
-            "`training.warmup_epochs` must be < `training.epochs` (the cosine decay "
-            f"needs an epoch). Received: training.warmup_epochs={warmup}, "
-            f"training.epochs={training['epochs']}"
         )
 
 
