@@ -24,6 +24,7 @@ _PUBLIC = {
     "cache_teacher_outputs": "tf_distill.cache",
     "data": None,
     "export_litert": "tf_distill.export",
+    "language": None,
     "losses": None,
 }
 
