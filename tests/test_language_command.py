@@ -63,6 +63,8 @@ def test_defaults_fill_every_section(corpus, tmp_path):
     ({"distillation": {"on_policy": 1.5}}, "`distillation.on_policy` must be <= 1"),
     ({"student": {"architecture": "bert"}}, "Invalid value for `student.architecture`"),
     ({"training": {"cache": "auto"}}, "Unknown key(s) ['cache'] in section `training`"),
+    ({"distillation": {"top_k": 8, "on_policy": 0.5}},
+     "`distillation.top_k` and `distillation.on_policy` do not combine"),
     ({"distillation": {"sampling": {"prompt_length": 8}}},
      "`distillation.sampling.prompt_length` must be < `data.sequence_length`"),
 ])

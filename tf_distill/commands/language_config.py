@@ -15,7 +15,7 @@ data: {source: /usr/share/common-licenses, sequence_length: 64, batch_size: 32}
 teacher: {architecture: gpt2, num_layers: 4, hidden_dim: 128, num_heads: 4, epochs: 4}
 student: {architecture: gpt2, num_layers: 2, hidden_dim: 64, num_heads: 2}
 distillation:
-  losses: [{name: kd, temperature: 1.0}]   # forward KL per token
+  losses: [{name: token_kd, divergence: skew_kl, alpha: 0.1}]
   student_loss_weight: 0.5
   on_policy: 0.5        # GKD's λ: the share of batches sampled by the student
   top_k: 32             # distill from a top-k teacher cache instead of online
@@ -107,14 +107,15 @@ LANGUAGE_SCHEMA = {
     "teacher": _model_fields(epochs=True),
     "student": _model_fields(epochs=False),
     "distillation": {
-        "losses": (checks.loss_list, [{"name": "kd", "temperature": 1.0}]),
+        "losses": (checks.loss_list, [{"name": "token_kd", "divergence": "forward_kl"}]),
         "loss_weights": (checks.optional(checks.number_list), None),
         "student_loss_weight": (checks.number(low=0, high=1), 0.5),
         # GKD's λ: with this probability a batch's continuations are sampled
         # from the student and scored by the teacher; 0 is supervised KD.
         "on_policy": (checks.number(low=0, high=1), 0.0),
         "sampling": (_sampling, None),
-        # Distill from the teacher's top-k log-probabilities, cached once.
+        # Distill from the teacher's top-k log-probabilities, cached once
+        # (at the first loss's temperature), instead of the losses online.
         "top_k": (checks.optional(checks.number(low=1, integer=True)), None),
     },
 }
@@ -201,6 +202,13 @@ def _check_distillation(distillation, data):
             f"`distillation.top_k` must be < the vocabulary size "
             f"{BYTE_VOCABULARY_SIZE} (bytes): a top-k cache of every token is the "
             f"dense one. Received: distillation.top_k={top_k}"
+        )
+    if top_k is not None and distillation["on_policy"]:
+        raise ConfigError(
+            "`distillation.top_k` and `distillation.on_policy` do not combine: the "
+            "student's own samples need the teacher online, a top-k cache holds its "
+            f"outputs on the training text. Received: top_k={top_k}, "
+            f"on_policy={distillation['on_policy']}"
         )
     prompt = distillation["sampling"]["prompt_length"]
     if data is not None and prompt is not None and prompt >= data["sequence_length"]:

@@ -18,6 +18,7 @@ import yaml
 from tf_distill import data as data_lib
 from tf_distill import saving
 from tf_distill.backend import keras
+from tf_distill.cache.topk import build_topk_cache
 from tf_distill.commands import common
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.language_report import language_comparison
@@ -30,11 +31,14 @@ from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
 from tf_distill.language import build_causal_lm
 from tf_distill.language.evaluation import perplexity
-from tf_distill.language.evaluation import sample_continuations
 from tf_distill.language.evaluation import teacher_nll_of_samples
+from tf_distill.language.onpolicy import OnPolicyDistiller
+from tf_distill.losses.topk import TopKDistillation
 from tf_distill.optimizers import learning_rate_schedule
 from tf_distill.optimizers import make_optimizer
 
+# What the top-k cache's fingerprint knows of the tokenizer.
+TOKENIZER_IDENTITY = "keras_hub.ByteTokenizer"
 MODEL_SIZES = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim",
                "num_key_value_heads", "max_sequence_length", "dropout")
 
@@ -73,6 +77,18 @@ def language_optimizer(config, data, *, learning_rate, epochs):
                           clipnorm=training["clipnorm"])
 
 
+def topk_temperature(config):
+    """The temperature of a top-k cache: that of the first loss (1 by default)."""
+    loss = config["distillation"]["losses"][0]
+    return float(loss.get("temperature", 1.0)) if isinstance(loss, dict) else 1.0
+
+
+def prompt_length(config):
+    """The prompt the student continues: `sampling.prompt_length`, or half a window."""
+    return (config["distillation"]["sampling"]["prompt_length"]
+            or config["data"]["sequence_length"] // 2)
+
+
 def steps_per_epoch(config, data):
     """Batches per epoch: every training window once, or `training.steps_per_epoch`."""
     full = math.ceil(data.sizes["train"] / config["data"]["batch_size"])
@@ -91,10 +107,9 @@ class LanguageJob(Job):
         batch = self.config["data"]["batch_size"]
         return data.dataset("train", batch, shuffle=True, seed=seed).repeat()
 
-    def fit(self, model, data, seed, epochs, phase):
+    def fit(self, model, data, seed, epochs, phase, train=None):
         """Fits a compiled model (or distiller); returns `(history, seconds, tokens/s)`."""
         steps = steps_per_epoch(self.config, data)
-        batch = self.config["data"]["batch_size"]
         if epochs == 0:
             return {}, 0.0, None
         self.claim()
@@ -102,15 +117,15 @@ class LanguageJob(Job):
         # No validation pass per epoch: the validation perplexity is measured
         # once at the end, and each evaluation graph costs a trace.
         history = model.fit(
-            self.train_dataset(data, seed), steps_per_epoch=steps, epochs=epochs,
+            self.train_dataset(data, seed) if train is None else train,
+            steps_per_epoch=steps, epochs=epochs,
             verbose=self.verbose,
             callbacks=[self.backup(phase), keras.callbacks.TerminateOnNaN()],
         )
         seconds = time.perf_counter() - start
         history = common.history_dict(history)
         common.check_finite(history, phase)
-        tokens = steps * epochs * batch * data.sequence_length
-        return history, seconds, tokens / seconds
+        return history, seconds, self.trained_tokens(data, epochs) / seconds
 
     def train_alone(self, model, data, seed, epochs, learning_rate, phase):
         model.compile(
@@ -157,15 +172,38 @@ class LanguageJob(Job):
                 "different things."
             )
 
+    def distiller(self, teacher, student, seed):
+        """The `Distiller` the `distillation:` section asks for (on-policy when λ > 0)."""
+        distillation = self.config["distillation"]
+        arguments = {
+            "teacher": teacher, "student": student,
+            "distillation_losses": distillation["losses"],
+            "distillation_loss_weights": distillation["loss_weights"],
+            "student_loss_weight": distillation["student_loss_weight"],
+        }
+        if distillation["top_k"] is not None:
+            arguments["distillation_losses"] = [TopKDistillation(topk_temperature(self.config))]
+            arguments["distillation_loss_weights"] = None
+        if not distillation["on_policy"]:
+            return Distiller(**arguments)
+        sampling = distillation["sampling"]
+        return OnPolicyDistiller(
+            on_policy_fraction=distillation["on_policy"],
+            prompt_length=prompt_length(self.config),
+            temperature=sampling["temperature"], top_k=sampling["top_k"],
+            top_p=sampling["top_p"], seed=seed, **arguments)
+
     def distill(self, teacher, student, data, seed):
-        """Distills into `student`; returns `(history, seconds, tokens/s)`."""
-        distillation, training = self.config["distillation"], self.config["training"]
-        distiller = Distiller(
-            teacher=teacher, student=student,
-            distillation_losses=distillation["losses"],
-            distillation_loss_weights=distillation["loss_weights"],
-            student_loss_weight=distillation["student_loss_weight"],
-        )
+        """Distills into `student`; returns `(history, seconds, tokens/s)`.
+
+        With `distillation.top_k`, the teacher's top-k log-probabilities of
+        the training windows are cached once (in `topk_cache/`, fingerprinted:
+        a cache of another teacher or text is refused) and the student learns
+        from them without running the teacher; the cache's build counts in
+        the distillation time.
+        """
+        training = self.config["training"]
+        distiller = self.distiller(teacher, student, seed)
         distiller.compile(
             optimizer=language_optimizer(self.config, data,
                                          learning_rate=training["learning_rate"],
@@ -173,8 +211,27 @@ class LanguageJob(Job):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=common.jit_compile(self.config),
         )
-        return self.fit(distiller, data, seed, training["epochs"],
-                        f"distill{self.suffix(seed)}")
+        start = time.perf_counter()
+        train = None
+        k = self.config["distillation"]["top_k"]
+        if k is not None:
+            cache = build_topk_cache(
+                teacher, (data.inputs("train"), *data.windows["train"][1:]),
+                self.path("topk_cache"), k=k,
+                temperature=topk_temperature(self.config),
+                tokenizer=TOKENIZER_IDENTITY)
+            self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
+                     f"token ({4 * data.vocabulary_size} dense)")
+            train = cache.dataset(self.config["data"]["batch_size"], shuffle=True, seed=seed,
+                                  repeat=True)
+        history, seconds, _ = self.fit(distiller, data, seed, training["epochs"],
+                                       f"distill{self.suffix(seed)}", train=train)
+        seconds = time.perf_counter() - start
+        return history, seconds, self.trained_tokens(data, training["epochs"]) / seconds
+
+    def trained_tokens(self, data, epochs):
+        return (steps_per_epoch(self.config, data) * epochs * self.config["data"]["batch_size"]
+                * data.sequence_length)
 
     def scores(self, model, teacher, data, seed):
         """Test and validation perplexity, and the teacher's NLL of the model's samples."""
@@ -187,13 +244,10 @@ class LanguageJob(Job):
         sampling = self.config["distillation"]["sampling"]
         windows = sampling["sample_windows"]
         if windows and teacher is not None and model is not teacher:
-            prompt = sampling["prompt_length"] or data.sequence_length // 2
-            token_ids = data.windows["test"][0][:windows]
-            samples = sample_continuations(
-                model, token_ids, prompt, temperature=sampling["temperature"],
-                top_k=sampling["top_k"], seed=seed,
-                jit_compile=self.config["training"]["jit_compile"] is not False)
-            row["sample_nll"] = teacher_nll_of_samples(teacher, samples, prompt, batch)
+            row["sample_nll"] = teacher_nll_of_samples(
+                teacher, model, data.windows["test"][0][:windows], prompt_length(self.config),
+                seed=seed, temperature=sampling["temperature"], top_k=sampling["top_k"],
+                top_p=sampling["top_p"], batch_size=batch)
         return row
 
     def run_in(self, strategy):

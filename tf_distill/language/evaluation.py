@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from tf_distill.backend import tf
+from tf_distill.language.sampling import sample_continuations
 
 
 def _logits(model, inputs):
@@ -56,27 +57,26 @@ def perplexity(model, dataset):
     return math.exp(total / count)
 
 
-def sample_continuations(model, token_ids, prompt_length, *, temperature=1.0, top_k=None,
-                         seed=None, jit_compile=True):
-    """Continues the first `prompt_length` tokens of each row with the model's samples.
+def teacher_nll_of_samples(teacher, student, token_ids, prompt_length, *, seed=0,
+                           temperature=1.0, top_k=None, top_p=None, batch_size=32):
+    """The teacher's mean NLL per token of the student's own continuations.
 
-    Sampling runs compiled, with KerasHub's samplers (`model.generate`).
+    The student continues the first `prompt_length` tokens of each window
+    (sampled compiled and seeded: `tf_distill.language.sampling`), and the
+    teacher scores every sampled token given what precedes it.
 
     Args:
-        model: A KerasHub `CausalLM` (without preprocessor).
+        teacher: The scoring causal LM.
+        student: The sampling causal LM.
         token_ids: int `[n, L]` windows; only their prompts are read.
-        prompt_length: Tokens kept from each window.
-        temperature: Softmax temperature of the samples.
-        top_k: Sample among the `top_k` likeliest tokens (None: all of them).
-        seed: The sampler's seed.
-        jit_compile: Compile the sampling loop with XLA (else a TensorFlow
-            graph: a `tf.while_loop`, still no Python step per token).
+        prompt_length: `P`, tokens kept from each window, `1 <= P < L`.
+        seed: The sampler's seed (an int).
+        temperature, top_k, top_p: The student's sampling.
+        batch_size: Windows per call.
 
     Returns:
-        int32 `[n, L]`: the prompts followed by `L - prompt_length` samples.
+        A float, the mean NLL in nats per sampled token.
     """
-    import keras_hub
-
     token_ids = np.asarray(token_ids, np.int32)
     length = token_ids.shape[1]
     if not 1 <= prompt_length < length:
@@ -84,38 +84,22 @@ def sample_continuations(model, token_ids, prompt_length, *, temperature=1.0, to
             f"`prompt_length` must be in [1, {length}) for windows of {length} tokens. "
             f"Received: prompt_length={prompt_length!r}"
         )
-    prompts = np.zeros_like(token_ids)
-    prompts[:, :prompt_length] = token_ids[:, :prompt_length]
-    mask = np.zeros(token_ids.shape, bool)
-    mask[:, :prompt_length] = True
-    if top_k is None:
-        sampler = keras_hub.samplers.RandomSampler(seed=seed, temperature=temperature)
-    else:
-        sampler = keras_hub.samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
-    # `generate` uses the model's compiled sampler; a model kept for training
-    # gets its own compile state back from the caller (see the run).
-    model.compile(sampler=sampler, jit_compile=jit_compile)
-    outputs = model.generate({"token_ids": prompts, "padding_mask": mask},
-                             stop_token_ids=None)
-    return np.asarray(outputs["token_ids"], np.int32)
-
-
-def teacher_nll_of_samples(teacher, samples, prompt_length, batch_size=32):
-    """The teacher's mean NLL per sampled token (positions after the prompt).
-
-    Args:
-        teacher: The scoring causal LM.
-        samples: int `[n, L]` from `sample_continuations`.
-        prompt_length: The prompt's length; only later tokens are scored.
-        batch_size: Rows per forward pass.
-    """
-    samples = np.asarray(samples, np.int32)
-    inputs = samples[:, :-1]
-    labels = samples[:, 1:]
-    mask = np.zeros(labels.shape, np.float32)
-    mask[:, prompt_length - 1 :] = 1.0  # label t+1 is sampled for t >= prompt - 1
-    dataset = tf.data.Dataset.from_tensor_slices((
-        {"token_ids": inputs, "padding_mask": np.ones(inputs.shape, bool)}, labels, mask,
-    )).batch(batch_size)
-    total, count = token_nll(teacher, dataset)
+    sample = tf.function(
+        lambda ids, batch_seed: sample_continuations(
+            student, ids, prompt_length, batch_seed, temperature=temperature, top_k=top_k,
+            top_p=top_p),
+        reduce_retracing=True,
+    )
+    total, count = 0.0, 0.0
+    labels_mask = np.zeros((1, length), np.float32)
+    labels_mask[:, prompt_length - 1 : length - 1] = 1.0  # position t predicts token t + 1
+    for index, start in enumerate(range(0, len(token_ids), batch_size)):
+        samples = sample(token_ids[start : start + batch_size],
+                         tf.constant([seed, index], tf.int64))
+        inputs = {"token_ids": samples, "padding_mask": tf.ones_like(samples, tf.bool)}
+        labels = tf.concat([samples[:, 1:], tf.zeros_like(samples[:, :1])], axis=1)
+        mask = tf.broadcast_to(labels_mask, tf.shape(samples))
+        batch_total, batch_count = _token_nll(_logits(teacher, inputs), labels, mask)
+        total += float(batch_total)
+        count += float(batch_count)
     return total / count
