@@ -11,6 +11,7 @@ from tf_distill.commands import config as config_lib
 from tf_distill.commands import language_config
 from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.language_report import language_comparison
+from tf_distill.commands.language_run import weak_teacher_warnings
 
 
 def tiny_config(corpus, output, **distillation):
@@ -123,3 +124,13 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     assert (output / "student_seed0.keras").exists() and (output / "teacher.keras").exists()
     printed = capsys.readouterr().out
     assert "test perplexity" in printed and str(output) in printed
+
+
+def test_a_teacher_no_better_than_the_student_alone_is_warned_about():
+    rows = [{"model": "teacher", "seed": None, "validation_perplexity": 9.0},
+            {"model": "student alone", "seed": 0, "validation_perplexity": 8.5},
+            {"model": "distilled student", "seed": 0, "validation_perplexity": 8.0}]
+    (warning,) = weak_teacher_warnings(rows)
+    assert "(perplexity 9.000 vs 8.500)" in warning
+    rows[0]["validation_perplexity"] = 8.4
+    assert weak_teacher_warnings(rows) == []

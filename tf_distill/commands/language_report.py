@@ -92,6 +92,8 @@ def write_language_report(output_dir, results, histories, config_text=None):
     comparison = results.get("comparison")
     if comparison:
         lines += [f"**{comparison['sentence']}**", ""]
+    for warning in results.get("warnings") or []:
+        lines += [f"> **Warning:** {warning}", ""]
     lines += [
         markdown_table(results["models"], LANGUAGE_COLUMNS),
         "",

@@ -269,6 +269,9 @@ class LanguageJob(Job):
                  **self.scores(teacher, None, data, training["seed"])}]
         for seed in self.seeds():
             rows += self.run_seed(teacher, data, seed, histories)
+        warnings = weak_teacher_warnings(rows)
+        for warning in warnings:
+            self.log(f"Warning: {warning}")
         results = {
             "task": "language",
             "data": {"name": data.name, "identity": data.fingerprint,
@@ -278,7 +281,7 @@ class LanguageJob(Job):
             "seeds": self.seeds(),
             "models": rows,
             "histories": histories,
-            "warnings": [],
+            "warnings": warnings,
         }
         results["comparison"] = language_comparison(rows)
         results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
@@ -331,6 +334,18 @@ class LanguageJob(Job):
                      "parameters": int(student.count_params()), "train_seconds": seconds,
                      "tokens_per_second": speed, **self.scores(student, teacher, data, seed)})
         return rows
+
+
+def weak_teacher_warnings(rows):
+    """A warning when the teacher's validation perplexity is no better than a student alone's."""
+    teacher = next(row for row in rows if row["model"] == "teacher")["validation_perplexity"]
+    alone = [row["validation_perplexity"] for row in rows if row["model"] == "student alone"]
+    if not alone or teacher < min(alone):
+        return []
+    return [f"The teacher is no better than the student trained alone on the validation "
+            f"text (perplexity {teacher:.3f} vs {min(alone):.3f}): distilling from it can "
+            "only pass its mistakes on. Train the teacher longer (`teacher.epochs`) or "
+            "make it larger."]
 
 
 def run(config, verbose=1, log=print, restart=False):
