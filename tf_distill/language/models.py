@@ -10,6 +10,8 @@ padding. Teacher and student must share one tokenizer (or identical
 vocabularies) and one vocabulary size; sequences must fit both models.
 """
 
+import sys
+
 from tf_distill.backend import keras
 from tf_distill.backend import tf
 
@@ -32,11 +34,10 @@ def is_causal_lm(model):
 
 
 def _causal_lm_class():
-    try:
-        import keras_hub
-    except ImportError:  # pragma: no cover - keras-hub is a dependency.
-        return None
-    return keras_hub.models.CausalLM
+    # A model built by KerasHub means KerasHub is imported: the Distiller of
+    # other models does not pay for importing it.
+    keras_hub = sys.modules.get("keras_hub")
+    return None if keras_hub is None else keras_hub.models.CausalLM
 
 
 def vocabulary_size(model):

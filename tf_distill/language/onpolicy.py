@@ -149,6 +149,11 @@ class OnPolicyDistiller(Distiller):
         mask = continuation_mask(tf.shape(token_ids), self.prompt_length)
         return {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}, mask
 
+    def _choose(self, on_policy, sampled, supervised):
+        if self.on_policy_fraction == 1.0:
+            return sampled()
+        return tf.cond(on_policy, sampled, supervised)
+
     def train_step(self, data):
         if self.on_policy_fraction == 0.0:
             return super().train_step(data)
@@ -164,7 +169,8 @@ class OnPolicyDistiller(Distiller):
                 "OnPolicyDistiller expects inputs {'token_ids', 'padding_mask'}. Received: "
                 f"x={x!r}"
             )
-        if y is None:
+        has_labels = y is not None
+        if not has_labels:  # Unlabeled data: distillation losses only.
             y = tf.zeros_like(x[TOKEN_IDS])
         sample_weight = tf.cast(sample_weight, tf.float32)
         if sample_weight.shape.rank != 2:
@@ -185,26 +191,23 @@ class OnPolicyDistiller(Distiller):
         def supervised():
             return x[TOKEN_IDS], tf.cast(x[PADDING_MASK], tf.bool), y, sample_weight
 
-        token_ids, padding_mask, labels, weights = tf.cond(on_policy, sampled, supervised)
+        token_ids, padding_mask, labels, weights = self._choose(on_policy, sampled, supervised)
         inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
         teacher_outputs = self.teacher_forward(inputs)
-        alpha = self.student_loss_weight
-        is_sampled = tf.cast(on_policy, tf.float32)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss, means, logits = self._loss_terms(inputs, labels, weights, teacher_outputs, True)
-            # On sampled batches the label term is dropped (linear in it).
-            loss -= is_sampled * alpha * means[1] / replicas
-            means = [
-                means[0] - is_sampled * alpha * means[1],
-                (1.0 - is_sampled) * means[1],
-                means[2],
-            ]
+            # A sampled batch has no labels: its label loss is 0 (y=None).
+            loss, means, logits = self._choose(
+                on_policy,
+                lambda: self._loss_terms(inputs, None, weights, teacher_outputs, True),
+                lambda: self._loss_terms(
+                    inputs, labels if has_labels else None, weights, teacher_outputs, True
+                ),
+            )
             scaled = self.optimizer.scale_loss(loss)
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
         self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._update_metrics(labels, logits, weights, *means)
+        return self._update_metrics(labels if has_labels else None, logits, weights, *means)
 
 
 def sequence_level_dataset(
