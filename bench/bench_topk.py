@@ -48,34 +48,51 @@ from tf_distill.losses import topk_kl  # noqa: E402
 from tf_distill.losses import topk_targets  # noqa: E402
 
 
-def realistic_logits(rng, positions, vocabulary, peak=1.1):
+def realistic_logits(rng, positions, vocabulary, peak=1.1, confidence=(1.5, 4.0)):
     """Peaked next-token logits: Zipf log-frequencies over a per-position
-    order, sharpened by a per-position confidence, plus noise."""
+    order of the vocabulary, sharpened by a per-position confidence, plus
+    noise. The default confidence gives entropies of a few nats, as a
+    trained language model's next-token distributions have."""
     ranks = np.arange(1, vocabulary + 1, dtype=np.float64)
     zipf = -peak * np.log(ranks)
     logits = np.empty([positions, vocabulary], np.float32)
     for row in range(positions):
-        confidence = rng.uniform(0.5, 3.0)
+        sharpness = rng.uniform(*confidence)
         order = rng.permutation(vocabulary)
-        logits[row, order] = confidence * zipf + rng.normal(0.0, 0.5, vocabulary)
+        logits[row, order] = sharpness * zipf + rng.normal(0.0, 0.5, vocabulary)
     return logits
 
 
 def loss_gaps(args, rng):
-    teacher = realistic_logits(rng, args.positions, args.vocabulary)
+    teacher = realistic_logits(rng, args.positions, args.vocabulary,
+                               confidence=args.confidence)
     # A student that partly agrees: the teacher's logits, shrunk and noised.
-    student = 0.7 * teacher + rng.normal(0.0, 1.0, teacher.shape).astype(np.float32)
-    teacher, student = tf.constant(teacher[None]), tf.constant(student[None])
-    dense = float(soft_label_kl(teacher, student)[0])
+    noise = rng.normal(0.0, args.student_noise, teacher.shape).astype(np.float32)
+    student = args.student_agreement * teacher + noise
+    teacher, student = tf.constant(teacher[None]), tf.Variable(student[None])
     p_teacher = tf.nn.softmax(teacher)
+    entropy = float(tf.reduce_mean(-tf.reduce_sum(p_teacher * tf.nn.log_softmax(teacher), -1)))
+
+    def value_and_gradient(function):
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(function())
+        return float(value), tf.reshape(tape.gradient(value, student), [-1])
+
+    dense, dense_gradient = value_and_gradient(lambda: soft_label_kl(teacher, student))
     rows = []
     for k in args.k:
-        targets = topk_targets(teacher, k)
-        sparse = float(topk_kl(tf.cast(tf.cast(targets[0], tf.float16), tf.float32),
-                               targets[1], targets[2], student)[0])
+        log_probs, indices, rest = topk_targets(teacher, k)
+        log_probs = tf.cast(tf.cast(log_probs, tf.float16), tf.float32)  # as stored
+        sparse, gradient = value_and_gradient(
+            lambda: topk_kl(log_probs, indices, rest, student)  # noqa: B023
+        )
+        cosine = float(tf.reduce_sum(gradient * dense_gradient)
+                       / (tf.norm(gradient) * tf.norm(dense_gradient)))
         kept = float(tf.reduce_mean(tf.reduce_sum(tf.math.top_k(p_teacher, k).values, -1)))
-        rows.append({"k": k, "dense_kl": dense, "topk_kl": sparse,
-                     "gap": (dense - sparse) / dense, "teacher_mass_kept": kept})
+        rows.append({"k": k, "dense_kl": dense,
+                     "topk_kl": sparse, "gap": (dense - sparse) / dense,
+                     "gradient_cosine": cosine, "teacher_mass_kept": kept,
+                     "teacher_entropy": entropy})
     return rows
 
 
@@ -157,12 +174,17 @@ def main(argv=None):
     parser.add_argument("--k", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--positions", type=int, default=256,
                         help="positions of the synthetic distributions for the loss gap")
+    parser.add_argument("--confidence", type=float, nargs=2, default=[1.0, 2.5],
+                        help="range of the teacher's per-position sharpness")
+    parser.add_argument("--student-agreement", type=float, default=0.7)
+    parser.add_argument("--student-noise", type=float, default=1.0)
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-epochs", action="store_true", help="skip the epoch times")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     results = {"vocabulary": args.vocabulary, "conditions": common.machine_conditions()}
@@ -171,9 +193,11 @@ def main(argv=None):
     data = token_data(args, rng)
     with tempfile.TemporaryDirectory() as folder:
         results["bytes"], cache = bytes_on_disk(args, teacher, data, folder)
-        results["epochs"] = epoch_times(args, teacher, data, cache)
+        results["epochs"] = [] if args.no_epochs else epoch_times(args, teacher, data, cache)
     table = common.markdown_table
+    entropy = results["loss_gap"][0]["teacher_entropy"]
     print(f"## Top-k teacher cache, V = {args.vocabulary}\n")
+    print(f"Teacher next-token entropy: {entropy:.2f} nats on average.\n")
     print(table(results["bytes"], [("k", "k", "d"), ("bytes_per_token", "bytes/token", ".1f"),
                                    ("bound", "k·6+8", "d"),
                                    ("dense_bytes_per_token", "dense bytes/token", "d"),
@@ -182,6 +206,7 @@ def main(argv=None):
     print(table(results["loss_gap"], [("k", "k", "d"), ("dense_kl", "full KD (KL)", ".4f"),
                                       ("topk_kl", "top-k KD", ".4f"),
                                       ("gap", "relative gap", ".2%"),
+                                      ("gradient_cosine", "gradient cosine", ".4f"),
                                       ("teacher_mass_kept", "teacher mass in top-k", ".3f")]))
     print()
     print(table(results["epochs"], [("variant", "variant", "s"),
