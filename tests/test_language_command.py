@@ -134,3 +134,10 @@ def test_a_teacher_no_better_than_the_student_alone_is_warned_about():
     assert "(perplexity 9.000 vs 8.500)" in warning
     rows[0]["validation_perplexity"] = 8.4
     assert weak_teacher_warnings(rows) == []
+
+
+def test_tune_refuses_a_language_config(corpus, tmp_path, capsys):
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(corpus, tmp_path / "run")))
+    assert cli.main(["tune", str(path)]) != 0
+    assert "a `task: language` config runs with `tf-distill run`" in capsys.readouterr().err

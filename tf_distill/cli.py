@@ -147,6 +147,9 @@ def _tune(args):
     from tf_distill.commands import tune as tuning
 
     config = config_lib.load(args.config)
+    if config.get("task") == "language":
+        raise config_lib.ConfigError("`tf-distill tune` searches classifier runs; a "
+                                     "`task: language` config runs with `tf-distill run`.")
     output = args.output or config["output"]
     if args.unsafe:
         config["unsafe"] = True
