@@ -44,8 +44,8 @@ from tf_distill.cache import build_topk_cache  # noqa: E402
 from tf_distill.data import load_text  # noqa: E402
 from tf_distill.language import OnPolicyDistiller  # noqa: E402
 from tf_distill.language import build_causal_lm  # noqa: E402
-from tf_distill.language.evaluation import perplexity  # noqa: E402
-from tf_distill.language.evaluation import teacher_nll_of_samples  # noqa: E402
+from tf_distill.language import perplexity  # noqa: E402
+from tf_distill.language import teacher_nll_of_samples  # noqa: E402
 from tf_distill.losses import TokenDistillation  # noqa: E402
 from tf_distill.losses import TopKDistillation  # noqa: E402
 
