@@ -10,6 +10,9 @@ with a `name`, or a mapping `{name: {...}}`; `distillation.teacher_weights`
 and `distillation.ensemble` then say how their outputs combine, and a loss
 reads one of them with `teacher: NAME`.
 
+A config with `task: language` distills a KerasHub causal language model
+instead; `validate` hands it to `tf_distill.commands.language_config`.
+
 Example (`tf-distill run job.yaml`):
 
 ```yaml
