@@ -58,7 +58,7 @@ FULL = {
     # About 170k and 43k weights: the student is a quarter of the teacher.
     "teacher": {"num_layers": 3, "hidden_dim": 64, "num_heads": 2},
     "student": {"num_layers": 1, "hidden_dim": 48, "num_heads": 2},
-    "teacher_steps": 1200, "student_steps": 300, "learning_rate": 3e-3,
+    "teacher_steps": 1000, "student_steps": 250, "learning_rate": 3e-3,
     "sample_windows": 128, "top_k": 32,
 }
 FAST = {
