@@ -11,7 +11,8 @@ from configs; random token ids), side by side in one run:
    (`tf_distill.language.sample_continuations`, one `tf.while_loop`);
 
 and reports the share of the λ = 1 step spent sampling, `3 / 2`. Medians of
-`--steps` steps after a warm-up step (the trace). Not a timed test.
+`--steps` rounds after a warm-up step (the trace), the four timed in
+turn in each round. Not a timed test.
 
 Usage (from the repository root; about a minute on 2 shared CPU cores):
 
@@ -38,14 +39,19 @@ from tf_distill.language import next_token_batch  # noqa: E402
 from tf_distill.language import sample_continuations  # noqa: E402
 
 
-def median_seconds(function, steps):
-    function()  # The trace.
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+def interleaved_medians(functions, steps):
+    """Median seconds of each function, timed in turn round after round (so
+    that a change of the machine's load weighs on all), after a warm-up
+    call each (the trace)."""
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in functions}
+    for _ in range(steps):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None):
@@ -76,18 +82,20 @@ def main(argv=None):
                           jit_compile=False)
         return distiller
 
-    results = {}
+    functions = {}
     for fraction in (0.0, 0.5, 1.0):
         distiller = build(fraction)
-        results[f"step_lambda_{fraction:g}_ms"] = 1000 * median_seconds(
-            lambda d=distiller: d.train_on_batch(x, y, sample_weight=weight), args.steps
+        functions[f"step_lambda_{fraction:g}_ms"] = (
+            lambda d=distiller: d.train_on_batch(x, y, sample_weight=weight)
         )
     sample = tf.function(lambda ids, model=distiller.student: sample_continuations(
         model, ids, args.prompt, [0, 0], top_k=20, padding_mask=x["padding_mask"],
     ))
-    results["sampling_ms"] = 1000 * median_seconds(
-        lambda: sample(x["token_ids"]).numpy(), args.steps
-    )
+    functions["sampling_ms"] = lambda: sample(x["token_ids"]).numpy()
+    results = {
+        name: 1000 * seconds
+        for name, seconds in interleaved_medians(functions, args.steps).items()
+    }
     results["sampling_share_of_lambda_1_step"] = (
         results["sampling_ms"] / results["step_lambda_1_ms"]
     )

@@ -129,3 +129,24 @@ def test_summary_and_saving_keep_the_causal_lm(pair, tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded).__name__ == "GPT2CausalLM"
     np.testing.assert_allclose(loaded(x), distiller.student(x), atol=1e-6)
+    # The whole Distiller too (to resume training), teacher inside.
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored.student(x), distiller.student(x), atol=1e-6)
+    np.testing.assert_allclose(restored.teacher(x), distiller.teacher(x), atol=1e-6)
+
+
+def test_feature_taps_reach_inside_the_backbone(pair):
+    teacher, _ = pair
+    student = tiny_gpt2("tapped_student", hidden_dim=32)
+    hint = tf_distill.FeatureDistillation("mse", "transformer_layer_1", "transformer_layer_0")
+    distiller = tf_distill.Distiller(teacher, student, ["kd", hint], student_loss_weight=0.0)
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y, _ = next_token_batch(*token_batch())
+    both = distiller.compute_loss_terms(x, y)["distillation_loss"]
+    logits_only = tf_distill.Distiller(teacher, student, "kd", student_loss_weight=0.0)
+    logits_only.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    kd = logits_only.compute_loss_terms(x, y)["distillation_loss"]
+    # The hint adds the mean squared distance of the hidden states (> 0).
+    assert np.isfinite(float(both)) and float(both) > float(kd) + 1e-3

@@ -137,6 +137,27 @@ def test_lambda_one_trains_on_the_students_samples(teacher):
     )
 
 
+def test_generalized_jsd_trains_on_the_students_samples(teacher):
+    # GKD's divergence (Agarwal et al. 2024), on a mixture of batches.
+    x, y, weight = batch()
+    gkd = OnPolicyDistiller(
+        teacher,
+        tiny_gpt2("student", seed=2),
+        tf_distill.losses.get({"name": "token_kd", "divergence": "generalized_jsd", "beta": 0.5}),
+        on_policy_fraction=0.5,
+        prompt_length=PROMPT,
+        top_p=0.9,
+        seed=3,  # Draws: off-policy, then on-policy twice.
+    )
+    gkd.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    draws = [bool(gkd.is_on_policy(step)) for step in range(3)]
+    history = gkd.fit(x, y, sample_weight=weight, batch_size=4, epochs=3, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    # Sampled steps have no label loss; the others do.
+    assert [value == 0.0 for value in history["student_loss"]] == draws
+    assert any(draws) and not all(draws)
+
+
 def test_on_policy_draws_follow_lambda_and_the_seed(teacher):
     half = on_policy(teacher, 0.5)
     draws = [bool(half.is_on_policy(step)) for step in range(200)]
