@@ -140,7 +140,8 @@ def bytes_on_disk(args, teacher, data, folder):
 def epoch_times(args, teacher, data, cache):
     tokens, labels, mask = data
     student_alone = language_model(args.vocabulary, args.length, args.hidden, seed=1)
-    student_alone.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student_alone.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          jit_compile=args.jit)
     alone_data = tf.data.Dataset.from_tensor_slices(data).batch(args.batch_size).prefetch(2)
 
     def distiller(loss):
@@ -148,7 +149,8 @@ def epoch_times(args, teacher, data, cache):
             teacher, language_model(args.vocabulary, args.length, args.hidden, seed=1), loss,
             student_loss_weight=0.5,
         )
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=args.jit)
         return model
 
     runs = {
@@ -185,6 +187,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-epochs", action="store_true", help="skip the epoch times")
+    parser.add_argument("--jit", action="store_true",
+                        help="compile the training steps with XLA (Keras leaves it off on CPU)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     results = {"vocabulary": args.vocabulary, "conditions": common.machine_conditions()}

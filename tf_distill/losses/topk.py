@@ -1,10 +1,10 @@
 """KD from a sparse teacher target: its top-k classes and the rest as one bucket.
 
 Storing a language model's full next-token distribution costs `4·V` bytes per
-token (200 KB at V = 50k). Keeping the teacher's `k` most likely tokens and
-the log of the mass of all the others (as DistillKit and ms-swift do) costs
-`k·6 + 4` bytes, and the KL over those `k + 1` buckets is computed exactly
-against the student's full logits:
+token (200 KB at V = 50k). Keeping the teacher's `k` most likely tokens (as
+the logit caches of DistillKit and ms-swift do) plus the log of the mass of
+all the others costs `k·6 + 4` bytes, and the KL over those `k + 1` buckets is
+computed exactly against the student's full logits:
 
     K      = the teacher's top-k token ids (per position)
     a_j    = log p_t[j] for j ∈ K,  r_t = log(1 − Σ_{j∈K} p_t[j])
