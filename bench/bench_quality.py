@@ -160,6 +160,13 @@ def parse_args(argv=None):
         help="where the trained teachers are cached",
     )
     parser.add_argument("--note", default=None, help="a sentence on the run's conditions")
+    parser.add_argument(
+        "--merge-into",
+        default=None,
+        help="a results JSON whose method table the rows run now join (same settings and "
+        "seeds: its student-alone errors must be reproduced exactly); the merged table is "
+        "written back to it",
+    )
     args = parser.parse_args(argv)
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -171,11 +178,43 @@ def parse_args(argv=None):
         parser.error(
             f"Unknown method(s) {unknown}. Expected some of {quality_methods.METHOD_KEYS}."
         )
+    if args.results is None and args.merge_into is not None:
+        args.results = args.merge_into
     if args.results is None:
         # A run of part 5 alone does not overwrite the other parts' figures.
         name = "quality_tuning" if args.parts == ["tuning"] else "quality"
         args.results = os.path.join("runs", f"{name}_quick.json" if args.quick else f"{name}.json")
     return args
+
+
+def load_results(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def merge_methods(path, part):
+    """The method table of `path` with the rows of `part` added or replaced.
+
+    Rows from two runs share one table only when the runs are the same
+    experiment: the student alone must make exactly the same errors, seed
+    by seed (the runs are deterministic on one machine).
+
+    Raises:
+        SystemExit: naming both baselines when they differ.
+    """
+    previous = load_results(path)["methods"]
+    for split in ("test", "validation"):
+        if previous["alone"][split] != part["alone"][split] or previous["seeds"] != part["seeds"]:
+            raise SystemExit(
+                f"--merge-into {path}: its student alone made {previous['alone'][split]} "
+                f"{split} errors on seeds {previous['seeds']}, this run {part['alone'][split]} "
+                f"on seeds {part['seeds']}; rerun every row instead."
+            )
+    rows = {**previous["methods"], **part["methods"]}
+    order = quality_methods.METHOD_KEYS
+    merged = dict(part)
+    merged["methods"] = {key: rows[key] for key in sorted(rows, key=order.index)}
+    return merged
 
 
 def reproduce_command(argv):
@@ -332,6 +371,12 @@ def main(argv=None):
                 "test_size": len(method_data.y_test),
             }
         )
+        if args.merge_into is not None:
+            part = merge_methods(args.merge_into, part)
+            previous = load_results(args.merge_into)
+            for key in ("hinton", "transfer", "unlabeled", "recipes"):
+                if key in previous and key not in results:
+                    results[key] = previous[key]
         results["methods"] = part
         results["recipes"] = quality_report.method_summary(part)
         run.finish_part("methods", quality_report.methods_section, quality_report.plot_methods)
