@@ -399,10 +399,10 @@ class Job:
         results["comparison"] = seed_comparison(rows)
         results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
         if self.config.get("export"):
-            results["export"] = self.export(student if len(self.seeds()) == 1 else
-                                            saving.load_model(self.path(
-                                                f"student{self.suffix(self.seeds()[0])}.keras")),
-                                            data)
+            # The first seed's distilled student, as trained and saved (the
+            # `student` above was only built to check the set-up).
+            results["export"] = self.export(saving.load_model(self.path(
+                f"student{self.suffix(self.seeds()[0])}.keras")), data)
         atomic_write_json(self.path("metrics.json"), results)
         # `tf-distill export RUN_DIR` reads the data back from it.
         atomic_write(self.path(CONFIG_FILE), yaml.safe_dump(self.config, sort_keys=False))
