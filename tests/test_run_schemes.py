@@ -114,15 +114,15 @@ def test_a_scheme_without_teacher_is_compared_with_the_student_alone_per_seed(
 
 def test_born_again_generations_run_as_stages_of_the_students_architecture(tmp_path):
     raw = {k: v for k, v in TINY.items() if k != "teacher"}
+    raw["training"] = {**TINY["training"], "baseline": False}
     config = config_lib.validate({**raw, "output": str(tmp_path),
                                   "distillation": {"scheme": "born_again", "generations": 2,
                                                    "losses": [{"name": "kd",
                                                                "temperature": 1.0}]}})
     results = job.run(config, **QUIET)
     rows = results["models"]
-    assert [row["model"] for row in rows] == [
-        "teacher", "generation_1", "student alone", "distilled student"]
-    assert rows[1]["taught_by"] == "teacher" and rows[3]["taught_by"] == "generation_1"
+    assert [row["model"] for row in rows] == ["teacher", "generation_1", "distilled student"]
+    assert rows[1]["taught_by"] == "teacher" and rows[2]["taught_by"] == "generation_1"
     # Every generation is the student's architecture.
     assert len({row["parameters"] for row in rows}) == 1
     # The config saved is the one given: it validates again as written.
