@@ -47,6 +47,14 @@ LOSSES = {
         "SimilarityPreserving",
         "Similarity-preserving KD: row-normalized batch Gram matrices",
     ),
+    "token_kd": (
+        "TokenDistillation",
+        "Token-level KD for language models: forward/reverse KL, GKD's JSD(β), skew KL (α)",
+    ),
+    "topk_kd": (
+        "TopKDistillation",
+        "KD from a top-k teacher cache: KL over the k kept classes and the rest",
+    ),
 }
 
 # The quantization modes of `tf_distill.export.export_litert`.

@@ -24,11 +24,16 @@ def _error(prefix, error):
 
 
 def _print_table(results):
+    from tf_distill.commands.language_report import LANGUAGE_COLUMNS
     from tf_distill.commands.report import markdown_table
     from tf_distill.commands.report import result_columns
 
     print()
-    print(markdown_table(results["models"], result_columns(results["models"])))
+    if results.get("task") == "language":
+        columns = LANGUAGE_COLUMNS
+    else:
+        columns = result_columns(results["models"])
+    print(markdown_table(results["models"], columns))
     if results.get("summary"):
         print()
         print(results["summary"])
@@ -59,6 +64,8 @@ def _run(args):
         config["output"] = args.output
     if getattr(args, "unsafe", False):
         config["unsafe"] = True
+    if config.get("task") == "language":
+        from tf_distill.commands import language_run as run
     results = run.run(config, verbose=_progress(args),
                       restart=getattr(args, "restart", False))
     _print_table(results)
@@ -143,6 +150,9 @@ def _tune(args):
     from tf_distill.commands import tune as tuning
 
     config = config_lib.load(args.config)
+    if config.get("task") == "language":
+        raise config_lib.ConfigError("`tf-distill tune` searches classifier runs; a "
+                                     "`task: language` config runs with `tf-distill run`.")
     output = args.output or config["output"]
     if args.unsafe:
         config["unsafe"] = True

@@ -16,6 +16,7 @@ from tf_distill.distiller_metrics import LossMetrics
 from tf_distill.distiller_schedules import ScheduledFit
 from tf_distill.distiller_summary import DistillerSummary
 from tf_distill.distiller_teachers import DistillerTeachers
+from tf_distill.language import models as language_models
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import call_arguments
 from tf_distill.losses.base import check_loss_weight
@@ -113,11 +114,8 @@ class Distiller(
 
     ```python
     distiller = tf_distill.Distiller(
-        teacher=teacher,
-        student=student,
-        distillation_losses=tf_distill.LogitsDistillation(temperature=4.0),
-        student_loss_weight=0.1,
-    )
+        teacher=teacher, student=student, student_loss_weight=0.1,
+        distillation_losses=tf_distill.LogitsDistillation(temperature=4.0))
     distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     distiller.fit(x_train, y_train, epochs=5)
@@ -168,6 +166,7 @@ class Distiller(
             )
         self.teacher = teacher
         self.student = student
+        language_models.check_causal_lms(self.teachers, student)
         self.teacher.trainable = False
         for _, model in teachers_lib.members(teacher):
             model.trainable = False
@@ -436,6 +435,7 @@ class Distiller(
         if self._student_loss_fn is None:
             raise RuntimeError("Call `compile` before `compute_loss_terms`.")
         x, cached_teacher_outputs, indices = batches.split_inputs(x)
+        sample_weight = language_models.padding_sample_weight(x, sample_weight)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
         _, means, _ = self._loss_terms(x, y, sample_weight, teacher_outputs, training, indices)
         return dict(zip(("loss", "student_loss", "distillation_loss"), means))
@@ -444,7 +444,7 @@ class Distiller(
     # Steps.
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = language_models.unpack(data, [self.student, *self.teachers.values()])
         x, cached_teacher_outputs, indices = batches.split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
         with tf.GradientTape() as tape:
@@ -472,7 +472,7 @@ class Distiller(
         labels), `distillation_loss` and `total_loss` (= `loss`) are reported
         too, from one teacher and one student pass in inference mode.
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = language_models.unpack(data, [self.student, *self.teachers.values()])
         x, cached_teacher_outputs, indices = batches.split_inputs(x)
         teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
         _, means, logits = self._loss_terms(

@@ -30,8 +30,10 @@ them deterministic (`deterministic=True`).
 
 The package: `sources` (arrays, DataSplits and pipelines, and
 `check_cacheable`), `store` (the files on disk and their manifest),
-`fingerprint` (what is cached and its fingerprint) and `teacher_cache`
-(`TeacherCache`, `build_teacher_cache`, `cache_teacher_outputs`).
+`fingerprint` (what is cached and its fingerprint), `teacher_cache`
+(`TeacherCache`, `build_teacher_cache`, `cache_teacher_outputs`) and `topk`
+(a sparse cache of the teacher's top-k log-probabilities for large
+vocabularies, built in shards: `build_topk_cache`, `open_topk_cache`).
 """
 
 from tf_distill.cache.fingerprint import TeacherSpec
@@ -45,6 +47,9 @@ from tf_distill.cache.store import file_stem
 from tf_distill.cache.teacher_cache import TeacherCache
 from tf_distill.cache.teacher_cache import build_teacher_cache
 from tf_distill.cache.teacher_cache import cache_teacher_outputs
+from tf_distill.cache.topk import TopKCache
+from tf_distill.cache.topk import build_topk_cache
+from tf_distill.cache.topk import open_topk_cache
 from tf_distill.teachers import tap_names
 
 __all__ = [
@@ -54,10 +59,13 @@ __all__ = [
     "StaleCacheError",
     "TeacherCache",
     "TeacherSpec",
+    "TopKCache",
     "build_teacher_cache",
+    "build_topk_cache",
     "cache_fingerprint",
     "cache_teacher_outputs",
     "check_cacheable",
     "file_stem",
+    "open_topk_cache",
     "tap_names",
 ]

@@ -217,3 +217,40 @@ def section(path, given, fields):
         result[key] = value
     errors.raise_if_any()
     return result
+
+
+def loss_list(path, value):
+    """A `losses:` entry: a name, a config mapping, or a non-empty list of them."""
+    from tf_distill import losses
+
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"`{path}` must be a non-empty list of loss names or "
+            f"{{name: ..., ...}} mappings. Received: {path}={show(value)}"
+        )
+    errors = Collector()
+    for index, item in enumerate(value):
+        try:
+            losses.get(item)
+        except (ValueError, TypeError) as error:
+            errors.add(f"`{path}[{index}]`: {error}")
+    errors.raise_if_any()
+    return value
+
+
+def check_training(training):
+    """The `training:` keys that depend on each other: the warm-up and the schedule."""
+    warmup = training["warmup_epochs"]
+    if warmup and training["schedule"] != "cosine":
+        raise ConfigError(
+            "`training.warmup_epochs` applies to `training.schedule: cosine`. Received: "
+            f"training.schedule={show(training['schedule'])}, training.warmup_epochs={warmup}"
+        )
+    if warmup >= training["epochs"]:
+        raise ConfigError(
+            "`training.warmup_epochs` must be < `training.epochs` (the cosine decay "
+            f"needs an epoch). Received: training.warmup_epochs={warmup}, "
+            f"training.epochs={training['epochs']}"
+        )

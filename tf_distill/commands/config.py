@@ -13,6 +13,9 @@ distilled between the teacher and the student (`commands.stages_config`);
 `distillation.scheme` runs mutual, self or born-again distillation
 (`commands.scheme_config`).
 
+A config with `task: language` distills a KerasHub causal language model
+instead; `validate` hands it to `tf_distill.commands.language_config`.
+
 Example (`tf-distill run job.yaml`):
 
 ```yaml
@@ -50,26 +53,6 @@ from tf_distill.teachers import TEACHER_OUTPUT_KINDS
 UNLABELED_CHOICES = ("none", "rest")
 # The most YAML nodes a config may expand to, aliases counted at every use.
 MAX_NODES = 100_000
-
-
-def _losses(path, value):
-    from tf_distill import losses
-
-    if isinstance(value, (str, dict)):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(
-            f"`{path}` must be a non-empty list of loss names or "
-            f"{{name: ..., ...}} mappings. Received: {path}={show(value)}"
-        )
-    errors = checks.Collector()
-    for index, item in enumerate(value):
-        try:
-            losses.get(item)
-        except (ValueError, TypeError) as error:
-            errors.add(f"`{path}[{index}]`: {error}")
-    errors.raise_if_any()
-    return value
 
 
 def _early_stopping(path, value):
@@ -116,7 +99,7 @@ SCHEMA = {
         "builder": (checks.optional(checks.builder), None),
     },
     "distillation": {
-        "losses": (_losses, [{"name": "kd", "temperature": 4.0}]),
+        "losses": (checks.loss_list, [{"name": "kd", "temperature": 4.0}]),
         # Each weight, and a loss's temperature, may be a schedule mapping
         # `{schedule: cosine, start: 0.9, end: 0.1}` (see `schedule_config`).
         "loss_weights": (checks.optional(schedule_config.weight_list), None),
@@ -233,6 +216,9 @@ def validate(raw):
     Returns:
         A new dict with every section and key present.
 
+    A config with `task: language` is checked by
+    `tf_distill.commands.language_config` instead.
+
     Raises:
         ConfigError: listing every key that is unknown, of the wrong type or
             out of range, with the valid choices (all of them at once: the
@@ -240,6 +226,12 @@ def validate(raw):
     """
     if raw is None:
         raw = {}
+    if isinstance(raw, dict) and "task" in raw:
+        from tf_distill.commands import language_config
+
+        if language_config.check_task(raw["task"]) == language_config.LANGUAGE_TASK:
+            return language_config.validate(raw)
+        raw = {key: value for key, value in raw.items() if key != "task"}
     if not isinstance(raw, dict):
         raise ConfigError(
             f"A config must be a mapping of sections. Received: {type(raw).__name__}"
@@ -271,7 +263,7 @@ def validate(raw):
     if not failed & {"teacher", "distillation"}:
         errors.run(_check_teacher_references, config)
     if "training" not in failed:
-        errors.run(_check_training, config["training"])
+        errors.run(checks.check_training, config["training"])
     if "student" not in failed:
         errors.run(_check_student, config["student"])
     if "data" not in failed:
@@ -291,7 +283,7 @@ def validate(raw):
     if raw.get("stages") is not None:  # only when given: older runs keep their fingerprint
         names = [] if "teacher" in failed else [name for name, _ in teacher_sections(config)]
         config["stages"] = errors.run(validate_stages, raw["stages"], config, SCHEMA, {
-            "student": _check_student, "training": _check_training}, names)
+            "student": _check_student, "training": checks.check_training}, names)
     errors.raise_if_any()
     return config
 
@@ -325,21 +317,6 @@ def _check_student(student):
         raise ConfigError(
             "`student.keep_weights` applies to a student loaded from `student.path`. "
             "Received: student.keep_weights=True without a path"
-        )
-
-
-def _check_training(training):
-    warmup = training["warmup_epochs"]
-    if warmup and training["schedule"] != "cosine":
-        raise ConfigError(
-            "`training.warmup_epochs` applies to `training.schedule: cosine`. Received: "
-            f"training.schedule={show(training['schedule'])}, training.warmup_epochs={warmup}"
-        )
-    if warmup >= training["epochs"]:
-        raise ConfigError(
-            "`training.warmup_epochs` must be < `training.epochs` (the cosine decay "
-            f"needs an epoch). Received: training.warmup_epochs={warmup}, "
-            f"training.epochs={training['epochs']}"
         )
 
 

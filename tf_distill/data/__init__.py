@@ -24,9 +24,13 @@ Sources (`load(source, **options)`):
 Every loaded data set carries a `fingerprint` of its source's content (see
 `DataSplits`), so that a run can tell when its data changed.
 
+Text for language models: `load_text(source, sequence_length=...)` reads a
+local corpus (default `/usr/share/common-licenses`) with KerasHub's byte
+tokenizer as next-token windows (`TextSplits`), split by position.
+
 Modules: `splits` (`DataSplits`), `arrays` (`from_arrays`: checks and
 stratified splitting), `idx` (MNIST's file format), `sources` (`load` and one
-loader per source).
+loader per source), `text` (`load_text`).
 """
 
 from tf_distill.data.arrays import from_arrays
@@ -38,6 +42,8 @@ from tf_distill.data.sources import load
 from tf_distill.data.splits import SPLITS
 from tf_distill.data.splits import DataSplits
 from tf_distill.data.splits import fingerprint_arrays
+from tf_distill.data.text import TextSplits
+from tf_distill.data.text import load_text
 
 __all__ = [
     "SPLITS",
@@ -49,4 +55,6 @@ __all__ = [
     "read_idx",
     "fingerprint_arrays",
     "stratified_indices",
+    "TextSplits",
+    "load_text",
 ]

@@ -1,10 +1,11 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-other logit-based methods (`logit_methods`, `ctkd`), features (`features`),
-relations between examples (`relations`) and contrast against memory banks
-of embeddings (`contrastive`, its state in `memory_bank`). The student's own loss on the
-true labels is in `labels`.
+token-level divergences of language models (`tokens`), KD from a top-k
+teacher cache (`topk`), other logit-based methods (`logit_methods`, `ctkd`),
+features (`features`), relations between examples (`relations`) and
+contrast against memory banks of embeddings (`contrastive`, its state in
+`memory_bank`). The student's own loss on the true labels is in `labels`.
 """
 
 from tf_distill.losses.base import DistillationLoss
@@ -52,6 +53,17 @@ from tf_distill.losses.soft_labels import jensen_shannon
 from tf_distill.losses.soft_labels import reverse_kl
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.losses.soft_labels import standardize_logits
+from tf_distill.losses.tokens import TOKEN_DIVERGENCES
+from tf_distill.losses.tokens import TokenDistillation
+from tf_distill.losses.tokens import generalized_jsd
+from tf_distill.losses.tokens import skew_kl
+from tf_distill.losses.tokens import skew_reverse_kl
+from tf_distill.losses.tokens import token_divergence
+from tf_distill.losses.topk import TopKDistillation
+from tf_distill.losses.topk import pack_topk
+from tf_distill.losses.topk import topk_kl
+from tf_distill.losses.topk import topk_targets
+from tf_distill.losses.topk import unpack_topk
 
 # Every built-in loss is registered now: the catalog the command lists without
 # TensorFlow must name the same ones.
@@ -74,6 +86,9 @@ __all__ = [
     "RKDAngle",
     "RKDDistance",
     "SimilarityPreserving",
+    "TOKEN_DIVERGENCES",
+    "TokenDistillation",
+    "TopKDistillation",
     "attention_transfer",
     "crd_loss",
     "crossentropy_from_logits",
@@ -86,11 +101,13 @@ __all__ = [
     "feature_l1",
     "feature_mse",
     "fitnets_hint",
+    "generalized_jsd",
     "get",
     "jensen_shannon",
     "momentum_update",
     "names",
     "nce_contrast_loss",
+    "pack_topk",
     "pkt",
     "reduce_per_example",
     "register",
@@ -100,6 +117,12 @@ __all__ = [
     "rkd_distance",
     "serialize",
     "similarity_preserving",
+    "skew_kl",
+    "skew_reverse_kl",
     "soft_label_kl",
     "standardize_logits",
+    "token_divergence",
+    "topk_kl",
+    "topk_targets",
+    "unpack_topk",
 ]

@@ -42,16 +42,33 @@ def standardize_logits(logits, epsilon=1e-7):
     return (logits - mean) / (tf.sqrt(variance) + epsilon)
 
 
-def _scaled_log_probs(logits, temperature, standardize):
+def scaled_log_probs(logits, temperature, standardize=False):
+    """`log_softmax(logits / T)` in float32, optionally standardized first."""
     logits = tf.cast(logits, tf.float32)
     if standardize:
         logits = standardize_logits(logits)
     return tf.nn.log_softmax(logits / temperature, axis=-1)
 
 
-def _kl_from_log_probs(log_p, log_q):
+def kl_from_log_probs(log_p, log_q):
     """KL(p || q) over the last axis, from log-probabilities."""
     return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def log_mixture(log_p, log_q, weight):
+    """`log(w · p + (1 − w) · q)` from log-probabilities, for `0 ≤ w ≤ 1`.
+
+    Computed with a log-sum-exp, so it stays finite where `p` and `q`
+    underflow (logits of ±1e4). At `w = 0` or `1` it is `log q` or `log p`
+    exactly (no `log 0` is formed).
+    """
+    if weight == 1.0:
+        return log_p
+    if weight == 0.0:
+        return log_q
+    return tf.reduce_logsumexp(
+        tf.stack([log_p + math.log(weight), log_q + math.log(1.0 - weight)]), axis=0
+    )
 
 
 def soft_label_kl(
@@ -79,9 +96,9 @@ def soft_label_kl(
     Returns:
         A `[batch]` float32 tensor.
     """
-    log_p_teacher = _scaled_log_probs(teacher_logits, temperature, standardize)
-    log_p_student = _scaled_log_probs(student_logits, temperature, standardize)
-    values = _kl_from_log_probs(log_p_teacher, log_p_student)
+    log_p_teacher = scaled_log_probs(teacher_logits, temperature, standardize)
+    log_p_student = scaled_log_probs(student_logits, temperature, standardize)
+    values = kl_from_log_probs(log_p_teacher, log_p_student)
     return reduce_per_example(values * temperature**2, mask)
 
 
@@ -96,9 +113,9 @@ def reverse_kl(
 
     Args and Returns: as `soft_label_kl`.
     """
-    log_p_teacher = _scaled_log_probs(teacher_logits, temperature, standardize)
-    log_p_student = _scaled_log_probs(student_logits, temperature, standardize)
-    values = _kl_from_log_probs(log_p_student, log_p_teacher)
+    log_p_teacher = scaled_log_probs(teacher_logits, temperature, standardize)
+    log_p_student = scaled_log_probs(student_logits, temperature, standardize)
+    values = kl_from_log_probs(log_p_student, log_p_teacher)
     return reduce_per_example(values * temperature**2, mask)
 
 
@@ -127,20 +144,12 @@ def jensen_shannon(
     """
     if not 0.0 < beta < 1.0:
         raise ValueError(f"`beta` must be in (0, 1). Received: beta={beta!r}")
-    log_p_teacher = _scaled_log_probs(teacher_logits, temperature, standardize)
-    log_p_student = _scaled_log_probs(student_logits, temperature, standardize)
-    log_m = tf.reduce_logsumexp(
-        tf.stack(
-            [
-                log_p_teacher + math.log(beta),
-                log_p_student + math.log(1.0 - beta),
-            ]
-        ),
-        axis=0,
-    )
-    values = beta * _kl_from_log_probs(log_p_teacher, log_m) + (
+    log_p_teacher = scaled_log_probs(teacher_logits, temperature, standardize)
+    log_p_student = scaled_log_probs(student_logits, temperature, standardize)
+    log_m = log_mixture(log_p_teacher, log_p_student, beta)
+    values = beta * kl_from_log_probs(log_p_teacher, log_m) + (
         1.0 - beta
-    ) * _kl_from_log_probs(log_p_student, log_m)
+    ) * kl_from_log_probs(log_p_student, log_m)
     return reduce_per_example(values * temperature**2, mask)
 
 
@@ -251,10 +260,10 @@ class LogitsDistillation(DistillationLoss):
         # them to `keras.losses.KLDivergence`.
         temperature = scheduled(self.temperature)
         teacher_probs = tf.exp(
-            _scaled_log_probs(teacher_outputs, temperature, self.standardize)
+            scaled_log_probs(teacher_outputs, temperature, self.standardize)
         )
         student_probs = tf.exp(
-            _scaled_log_probs(student_outputs, temperature, self.standardize)
+            scaled_log_probs(student_outputs, temperature, self.standardize)
         )
         if isinstance(self.loss, keras.losses.Loss):
             # A Loss object reduces over the batch when called; its `call`

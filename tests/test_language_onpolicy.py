@@ -1,0 +1,203 @@
+"""On-policy distillation (GKD), its sampling, and sequence-level KD."""
+
+import numpy as np
+import pytest
+
+import tf_distill
+from tf_distill.backend import keras
+from tf_distill.backend import tf
+from tf_distill.language import OnPolicyDistiller
+from tf_distill.language import build_causal_lm
+from tf_distill.language import next_token_batch
+from tf_distill.language import sample_continuations
+from tf_distill.language import sequence_level_dataset
+from tf_distill.language.sampling import filter_logits
+
+VOCABULARY = 64
+LENGTH = 16
+PROMPT = 4
+ALPHA = 0.5
+
+
+def tiny_gpt2(name, seed, hidden_dim=16, num_layers=1):
+    keras.utils.set_random_seed(seed)
+    return build_causal_lm(
+        "gpt2",
+        vocabulary_size=VOCABULARY,
+        num_layers=num_layers,
+        hidden_dim=hidden_dim,
+        num_heads=2,
+        max_sequence_length=LENGTH,
+        name=name,
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return tiny_gpt2("teacher", seed=1, hidden_dim=32, num_layers=2)
+
+
+def batch(seed=0):
+    ids = np.random.default_rng(seed).integers(1, VOCABULARY, size=(4, LENGTH + 1))
+    return next_token_batch(ids.astype("int32"))
+
+
+def on_policy(teacher, fraction, seed=3, **kwargs):
+    distiller = OnPolicyDistiller(
+        teacher,
+        tiny_gpt2("student", seed=2),
+        "kd",
+        on_policy_fraction=fraction,
+        prompt_length=PROMPT,
+        student_loss_weight=ALPHA,
+        seed=seed,
+        **kwargs,
+    )
+    distiller.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    return distiller
+
+
+def test_sampling_is_deterministic_with_a_seed_and_compiled_equals_eager():
+    x, _, _ = batch()
+    ids = x["token_ids"]
+    teacher = tiny_gpt2("sampler", seed=5)  # One layer: a short trace.
+    first = sample_continuations(teacher, ids, PROMPT, seed=[7, 1], top_k=8)
+    again = sample_continuations(teacher, ids, PROMPT, seed=[7, 1], top_k=8)
+    other = sample_continuations(teacher, ids, PROMPT, seed=[8, 1], top_k=8)
+    np.testing.assert_array_equal(first, again)
+    assert (np.asarray(first) != np.asarray(other)).any()
+    np.testing.assert_array_equal(first[:, :PROMPT], ids[:, :PROMPT])
+    compiled = tf.function(lambda t: sample_continuations(teacher, t, PROMPT, [7, 1], top_k=8))
+    np.testing.assert_array_equal(compiled(ids), first)
+
+
+def test_sampled_tokens_respect_top_k_and_greedy_is_argmax(teacher):
+    x, _, _ = batch(1)
+    sampled = np.asarray(sample_continuations(teacher, x["token_ids"], PROMPT, [0, 0], top_k=3))
+    logits = np.asarray(teacher({"token_ids": sampled, "padding_mask": np.ones_like(sampled)}))
+    top3 = np.argsort(-logits, axis=-1)[..., :3]
+    for position in range(PROMPT, LENGTH):
+        tokens = sampled[:, position]
+        assert all(token in top3[row, position - 1] for row, token in enumerate(tokens))
+    greedy = np.asarray(sample_continuations(teacher, x["token_ids"], PROMPT, [0, 0], greedy=True))
+    logits = np.asarray(teacher({"token_ids": greedy, "padding_mask": np.ones_like(greedy)}))
+    np.testing.assert_array_equal(greedy[:, PROMPT:], logits[:, PROMPT - 1 : -1].argmax(-1))
+
+
+def test_filter_logits_hand_checked():
+    logits = tf.constant([[0.0, 1.0, 2.0, 3.0]])
+    minus_infinity = -np.inf
+    np.testing.assert_array_equal(
+        filter_logits(logits, top_k=2), [[minus_infinity, minus_infinity, 2.0, 3.0]]
+    )
+    # softmax = [0.032, 0.087, 0.237, 0.644]: 0.7 needs the two largest.
+    np.testing.assert_array_equal(
+        filter_logits(logits, top_p=0.7), [[minus_infinity, minus_infinity, 2.0, 3.0]]
+    )
+    np.testing.assert_array_equal(
+        filter_logits(logits, top_p=0.6), [[minus_infinity] * 3 + [3.0]]
+    )
+    np.testing.assert_allclose(filter_logits(logits, temperature=2.0), [[0.0, 0.5, 1.0, 1.5]])
+    with pytest.raises(ValueError, match="`top_k` must be a positive integer"):
+        filter_logits(logits, top_k=0)
+    with pytest.raises(ValueError, match=r"`top_p` must be in \(0, 1\]"):
+        filter_logits(logits, top_p=1.5)
+
+
+def test_lambda_zero_is_the_distiller(teacher):
+    x, y, weight = batch()
+    gkd = on_policy(teacher, 0.0)
+    plain = tf_distill.Distiller(
+        teacher, tiny_gpt2("student", seed=2), "kd", student_loss_weight=ALPHA
+    )
+    plain.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    gkd_history = gkd.fit(x, y, sample_weight=weight, batch_size=4, verbose=0).history
+    plain_history = plain.fit(x, y, sample_weight=weight, batch_size=4, verbose=0).history
+    for name in ("loss", "student_loss", "distillation_loss"):
+        np.testing.assert_allclose(gkd_history[name], plain_history[name], rtol=1e-6)
+    for gkd_weight, plain_weight in zip(gkd.student.weights, plain.student.weights):
+        np.testing.assert_allclose(gkd_weight, plain_weight, atol=1e-6)
+
+
+def test_lambda_one_trains_on_the_students_samples(teacher):
+    x, y, weight = batch()
+    gkd = on_policy(teacher, 1.0, top_k=10)
+    sampled_x, mask = gkd.on_policy_batch(x, step=0)
+    expected_mask = np.zeros((4, LENGTH), "float32")
+    expected_mask[:, PROMPT - 1 : LENGTH - 1] = 1.0
+    np.testing.assert_array_equal(mask, expected_mask)
+    # Before the step: the Distiller's distillation term on the samples, masked.
+    expected = gkd.compute_loss_terms(sampled_x, None, mask, training=True)
+    # Unshuffled: the rows must be in the order `on_policy_batch` sampled.
+    history = gkd.fit(x, y, sample_weight=weight, batch_size=4, shuffle=False, verbose=0).history
+    assert history["student_loss"] == [0.0]
+    np.testing.assert_allclose(history["distillation_loss"], expected["distillation_loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        history["loss"], (1 - ALPHA) * float(expected["distillation_loss"]), rtol=1e-5
+    )
+
+
+def test_generalized_jsd_trains_on_the_students_samples(teacher):
+    # GKD's divergence (Agarwal et al. 2024), on a mixture of batches.
+    x, y, weight = batch()
+    gkd = OnPolicyDistiller(
+        teacher,
+        tiny_gpt2("student", seed=2),
+        tf_distill.losses.get({"name": "token_kd", "divergence": "generalized_jsd", "beta": 0.5}),
+        on_policy_fraction=0.5,
+        prompt_length=PROMPT,
+        top_p=0.9,
+        seed=3,  # Draws: off-policy, then on-policy twice.
+    )
+    gkd.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    draws = [bool(gkd.is_on_policy(step)) for step in range(3)]
+    history = gkd.fit(x, y, sample_weight=weight, batch_size=4, epochs=3, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    # Sampled steps have no label loss; the others do.
+    assert [value == 0.0 for value in history["student_loss"]] == draws
+    assert any(draws) and not all(draws)
+
+
+def test_on_policy_draws_follow_lambda_and_the_seed(teacher):
+    half = on_policy(teacher, 0.5)
+    draws = [bool(half.is_on_policy(step)) for step in range(200)]
+    assert 70 < sum(draws) < 130
+    same_seed = on_policy(teacher, 0.5)
+    assert draws == [bool(same_seed.is_on_policy(step)) for step in range(200)]
+    other_seed = on_policy(teacher, 0.5, seed=4)
+    assert draws != [bool(other_seed.is_on_policy(step)) for step in range(200)]
+    always, never = on_policy(teacher, 1.0), on_policy(teacher, 0.0)
+    assert all(bool(always.is_on_policy(step)) for step in range(20))
+    assert not any(bool(never.is_on_policy(step)) for step in range(20))
+
+
+def test_on_policy_arguments_are_checked(teacher):
+    with pytest.raises(ValueError, match="on_policy_fraction"):
+        on_policy(teacher, 1.5)
+    with pytest.raises(ValueError, match="`prompt_length` must be a positive integer"):
+        OnPolicyDistiller(teacher, tiny_gpt2("student", seed=2), prompt_length=0)
+    with pytest.raises(ValueError, match="`temperature` must be > 0"):
+        OnPolicyDistiller(teacher, tiny_gpt2("student", seed=2), temperature=0.0)
+
+
+def test_config_round_trip_keeps_the_on_policy_arguments(teacher):
+    gkd = on_policy(teacher, 0.25, top_p=0.9)
+    restored = OnPolicyDistiller.from_config(gkd.get_config())
+    assert (restored.on_policy_fraction, restored.prompt_length) == (0.25, PROMPT)
+    assert (restored.top_p, restored.seed) == (0.9, 3)
+
+
+def test_sequence_level_dataset_holds_the_teachers_greedy_continuations(teacher):
+    x, _, _ = batch(2)
+    prompts = np.asarray(x["token_ids"])[:, :PROMPT]
+    dataset = sequence_level_dataset(teacher, prompts, LENGTH - 1)
+    (inputs, labels, weights), = list(dataset)
+    ids = np.concatenate([np.asarray(inputs["token_ids"]), np.asarray(labels)[:, -1:]], axis=1)
+    np.testing.assert_array_equal(ids[:, :PROMPT], prompts)
+    logits = np.asarray(teacher({"token_ids": ids, "padding_mask": np.ones_like(ids)}))
+    np.testing.assert_array_equal(ids[:, PROMPT:], logits[:, PROMPT - 1 : -1].argmax(-1))
+    expected = np.zeros((4, LENGTH - 1), "float32")
+    expected[:, PROMPT - 1 :] = 1.0
+    np.testing.assert_array_equal(weights, expected)
+    with pytest.raises(ValueError, match="max_sequence_length=16. Received: sequence length 17"):
+        sequence_level_dataset(teacher, prompts, LENGTH)

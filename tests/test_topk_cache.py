@@ -1,0 +1,168 @@
+"""Tests of the sharded top-k teacher cache (`tf_distill.cache.topk`)."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import tf_distill
+from tf_distill.backend import keras
+from tf_distill.backend import tf
+from tf_distill.cache import StaleCacheError
+from tf_distill.cache import TopKCache
+from tf_distill.cache import build_topk_cache
+from tf_distill.cache import open_topk_cache
+from tf_distill.losses import TopKDistillation
+from tf_distill.losses import topk_kl
+from tf_distill.losses import topk_targets
+
+VOCABULARY, LENGTH, EXAMPLES, K = 64, 16, 32, 4
+
+
+def language_model(seed, scale=1.0):
+    keras.utils.set_random_seed(seed)
+    initializer = keras.initializers.RandomNormal(stddev=scale)
+    return keras.Sequential(
+        [
+            keras.Input([LENGTH], dtype="int32"),
+            keras.layers.Embedding(VOCABULARY, 8, embeddings_initializer=initializer),
+            keras.layers.Dense(VOCABULARY, kernel_initializer=initializer),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, VOCABULARY, size=[EXAMPLES, LENGTH]).astype(np.int32)
+    mask = np.ones([EXAMPLES, LENGTH], np.float32)
+    mask[::3, LENGTH // 2 :] = 0.0
+    return tokens, np.roll(tokens, -1, axis=1), mask
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return language_model(0)
+
+
+def test_two_workers_write_shards_that_join_and_read_back(tmp_path, data, teacher):
+    messages = []
+    first = build_topk_cache(
+        teacher, data, tmp_path, k=K, shard=(0, 2), tokenizer="bytes", log=messages.append
+    )
+    assert first is None  # shard 1 is missing
+    assert not os.path.exists(tmp_path / "manifest.json")
+    with pytest.raises(FileNotFoundError, match="No joined top-k cache"):
+        open_topk_cache(teacher, data, tmp_path, tokenizer="bytes")
+    cache = build_topk_cache(teacher, data, tmp_path, k=K, shard=(1, 2), tokenizer="bytes")
+    assert isinstance(cache, TopKCache)
+    assert (cache.k, cache.vocabulary_size, cache.num_examples) == (K, VOCABULARY, EXAMPLES)
+    # Writing a shard again reuses it.
+    build_topk_cache(teacher, data, tmp_path, k=K, shard=(0, 2), tokenizer="bytes",
+                     log=messages.append)
+    assert "already written" in messages[-1]
+
+    opened = open_topk_cache(teacher, data, tmp_path, tokenizer="bytes")
+    assert opened.fingerprint == cache.fingerprint
+    log_probs, indices, rest = (np.asarray(v) for v in topk_targets(teacher(data[0]), K))
+    seen = np.zeros(EXAMPLES, bool)
+    for x, y, weight in opened.dataset(batch_size=5, shuffle=True, seed=1):
+        packed = x["teacher_outputs"]["logits"].numpy()
+        assert packed.shape[1:] == (LENGTH, 2 * K + 1)
+        # Each batch's targets belong to its own examples, in both shards.
+        rows = [int(np.flatnonzero((data[0] == row).all(axis=1))[0]) for row in x["inputs"].numpy()]
+        seen[rows] = True
+        np.testing.assert_array_equal(packed[..., K : 2 * K], indices[rows])
+        np.testing.assert_allclose(packed[..., :K], log_probs[rows], rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(packed[..., 2 * K], rest[rows], rtol=1e-6)
+        np.testing.assert_array_equal(y.numpy(), data[1][rows])
+        np.testing.assert_array_equal(weight.numpy(), data[2][rows])
+    assert seen.all()
+
+
+def test_distiller_trains_on_the_cache_without_the_teacher(tmp_path, data, teacher):
+    cache = build_topk_cache(teacher, data, tmp_path, k=K)
+    student = language_model(1, scale=0.1)
+    distiller = tf_distill.Distiller(teacher, student, TopKDistillation(), student_loss_weight=0.0)
+    distiller.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy")
+    (x, y, weight), = cache.dataset(batch_size=EXAMPLES, shuffle=False).take(1)
+    terms = distiller.compute_loss_terms(x, y, weight)
+    log_probs, indices, rest = topk_targets(teacher(data[0]), K)
+    expected = topk_kl(tf.cast(tf.cast(log_probs, tf.float16), tf.float32), indices, rest,
+                       student(data[0]), mask=data[2])
+    np.testing.assert_allclose(
+        float(terms["distillation_loss"]), float(np.mean(expected)), rtol=1e-4
+    )
+    # Training on the cache never runs the teacher: its output layer counts calls
+    # (a traced call counts too).
+    calls = []
+    output_layer = teacher.layers[-1]
+    original_call = output_layer.call
+
+    def counting_call(*args, **kwargs):
+        calls.append(1)
+        return original_call(*args, **kwargs)
+
+    output_layer.call = counting_call
+    try:
+        history = distiller.fit(cache.dataset(batch_size=16, seed=0).repeat(5), verbose=0)
+        teacher(data[0][:1])
+    finally:
+        output_layer.call = original_call
+    # Only the call made on purpose after training reached the teacher.
+    assert calls == [1]
+    after = distiller.compute_loss_terms(x, y, weight)
+    assert float(after["distillation_loss"]) < 0.5 * float(terms["distillation_loss"])
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_bytes_per_token_on_disk(tmp_path, data, teacher):
+    cache = build_topk_cache(teacher, data, tmp_path, k=K, shard=(0, 1))
+    on_disk = sum(os.path.getsize(path) for path in glob.glob(str(tmp_path / "shard-*" / "*.npy")))
+    tokens = EXAMPLES * LENGTH
+    assert cache.bytes_per_token == K * 6 + 4
+    assert on_disk / tokens <= K * 6 + 8
+
+
+def test_k_not_below_the_vocabulary_is_refused_before_any_work(tmp_path, data, teacher):
+    for k in (VOCABULARY, VOCABULARY + 1):
+        with pytest.raises(ValueError) as error:
+            build_topk_cache(teacher, data, tmp_path / "cache", k=k)
+        assert str(error.value) == (
+            f"`k` must be < the vocabulary size V={VOCABULARY} (k = V would store more "
+            f"than the full logits). Received: k={k}"
+        )
+    assert not os.path.exists(tmp_path / "cache")
+
+
+def test_cache_of_another_teacher_or_tokenizer_is_refused(tmp_path, data, teacher):
+    cache = build_topk_cache(teacher, data, tmp_path, k=K, tokenizer="bytes-v1")
+    other_teacher = language_model(2)
+    # Another teacher with the same tokenizer; the same teacher with another.
+    for model, tokenizer in ((other_teacher, "bytes-v1"), (teacher, "bytes-v2")):
+        for function, kwargs in ((open_topk_cache, {}), (build_topk_cache, {"k": K})):
+            with pytest.raises(StaleCacheError) as error:
+                function(model, data, tmp_path, tokenizer=tokenizer, **kwargs)
+            message = str(error.value)
+            assert "\n" not in message
+            assert f"has fingerprint {cache.fingerprint}" in message
+            other = message.split(" give ")[1].split(":")[0]
+            assert len(other) == 64 and other != cache.fingerprint
+            assert "another teacher or tokenizer" in message
+
+
+def test_argument_errors(tmp_path, data, teacher):
+    with pytest.raises(ValueError, match=r"`shard` must be `\(index, count\)`.*shard=\(2, 2\)"):
+        build_topk_cache(teacher, data, tmp_path, shard=(2, 2))
+    with pytest.raises(ValueError, match=r"`k` must be an integer >= 1. Received: k=0"):
+        build_topk_cache(teacher, data, tmp_path, k=0)
+    with pytest.raises(ValueError, match="must be `\\(x, y\\)`.*Received: a tf.data.Dataset"):
+        build_topk_cache(teacher, tf.data.Dataset.from_tensor_slices(data), tmp_path)
+
+    class Tokenizer:
+        def vocabulary_size(self):
+            return 50
+
+    with pytest.raises(ValueError, match=r"tokenizer's vocabulary has 50 tokens.*V=64"):
+        build_topk_cache(teacher, data, tmp_path, tokenizer=Tokenizer())

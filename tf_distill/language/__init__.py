@@ -1,0 +1,41 @@
+"""Distilling KerasHub causal language models.
+
+`build_causal_lm` builds a GPT-2, Gemma or Llama-style `CausalLM` from sizes;
+the `Distiller` takes such models as teacher and student (see `models`: the
+padding mask of `{"token_ids", "padding_mask"}` masks every token-level term,
+and vocabularies, tokenizers and lengths are checked); `next_token_batch`
+turns token ids into `(x, y, sample_weight)`. `OnPolicyDistiller` is GKD
+(on-policy distillation) and `sequence_level_dataset` sequence-level KD; their
+sampling is `sample_continuations`. `perplexity` and `teacher_nll_of_samples`
+(the exposure-bias measure) score a trained LM (see `evaluation`).
+
+Names load on first use (PEP 562): the `Distiller` imports `models`, and
+`onpolicy` imports the `Distiller`.
+"""
+
+import importlib
+
+_PUBLIC = {
+    "OnPolicyDistiller": "tf_distill.language.onpolicy",
+    "build_causal_lm": "tf_distill.language.builders",
+    "check_tokenizers": "tf_distill.language.models",
+    "next_token_batch": "tf_distill.language.models",
+    "perplexity": "tf_distill.language.evaluation",
+    "sample_continuations": "tf_distill.language.sampling",
+    "sequence_level_dataset": "tf_distill.language.onpolicy",
+    "teacher_nll_of_samples": "tf_distill.language.evaluation",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tf_distill.language' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

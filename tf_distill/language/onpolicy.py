@@ -1,0 +1,275 @@
+"""On-policy distillation of causal LMs (GKD) and sequence-level KD.
+
+`OnPolicyDistiller` is the `Distiller` of generalized knowledge distillation
+(Agarwal et al., "On-Policy Distillation of Language Models: Learning from
+Self-Generated Mistakes", ICLR 2024): with probability λ a batch's
+continuations are sampled from the student itself, the teacher scores the
+sampled sequences, and the distillation losses train the student on its own
+samples, masked to the continuation. With probability 1 − λ the batch is a
+plain supervised KD batch. λ = 0 is the `Distiller`; the divergence is any
+distillation loss (forward KL as `"kd"`, reverse KL, generalized JSD, ...).
+
+`sequence_level_dataset` is sequence-level KD (Kim & Rush, "Sequence-Level
+Knowledge Distillation", EMNLP 2016): the teacher writes continuations of a
+data set's prompts once, and the student is trained on them.
+"""
+
+import numpy as np
+
+from tf_distill import batches
+from tf_distill.backend import register_serializable
+from tf_distill.backend import tf
+from tf_distill.distiller import Distiller
+from tf_distill.language import models as language_models
+from tf_distill.language.models import PADDING_MASK
+from tf_distill.language.models import TOKEN_IDS
+from tf_distill.language.sampling import continuation_mask
+from tf_distill.language.sampling import filter_logits
+from tf_distill.language.sampling import sample_continuations
+from tf_distill.losses.base import check_unit_interval
+
+
+def _check_prompt_length(prompt_length):
+    if not isinstance(prompt_length, int) or isinstance(prompt_length, bool) or prompt_length < 1:
+        raise ValueError(
+            f"`prompt_length` must be a positive integer. Received: prompt_length={prompt_length!r}"
+        )
+
+
+@register_serializable()
+class OnPolicyDistiller(Distiller):
+    """A `Distiller` that trains a causal LM on its own samples (GKD).
+
+    Each training step draws `u ~ U(0, 1)` (seeded). If `u < λ`
+    (`on_policy_fraction`), the tokens after the first `prompt_length` of
+    each sequence are replaced by the student's own continuation (sampled
+    compiled, inside the step, with `temperature`, `top_k`, `top_p`; see
+    `tf_distill.language.sampling`), the teacher scores that sequence, and
+    the loss is the distillation term alone, `(1 − α)·Σ wᵢ·Dᵢ(teacher,
+    student)`, over the positions that predict a sampled token: the samples
+    have no labels, so the student's label loss is 0 there, as for
+    unlabeled data in the `Distiller`. Otherwise the step is the
+    `Distiller`'s. `evaluate` is the `Distiller`'s (supervised).
+
+    Inputs are KerasHub's `{"token_ids", "padding_mask"}` dicts of length
+    `time`; labels the next tokens `[batch, time]`; a sample weight, if
+    given, is a `[batch, time]` mask (the padding mask by default).
+
+    Args:
+        teacher, student: `keras_hub.models.CausalLM` models (or models with
+            the same inputs and outputs).
+        distillation_losses: as for `Distiller`; defaults to `"kd"`
+            (forward KL at temperature 1).
+        on_policy_fraction: λ in [0, 1], the probability that a batch is
+            sampled from the student.
+        prompt_length: `P`, the number of leading tokens kept as prompt.
+        temperature, top_k, top_p: the student's sampling (see
+            `tf_distill.language.sampling.filter_logits`).
+        seed: an int fixing the draws and the samples; drawn from NumPy's
+            global state (see `keras.utils.set_random_seed`) when `None`.
+        **kwargs: the `Distiller`'s other arguments.
+
+    Example:
+
+    ```python
+    distiller = OnPolicyDistiller(teacher, student, "reverse_kl",
+                                  on_policy_fraction=0.5, prompt_length=8,
+                                  top_k=20, seed=0)
+    distiller.compile("adam", loss="sparse_categorical_crossentropy")
+    distiller.fit(x, y, epochs=1)
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher=None,
+        student=None,
+        distillation_losses="kd",
+        on_policy_fraction=0.5,
+        prompt_length=1,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        seed=None,
+        **kwargs,
+    ):
+        check_unit_interval("on_policy_fraction", on_policy_fraction)
+        _check_prompt_length(prompt_length)
+        filter_logits(tf.zeros([1, 2]), temperature, top_k, top_p)  # Checks them.
+        super().__init__(teacher, student, distillation_losses, **kwargs)
+        self.on_policy_fraction = float(on_policy_fraction)
+        self.prompt_length = prompt_length
+        self.temperature = float(temperature)
+        self.top_k = top_k
+        self.top_p = top_p
+        self.seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "on_policy_fraction": self.on_policy_fraction,
+            "prompt_length": self.prompt_length,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+
+    def _step_seed(self, step):
+        return tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, 0], tf.int64), tf.cast(step, tf.int64)
+        )
+
+    def is_on_policy(self, step):
+        """Whether training step `step` (from 0) samples from the student."""
+        draw = tf.random.stateless_uniform([], seed=self._step_seed(step))
+        return draw < self.on_policy_fraction
+
+    def on_policy_batch(self, x, step):
+        """The batch that step `step` trains on when it is on-policy.
+
+        Returns:
+            `(x, mask)`: `x` with the student's continuation after the
+            prompt (sampled with the step's seed), and the float32
+            `[batch, time]` mask of the positions predicting sampled tokens.
+        """
+        token_ids = sample_continuations(
+            self.student,
+            x[TOKEN_IDS],
+            self.prompt_length,
+            tf.random.experimental.stateless_fold_in(self._step_seed(step), 1),
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            padding_mask=x[PADDING_MASK],
+        )
+        positions = tf.range(tf.shape(token_ids)[1])[tf.newaxis, :]
+        padding_mask = tf.logical_or(tf.cast(x[PADDING_MASK], tf.bool), positions >= self.prompt_length)
+        mask = continuation_mask(tf.shape(token_ids), self.prompt_length)
+        return {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}, mask
+
+    def _choose(self, on_policy, sampled, supervised):
+        if self.on_policy_fraction == 1.0:
+            return sampled()
+        return tf.cond(on_policy, sampled, supervised)
+
+    def train_step(self, data):
+        if self.on_policy_fraction == 0.0:
+            return super().train_step(data)
+        models = [self.student, *self.teachers.values()]
+        x, y, sample_weight = language_models.unpack(data, models)
+        if batches.split_inputs(x)[1] is not None:
+            raise ValueError(
+                "OnPolicyDistiller needs the live teacher to score the student's samples: "
+                "cached teacher outputs cannot be used (on_policy_fraction > 0)."
+            )
+        if not language_models.is_token_batch(x):
+            raise ValueError(
+                "OnPolicyDistiller expects inputs {'token_ids', 'padding_mask'}. Received: "
+                f"x={x!r}"
+            )
+        has_labels = y is not None
+        if not has_labels:  # Unlabeled data: distillation losses only.
+            y = tf.zeros_like(x[TOKEN_IDS])
+        sample_weight = tf.cast(sample_weight, tf.float32)
+        if sample_weight.shape.rank != 2:
+            raise ValueError(
+                "OnPolicyDistiller expects a `[batch, time]` sample weight (a mask). "
+                f"Received: sample_weight of shape {sample_weight.shape}"
+            )
+        step = self.optimizer.iterations
+        on_policy = self.is_on_policy(step)
+
+        def sampled():
+            sampled_x, mask = self.on_policy_batch(x, step)
+            ids = sampled_x[TOKEN_IDS]
+            # The labels of a sampled batch are its next tokens (for metrics).
+            labels = tf.concat([ids[:, 1:], ids[:, -1:]], axis=1)
+            return ids, sampled_x[PADDING_MASK], tf.cast(labels, y.dtype), mask
+
+        def supervised():
+            return x[TOKEN_IDS], tf.cast(x[PADDING_MASK], tf.bool), y, sample_weight
+
+        token_ids, padding_mask, labels, weights = self._choose(on_policy, sampled, supervised)
+        inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
+        teacher_outputs = self.teacher_forward(inputs)
+        with tf.GradientTape() as tape:
+            # A sampled batch has no labels: its label loss is 0 (y=None).
+            loss, means, logits = self._choose(
+                on_policy,
+                lambda: self._loss_terms(inputs, None, weights, teacher_outputs, True),
+                lambda: self._loss_terms(
+                    inputs, labels if has_labels else None, weights, teacher_outputs, True
+                ),
+            )
+            scaled = self.optimizer.scale_loss(loss)
+        trainable = self.trainable_variables
+        gradients = tape.gradient(scaled, trainable)
+        self.optimizer.apply_gradients(zip(gradients, trainable))
+        return self._update_metrics(labels if has_labels else None, logits, weights, *means)
+
+
+def sequence_level_dataset(
+    teacher,
+    prompts,
+    sequence_length,
+    greedy=True,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    seed=0,
+):
+    """Sequence-level KD (Kim & Rush 2016): a data set of teacher continuations.
+
+    The teacher continues each prompt to `sequence_length + 1` tokens
+    (greedily, the approximation of beam search Kim & Rush found to work,
+    or sampled), once; the student is then trained on those sequences with
+    its label loss, e.g. `student.fit(dataset)` or a `Distiller`.
+
+    Args:
+        teacher: A causal LM (`{"token_ids", "padding_mask"}` -> logits).
+        prompts: A `tf.data.Dataset` of int token-id batches `[batch, P]`
+            (all real tokens), or an array `[examples, P]`.
+        sequence_length: The training length `time`; `P <= time`.
+        greedy: Take the teacher's most likely token; else sample with
+            `temperature`, `top_k`, `top_p` and `seed`.
+
+    Returns:
+        A `tf.data.Dataset` of `(x, y, sample_weight)` batches: `x` is
+        `{"token_ids", "padding_mask"}` `[batch, time]`, `y` the next tokens,
+        and `sample_weight` 1 on the positions predicting a teacher token.
+    """
+    if not isinstance(prompts, tf.data.Dataset):
+        prompts = tf.data.Dataset.from_tensor_slices(np.asarray(prompts)).batch(32)
+    language_models.check_sequence_length(
+        [teacher], {TOKEN_IDS: tf.zeros([1, sequence_length + 1]), PADDING_MASK: None}
+    )
+    generate = tf.function(
+        lambda ids, batch_seed, prompt_length: sample_continuations(
+            teacher, ids, prompt_length, batch_seed, temperature, top_k, top_p, greedy
+        )
+    )
+    batches = []
+    for index, prompt in enumerate(prompts):
+        prompt = tf.convert_to_tensor(prompt)
+        prompt_length = int(prompt.shape[1])
+        if prompt_length > sequence_length:
+            raise ValueError(
+                "The prompts must not be longer than `sequence_length`. Received: prompt "
+                f"length {prompt_length} and sequence_length={sequence_length}"
+            )
+        padding = tf.zeros([tf.shape(prompt)[0], sequence_length + 1 - prompt_length], prompt.dtype)
+        ids = tf.concat([prompt, padding], axis=1)
+        ids = generate(ids, tf.constant([seed, index], tf.int64), prompt_length)
+        x, y, _ = language_models.next_token_batch(ids)
+        # Position t predicts token t + 1: the teacher's tokens are P ... time.
+        mask = continuation_mask(tf.shape(ids), prompt_length)[:, :-1]
+        batches.append((x, y, mask))
+    if not batches:
+        raise ValueError("`prompts` is empty.")
+    dataset = tf.data.Dataset.from_tensors(batches[0])
+    for batch in batches[1:]:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
+    return dataset
+
+
