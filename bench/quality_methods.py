@@ -241,6 +241,19 @@ def loss_config(config, num_examples):
     return config
 
 
+def scheme_options(method):
+    """What a row's scheme needs besides its losses: `options`, with the
+    assistant's size or the number of generations of a chain."""
+    options = dict(method.options)
+    if method.scheme == "mutual":
+        options["peers"] = 1
+    elif method.scheme == "teacher_assistant":
+        options["assistant_size"] = ASSISTANT_SIZE
+    elif method.scheme == "born_again":
+        options["generations"] = BORN_AGAIN_GENERATIONS
+    return options
+
+
 def methods_by_key():
     return {method.key: method for method in METHODS}
 

@@ -21,10 +21,12 @@ import yaml
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES_DIR = os.path.join(REPO_ROOT, "examples", "recipes")
 
-# The table's rows, by the registered loss names whose recipe they are.
+# The recipes, by name (a registered loss's name, or the method's), and the
+# table's row each is made from.
 RECIPE_ROWS = {
     "kd": "kd",
     "kd_standardized": "kd_standardized",
+    "ctkd": "ctkd",
     "dkd": "dkd",
     "dist": "dist",
     "fitnets": "fitnets",
@@ -33,6 +35,11 @@ RECIPE_ROWS = {
     "rkd_angle": "rkd",
     "similarity_preserving": "similarity_preserving",
     "pkt": "pkt",
+    "crd": "crd",
+    "mutual": "mutual",
+    "self_ema": "self_ema",
+    "teacher_assistant": "teacher_assistant",
+    "born_again": "born_again",
 }
 
 
@@ -40,11 +47,73 @@ def _errors(summary):
     return f"{summary['mean']:.1f} ± {summary['std']:.1f} ({' / '.join(map(str, summary['test_errors']))})"
 
 
+def _losses(losses, train_size):
+    """The row's losses as a config gives them; CRD's negatives as the table capped them
+    (the run fills in `num_examples` from the training split)."""
+    import quality_methods
+
+    completed = [quality_methods.loss_config(config, train_size) for config in losses]
+    return [{k: v for k, v in config.items() if k != "num_examples"} for config in completed]
+
+
+def recipe_config(name, row, settings):
+    """The `tf-distill run` config of one row, in the table's setting."""
+    weights = [float(w) for w in row["best_weights"]]
+    distillation = {
+        "student_loss_weight": float(row["student_loss_weight"]),
+        "losses": _losses(row["losses"], settings["train_size"]),
+        "loss_weights": weights,
+    }
+    scheme, options = row.get("scheme", "teacher"), row.get("options", {})
+    config = {
+        "data": {
+            "source": "../shared/data/mnist",
+            "train_size": settings["train_size"],
+            "validation_size": settings["validation_size"],
+            "batch_size": settings["batch_size"],
+        },
+        "teacher": {
+            "architecture": "cnn",
+            "size": "large",
+            "epochs": settings["teacher_epochs"],
+            "learning_rate": settings["teacher_learning_rate"],
+        },
+        "student": {"architecture": "cnn", "size": "small"},
+        "distillation": distillation,
+        "training": {
+            "epochs": settings["epochs"],
+            "learning_rate": settings["learning_rate"],
+            # The table's Adam decays its learning rate to 0 on a cosine.
+            "schedule": "cosine",
+            "seeds": [0, 1, 2],
+        },
+        "output": f"runs/recipe_{name}",
+    }
+    if scheme == "teacher_assistant":
+        config["stages"] = [{
+            "name": "assistant",
+            "student": {"architecture": "cnn", "size": options["assistant_size"]},
+            "distillation": dict(distillation),
+            "training": {"epochs": settings["epochs"],
+                         "learning_rate": settings["learning_rate"]},
+        }]
+        config = {key: config[key] for key in
+                  ("data", "teacher", "stages", "student", "distillation", "training", "output")}
+    elif scheme != "teacher":
+        del config["teacher"]  # the scheme's teachers are the student's own
+        keys = {"mutual": ("peers",), "self": ("decay", "adaptive_decay"),
+                "born_again": ("generations",)}[scheme]
+        heading = {"scheme": scheme, **{key: options[key] for key in keys}}
+        if scheme == "mutual":  # every peer's label loss has weight 1
+            del distillation["student_loss_weight"]
+        config["distillation"] = {**heading, **distillation}
+    return config
+
+
 def recipe_text(name, row, alone, settings, command):
     """The YAML text of one recipe: a comment with the evidence, then the config."""
     best = row["best"]
     paired = best["paired"]
-    weights = [float(w) for w in row["best_weights"]]
     lines = [
         f"# Recipe: {row['label']} — `tf-distill run examples/recipes/{name}.yaml`",
         "#",
@@ -70,34 +139,37 @@ def recipe_text(name, row, alone, settings, command):
         )
     if name != RECIPE_ROWS[name]:
         lines.append(f"# Measured together with the other losses below ({RECIPE_ROWS[name]}).")
-    config = {
-        "data": {
-            "source": "../shared/data/mnist",
-            "train_size": settings["train_size"],
-            "validation_size": settings["validation_size"],
-            "batch_size": settings["batch_size"],
-        },
-        "teacher": {
-            "architecture": "cnn",
-            "size": "large",
-            "epochs": settings["teacher_epochs"],
-            "learning_rate": settings["teacher_learning_rate"],
-        },
-        "student": {"architecture": "cnn", "size": "small"},
-        "distillation": {
-            "student_loss_weight": float(row["student_loss_weight"]),
-            "losses": row["losses"],
-            "loss_weights": weights,
-        },
-        "training": {
-            "epochs": settings["epochs"],
-            "learning_rate": settings["learning_rate"],
-            # The table's Adam decays its learning rate to 0 on a cosine.
-            "schedule": "cosine",
-            "seeds": [0, 1, 2],
-        },
-        "output": f"runs/recipe_{name}",
-    }
+    config = recipe_config(name, row, settings)
+    return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def unmeasured_text(name, settings):
+    """A recipe of a row the table has not measured yet: the paper's weights,
+    and "not yet measured" where the evidence goes."""
+    import textwrap
+
+    import quality_methods
+
+    method = quality_methods.methods_by_key()[RECIPE_ROWS[name]]
+    row = {"label": method.label, "losses": method.losses, "student_loss_weight": method.alpha,
+           "best_weights": method.weights, "scheme": method.scheme,
+           "options": quality_methods.scheme_options(method)}
+    setting = textwrap.wrap(method.setting.format(warmup=method.warmup_epochs), 76)
+    lines = [
+        f"# Recipe: {method.label} — `tf-distill run examples/recipes/{name}.yaml`",
+        "#",
+        f"# The method table's setting (bench/quality_methods.py): MNIST, "
+        f"{settings['train_size']:,} training",
+        f"# images, CNN \"small\" student, {settings['epochs']} epochs, 3 paired seeds; "
+        "the paper's weights:",
+        *(f"# {line}" for line in setting),
+        "#",
+        "# Measured result (test errors of 10,000):",
+        "#   student alone  not yet measured",
+        "#   this recipe    not yet measured",
+        "# Run it, or add the row to the method table (bench/bench_quality.py --write).",
+    ]
+    config = recipe_config(name, row, settings)
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -125,14 +197,38 @@ def write_recipes(results, folder=RECIPES_DIR):
     return paths
 
 
+def write_unmeasured(names, folder=RECIPES_DIR, settings=None):
+    """Writes the recipes `names` with "not yet measured"; returns the paths."""
+    if settings is None:
+        from bench_quality import FULL
+
+        settings = FULL["methods"]
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for name in names:
+        path = os.path.join(folder, f"{name}.yaml")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(unmeasured_text(name, settings))
+        paths.append(path)
+    return paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="the JSON written by bench_quality.py --results")
+    parser.add_argument("results", nargs="?",
+                        help="the JSON written by bench_quality.py --results")
     parser.add_argument("--folder", default=RECIPES_DIR)
+    parser.add_argument("--unmeasured", nargs="+", metavar="NAME", choices=list(RECIPE_ROWS),
+                        help="write these recipes with the paper's weights, not yet measured")
     args = parser.parse_args(argv)
-    with open(args.results, encoding="utf-8") as handle:
-        results = json.load(handle)
-    for path in write_recipes(results, args.folder):
+    if args.unmeasured:
+        paths = write_unmeasured(args.unmeasured, args.folder)
+    else:
+        if args.results is None:
+            parser.error("give the results JSON, or --unmeasured NAME ...")
+        with open(args.results, encoding="utf-8") as handle:
+            paths = write_recipes(json.load(handle), args.folder)
+    for path in paths:
         print(f"Wrote {os.path.relpath(path, REPO_ROOT)}")
 
 

@@ -265,6 +265,8 @@ def method_summary(part):
             "student_loss_weight": method.alpha,
             "paper_weights": method.weights,
             "warmup_epochs": method.warmup_epochs,
+            "scheme": method.scheme,
+            "options": quality_methods.scheme_options(method),
             "search_validation_errors": {
                 f: runs[f]["validation"][seeds[0]] for f in sorted(runs, key=float)
             },

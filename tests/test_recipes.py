@@ -35,3 +35,39 @@ def test_a_recipe_is_a_valid_run_config_with_its_evidence(path):
         assert os.path.samefile(described["recipe"], path)
         assert described["recipe_text"] == text
         assert name in [loss["name"] for loss in config["distillation"]["losses"]]
+
+
+def test_the_recipe_writer_makes_valid_configs_of_every_method_row(tmp_path):
+    """bench/quality_recipes.py, on made-up results of every row of the table."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    import quality_methods
+    import quality_recipes
+
+    scored = {"test_errors": [40, 42, 44], "mean": 42.0, "std": 2.0, "verdict": "better",
+              "paired": {"n": 3, "mean": 3.0, "std": 1.0, "improved": 3}}
+    rows = {method.key: {"label": method.label, "losses": method.losses,
+                         "student_loss_weight": method.alpha, "warmup_epochs": 0,
+                         "scheme": method.scheme,
+                         "options": quality_methods.scheme_options(method),
+                         "chosen_factor": 1.0, "best_weights": method.weights, "best": scored}
+            for method in quality_methods.METHODS}
+    settings = {"train_size": 4000, "validation_size": 5000, "test_size": None,
+                "batch_size": 128, "epochs": 15, "learning_rate": 0.01,
+                "teacher_epochs": 15, "teacher_learning_rate": 0.005}
+    results = {"settings": {"methods": settings},
+               "methods": {"alone": {"test": [43, 45, 47]}}, "recipes": rows}
+    paths = quality_recipes.write_recipes(results, str(tmp_path))
+    assert len(paths) == len(quality_recipes.RECIPE_ROWS)
+    schemes = {}
+    for path in paths:
+        config = config_lib.validate(yaml.safe_load(open(path, encoding="utf-8").read()))
+        schemes[os.path.basename(path)] = config["distillation"].get("scheme", "teacher")
+    assert schemes["mutual.yaml"] == "mutual" and schemes["self_ema.yaml"] == "self"
+    assert schemes["born_again.yaml"] == "born_again" and schemes["kd.yaml"] == "teacher"
+    assert config_lib.load(str(tmp_path / "teacher_assistant.yaml"))["stages"][0]["name"] == (
+        "assistant")
+    # CRD's negatives are capped as the table capped them; the run fills `num_examples`.
+    (crd,) = config_lib.load(str(tmp_path / "crd.yaml"))["distillation"]["losses"]
+    assert crd["num_negatives"] == 1000 and "num_examples" not in crd

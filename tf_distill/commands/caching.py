@@ -80,6 +80,7 @@ def cached_dataset(
     shuffle=None,
     seed=None,
     log=None,
+    example_indices=False,
 ):
     """A job's pipeline for one split: cached (memory or disk) or plain.
 
@@ -93,6 +94,8 @@ def cached_dataset(
         shuffle: Defaults to True for `"train"` only.
         seed: Shuffling seed.
         log: A `print`-like callable.
+        example_indices: Each batch also carries its examples' indices in
+            the split (for a loss with a memory bank, CRD).
 
     Returns:
         A `tf.data.Dataset` for `distiller.fit` / `evaluate`.
@@ -100,7 +103,8 @@ def cached_dataset(
     if shuffle is None:
         shuffle = split == "train"
     if mode == "off":
-        return data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed)
+        return data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed,
+                                  example_indices=example_indices)
     if mode == "disk" and directory is None:
         raise ValueError("A disk cache needs a `directory`. Received: directory=None")
     cache = build_teacher_cache(
@@ -110,4 +114,5 @@ def cached_dataset(
         directory=None if mode == "memory" else os.path.join(directory, split),
         log=log,
     )
-    return cache.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed)
+    return cache.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed,
+                         example_indices=example_indices)

@@ -22,6 +22,7 @@ from tf_distill.backend import keras
 from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.config import teacher_sections
+from tf_distill.commands.example_indices import with_num_examples
 from tf_distill.distribute import shard_by_data
 from tf_distill.files import atomic_write_json
 from tf_distill.losses import crossentropy_from_logits
@@ -83,9 +84,11 @@ def fingerprint(record, data=None):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def dataset(data, split, batch_size, shuffle=None, seed=None):
-    """`data`'s `split` as a dataset of global batches, sharded by data across workers."""
-    return shard_by_data(data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed))
+def dataset(data, split, batch_size, shuffle=None, seed=None, example_indices=False):
+    """`data`'s `split` as a dataset of global batches, sharded by data across
+    workers; with `example_indices`, each batch carries its examples' indices."""
+    return shard_by_data(data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed,
+                                            example_indices=example_indices))
 
 
 def check_model_fits_data(model, role, data):
@@ -449,11 +452,19 @@ def teacher_argument(plans):
     return {plan.name: plan.model for plan in plans}
 
 
-def distiller_arguments(config):
-    """The `Distiller` keyword arguments a config's `distillation:` section gives."""
+def distiller_arguments(config, num_examples=None):
+    """The `Distiller` keyword arguments a config's `distillation:` section gives.
+
+    Args:
+        num_examples: The training examples distilled on: a loss with a
+            memory bank (CRD) that the config gave none gets it.
+    """
     section = config["distillation"]
+    losses = section["losses"]
+    if num_examples is not None:
+        losses = with_num_examples(losses, num_examples)
     arguments = {
-        "distillation_losses": section["losses"],
+        "distillation_losses": losses,
         "distillation_loss_weights": section["loss_weights"],
         "student_loss_weight": section["student_loss_weight"],
         "teacher_outputs": teacher_sections(config)[0][1]["teacher_outputs"],

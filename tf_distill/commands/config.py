@@ -9,7 +9,9 @@ before any data is loaded or any model trained.
 with a `name`, or a mapping `{name: {...}}`; `distillation.teacher_weights`
 and `distillation.ensemble` then say how their outputs combine, and a loss
 reads one of them with `teacher: NAME`. `stages:` lists teacher assistants
-distilled between the teacher and the student (`commands.stages_config`).
+distilled between the teacher and the student (`commands.stages_config`);
+`distillation.scheme` runs mutual, self or born-again distillation
+(`commands.scheme_config`).
 
 A config with `task: language` distills a KerasHub causal language model
 instead; `validate` hands it to `tf_distill.commands.language_config`.
@@ -35,6 +37,7 @@ import yaml
 from tf_distill.architectures import SIZES
 from tf_distill.commands import checks
 from tf_distill.commands import schedule_config
+from tf_distill.commands import scheme_config
 from tf_distill.commands.caching import CACHE_MODES
 from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.checks import show
@@ -245,9 +248,9 @@ def validate(raw):
         if section == "teacher":
             config[section] = errors.run(_teachers, raw.get(section))
         elif section == "distillation":
-            distillation = schedule_config.with_durations(
-                raw.get(section), schedule_config.run_epochs(raw)
-            )
+            distillation, scheme = scheme_config.split(raw.get(section))
+            distillation = schedule_config.with_durations(distillation,
+                                                          schedule_config.run_epochs(raw))
             config[section] = errors.run(checks.section, section, distillation, fields)
         elif section in _OPTIONAL_SECTIONS and raw.get(section) is None:
             config[section] = None
@@ -276,6 +279,7 @@ def validate(raw):
     if raw.get("tuning") is not None:
         config["tuning"] = errors.run(validate_tuning, raw["tuning"])
     _check_choices(config, failed, errors)
+    scheme_config.validate_scheme(scheme, raw, config, errors, SCHEMA["teacher"])
     if raw.get("stages") is not None:  # only when given: older runs keep their fingerprint
         names = [] if "teacher" in failed else [name for name, _ in teacher_sections(config)]
         config["stages"] = errors.run(validate_stages, raw["stages"], config, SCHEMA, {

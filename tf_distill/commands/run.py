@@ -36,16 +36,17 @@ from tf_distill.callbacks import KeepLastGoodModel
 from tf_distill.callbacks import StopOnNonFiniteLoss
 from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.commands import common
+from tf_distill.commands import schemes
 from tf_distill.commands.caching import cached_dataset
 from tf_distill.commands.caching import should_cache
 from tf_distill.commands.config import ConfigError
+from tf_distill.commands.example_indices import any_asks
 from tf_distill.commands.report import seed_comparison
 from tf_distill.commands.report import weak_teacher_warning
 from tf_distill.commands.report import write_report
 from tf_distill.commands.stages import check_chain
 from tf_distill.commands.stages import run_stages
 from tf_distill.commands.stages_config import stage_config
-from tf_distill.distiller import Distiller
 from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
 
@@ -76,7 +77,9 @@ class Job:
     """
 
     def __init__(self, config, verbose=1, log=print, restart=False):
-        self.config = config
+        self.given = config  # as written; `config` with a scheme's implied sections
+        self.config = schemes.effective_config(config)
+        self.num_examples = None  # the training examples distilled on
         self.verbose = verbose
         self.log = log
         self.restart = restart
@@ -225,8 +228,8 @@ class Job:
         `phase`: a stage's (`commands.stages`); by default the student's."""
         config = config or stage_config(self.config, len(self.config.get("stages") or ()))
         training = config["training"]
-        distiller = Distiller(teacher=teacher, student=student,
-                              **common.distiller_arguments(config))
+        distiller = schemes.distillation_model(config, teacher, student, data, seed,
+                                               self.num_examples)
         distiller.compile(
             optimizer=common.training_optimizer(
                 config, data, learning_rate=training["learning_rate"], epochs=training["epochs"],
@@ -263,16 +266,21 @@ class Job:
                 f"step {step}. {kept} Lower `training.learning_rate` or the "
                 "temperature, and check the data for extreme values."
             )
-        return common.history_dict(history), time.perf_counter() - start
+        history = schemes.student_history(config, common.history_dict(history))
+        return history, time.perf_counter() - start
 
     def distillation_data(self, distiller, data, batch, seed, phase=None):
         """Train and validation pipelines, with the teacher's outputs cached
         when that is safe (`training.cache`)."""
         mode, reason = should_cache(self.config, data)
+        if not schemes.has_teacher(self.config):
+            mode, reason = "off", "Distilling online: this scheme's teachers change every step."
         self.log(reason)
+        indices = any_asks(getattr(distiller, "distillation_losses", ()))
         if mode == "off":
             return (
-                common.dataset(data, "train", batch, shuffle=True, seed=seed),
+                common.dataset(data, "train", batch, shuffle=True, seed=seed,
+                               example_indices=indices),
                 common.dataset(data, "validation", batch),
             )
         directory = self.path("teacher_cache" + (f"_{phase}" if phase else ""))
@@ -281,6 +289,7 @@ class Job:
                 cached_dataset(
                     distiller, data, split, batch, mode=mode, directory=directory,
                     seed=seed if split == "train" else None, log=self.log,
+                    example_indices=indices and split == "train",
                 )
             )
             for split in ("train", "validation")
@@ -327,7 +336,7 @@ class Job:
         training = self.config["training"]
         keras.utils.set_random_seed(training["seed"])
         data = common.load_data(self.config["data"])
-        self.hash = config_hash(self.config, data)
+        self.hash = config_hash(self.given, data)
         self.state = {"config_hash": self.hash, "phases": {}}
         self.read_state()
         distribute.check_workers_agree(strategy, self.resume_point(), self.output)
@@ -338,11 +347,14 @@ class Job:
         )
         unsafe = self.config["unsafe"]
         plans = common.prepare_teachers(self.config, data, self.output, log=self.log,
-                                        unsafe=unsafe)
+                                        unsafe=unsafe) if schemes.has_teacher(self.config) else []
         # Validate the distillation set-up before anything is trained or written.
+        students_data = common.transfer_data(self.config, data)
+        self.num_examples = len(students_data[1].x_train)
         student = common.build_student(self.config, data, "student")
         common.check_model_fits_data(student, "student", data)
-        check_chain(self.config, data, common.teacher_argument(plans), student)
+        check_chain(self.config, data, common.teacher_argument(plans) if plans else None,
+                    student, self.num_examples)
         for plan in plans:
             if plan.needs_training:
                 self.claim()
@@ -365,7 +377,6 @@ class Job:
         teacher_accuracy = {
             plan.name: common.validation_accuracy(plan.model, data, batch) for plan in plans
         }
-        students_data = common.transfer_data(self.config, data)
         if students_data[0] is not data:
             labeled, distilled = students_data
             unlabeled = len(distilled.x_train) - len(labeled.x_train)
@@ -399,16 +410,16 @@ class Job:
         results["comparison"] = seed_comparison(rows)
         results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
         if self.config.get("export"):
-            results["export"] = self.export(student if len(self.seeds()) == 1 else
-                                            saving.load_model(self.path(
-                                                f"student{self.suffix(self.seeds()[0])}.keras")),
-                                            data)
+            # The first seed's distilled student, as trained and saved (the
+            # `student` above was only built to check the set-up).
+            results["export"] = self.export(saving.load_model(self.path(
+                f"student{self.suffix(self.seeds()[0])}.keras")), data)
         atomic_write_json(self.path("metrics.json"), results)
         # `tf-distill export RUN_DIR` reads the data back from it.
-        atomic_write(self.path(CONFIG_FILE), yaml.safe_dump(self.config, sort_keys=False))
+        atomic_write(self.path(CONFIG_FILE), yaml.safe_dump(self.given, sort_keys=False))
         results["files"] = write_report(
             self.folder, results, histories,
-            config_text=yaml.safe_dump(self.config, sort_keys=False),
+            config_text=yaml.safe_dump(self.given, sort_keys=False),
         )
         return results
 
@@ -429,7 +440,7 @@ class Job:
             alone.update(common.test_metrics(baseline, data, batch))
             alone["file_bytes"] = self.file_bytes(f"student_alone{suffix}.keras")
             rows.append(alone)
-            warning = weak_teacher_warning(
+            warning = teacher_accuracy and weak_teacher_warning(
                 teacher_accuracy, common.validation_accuracy(baseline, data, batch),
                 self.seed_text(seed),
             )
@@ -457,18 +468,12 @@ class Job:
         size = config["representative_size"]
         path = self.path(f"student_{config['quantization']}.tflite")
         self.log(f"Exporting the student to LiteRT ({config['quantization']}): {path}")
+        options = ("quantization", "max_accuracy_drop", "int8_io", "allow_tf_ops",
+                   "latency_runs", "per_channel")
         report = export_litert(
-            student,
-            path,
-            quantization=config["quantization"],
-            representative_data=data.x_train[:size],
-            validation_data=(data.x_test, data.y_test),
-            max_accuracy_drop=config["max_accuracy_drop"],
-            int8_io=config["int8_io"],
-            allow_tf_ops=config["allow_tf_ops"],
-            latency_runs=config["latency_runs"],
-            per_channel=config["per_channel"],
-            report_path=self.path("export.md"),
+            student, path, representative_data=data.x_train[:size],
+            validation_data=(data.x_test, data.y_test), report_path=self.path("export.md"),
+            **{key: config[key] for key in options},
         )
         result = report.to_dict()
         result["markdown"] = report.to_markdown()

@@ -12,6 +12,7 @@ shows each stage's test metrics and who taught it (`taught_by`).
 from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.commands import common
+from tf_distill.commands.schemes import distillation_model
 from tf_distill.commands.stages_config import stage_config
 from tf_distill.distiller import Distiller
 
@@ -21,12 +22,16 @@ def stage_file(name):
     return f"assistant_{name}.keras"
 
 
-def check_chain(config, data, teacher, student):
+def check_chain(config, data, teacher, student, num_examples=None):
     """Builds every stage's untrained model and the Distiller of each hop.
 
     Run before anything is trained or written, so that a stage that does
     not fit the data or a loss that does not fit its two models is refused
-    at once. Without `stages` it checks the teacher → student Distiller.
+    at once. Without `stages` it checks the teacher → student Distiller (or
+    the model of the config's `distillation.scheme`).
+
+    Args:
+        num_examples: The training examples distilled on (for CRD's banks).
 
     Raises:
         ConfigError: for a stage's model that does not fit the data.
@@ -37,10 +42,11 @@ def check_chain(config, data, teacher, student):
         local = stage_config(config, index)
         model = common.build_student(local, data, stage["name"])
         common.check_model_fits_data(model, f"stage {stage['name']!r}", data)
-        Distiller(teacher=current, student=model, **common.distiller_arguments(local))
+        Distiller(teacher=current, student=model,
+                  **common.distiller_arguments(local, num_examples=num_examples))
         current = model
     last = stage_config(config, len(config.get("stages") or ()))
-    Distiller(teacher=current, student=student, **common.distiller_arguments(last))
+    distillation_model(last, current, student, data, config["training"]["seed"], num_examples)
 
 
 def run_stages(job, teacher, data, test_data, rows, histories):

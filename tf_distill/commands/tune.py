@@ -20,6 +20,8 @@ from tf_distill.commands.caching import should_cache
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.config import teacher_outputs
 from tf_distill.commands.config import validate_tuning
+from tf_distill.commands.example_indices import any_asks
+from tf_distill.commands.scheme_config import check_scheme_free
 from tf_distill.files import atomic_write_json
 from tf_distill.losses import get as get_loss
 from tf_distill.tuning import DistillerHyperModel
@@ -50,6 +52,13 @@ def search_teacher(config, data, output_dir, role, overwrite, say, verbose):
         raise ConfigError(
             "`tf-distill tune` searches a teacher → student distillation; `stages` "
             f"runs with `tf-distill run`. Received: {len(config['stages'])} stage(s)."
+        )
+    check_scheme_free(config, "tune")
+    if any_asks(config["distillation"]["losses"]):
+        raise ConfigError(
+            "`tf-distill tune` does not search losses with a memory bank indexed by "
+            "example (CRD) yet; run them with `tf-distill run`. Received: "
+            f"distillation.losses={config['distillation']['losses']!r}"
         )
     if role == "worker" and not config["teacher"]["path"]:
         # The chief saved its teacher before starting the oracle.

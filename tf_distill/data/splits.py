@@ -6,6 +6,7 @@ import hashlib
 import numpy as np
 
 from tf_distill.backend import tf
+from tf_distill.batches import with_example_indices
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
@@ -88,6 +89,7 @@ class DataSplits:
         seed: int | None = None,
         repeat: bool = False,
         drop_remainder: bool = False,
+        example_indices: bool = False,
     ) -> "tf.data.Dataset":
         """A batched, prefetched `tf.data.Dataset` of `(x, y)` pairs.
 
@@ -103,10 +105,15 @@ class DataSplits:
             seed: Shuffling seed (int) or `None` for a random order.
             repeat: Repeat forever (then pass `steps_per_epoch` to `fit`).
             drop_remainder: Drop the last batch if smaller than `batch_size`.
+            example_indices: Also carry each example's position in the split
+                (`tf_distill.with_example_indices`, applied before
+                shuffling), for losses with a memory bank
+                (`losses.CRDistillation(num_examples=len(x))`).
 
         Returns:
             A `tf.data.Dataset` yielding `(float32 [batch, *input_shape],
-            int32 [batch])`.
+            int32 [batch])`; with `example_indices`, `({"inputs": x,
+            "example_indices": int64 [batch]}, y)`.
 
         Raises:
             ValueError: If `split` is unknown or empty, or `batch_size` is
@@ -127,6 +134,8 @@ class DataSplits:
         if shuffle is None:
             shuffle = SPLIT_ALIASES[split] == "train"
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
+        if example_indices:
+            dataset = with_example_indices(dataset)
         if shuffle:
             dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         if repeat:
