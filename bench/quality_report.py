@@ -384,11 +384,17 @@ Beat the student alone beyond the noise (at the paper's or the chosen setting):
 setting: {", ".join(worse_paper) or "none"}; at the chosen setting:
 {", ".join(worse_best) or "none"}. All the others: no reliable difference.
 
-DKD's warm-up: `tf_distill`'s DecoupledKD has no warm-up option, and the
-Distiller's loss weights are fixed numbers; the bench ramps the weight
-through the public API, one Distiller per warm-up epoch at
+DKD's warm-up: the bench ramps the weight through the public API, one
+Distiller per warm-up epoch at
 `min(epoch / {quality_methods.methods_by_key()["dkd"].warmup_epochs}, 1)` sharing the student and its
-optimizer (the paper: 20 of 240 epochs).
+optimizer (the paper: 20 of 240 epochs), as it did before loss weights
+could be schedules; `distillation_loss_weights=[schedules.Linear(0, 1, 3)]`
+now does the same in one Distiller.
+
+Rows without a teacher (deep mutual learning, EMA self-distillation) train
+from the same batches with the teacher's outputs removed; chains (teacher
+assistant, born-again) read their teachers online from the same seeded
+pipeline; CRD's batches carry example indices.
 
 {footer(results)}
 """
