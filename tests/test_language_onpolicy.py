@@ -171,6 +171,14 @@ def test_on_policy_draws_follow_lambda_and_the_seed(teacher):
     assert not any(bool(never.is_on_policy(step)) for step in range(20))
 
 
+def test_warmup_steps_are_supervised(teacher):
+    warm = on_policy(teacher, 1.0, warmup_steps=3)
+    assert [bool(warm.is_on_policy(step)) for step in range(6)] == [False] * 3 + [True] * 3
+    assert OnPolicyDistiller.from_config(warm.get_config()).warmup_steps == 3
+    with pytest.raises(ValueError, match=r"Received: warmup_steps=-1"):
+        on_policy(teacher, 1.0, warmup_steps=-1)
+
+
 def test_on_policy_arguments_are_checked(teacher):
     with pytest.raises(ValueError, match="on_policy_fraction"):
         on_policy(teacher, 1.5)

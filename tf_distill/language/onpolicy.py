@@ -67,6 +67,9 @@ class OnPolicyDistiller(Distiller):
             `tf_distill.language.sampling.filter_logits`).
         seed: an int fixing the draws and the samples; drawn from NumPy's
             global state (see `keras.utils.set_random_seed`) when `None`.
+        warmup_steps: the first `warmup_steps` training steps are all
+            supervised (GKD starts from a supervised student: samples of an
+            untrained one teach little). Defaults to 0.
         **kwargs: the `Distiller`'s other arguments.
 
     Example:
@@ -91,9 +94,15 @@ class OnPolicyDistiller(Distiller):
         top_k=None,
         top_p=None,
         seed=None,
+        warmup_steps=0,
         **kwargs,
     ):
         check_unit_interval("on_policy_fraction", on_policy_fraction)
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ValueError(
+                "`warmup_steps` must be an integer >= 0. Received: "
+                f"warmup_steps={warmup_steps!r}"
+            )
         _check_prompt_length(prompt_length)
         filter_logits(tf.zeros([1, 2]), temperature, top_k, top_p)  # Checks them.
         super().__init__(teacher, student, distillation_losses, **kwargs)
@@ -103,6 +112,7 @@ class OnPolicyDistiller(Distiller):
         self.top_k = top_k
         self.top_p = top_p
         self.seed = int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
+        self.warmup_steps = warmup_steps
 
     def get_config(self):
         return {
@@ -113,6 +123,7 @@ class OnPolicyDistiller(Distiller):
             "top_k": self.top_k,
             "top_p": self.top_p,
             "seed": self.seed,
+            "warmup_steps": self.warmup_steps,
         }
 
     def _step_seed(self, step):
@@ -123,7 +134,8 @@ class OnPolicyDistiller(Distiller):
     def is_on_policy(self, step):
         """Whether training step `step` (from 0) samples from the student."""
         draw = tf.random.stateless_uniform([], seed=self._step_seed(step))
-        return draw < self.on_policy_fraction
+        warm = tf.cast(step, tf.int64) >= self.warmup_steps
+        return tf.logical_and(warm, draw < self.on_policy_fraction)
 
     def on_policy_batch(self, x, step):
         """The batch that step `step` trains on when it is on-policy.
