@@ -12,6 +12,7 @@ Usage (after `python bench/bench_quality.py --write --results runs/quality.json`
 """
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -58,7 +59,8 @@ def _losses(losses, train_size):
 
 def recipe_config(name, row, settings):
     """The `tf-distill run` config of one row, in the table's setting."""
-    weights = [float(w) for w in row["best_weights"]]
+    # Rounded: the chosen weight is the paper's times 0.1 or 10 (no 0.08000000000000002).
+    weights = [float(f"{float(w):.10g}") for w in row["best_weights"]]
     distillation = {
         "student_loss_weight": float(row["student_loss_weight"]),
         "losses": _losses(row["losses"], settings["train_size"]),
@@ -93,7 +95,7 @@ def recipe_config(name, row, settings):
         config["stages"] = [{
             "name": "assistant",
             "student": {"architecture": "cnn", "size": options["assistant_size"]},
-            "distillation": dict(distillation),
+            "distillation": copy.deepcopy(distillation),  # no YAML anchors
             "training": {"epochs": settings["epochs"],
                          "learning_rate": settings["learning_rate"]},
         }]
