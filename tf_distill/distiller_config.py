@@ -143,17 +143,10 @@ def teachers_without_optimizers(distiller):
             object.__setattr__(model, "optimizer", optimizer)
 
 
-class DistillerSaving:
-    """Mixin of `Distiller`: its config, compile config, and saving without
-    the teachers' optimizer state (for resuming; export `distiller.student`
-    to deploy)."""
-
-    def get_config(self):
-        return distiller_config(self)
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**distiller_arguments(config, custom_objects))
+class CompileConfig:
+    """Mixin of a model compiled as the Distiller is (`compile(optimizer,
+    loss, metrics)`, remembering `_student_loss_config` and
+    `_compile_arguments`): its compile config, saved and restored."""
 
     def get_compile_config(self):
         if not getattr(self, "_compile_arguments", None):
@@ -166,6 +159,19 @@ class DistillerSaving:
         self.compile(**compile_arguments(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+
+class DistillerSaving(CompileConfig):
+    """Mixin of `Distiller`: its config, compile config, and saving without
+    the teachers' optimizer state (for resuming; export `distiller.student`
+    to deploy)."""
+
+    def get_config(self):
+        return distiller_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**distiller_arguments(config, custom_objects))
 
     def save(self, *args, **kwargs):
         """`keras.Model.save`, without the teachers' optimizer state."""

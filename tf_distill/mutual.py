@@ -12,8 +12,7 @@ from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.distiller_config import compile_arguments
-from tf_distill.distiller_config import compile_config
+from tf_distill.distiller_config import CompileConfig
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import reduce_per_example
@@ -74,7 +73,7 @@ def _check_output_shapes(shapes):
 
 
 @register_serializable()
-class MutualDistiller(keras.Model):
+class MutualDistiller(CompileConfig, keras.Model):
     """Trains two or more students together, each learning from its peers.
 
     Deep mutual learning (Zhang et al., CVPR 2018). Each training step runs
@@ -418,14 +417,3 @@ class MutualDistiller(keras.Model):
         ]
         return cls(**config)
 
-    def get_compile_config(self):
-        if not getattr(self, "_compile_arguments", None):
-            return {}
-        return compile_config(self, self._student_loss_config, self._compile_arguments["metrics"])
-
-    def compile_from_config(self, config):
-        if not config:
-            return
-        self.compile(**compile_arguments(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
