@@ -102,18 +102,14 @@ def skew_reverse_kl(teacher_logits, student_logits, temperature=1.0, alpha=0.1, 
 
     Ko et al., "DistiLLM" (ICML 2024): the reverse KL with a share `α` of the
     student mixed into the teacher. `α = 0` is the reverse KL `KL(q ‖ p)`;
-    `α = 1` gives 0.
+    `α = 1` gives 0. It is `skew_kl` with the two distributions' roles
+    swapped.
 
     Args:
         alpha: Skew `0 ≤ α ≤ 1` (the paper uses 0.1).
         Other args and Returns: as `generalized_jsd`.
     """
-    check_unit_interval("alpha", alpha)
-    log_p_teacher = scaled_log_probs(teacher_logits, temperature)
-    log_p_student = scaled_log_probs(student_logits, temperature)
-    log_m = log_mixture(log_p_student, log_p_teacher, alpha)
-    values = kl_from_log_probs(log_p_student, log_m)
-    return reduce_per_example(values * temperature**2, mask)
+    return skew_kl(student_logits, teacher_logits, temperature, alpha, mask)
 
 
 def _forward_kl(teacher_logits, student_logits, temperature, mask=None):
