@@ -28,6 +28,7 @@ from tf_distill.distiller import TEACHER_OUTPUTS
 from tf_distill.distiller import Distiller
 from tf_distill.losses.base import call_arguments
 from tf_distill.validation import check_choice
+from tf_distill.validation import check_positive_integer
 
 # In-memory caches up to this size are gathered by TensorFlow ops from
 # tensors; larger ones, and every memory-mapped one, by NumPy per batch
@@ -251,15 +252,7 @@ def build_teacher_cache(
     """
     log = log or (lambda *args, **kwargs: None)
     check_choice("on_stale", on_stale, _ON_STALE)
-    if (
-        isinstance(inference_batch_size, bool)
-        or not isinstance(inference_batch_size, int)
-        or inference_batch_size <= 0
-    ):
-        raise ValueError(
-            "`inference_batch_size` must be an integer > 0. Received: "
-            f"inference_batch_size={inference_batch_size!r}"
-        )
+    check_positive_integer("inference_batch_size", inference_batch_size)
     spec = TeacherSpec(teacher, distillation_losses, teacher_outputs)
     staging = None
     if directory is not None:

@@ -40,6 +40,7 @@ from tf_distill.files import atomic_write_json
 from tf_distill.losses.topk import pack_topk
 from tf_distill.losses.topk import topk_targets
 from tf_distill.taps import LOGITS
+from tf_distill.validation import check_positive_integer
 
 TOPK_FORMAT = "tf_distill.topk_cache"
 TOPK_FORMAT_VERSION = 1
@@ -248,15 +249,7 @@ def build_topk_cache(
     index, count = _check_shard(shard)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be an integer >= 1. Received: k={k!r}")
-    if (
-        isinstance(inference_batch_size, bool)
-        or not isinstance(inference_batch_size, int)
-        or inference_batch_size <= 0
-    ):
-        raise ValueError(
-            "`inference_batch_size` must be an integer > 0. Received: "
-            f"inference_batch_size={inference_batch_size!r}"
-        )
+    check_positive_integer("inference_batch_size", inference_batch_size)
     spec, source, fingerprint, identity = _resolve(teacher, data, split, k, temperature, tokenizer)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)

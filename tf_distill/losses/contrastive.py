@@ -29,6 +29,7 @@ from tf_distill.losses.memory_bank import ROLES
 from tf_distill.losses.memory_bank import ContrastMemory
 from tf_distill.losses.memory_bank import EmbeddingHead
 from tf_distill.losses.registry import register
+from tf_distill.validation import check_positive_integer
 
 # RepDistiller's `eps` in the NCE loss.
 NCE_EPSILON = 1e-7
@@ -121,13 +122,6 @@ def crd_loss(
     )
 
 
-def _check_positive_integer(name, value, allow_none=False):
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be an integer > 0. Received: {name}={value!r}")
-
-
 @register("crd", "Contrastive representation distillation: NCE against memory banks")
 @register_serializable()
 class CRDistillation(DistillationLoss):
@@ -202,9 +196,10 @@ class CRDistillation(DistillationLoss):
         teacher=None,
     ):
         super().__init__(teacher=teacher)
-        _check_positive_integer("feature_dim", feature_dim)
-        _check_positive_integer("num_negatives", num_negatives)
-        _check_positive_integer("num_examples", num_examples, allow_none=True)
+        check_positive_integer("feature_dim", feature_dim)
+        check_positive_integer("num_negatives", num_negatives)
+        if num_examples is not None:
+            check_positive_integer("num_examples", num_examples)
         check_positive("nce_temperature", nce_temperature)
         check_unit_interval("momentum", momentum)
         if num_examples is not None and num_negatives >= num_examples:
