@@ -5,6 +5,7 @@ import os
 from tf_distill.commands.report import markdown_table
 from tf_distill.commands.report import mean_std
 from tf_distill.commands.report import plot_curves
+from tf_distill.commands.report import verdict_lines
 from tf_distill.files import atomic_write
 
 LANGUAGE_COLUMNS = [
@@ -89,11 +90,7 @@ def write_language_report(output_dir, results, histories, config_text=None):
         f"{data['vocabulary_size']}), windows of {data['sequence_length']}.",
         "",
     ]
-    comparison = results.get("comparison")
-    if comparison:
-        lines += [f"**{comparison['sentence']}**", ""]
-    for warning in results.get("warnings") or []:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines += verdict_lines(results)
     lines += [
         markdown_table(results["models"], LANGUAGE_COLUMNS),
         "",

@@ -225,6 +225,18 @@ def result_columns(rows):
     return [RESULT_COLUMNS[0], ("taught_by", "taught by", "s"), *RESULT_COLUMNS[1:]]
 
 
+def verdict_lines(results):
+    """The report's lines under its heading: the comparison's sentence, then
+    each warning, as Markdown."""
+    lines = []
+    comparison = results.get("comparison")
+    if comparison:
+        lines += [f"**{comparison['sentence']}**", ""]
+    for warning in results.get("warnings") or []:
+        lines += [f"> **Warning:** {warning}", ""]
+    return lines
+
+
 def write_report(output_dir, results, histories, config_text=None):
     """Writes `report.md`, `curves.png` and `comparison.png` into `output_dir`.
 
@@ -251,11 +263,7 @@ def write_report(output_dir, results, histories, config_text=None):
         f"validation, {data['test']} test examples, {data['num_classes']} classes.",
         "",
     ]
-    comparison = results.get("comparison")
-    if comparison:
-        lines += [f"**{comparison['sentence']}**", ""]
-    for warning in results.get("warnings") or []:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines += verdict_lines(results)
     lines += [
         markdown_table(results["models"], result_columns(results["models"])),
         "",
