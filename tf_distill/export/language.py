@@ -72,7 +72,6 @@ import time
 
 import numpy as np
 
-from tf_distill import files as tf_distill_files
 from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.export.arguments import check_count
@@ -176,12 +175,7 @@ def export_causal_lm(
         latency_runs=latency_runs,
         num_threads=num_threads,
     )
-    path = os.fspath(path)
-    tf_distill_files.atomic_write(path, litert_model)
-    report.path = path
-    if report_path is not None:
-        report.write(report_path)
-    return report
+    return report.commit(litert_model, path, report_path)
 
 
 def convert_causal_lm(model, sequence_length=None, quantization="float32"):

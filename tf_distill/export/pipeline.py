@@ -1,8 +1,6 @@
 """`export_litert`: convert, verify, then write, so that a refused model leaves no file."""
 
-import os
 
-from tf_distill import files as tf_distill_files
 from tf_distill.export.arguments import check_per_channel
 from tf_distill.export.arguments import check_quantization
 from tf_distill.export.arguments import check_verification_arguments
@@ -167,9 +165,4 @@ def export_litert(
         latency_runs=latency_runs,
         num_threads=num_threads,
     )
-    path = os.fspath(path)
-    tf_distill_files.atomic_write(path, litert_model)
-    report.path = path
-    if report_path is not None:
-        report.write(report_path)
-    return report
+    return report.commit(litert_model, path, report_path)

@@ -98,6 +98,21 @@ class ExportReport:
         # Jupyter and IPython show the report as its table.
         return self.to_markdown()
 
+    def commit(self, litert_model, path, report_path=None):
+        """Writes the verified model to `path` (atomically), records the
+        path, and writes the report to `report_path` if given (see
+        `write`). Called only once verification has passed.
+
+        Returns:
+            The report itself.
+        """
+        path = os.fspath(path)
+        tf_distill_files.atomic_write(path, litert_model)
+        self.path = path
+        if report_path is not None:
+            self.write(report_path)
+        return self
+
     def write(self, report_path):
         """Writes the report as Markdown and JSON, each atomically.
 
