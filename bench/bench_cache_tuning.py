@@ -50,7 +50,7 @@ from tf_distill import data as data_lib  # noqa: E402
 from tf_distill import tuning  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.backend import tf  # noqa: E402
-from tf_distill.distiller import Distiller  # noqa: E402
+from tf_distill.distillers.distiller import Distiller  # noqa: E402
 from tf_distill.files import atomic_write  # noqa: E402
 from tf_distill.losses import crossentropy_from_logits  # noqa: E402
 

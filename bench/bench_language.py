@@ -76,7 +76,7 @@ def speed(example, settings, repeats, epoch_steps):
     from tf_distill.backend import keras
     from tf_distill.cache import build_topk_cache
     from tf_distill.data import load_text
-    from tf_distill.language import OnPolicyDistiller
+    from tf_distill import OnPolicyDistiller
     from tf_distill.language import sample_continuations
     from tf_distill.losses import TokenDistillation
     from tf_distill.losses import TopKDistillation

@@ -420,8 +420,8 @@ def train_chain(teacher, student, data, settings, seed, method, factor, optimize
     row, same seed, optimizer and batches); then each generation, a fresh
     student of its architecture, learns from the last.
     """
-    from tf_distill.stages import Stage
-    from tf_distill.stages import distill_stages
+    from tf_distill.distillers.stages import Stage
+    from tf_distill.distillers.stages import distill_stages
 
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     steps = len(data.x_train) // batch_size

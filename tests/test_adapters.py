@@ -5,7 +5,7 @@ import pytest
 
 from tf_distill import Distiller
 from tf_distill import LogitsDistillation
-from tf_distill import adapters
+from tf_distill.teachers import adapters
 from tf_distill import losses
 from tf_distill.backend import keras
 

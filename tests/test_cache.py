@@ -10,7 +10,7 @@ from tf_distill import data as data_lib
 from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 
 INPUT_SHAPE = (8, 8, 1)
 # Soft labels plus a tapped hidden layer: the cache must hold both.

@@ -7,7 +7,7 @@ from tf_distill import architectures
 from tf_distill import data as data_lib
 from tf_distill.backend import keras
 from tf_distill.commands import caching
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 
 INPUT_SHAPE = (8, 8, 1)
 

@@ -174,7 +174,7 @@ def test_the_package_loads_its_public_names_on_first_use():
         assert name in dir(tf_distill)
         assert getattr(tf_distill, name) is not None
     from tf_distill import Distiller
-    from tf_distill.distiller import Distiller as defined
+    from tf_distill.distillers.distiller import Distiller as defined
 
     assert Distiller is defined
     with pytest.raises(AttributeError, match="no attribute 'Distiler'"):

@@ -252,7 +252,7 @@ def test_quantization_aware_student_exports_to_int8(digits, tmp_path):
 
 def test_distill_into_pruned_student(digits):
     from tf_distill import compression
-    from tf_distill.distiller import Distiller
+    from tf_distill.distillers.distiller import Distiller
 
     x_train, y_train, x_val, y_val = digits
     teacher = compile_for_labels(make_student(seed=3, hidden=128))

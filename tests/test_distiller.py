@@ -669,8 +669,8 @@ def test_cached_teacher_outputs_skip_the_teacher(tiny_data):
     )
     reference = distiller.fit(x, y, batch_size=64, verbose=0).history["loss"][0]
     cached = {
-        tf_distill.distiller.INPUTS: x,
-        tf_distill.distiller.TEACHER_OUTPUTS: {"logits": teacher.predict(x, verbose=0)},
+        tf_distill.batches.INPUTS: x,
+        tf_distill.batches.TEACHER_OUTPUTS: {"logits": teacher.predict(x, verbose=0)},
     }
     calls = len(teacher.get_layer("teacher_calls").training_flags)
     assert calls >= 1  # the counter does count the teacher's passes

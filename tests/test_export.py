@@ -341,7 +341,7 @@ def test_distiller_exports_only_the_student(classifier, digits, tmp_path):
 
 
 def test_real_distiller_exports_its_student(classifier, digits, tmp_path):
-    from tf_distill.distiller import Distiller
+    from tf_distill.distillers.distiller import Distiller
 
     _, _, x_val, y_val = digits
     teacher = make_classifier(seed=1)

@@ -18,8 +18,8 @@ from tf_distill import LogitsDistillation
 from tf_distill import cache
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.distiller import INPUTS
-from tf_distill.distiller import TEACHER_OUTPUTS
+from tf_distill.batches import INPUTS
+from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.teachers import TeacherEnsemble
 from tf_distill.teachers import ensemble_logits
 from tf_distill.teachers import teacher_output_key

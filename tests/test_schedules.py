@@ -9,7 +9,6 @@ import tf_distill
 from tf_distill import schedules
 from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
-from tf_distill.distiller_schedules import logged_values
 from tf_distill.schedules import Constant
 from tf_distill.schedules import Cosine
 from tf_distill.schedules import Linear
@@ -208,7 +207,7 @@ def test_distiller_config_round_trips_schedules(teacher, student):
     restored.summary(print_fn=summary.append)
     assert "Step(values=[0.5, 0.1]" in "\n".join(summary)
     # Only scheduled values are logged (the second loss's temperature is a number).
-    names = set(logged_values(restored))
+    names = set(restored.scheduled_values())
     assert names == {"temperature", "student_loss_weight", "distillation_loss_weight_0"}
 
 

@@ -8,7 +8,7 @@ from conftest import build_mlp
 import tf_distill
 from tf_distill import SelfDistiller
 from tf_distill.backend import keras
-from tf_distill.self_distillation import ema_decay
+from tf_distill.distillers.self_ema import ema_decay
 
 
 def batch_norm_student(name="student"):

@@ -10,9 +10,9 @@ from conftest import build_mlp
 from tf_distill import LogitsDistillation
 from tf_distill.architectures import fresh_copy
 from tf_distill.backend import keras
-from tf_distill.stages import Stage
-from tf_distill.stages import born_again
-from tf_distill.stages import distill_stages
+from tf_distill.distillers.stages import Stage
+from tf_distill.distillers.stages import born_again
+from tf_distill.distillers.stages import distill_stages
 
 
 def np_log_softmax(logits, temperature=1.0):

@@ -5,7 +5,7 @@ import pytest
 
 from tf_distill import cache
 from tf_distill import teachers
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 from tf_distill.losses import FeatureDistillation
 from tf_distill.losses import LogitsDistillation
 

@@ -22,7 +22,7 @@ from tf_distill.backend import keras
 from tf_distill.commands import config as config_lib
 from tf_distill.commands import tune as tune_command
 from tf_distill.commands.config import ConfigError
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 from tf_distill.losses import crossentropy_from_logits
 
 INPUT_SHAPE = (8, 8, 1)

@@ -1,7 +1,9 @@
-"""What a batch's inputs may carry besides the model inputs.
+"""What a batch carries, and the one place where it is unpacked.
 
-A `Distiller` batch's `x` is the models' inputs, or a dict with the inputs
-under `INPUTS` and, beside them:
+Every distiller's step starts with `unpack(data, models)`, which returns a
+`Batch`: the models' inputs, the labels, the sample weight, and what `x`
+may carry besides the inputs. A batch's `x` is the models' inputs, or a dict
+with the inputs under `INPUTS` and, beside them:
 
 - `TEACHER_OUTPUTS`: the teacher's outputs, precomputed (see
   `tf_distill.cache_teacher_outputs`); the Distiller then makes no teacher
@@ -9,9 +11,18 @@ under `INPUTS` and, beside them:
 - `EXAMPLE_INDICES`: each example's index in the data set, `[batch]`
   integers, for losses that keep per-example state (a memory bank, see
   `tf_distill.losses.CRDistillation`). `with_example_indices` adds them.
+
+Token batches (KerasHub's `{"token_ids", "padding_mask"}`) are checked
+against the models' maximum length, and weighted by their padding mask when
+no sample weight is given (see `tf_distill.language.models`).
 """
 
+from typing import Any
+from typing import NamedTuple
+
+from tf_distill.backend import keras
 from tf_distill.backend import tf
+from tf_distill.language import models as language_models
 
 INPUTS = "inputs"
 TEACHER_OUTPUTS = "teacher_outputs"
@@ -35,6 +46,53 @@ def split_inputs(x):
     if not is_wrapped(x):
         return x, None, None
     return x[INPUTS], x.get(TEACHER_OUTPUTS), x.get(EXAMPLE_INDICES)
+
+
+class Batch(NamedTuple):
+    """One unpacked batch, as every distiller's step reads it.
+
+    Attributes:
+        x: The models' inputs.
+        y: The labels, or `None` (unlabeled data).
+        sample_weight: Per-example weights, a `[batch, time]` mask for
+            token-level losses, or `None`.
+        teacher_outputs: Cached teacher outputs `{key: tensor}`, or `None`.
+        example_indices: Each example's index in the data set, or `None`.
+        labeled: A float32 mask (`[batch]`, or `[batch, time]` for token
+            labels) of the labels that count in the label loss, set by a
+            distiller that trains on batches without labels (the on-policy
+            distiller's samples), or `None`: every label counts, but those
+            marked unlabeled (see `tf_distill.losses.labels.UNLABELED`).
+    """
+
+    x: Any
+    y: Any = None
+    sample_weight: Any = None
+    teacher_outputs: Any = None
+    example_indices: Any = None
+    labeled: Any = None
+
+
+def unpack(data, models=()):
+    """Unpacks any batch a distiller is given into a `Batch`.
+
+    `keras.utils.unpack_x_y_sample_weight` first; then the inputs are split
+    from what they carry (`split_inputs`); a token batch is checked against
+    each model's maximum sequence length (before any work, at trace time)
+    and, without sample weight, weighted by its padding mask.
+
+    Args:
+        data: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
+        models: The models that will read the inputs.
+
+    Returns:
+        A `Batch`.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, teacher_outputs, example_indices = split_inputs(x)
+    language_models.check_sequence_length(models, x)
+    sample_weight = language_models.padding_sample_weight(x, sample_weight)
+    return Batch(x, y, sample_weight, teacher_outputs, example_indices)
 
 
 def with_example_indices(dataset):

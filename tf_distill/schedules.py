@@ -12,7 +12,7 @@ accepts in place of a number:
 
 **How a step reads it.** Each schedule holds a non-trainable `tf.Variable`.
 An epoch-unit schedule's variable is set at each epoch's start by a callback
-the `Distiller` adds to `fit` itself (see `tf_distill.distiller_schedules`),
+every distiller adds to `fit` itself (`ScheduleCallback`, below),
 and the step reads the variable. A step-unit schedule is computed inside the
 step from the optimizer's iteration count, so it changes every step even
 with `steps_per_execution`. The history holds each scheduled value per epoch
@@ -24,9 +24,11 @@ Losses and the `Distiller` read a number-or-schedule with `scheduled(value)`.
 import inspect
 import math
 
+from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.validation import check_choice
+from tf_distill.validation import check_unit_interval
 
 UNITS = ("epoch", "step")
 
@@ -363,13 +365,96 @@ def number_or_schedule(name, value, check, **limits):
     return float(value)
 
 
+def check_loss_weight(weight):
+    """The student-loss weight `α`: a number in [0, 1] (returned as a float)
+    or a schedule staying in [0, 1] (see `tf_distill.schedules`)."""
+    return number_or_schedule(
+        "student_loss_weight", weight, check_unit_interval, low=0.0, high=1.0
+    )
+
+
+def check_loss_weights(weights, count):
+    """Validates one weight >= 0 per distillation loss; returns floats (or schedules).
+
+    Args:
+        weights: A number, a list of numbers or schedules (see
+            `tf_distill.schedules`), or `None` (1 each).
+        count: The number of losses.
+    """
+    if weights is None:
+        weights = [1.0] * count
+    if not isinstance(weights, (list, tuple)):
+        weights = [weights]
+    if len(weights) != count:
+        raise ValueError(
+            f"Number of distillation_loss_weights ({len(weights)}) must "
+            f"match number of distillation_losses ({count}). "
+            f"Received: distillation_loss_weights={list(weights)!r}"
+        )
+    weights = [
+        check_range("distillation_loss_weights", weight, low=0.0)
+        if isinstance(weight, (Schedule, dict))
+        else weight
+        for weight in weights
+    ]
+    for weight in weights:
+        if isinstance(weight, Schedule):
+            continue
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(
+                "Each distillation loss weight must be a number >= 0. "
+                f"Received: distillation_loss_weights={list(weights)!r}"
+            )
+    return [weight if isinstance(weight, Schedule) else float(weight) for weight in weights]
+
+
+class ScheduleCallback(keras.callbacks.Callback):
+    """Sets each schedule of a distiller at each epoch's start and logs
+    every scheduled (or learned) value at each epoch's end.
+
+    Added to `fit` by every distiller itself (see
+    `tf_distill.distillers.DistillerEngine.fit`), for the values its
+    `scheduled_values()` names; a step-unit schedule is bound to the
+    optimizer's iteration count, which the step reads.
+    """
+
+    def on_train_begin(self, logs=None):
+        for value in self.model.scheduled_values().values():
+            if isinstance(value, Schedule):
+                value.bind_step(self.model.optimizer.iterations)
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        step = self._step()
+        for value in self.model.scheduled_values().values():
+            if isinstance(value, Schedule):
+                value.update(step, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        # A step-unit schedule: its value at the epoch's last step.
+        step = max(self._step() - 1, 0)
+        for name, value in self.model.scheduled_values().items():
+            if isinstance(value, Schedule):
+                logs[name] = value.update(step, epoch) if value.unit == "step" else float(
+                    value.variable.numpy()
+                )
+            else:
+                logs[name] = float(value())
+
 __all__ = [
     "Constant",
     "Cosine",
     "Linear",
     "Schedule",
+    "ScheduleCallback",
     "Step",
     "can_be_positive",
+    "check_loss_weight",
+    "check_loss_weights",
     "check_range",
     "get",
     "number_or_schedule",

@@ -8,7 +8,7 @@ pipeline yielding
     ({"inputs": x, "teacher_outputs": {"logits": ..., "<layer>": ...}}, y)
 
 which `Distiller.fit` consumes without running the teacher (see
-`tf_distill.distiller.INPUTS`). Every batch gathers inputs, labels and teacher
+`tf_distill.batches`). Every batch gathers inputs, labels and teacher
 outputs with the same example indices, so they stay aligned however the
 examples are shuffled.
 

@@ -17,7 +17,7 @@ from tf_distill.backend import tf
 from tf_distill.cache.sources import hash_array
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import FORMAT_VERSION
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 
 
 class TeacherSpec:

@@ -23,9 +23,9 @@ from tf_distill.cache.sources import Arrays
 from tf_distill.cache.sources import dataset_batching
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
-from tf_distill.distiller import INPUTS
-from tf_distill.distiller import TEACHER_OUTPUTS
-from tf_distill.distiller import Distiller
+from tf_distill.batches import INPUTS
+from tf_distill.batches import TEACHER_OUTPUTS
+from tf_distill.distillers.distiller import Distiller
 from tf_distill.losses.base import call_arguments
 from tf_distill.validation import check_choice
 from tf_distill.validation import check_positive_integer

@@ -34,7 +34,7 @@ from tf_distill.cache.fingerprint import combine
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
 from tf_distill.cache.teacher_cache import TeacherCache
-from tf_distill.distiller import TEACHER_OUTPUTS
+from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.files import atomic_path
 from tf_distill.files import atomic_write_json
 from tf_distill.losses.topk import pack_topk

@@ -26,13 +26,13 @@ from tf_distill.commands.language_report import write_language_report
 from tf_distill.commands.run import CONFIG_FILE
 from tf_distill.commands.run import Job
 from tf_distill.commands.run import config_hash
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
+from tf_distill.distillers.on_policy import OnPolicyDistiller
 from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
 from tf_distill.language import build_causal_lm
 from tf_distill.language.evaluation import perplexity
 from tf_distill.language.evaluation import teacher_nll_of_samples
-from tf_distill.language.onpolicy import OnPolicyDistiller
 from tf_distill.losses.topk import TopKDistillation
 from tf_distill.optimizers import learning_rate_schedule
 from tf_distill.optimizers import make_optimizer

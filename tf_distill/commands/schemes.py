@@ -13,10 +13,10 @@ from tf_distill.commands.scheme_config import WITHOUT_TEACHER
 from tf_distill.commands.scheme_config import scheme
 from tf_distill.commands.stages_config import DISTILLATION_KEYS
 from tf_distill.commands.stages_config import TRAINING_KEYS
-from tf_distill.distiller import Distiller
-from tf_distill.mutual import MutualDistiller
-from tf_distill.mutual import student_key
-from tf_distill.self_distillation import SelfDistiller
+from tf_distill.distillers.distiller import Distiller
+from tf_distill.distillers.mutual import MutualDistiller
+from tf_distill.distillers.mutual import student_key
+from tf_distill.distillers.self_ema import SelfDistiller
 
 # A peer's seed: the student's, offset so that no two models share one.
 PEER_SEED_OFFSET = 1000

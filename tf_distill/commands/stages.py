@@ -14,7 +14,7 @@ from tf_distill.backend import keras
 from tf_distill.commands import common
 from tf_distill.commands.schemes import distillation_model
 from tf_distill.commands.stages_config import stage_config
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 
 
 def stage_file(name):

@@ -4,25 +4,23 @@
 the `Distiller` takes such models as teacher and student (see `models`: the
 padding mask of `{"token_ids", "padding_mask"}` masks every token-level term,
 and vocabularies, tokenizers and lengths are checked); `next_token_batch`
-turns token ids into `(x, y, sample_weight)`. `OnPolicyDistiller` is GKD
-(on-policy distillation) and `sequence_level_dataset` sequence-level KD; their
-sampling is `sample_continuations`. `perplexity` and `teacher_nll_of_samples`
+turns token ids into `(x, y, sample_weight)`. `sequence_level_dataset` is
+sequence-level KD; it samples with `sample_continuations`, as
+`tf_distill.OnPolicyDistiller` (GKD) does. `perplexity` and `teacher_nll_of_samples`
 (the exposure-bias measure) score a trained LM (see `evaluation`).
 
-Names load on first use (PEP 562): the `Distiller` imports `models`, and
-`onpolicy` imports the `Distiller`.
+Names load on first use (PEP 562): `tf_distill.batches` imports `models`.
 """
 
 import importlib
 
 _PUBLIC = {
-    "OnPolicyDistiller": "tf_distill.language.onpolicy",
     "build_causal_lm": "tf_distill.language.builders",
     "check_tokenizers": "tf_distill.language.models",
     "next_token_batch": "tf_distill.language.models",
     "perplexity": "tf_distill.language.evaluation",
     "sample_continuations": "tf_distill.language.sampling",
-    "sequence_level_dataset": "tf_distill.language.onpolicy",
+    "sequence_level_dataset": "tf_distill.language.sequence_level",
     "teacher_nll_of_samples": "tf_distill.language.evaluation",
 }
 

@@ -12,8 +12,6 @@ vocabularies) and one vocabulary size; sequences must fit both models.
 
 import sys
 
-from tf_distill import batches
-from tf_distill.backend import keras
 from tf_distill.backend import tf
 
 TOKEN_IDS = "token_ids"
@@ -137,12 +135,12 @@ def check_sequence_length(models, x):
 
     Args:
         models: The models that will read `x`.
-        x: A batch of inputs; only `{"token_ids", ...}` dicts are checked.
+        x: A batch's model inputs (see `tf_distill.batches.unpack`); only
+            `{"token_ids", ...}` dicts are checked.
 
     Raises:
         ValueError: naming the model, its maximum and the sequence length.
     """
-    x = batches.split_inputs(x)[0]
     if not is_token_batch(x):
         return
     token_ids = x[TOKEN_IDS]
@@ -174,25 +172,9 @@ def padding_sample_weight(x, sample_weight):
     the token after it (an end-of-sequence token, as KerasHub's
     preprocessors append). `next_token_batch` gives the targets' own mask.
     """
-    x = batches.split_inputs(x)[0]
     if sample_weight is not None or not is_token_batch(x):
         return sample_weight
     return tf.cast(x[PADDING_MASK], tf.float32)
-
-
-def unpack(data, models):
-    """`keras.utils.unpack_x_y_sample_weight`, for token batches too.
-
-    Checks the sequence length against `models` (see
-    `check_sequence_length`) and, without sample weight, weights a token
-    batch by its padding mask (see `padding_sample_weight`).
-
-    Returns:
-        `(x, y, sample_weight)`.
-    """
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    check_sequence_length(models, x)
-    return x, y, padding_sample_weight(x, sample_weight)
 
 
 def next_token_batch(token_ids, padding_mask=None):

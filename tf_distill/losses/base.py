@@ -5,9 +5,7 @@ import inspect
 
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.schedules import Schedule
-from tf_distill.schedules import check_range
-from tf_distill.schedules import number_or_schedule
+from tf_distill.validation import check_teacher_identifier
 
 
 def reduce_per_example(values, mask=None):
@@ -50,71 +48,6 @@ def static_shape(value):
     lack `rank` and `is_compatible_with`.
     """
     return tf.TensorShape(value.shape)
-
-
-def check_positive(name, value):
-    """Raises unless `value` is a real number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"`{name}` must be a number > 0. Received: {name}={value!r}"
-        )
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
-
-
-def check_unit_interval(name, value):
-    """Raises unless `value` is a real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
-        )
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"`{name}` must be in [0, 1]. Received: {name}={value!r}"
-        )
-
-
-def check_loss_weight(weight):
-    """The student-loss weight `α`: a number in [0, 1] (returned as a float)
-    or a schedule staying in [0, 1] (see `tf_distill.schedules`)."""
-    return number_or_schedule(
-        "student_loss_weight", weight, check_unit_interval, low=0.0, high=1.0
-    )
-
-
-def check_loss_weights(weights, count):
-    """Validates one weight >= 0 per distillation loss; returns floats (or schedules).
-
-    Args:
-        weights: A number, a list of numbers or schedules (see
-            `tf_distill.schedules`), or `None` (1 each).
-        count: The number of losses.
-    """
-    if weights is None:
-        weights = [1.0] * count
-    if not isinstance(weights, (list, tuple)):
-        weights = [weights]
-    if len(weights) != count:
-        raise ValueError(
-            f"Number of distillation_loss_weights ({len(weights)}) must "
-            f"match number of distillation_losses ({count}). "
-            f"Received: distillation_loss_weights={list(weights)!r}"
-        )
-    weights = [
-        check_range("distillation_loss_weights", weight, low=0.0)
-        if isinstance(weight, (Schedule, dict))
-        else weight
-        for weight in weights
-    ]
-    for weight in weights:
-        if isinstance(weight, Schedule):
-            continue
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(
-                "Each distillation loss weight must be a number >= 0. "
-                f"Received: distillation_loss_weights={list(weights)!r}"
-            )
-    return [weight if isinstance(weight, Schedule) else float(weight) for weight in weights]
 
 
 class DistillationLoss:
@@ -167,7 +100,7 @@ class DistillationLoss:
     with `scheduled(...)` in `call`; the history logs it per epoch under
     the attribute's name. A loss may log values of its own (CTKD's learned
     temperature) with a method `logged_values()` returning `{name:
-    function}` (see `tf_distill.distiller_schedules.logged_values`).
+    function}` (see `Distiller.scheduled_values`).
     """
 
     teacher = None
@@ -269,18 +202,6 @@ def call_arguments(loss, **available):
             f"{list(CALL_ARGUMENTS)}. Received: call_arguments={names!r}"
         )
     return {name: available.get(name) for name in names}
-
-
-def check_teacher_identifier(teacher):
-    """Returns `teacher` if it can name a teacher (a name, an index or None)."""
-    if teacher is None or isinstance(teacher, str):
-        return teacher
-    if isinstance(teacher, int) and not isinstance(teacher, bool) and teacher >= 0:
-        return teacher
-    raise ValueError(
-        "Invalid value for argument `teacher`. Expected a teacher's name (a "
-        f"string), its index (an integer >= 0) or None. Received: teacher={teacher!r}"
-    )
 
 
 def _accepting_teacher(init):

@@ -22,14 +22,14 @@ they are trained with the student but are not part of `distiller.student`.
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
-from tf_distill.losses.base import check_unit_interval
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.memory_bank import ROLES
 from tf_distill.losses.memory_bank import ContrastMemory
 from tf_distill.losses.memory_bank import EmbeddingHead
 from tf_distill.losses.registry import register
+from tf_distill.validation import check_positive
 from tf_distill.validation import check_positive_integer
+from tf_distill.validation import check_unit_interval
 
 # RepDistiller's `eps` in the NCE loss.
 NCE_EPSILON = 1e-7

@@ -19,11 +19,11 @@ from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
 from tf_distill.losses.registry import register
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.schedules import Cosine
 from tf_distill.schedules import scheduled
+from tf_distill.validation import check_positive
 
 
 def reverse_gradient(x, coefficient):

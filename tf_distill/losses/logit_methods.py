@@ -10,11 +10,12 @@ import numpy as np
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
 from tf_distill.losses.registry import register
 from tf_distill.schedules import number_or_schedule
 from tf_distill.schedules import scheduled
 from tf_distill.schedules import serialize
+from tf_distill.validation import check_non_negative
+from tf_distill.validation import check_positive
 
 
 def _check_classification_logits(method, teacher_logits, student_logits):
@@ -34,13 +35,6 @@ def _check_classification_logits(method, teacher_logits, student_logits):
             f"{tuple(student_logits.shape)}."
         )
     return tf.cast(teacher_logits, tf.float32), tf.cast(student_logits, tf.float32)
-
-
-def _check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value!r}")
-    if not value >= 0:
-        raise ValueError(f"`{name}` must be >= 0. Received: {name}={value!r}")
 
 
 def _target_mask(labels, teacher_logits):
@@ -113,8 +107,8 @@ def decoupled_kd(teacher_logits, student_logits, labels=None, alpha=1.0, beta=8.
     >>> float(decoupled_kd(logits, logits, labels=[0])[0])
     0.0
     """
-    _check_non_negative("alpha", alpha)
-    _check_non_negative("beta", beta)
+    check_non_negative("alpha", alpha)
+    check_non_negative("beta", beta)
     if not tf.is_tensor(temperature):  # a schedule's value is a tensor
         check_positive("temperature", temperature)
     teacher_logits, student_logits = _check_classification_logits(
@@ -237,8 +231,8 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
     >>> [round(float(v), 6) for v in dist(logits, logits)]
     [0.0, 0.0]
     """
-    _check_non_negative("beta", beta)
-    _check_non_negative("gamma", gamma)
+    check_non_negative("beta", beta)
+    check_non_negative("gamma", gamma)
     if not tf.is_tensor(temperature):  # a schedule's value is a tensor
         check_positive("temperature", temperature)
     teacher_logits, student_logits = _check_classification_logits(
@@ -288,8 +282,8 @@ class DecoupledKD(DistillationLoss):
     needs_labels = True
 
     def __init__(self, alpha=1.0, beta=8.0, temperature=4.0):
-        _check_non_negative("alpha", alpha)
-        _check_non_negative("beta", beta)
+        check_non_negative("alpha", alpha)
+        check_non_negative("beta", beta)
         self.temperature = number_or_schedule(
             "temperature", temperature, check_positive, low=0.0, low_open=True
         )
@@ -333,8 +327,8 @@ class DIST(DistillationLoss):
     """
 
     def __init__(self, beta=1.0, gamma=1.0, temperature=4.0):
-        _check_non_negative("beta", beta)
-        _check_non_negative("gamma", gamma)
+        check_non_negative("beta", beta)
+        check_non_negative("gamma", gamma)
         self.temperature = number_or_schedule(
             "temperature", temperature, check_positive, low=0.0, low_open=True
         )

@@ -14,13 +14,13 @@ from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
 from tf_distill.schedules import number_or_schedule
 from tf_distill.schedules import scheduled
 from tf_distill.schedules import serialize
+from tf_distill.validation import check_positive
 
 
 def standardize_logits(logits, epsilon=1e-7):

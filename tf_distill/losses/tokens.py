@@ -29,8 +29,6 @@ that is all padding gives 0 and a zero gradient.
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
-from tf_distill.losses.base import check_unit_interval
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
@@ -41,6 +39,8 @@ from tf_distill.losses.soft_labels import reverse_kl
 from tf_distill.losses.soft_labels import scaled_log_probs
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.validation import check_choice
+from tf_distill.validation import check_positive
+from tf_distill.validation import check_unit_interval
 
 
 def generalized_jsd(teacher_logits, student_logits, temperature=1.0, beta=0.5, mask=None):

@@ -25,11 +25,11 @@ one float32 tensor under the teacher's `"logits"` key (`pack_topk`), so the
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
-from tf_distill.losses.base import check_positive
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
 from tf_distill.losses.soft_labels import scaled_log_probs
+from tf_distill.validation import check_positive
 
 # Stands for log 0 where a finite value is needed: the student's logits at
 # the kept ids are replaced by it to sum the mass of the rest, so that an empty

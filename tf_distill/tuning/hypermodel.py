@@ -16,7 +16,7 @@ from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 from tf_distill.optimizers import make_optimizer
 from tf_distill.tuning.space import SPACES
 from tf_distill.tuning.space import check_space

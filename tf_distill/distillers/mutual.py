@@ -8,16 +8,18 @@ other students' predictions, which are treated as constants in its loss.
 import copy
 
 from tf_distill import teachers as teachers_lib
-from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.distiller_config import CompileConfig
+from tf_distill.distillers.engine import LOSS
+from tf_distill.distillers.engine import DistillerEngine
+from tf_distill.distillers.engine import LossTerms
+from tf_distill.distillers.engine import average_loss
+from tf_distill.distillers.engine import regularization_loss
 from tf_distill.losses import labels as labels_lib
-from tf_distill.losses.base import check_positive
-from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.soft_labels import LogitsDistillation
+from tf_distill.validation import check_positive
 
 
 def student_key(index):
@@ -73,7 +75,7 @@ def _check_output_shapes(shapes):
 
 
 @register_serializable()
-class MutualDistiller(CompileConfig, keras.Model):
+class MutualDistiller(DistillerEngine):
     """Trains two or more students together, each learning from its peers.
 
     Deep mutual learning (Zhang et al., CVPR 2018). Each training step runs
@@ -180,12 +182,7 @@ class MutualDistiller(CompileConfig, keras.Model):
         self.divergence = self.peer_loss.divergence
         self.mutual_loss_weight = float(mutual_loss_weight)
         self.predict_student = predict_student
-        self.student_loss_trackers = [
-            keras.metrics.Mean(name=f"{student_key(i)}_loss") for i in range(len(students))
-        ]
-        self.total_loss_tracker = keras.metrics.Mean(name="loss")
-        self._student_loss_fn = None
-        self._student_loss_config = None
+        self.track_loss_terms([f"{student_key(i)}_loss" for i in range(len(students))])
         if all(getattr(model, "built", False) for model in students):
             self.built = True
 
@@ -214,28 +211,25 @@ class MutualDistiller(CompileConfig, keras.Model):
                 reported as `student_<i>_<name>`.
             **kwargs: Passed to `keras.Model.compile`.
         """
-        if loss is None:
-            raise ValueError("'loss' cannot be `None`.")
-        if metrics is not None and not isinstance(metrics, (list, tuple)):
+        if loss is not None and metrics is not None and not isinstance(metrics, (list, tuple)):
             raise ValueError(
                 "`metrics` must be a list or tuple. Received: "
                 f"metrics={metrics!r} of type {type(metrics).__name__}"
             )
-        self._student_loss_fn = labels_lib.resolve_student_loss(loss)
-        self._student_loss_config = loss
-        self._compile_arguments = {"optimizer": optimizer, "metrics": metrics}
-        per_student = None
-        if metrics:
-            # Each student gets its own metric objects (a shared one would
-            # average the students together).
-            per_student = {
-                student_key(i): [
-                    m if i == 0 or isinstance(m, str) else m.__class__.from_config(m.get_config())
-                    for m in metrics
-                ]
-                for i in range(len(self._students))
-            }
-        super().compile(optimizer=optimizer, loss=None, metrics=per_student, **kwargs)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def metrics_to_compile(self, metrics):
+        """Each student gets its own metric objects (a shared one would
+        average the students together), reported as `student_<i>_<name>`."""
+        if not metrics:
+            return None
+        return {
+            student_key(i): [
+                m if i == 0 or isinstance(m, str) else m.__class__.from_config(m.get_config())
+                for m in metrics
+            ]
+            for i in range(len(self._students))
+        }
 
     # ------------------------------------------------------------------
     # Forward passes and losses.
@@ -268,84 +262,51 @@ class MutualDistiller(CompileConfig, keras.Model):
             values.append(tf.add_n(peers) / float(len(peers)))
         return values
 
-    def _loss_terms(self, x, y, sample_weight, training):
-        """One pass of each student: the loss to differentiate, the batch
-        means `[total, loss_0, ..., loss_{K-1}]`, the logits by student, and
-        the labeled mask (or None)."""
-        outputs = self.students_forward(x, training=training)
+    def input_models(self):
+        return self.students
+
+    def loss_terms(self, batch, teacher_outputs, training):
+        """One pass of each student: `loss` is `Σ_i loss_i` (regularization
+        included), `student_<i>_loss` is `loss_i`."""
+        outputs = self.students_forward(batch.x, training=training)
         logits = [outputs[student_key(i)] for i in range(len(self._students))]
         _check_output_shapes([tuple(static_shape(value)) for value in logits])
-        mask = labels_lib.label_mask(logits[0], sample_weight)
-        example_weights = labels_lib.example_weights(sample_weight, mask)
-        labels, labeled = labels_lib.fill_unlabeled(y, logits[0], logits[0])
+        mask = labels_lib.label_mask(logits[0], batch.sample_weight)
+        example_weights = labels_lib.example_weights(batch.sample_weight, mask)
+        labels, labeled = labels_lib.fill_unlabeled(batch.y, logits[0], logits[0])
         mutual = self.mutual_values(logits)
         per_student = []
         for own, peer_values in zip(logits, mutual):
             values = self.mutual_loss_weight * peer_values
             if labels is not None:
-                label_values = reduce_per_example(
-                    tf.cast(self._student_loss_fn(labels, own), tf.float32), mask
-                )
-                values += labels_lib.keep_labeled(label_values, labeled)
+                values += self.label_loss(labels, own, mask, labeled)
             per_student.append(values)
-        total_values = tf.add_n(per_student)
-        loss = tf.nn.compute_average_loss(total_values, sample_weight=example_weights)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        means = [
-            replicas * tf.nn.compute_average_loss(values, sample_weight=example_weights)
-            for values in (total_values, *per_student)
-        ]
+        loss, total = average_loss(tf.add_n(per_student), example_weights)
+        means = [average_loss(values, example_weights)[1] for values in per_student]
         for i, model in enumerate(self._students):
-            if model.losses:
-                regularization = tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
+            regularization = regularization_loss([model])
+            if regularization is not None:
                 loss += tf.nn.scale_regularization_loss(regularization)
-                means[0] += regularization
-                means[i + 1] += regularization
-        return loss, means, outputs, labeled
+                total += regularization
+                means[i] += regularization
+        values = {LOSS: total}
+        values.update({f"{student_key(i)}_loss": mean for i, mean in enumerate(means)})
+        return LossTerms(loss, values, outputs, labeled)
 
-    def compute_loss_terms(self, x, y=None, sample_weight=None, training=False):
-        """The losses on one batch, as `fit` and `evaluate` report them.
-
-        Returns:
-            `{"loss": Σ_i loss_i, "student_0_loss": loss_0, ...}`: float32
-            scalars, batch means (regularization included).
-
-        Raises:
-            RuntimeError: if the MutualDistiller is not compiled.
-        """
-        if self._student_loss_fn is None:
-            raise RuntimeError("Call `compile` before `compute_loss_terms`.")
-        _, means, _, _ = self._loss_terms(x, y, sample_weight, training)
-        names = ["loss"] + [tracker.name for tracker in self.student_loss_trackers]
-        return dict(zip(names, means))
-
-    # ------------------------------------------------------------------
-    # Steps and metrics.
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss, means, outputs, labeled = self._loss_terms(x, y, sample_weight, True)
-            if not LEGACY_KERAS:
-                loss = self.optimizer.scale_loss(loss)
-        # Read after the forward pass: an unbuilt student creates its
-        # variables in it.
-        trainable = self.trainable_variables
-        if LEGACY_KERAS:
-            self.optimizer.minimize(loss, trainable, tape=tape)
-        else:
-            gradients = tape.gradient(loss, trainable)
-            self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._update_metrics(y, outputs, sample_weight, labeled, means)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _, means, outputs, labeled = self._loss_terms(x, y, sample_weight, False)
-        return self._update_metrics(y, outputs, sample_weight, labeled, means)
-
-    def predict_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.student(x, training=False)
+    def metric_targets(self, batch, terms):
+        """Every student's logits against the labels (by `student_key`);
+        unlabeled examples (-1) count in no metric (Keras's compiled
+        `metrics` ignore sample weights: they are dropped)."""
+        y, outputs, sample_weight = batch.y, terms.outputs, batch.sample_weight
+        if y is not None and terms.labeled is not None:
+            keep = terms.labeled > 0
+            y = tf.boolean_mask(y, keep)
+            outputs = {key: tf.boolean_mask(value, keep) for key, value in outputs.items()}
+            if sample_weight is not None:
+                sample_weight = tf.boolean_mask(sample_weight, keep)
+        if y is not None:
+            y = {key: y for key in outputs}
+        return y, outputs, sample_weight
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Updates the compiled metrics of every student (`y_pred`: the
@@ -355,52 +316,14 @@ class MutualDistiller(CompileConfig, keras.Model):
             y_pred = self.students_forward(x, training=False)
         if y is None:
             return {}
-        metrics = self.compiled_metrics if LEGACY_KERAS else self._compile_metrics
-        if metrics is None:
-            return {}
-        metrics.update_state({key: y for key in y_pred}, y_pred, sample_weight)
-        if LEGACY_KERAS:
-            return {m.name: m.result() for m in metrics.metrics}
-        result = metrics.result()
-        return dict(result) if isinstance(result, dict) else {}
-
-    def _update_metrics(self, y, outputs, sample_weight, labeled, means):
-        batch = tf.shape(outputs[student_key(0)])[0]
-        self.total_loss_tracker.update_state(means[0], sample_weight=batch)
-        for tracker, value in zip(self.student_loss_trackers, means[1:]):
-            tracker.update_state(value, sample_weight=batch)
-        results = {"loss": self.total_loss_tracker.result()}
-        if y is not None:
-            if labeled is not None:
-                # Unlabeled examples (-1) count in no metric (Keras's
-                # compiled `metrics` ignore sample weights: drop them).
-                keep = labeled > 0
-                y = tf.boolean_mask(y, keep)
-                outputs = {key: tf.boolean_mask(value, keep) for key, value in outputs.items()}
-                if sample_weight is not None:
-                    sample_weight = tf.boolean_mask(sample_weight, keep)
-            results.update(self.compute_metrics(None, y, outputs, sample_weight))
-        for tracker in self.student_loss_trackers:
-            results[tracker.name] = tracker.result()
-        return results
-
-    @property
-    def metrics(self):
-        metrics = [self.total_loss_tracker, *self.student_loss_trackers]
-        if LEGACY_KERAS:
-            if self._is_compiled:
-                metrics += self.compiled_metrics.metrics
-            return metrics
-        if self.compiled and self._compile_metrics is not None and self._compile_metrics.built:
-            metrics.append(self._compile_metrics)
-        return metrics
+        return self.compiled_metric_results({key: y for key in y_pred}, y_pred, sample_weight)
 
     # ------------------------------------------------------------------
     # Saving: the students and the settings (export a student alone to deploy).
 
     def get_config(self):
         return {
-            "name": self.name,
+            **super().get_config(),
             "students": [keras.saving.serialize_keras_object(m) for m in self._students],
             "temperature": self.temperature,
             "divergence": self.divergence,

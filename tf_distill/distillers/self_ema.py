@@ -12,11 +12,9 @@ from tf_distill import teachers as teachers_lib
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.distiller import INPUTS
-from tf_distill.distiller import TEACHER_OUTPUTS
-from tf_distill.distiller import Distiller
-from tf_distill.distiller_config import distiller_config
-from tf_distill.losses.base import check_unit_interval
+from tf_distill.distillers.distiller import Distiller
+from tf_distill.validation import check_non_negative_integer
+from tf_distill.validation import check_unit_interval
 
 
 def ema_decay(decay, step, warmup_steps=0, adaptive=False):
@@ -139,11 +137,7 @@ class SelfDistiller(Distiller):
                 "must output logits (apply the softmax at inference instead)."
             )
         check_unit_interval("decay", decay)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(
-                "`warmup_steps` must be an integer >= 0. Received: "
-                f"warmup_steps={warmup_steps!r}"
-            )
+        check_non_negative_integer("warmup_steps", warmup_steps)
         if distillation_losses is None:
             distillation_losses = {"name": "kd", "temperature": 1.0}
         super().__init__(
@@ -176,19 +170,20 @@ class SelfDistiller(Distiller):
             rate = tf.cast(decay, average.dtype)
             average.assign(rate * average + (1.0 - rate) * tf.cast(weight, average.dtype))
 
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if isinstance(x, dict) and set(x) == {INPUTS, TEACHER_OUTPUTS}:
+    def prepare_batch(self, batch, training):
+        """Refuses cached teacher outputs in training: the teacher changes."""
+        if training and batch.teacher_outputs is not None:
             raise ValueError(
                 "A SelfDistiller cannot train from cached teacher outputs: its "
                 "teacher changes at every step. Pass the inputs alone."
             )
-        logs = super().train_step(data)
+        return batch
+
+    def after_train_step(self):
         self.update_teacher()
-        return logs
 
     def get_config(self):
-        config = distiller_config(self)
+        config = super().get_config()
         for key in ("teacher", "teacher_outputs"):
             config.pop(key, None)
         config.update(

@@ -1,37 +1,52 @@
-"""The Distiller: a Keras model that trains a student to imitate a teacher."""
+"""The Distiller: a Keras model that trains a student to imitate a teacher.
 
-from tf_distill import adapters as adapters_lib
+Its step is the engine's (`tf_distill.distillers.engine`); this module holds
+what is the Distiller's own: its teachers and losses (which teacher and
+which layer each loss reads, adapters, taps), the loss of one batch, its
+config and saving, and its summary.
+"""
+
+import contextlib
+import copy
+
 from tf_distill import batches
 from tf_distill import losses as losses_lib
+from tf_distill import schedules
 from tf_distill import taps
 from tf_distill import teachers as teachers_lib
-from tf_distill.backend import LEGACY_KERAS
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.batches import INPUTS  # noqa: F401 (re-exported)
-from tf_distill.batches import TEACHER_OUTPUTS  # noqa: F401 (re-exported)
-from tf_distill.distiller_config import DistillerSaving
-from tf_distill.distiller_metrics import LossMetrics
-from tf_distill.distiller_schedules import ScheduledFit
-from tf_distill.distiller_summary import DistillerSummary
-from tf_distill.distiller_teachers import DistillerTeachers
+from tf_distill.distillers import summary as summary_lib
+from tf_distill.distillers.engine import LOSS
+from tf_distill.distillers.engine import DistillerEngine
+from tf_distill.distillers.engine import LossTerms
+from tf_distill.distillers.engine import average_loss
+from tf_distill.distillers.engine import regularization_loss
 from tf_distill.language import models as language_models
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import call_arguments
-from tf_distill.losses.base import check_loss_weight
-from tf_distill.losses.base import check_loss_weights
-from tf_distill.losses.base import check_positive
-from tf_distill.losses.base import check_unit_interval
-from tf_distill.losses.base import reduce_per_example
+from tf_distill.schedules import Schedule
 from tf_distill.schedules import can_be_positive
+from tf_distill.schedules import check_loss_weight
+from tf_distill.schedules import check_loss_weights
 from tf_distill.schedules import scheduled
+from tf_distill.teachers import adapters as adapters_lib
+from tf_distill.teachers.ensemble import TeacherEnsemble
+from tf_distill.validation import check_positive
+from tf_distill.validation import check_unit_interval
+
+# What `fit` and `evaluate` report beside `loss`, and which value each reads:
+# `total_loss` equals `loss`, as in `keras.distillation`.
+LOSS_TERMS = {
+    "student_loss": "student_loss",
+    "distillation_loss": "distillation_loss",
+    "total_loss": LOSS,
+}
 
 
 @register_serializable()
-class Distiller(
-    ScheduledFit, DistillerTeachers, LossMetrics, DistillerSaving, DistillerSummary, keras.Model
-):
+class Distiller(DistillerEngine):
     """Trains a student model to imitate a frozen teacher (or several).
 
     A drop-in superset of `keras.distillation.Distiller` and of the keras.io
@@ -175,15 +190,38 @@ class Distiller(
         self.adapter_batch_norm = bool(adapter_batch_norm)
         self.teacher_preprocessing = teachers_lib.check_preprocessing(teacher_preprocessing)
         self._set_distillation_losses(distillation_losses, distillation_loss_weights)
-
-        self._create_loss_trackers()
-        self._student_loss_fn = None
-        self._student_loss_config = None
+        self.track_loss_terms(LOSS_TERMS)
         if getattr(student, "built", False) and getattr(teacher, "built", False):
             self.built = True
 
     # ------------------------------------------------------------------
-    # Configuration of the losses, taps and adapters.
+    # Teachers, losses, taps and adapters.
+
+    @property
+    def has_several_teachers(self):
+        """Whether `teacher` was given as a list or dict of models."""
+        return isinstance(self.teacher, TeacherEnsemble)
+
+    @property
+    def teachers(self):
+        """The teachers by name, `{name: model}` (one entry for one teacher)."""
+        return dict(teachers_lib.members(self.teacher))
+
+    @property
+    def loss_teachers(self):
+        """For each distillation loss, the name of the teacher it reads, or
+        `None` for the ensemble's logits (or the only teacher)."""
+        return list(self._loss_teachers)
+
+    @property
+    def teacher_pools(self):
+        """For each distillation loss, the pooling layer applied to the
+        teacher's feature maps before its adapter's output is compared with
+        them (when the teacher's maps are the larger), or `None`."""
+        return list(self._teacher_pools)
+
+    def input_models(self):
+        return [self.student, *self.teachers.values()]
 
     def _set_distillation_losses(self, distillation_losses, weights):
         if distillation_losses is None:
@@ -307,14 +345,11 @@ class Distiller(
                 "FeatureDistillation) to the Distiller, or "
                 "`distillation_loss_fn` to `compile`."
             )
-        if loss is None:
-            raise ValueError("'loss' cannot be `None`.")
-        if metrics is not None and not isinstance(metrics, (list, tuple, dict)):
+        if loss is not None and metrics is not None and not isinstance(
+            metrics, (list, tuple, dict)
+        ):
             raise ValueError(f"metrics must be a list or tuple, got {type(metrics)}")
-        self._student_loss_fn = labels_lib.resolve_student_loss(loss)
-        self._student_loss_config = loss
-        self._compile_arguments = {"optimizer": optimizer, "metrics": metrics}
-        super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     # ------------------------------------------------------------------
     # Forward passes.
@@ -339,20 +374,24 @@ class Distiller(
         """
         return self._teacher_forward(x)
 
-    def _student_forward(self, x, training):
+    def student_forward(self, x, training=False):
+        """The student's logits and tapped layers, `{"logits": ..., name: ...}`,
+        from one pass (through its tap model when layers are tapped)."""
         if self._student_taps is not None:
             return dict(self._student_taps(x, training=training))
         return {taps.LOGITS: self.student(x, training=training)}
 
-    def _teacher_outputs(self, x, cached_teacher_outputs):
-        if cached_teacher_outputs is None:
-            return self.teacher_forward(x)
-        return self._teacher_forward.complete(cached_teacher_outputs, self._teacher_keys)
+    def compute_teacher_outputs(self, batch):
+        """The teachers' outputs for `batch`: cached ones completed, or one
+        inference pass of each teacher (see `teacher_forward`)."""
+        if batch.teacher_outputs is None:
+            return self.teacher_forward(batch.x)
+        return self._teacher_forward.complete(batch.teacher_outputs, self._teacher_keys)
 
     # ------------------------------------------------------------------
-    # Losses.
+    # The loss of one batch.
 
-    def _distillation_values(self, teacher_outputs, student_outputs, y, mask, training, indices):
+    def distillation_values(self, teacher_outputs, student_outputs, y, mask, training, indices):
         """Per-example weighted sum of the distillation losses."""
         total = None
         for index, loss in enumerate(self.distillation_losses):
@@ -371,116 +410,216 @@ class Distiller(
             total = values if total is None else total + values
         return total
 
-    def _loss_terms(self, x, y, sample_weight, teacher_outputs, training, indices=None):
-        """One student pass and its loss: the replica-scaled loss to
-        differentiate, the `[total, student, distillation]` batch means, and
-        the student's logits."""
-        student_outputs = self._student_forward(x, training=training)
+    def loss_terms(self, batch, teacher_outputs, training):
+        """One student pass and its loss:
+
+            α · student_loss + (1 − α) · Σᵢ wᵢ · distillation_lossᵢ
+
+        per example, averaged over the global batch, plus the student's
+        regularization losses (as Keras's `compute_loss`, in training and
+        in evaluation alike).
+        """
+        x, y, sample_weight = batch.x, batch.y, batch.sample_weight
+        student_outputs = self.student_forward(x, training=training)
         logits = student_outputs[taps.LOGITS]
         mask = labels_lib.label_mask(logits, sample_weight)
         example_weights = labels_lib.example_weights(sample_weight, mask)
         alpha = scheduled(self.student_loss_weight)
         y, labeled = labels_lib.fill_unlabeled(y, logits, teacher_outputs[taps.LOGITS])
+        if batch.labeled is not None:
+            labeled = batch.labeled if labeled is None else labeled * batch.labeled
         # Evaluation reports the student's loss even when α = 0 (as
         # `val_student_loss`). Without labels it is 0.
         if y is not None and (can_be_positive(self.student_loss_weight) or not training):
-            student_values = labels_lib.keep_labeled(reduce_per_example(
-                tf.cast(self._student_loss_fn(y, logits), tf.float32), mask
-            ), labeled)
+            student_values = self.label_loss(y, logits, mask, labeled)
         else:
             student_values = tf.zeros([tf.shape(logits)[0]], tf.float32)
-        distillation_values = self._distillation_values(
-            teacher_outputs, student_outputs, y, mask, training, indices
+        distillation_values = self.distillation_values(
+            teacher_outputs, student_outputs, y, mask, training, batch.example_indices
         )
         total_values = alpha * student_values + (1.0 - alpha) * distillation_values
-        # Averaged over the global batch: under tf.distribute each replica's
-        # gradients are summed, so each replica divides by the global size.
-        loss = tf.nn.compute_average_loss(total_values, sample_weight=example_weights)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        means = [
-            replicas * tf.nn.compute_average_loss(values, sample_weight=example_weights)
-            for values in (total_values, student_values, distillation_values)
-        ]
-        # As Keras's `compute_loss`: regularization counts in `loss` (and
-        # `total_loss`) in training and in evaluation alike.
-        if self.student.losses:
-            regularization = tf.add_n([tf.cast(v, tf.float32) for v in self.student.losses])
+        loss, total = average_loss(total_values, example_weights)
+        _, student_loss = average_loss(student_values, example_weights)
+        _, distillation_loss = average_loss(distillation_values, example_weights)
+        regularization = regularization_loss([self.student])
+        if regularization is not None:
             loss += tf.nn.scale_regularization_loss(regularization)
-            means[0] += regularization
-        return loss, means, logits
-
-    def compute_loss_terms(self, x, y=None, sample_weight=None, training=False):
-        """The loss and its two terms on one batch, as `fit` and `evaluate` see them.
-
-        Args:
-            x: A batch of inputs (or `{"inputs": x, ...}` with the teacher's
-                outputs or example indices: see `tf_distill.batches`).
-            y: The true labels, or `None` (the student's loss is then 0).
-            sample_weight: Per-example weights, or a `[batch, time]` mask
-                for token-level losses.
-            training: Run the student in training mode, as a `fit` step does
-                (`False`: as `evaluate` does). The teacher always runs in
-                inference mode.
-
-        Returns:
-            `{"loss": α·student + (1 − α)·distillation + regularization,
-            "student_loss": ..., "distillation_loss": ...}`: float32
-            scalars, batch means; `loss` is what `fit` and `evaluate` report
-            as `loss` (and `total_loss`), the student's regularization
-            losses included in both modes.
-
-        Raises:
-            RuntimeError: if the Distiller is not compiled.
-        """
-        if self._student_loss_fn is None:
-            raise RuntimeError("Call `compile` before `compute_loss_terms`.")
-        x, cached_teacher_outputs, indices = batches.split_inputs(x)
-        sample_weight = language_models.padding_sample_weight(x, sample_weight)
-        teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        _, means, _ = self._loss_terms(x, y, sample_weight, teacher_outputs, training, indices)
-        return dict(zip(("loss", "student_loss", "distillation_loss"), means))
+            total += regularization
+        values = {
+            LOSS: total,
+            "student_loss": student_loss,
+            "distillation_loss": distillation_loss,
+        }
+        return LossTerms(loss, values, logits, labeled)
 
     # ------------------------------------------------------------------
-    # Steps.
+    # Schedules, config, saving, summary.
 
-    def train_step(self, data):
-        x, y, sample_weight = language_models.unpack(data, [self.student, *self.teachers.values()])
-        x, cached_teacher_outputs, indices = batches.split_inputs(x)
-        teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        with tf.GradientTape() as tape:
-            loss, means, logits = self._loss_terms(
-                x, y, sample_weight, teacher_outputs, True, indices
-            )
-            if not LEGACY_KERAS:
-                loss = self.optimizer.scale_loss(loss)
-        # Read after the forward pass: an unbuilt student (subclassed, first
-        # step) creates its variables in it, and the tape watches them.
-        trainable = self.trainable_variables
-        if LEGACY_KERAS:
-            self.optimizer.minimize(loss, trainable, tape=tape)
-        else:
-            gradients = tape.gradient(loss, trainable)
-            self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._update_metrics(y, logits, sample_weight, *means)
+    def scheduled_values(self):
+        """`{history name: Schedule or function}` for what the history logs.
 
-    def test_step(self, data):
-        """Evaluates the distiller: `loss` is the total objective, as in `fit`.
-
-        `loss` (so `val_loss`) is `α·student_loss + (1 − α)·distillation_loss`
-        plus the student's regularization losses, as in `keras.distillation`.
-        `student_loss` (the label loss, reported even when α = 0; 0 without
-        labels), `distillation_loss` and `total_loss` (= `loss`) are reported
-        too, from one teacher and one student pass in inference mode.
+        A loss's schedules are named after their attribute (`temperature`),
+        and a loss may add values of its own with a `logged_values()` method
+        returning `{name: function}` (CTKD's learned temperature). A name two
+        losses share takes the loss's index: `temperature_0`,
+        `temperature_1`. The Distiller's weights are `student_loss_weight`
+        and `distillation_loss_weight_<i>`.
         """
-        x, y, sample_weight = language_models.unpack(data, [self.student, *self.teachers.values()])
-        x, cached_teacher_outputs, indices = batches.split_inputs(x)
-        teacher_outputs = self._teacher_outputs(x, cached_teacher_outputs)
-        _, means, logits = self._loss_terms(
-            x, y, sample_weight, teacher_outputs, False, indices
-        )
-        return self._update_metrics(y, logits, sample_weight, *means)
+        entries = []
+        if isinstance(self.student_loss_weight, Schedule):
+            entries.append(("student_loss_weight", None, self.student_loss_weight))
+        for index, weight in enumerate(self.distillation_loss_weights):
+            if isinstance(weight, Schedule):
+                entries.append((f"distillation_loss_weight_{index}", None, weight))
+        for index, loss in enumerate(self.distillation_losses):
+            for attribute, value in vars(loss).items():
+                if isinstance(value, Schedule):
+                    entries.append((attribute, index, value))
+            for name, read in dict(getattr(loss, "logged_values", dict)()).items():
+                entries.append((name, index, read))
+        counts = {}
+        for name, _, _ in entries:
+            counts[name] = counts.get(name, 0) + 1
+        return {
+            (name if index is None or counts[name] == 1 else f"{name}_{index}"): value
+            for name, index, value in entries
+        }
 
-    def predict_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, _, _ = batches.split_inputs(x)
-        return self.student(x, training=False)
+    def get_config(self):
+        config = super().get_config()
+        if self.has_several_teachers:
+            # A dict by name (a list's names are its models' names).
+            teacher = {name: _frozen_config(model) for name, model in self.teachers.items()}
+        else:
+            teacher = _frozen_config(self.teacher)
+        config.update(
+            teacher=teacher,
+            student=keras.saving.serialize_keras_object(self.student),
+            distillation_losses=[
+                keras.saving.serialize_keras_object(loss) for loss in self.distillation_losses
+            ],
+            # A scheduled weight as `{"schedule": ..., ...}` (the constructor reads it).
+            distillation_loss_weights=[
+                schedules.serialize(weight) for weight in self.distillation_loss_weights
+            ],
+            student_loss_weight=schedules.serialize(self.student_loss_weight),
+            teacher_outputs=self.teacher_outputs,
+            adapter_batch_norm=self.adapter_batch_norm,
+        )
+        if self.teacher_preprocessing is not None:
+            config["teacher_preprocessing"] = keras.saving.serialize_keras_object(
+                self.teacher_preprocessing
+            )
+        if self.has_several_teachers:
+            config["teacher_weights"] = list(self.teacher.teacher_weights)
+            config["ensemble"] = self.teacher.ensemble
+            # Which teacher each loss reads, by name (a loss may give an index).
+            config["distillation_loss_teachers"] = list(self.loss_teachers)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**_constructor_arguments(config, custom_objects))
+
+    def save(self, *args, **kwargs):
+        """`keras.Model.save`, without the teachers' optimizer state."""
+        with _teachers_without_optimizers(self):
+            return super().save(*args, **kwargs)
+
+    def save_weights(self, *args, **kwargs):
+        """`keras.Model.save_weights`, without the teachers' optimizer state."""
+        with _teachers_without_optimizers(self):
+            return super().save_weights(*args, **kwargs)
+
+    def summary(
+        self,
+        line_length=None,
+        positions=None,
+        print_fn=None,
+        expand_nested=False,
+        show_trainable=False,
+        layer_range=None,
+    ):
+        """Prints the teachers (frozen), the student (trained), the adapters
+        and the tapped layers, with parameter counts and the loss.
+
+        Args:
+            print_fn: Called with each line; defaults to `print`.
+            expand_nested: Also print each model's own Keras summary.
+            line_length, positions, show_trainable, layer_range: Passed to
+                those models' summaries when `expand_nested`.
+        """
+        summary_lib.print_summary(
+            self, line_length, positions, print_fn, expand_nested, show_trainable, layer_range
+        )
+
+
+def _frozen_config(model):
+    """A teacher's config without its compile config: a loaded Distiller's
+    teachers are frozen, and their optimizers are not saved (see
+    `teachers_without_optimizers`)."""
+    config = keras.saving.serialize_keras_object(model)
+    if isinstance(config, dict):
+        config.pop("compile_config", None)
+    return config
+
+
+def _constructor_arguments(config, custom_objects=None):
+    """The `Distiller` constructor's arguments from `Distiller.get_config`'s output."""
+    # Keras's deserialization consumes the nested model configs.
+    config = copy.deepcopy(config)
+    teacher = config["teacher"]
+    if isinstance(teacher, dict) and "class_name" not in teacher:
+        config["teacher"] = {
+            name: keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+            for name, model in teacher.items()
+        }
+    elif isinstance(teacher, (list, tuple)):
+        config["teacher"] = [
+            keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+            for model in teacher
+        ]
+    else:
+        config["teacher"] = keras.saving.deserialize_keras_object(
+            teacher, custom_objects=custom_objects
+        )
+    config["student"] = keras.saving.deserialize_keras_object(
+        config["student"], custom_objects=custom_objects
+    )
+    if config.get("teacher_preprocessing") is not None:
+        config["teacher_preprocessing"] = keras.saving.deserialize_keras_object(
+            config["teacher_preprocessing"], custom_objects=custom_objects
+        )
+    loss_teachers = config.pop("distillation_loss_teachers", None)
+    config["distillation_losses"] = [
+        keras.saving.deserialize_keras_object(loss, custom_objects=custom_objects)
+        for loss in config.get("distillation_losses") or []
+    ] or None
+    if config["distillation_losses"] is None:
+        config["distillation_loss_weights"] = None
+    elif loss_teachers is not None:
+        # Files saved before losses' configs held their `teacher`.
+        for loss, teacher_name in zip(config["distillation_losses"], loss_teachers):
+            if loss.teacher is None:
+                loss.teacher = teacher_name
+    return config
+
+
+@contextlib.contextmanager
+def _teachers_without_optimizers(distiller):
+    """Hides the teachers' optimizers (a teacher compiled and trained before
+    distilling has one) while the Distiller is saved: Keras's saving walks
+    every attribute of a sub-model, and a frozen teacher's optimizer state
+    is of no use to resuming distillation."""
+    hidden = []
+    for _, model in teachers_lib.members(distiller.teacher):
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            # Past Keras's attribute tracking: nothing else is to change.
+            object.__setattr__(model, "optimizer", None)
+            hidden.append((model, optimizer))
+    try:
+        yield
+    finally:
+        for model, optimizer in hidden:
+            object.__setattr__(model, "optimizer", optimizer)

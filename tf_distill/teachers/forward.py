@@ -1,7 +1,7 @@
-"""Teachers: one or several, and which of their outputs each loss reads.
+"""The teachers' forward pass, and which of their outputs each loss reads.
 
 A `Distiller` has one teacher or a `TeacherEnsemble` of several (see
-`tf_distill.ensemble`, whose names this module also exports). Each
+`tf_distill.teachers.ensemble`). Each
 distillation loss reads one teacher's output: the one its `teacher` names
 (a name or an index), or, when it names none, the ensemble's logits (or the
 only teacher). `loss_teacher` decides which, `tap_names` lists the tapped
@@ -14,39 +14,10 @@ from tf_distill import losses as losses_lib
 from tf_distill import taps
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.ensemble import ENSEMBLE_KINDS
-from tf_distill.ensemble import TEACHER_OUTPUT_KINDS
-from tf_distill.ensemble import TeacherEnsemble
-from tf_distill.ensemble import as_logits
-from tf_distill.ensemble import check_ensemble
-from tf_distill.ensemble import check_teacher_outputs
-from tf_distill.ensemble import check_teacher_weights
-from tf_distill.ensemble import ensemble_logits
-from tf_distill.ensemble import named_teachers
-from tf_distill.ensemble import teacher_output_key
-
-__all__ = [
-    "ENSEMBLE_KINDS",
-    "TEACHER_OUTPUT_KINDS",
-    "TeacherEnsemble",
-    "TeacherForward",
-    "applies_softmax",
-    "as_teacher",
-    "as_logits",
-    "check_ensemble",
-    "check_logit_shapes",
-    "check_teacher_outputs",
-    "check_teacher_softmax",
-    "check_teacher_weights",
-    "ensemble_logits",
-    "loss_teacher",
-    "loss_teacher_key",
-    "members",
-    "named_teachers",
-    "reading_model",
-    "tap_names",
-    "teacher_output_key",
-]
+from tf_distill.teachers.ensemble import TeacherEnsemble
+from tf_distill.teachers.ensemble import as_logits
+from tf_distill.teachers.ensemble import check_teacher_outputs
+from tf_distill.teachers.ensemble import teacher_output_key
 
 
 def applies_softmax(model):

@@ -1,4 +1,4 @@
-"""On-policy distillation of causal LMs (GKD) and sequence-level KD.
+"""On-policy distillation of causal LMs (GKD).
 
 `OnPolicyDistiller` is the `Distiller` of generalized knowledge distillation
 (Agarwal et al., "On-Policy Distillation of Language Models: Learning from
@@ -9,24 +9,25 @@ samples, masked to the continuation. With probability 1 − λ the batch is a
 plain supervised KD batch. λ = 0 is the `Distiller`; the divergence is any
 distillation loss (forward KL as `"kd"`, reverse KL, generalized JSD, ...).
 
-`sequence_level_dataset` is sequence-level KD (Kim & Rush, "Sequence-Level
-Knowledge Distillation", EMNLP 2016): the teacher writes continuations of a
-data set's prompts once, and the student is trained on them.
+The distiller differs from the `Distiller` in one hook, `prepare_batch`: the
+batch a training step works on. Everything else (the teacher pass, the loss,
+the update, the metrics) is the one step of `tf_distill.distillers.engine`.
+Sequence-level KD is `tf_distill.language.sequence_level_dataset`.
 """
 
 import numpy as np
 
-from tf_distill import batches
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.distiller import Distiller
+from tf_distill.distillers.distiller import Distiller
 from tf_distill.language import models as language_models
 from tf_distill.language.models import PADDING_MASK
 from tf_distill.language.models import TOKEN_IDS
 from tf_distill.language.sampling import continuation_mask
 from tf_distill.language.sampling import filter_logits
 from tf_distill.language.sampling import sample_continuations
-from tf_distill.losses.base import check_unit_interval
+from tf_distill.validation import check_non_negative_integer
+from tf_distill.validation import check_unit_interval
 
 
 def _check_prompt_length(prompt_length):
@@ -98,11 +99,7 @@ class OnPolicyDistiller(Distiller):
         **kwargs,
     ):
         check_unit_interval("on_policy_fraction", on_policy_fraction)
-        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-            raise ValueError(
-                "`warmup_steps` must be an integer >= 0. Received: "
-                f"warmup_steps={warmup_steps!r}"
-            )
+        check_non_negative_integer("warmup_steps", warmup_steps)
         _check_prompt_length(prompt_length)
         filter_logits(tf.zeros([1, 2]), temperature, top_k, top_p)  # Checks them.
         super().__init__(teacher, student, distillation_losses, **kwargs)
@@ -160,128 +157,55 @@ class OnPolicyDistiller(Distiller):
         mask = continuation_mask(tf.shape(token_ids), self.prompt_length)
         return {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}, mask
 
-    def _choose(self, on_policy, sampled, supervised):
-        if self.on_policy_fraction == 1.0:
-            return sampled()
-        return tf.cond(on_policy, sampled, supervised)
-
-    def train_step(self, data):
-        if self.on_policy_fraction == 0.0:
-            return super().train_step(data)
-        models = [self.student, *self.teachers.values()]
-        x, y, sample_weight = language_models.unpack(data, models)
-        if batches.split_inputs(x)[1] is not None:
+    def prepare_batch(self, batch, training):
+        """The batch of a training step: with probability λ the student's own
+        continuations (no label loss: `Batch.labeled` is 0 everywhere; the
+        metrics read the samples' next tokens, masked to the continuation),
+        else the supervised batch."""
+        if not training or self.on_policy_fraction == 0.0:
+            return batch
+        if batch.teacher_outputs is not None:
             raise ValueError(
                 "OnPolicyDistiller needs the live teacher to score the student's samples: "
                 "cached teacher outputs cannot be used (on_policy_fraction > 0)."
             )
+        x = batch.x
         if not language_models.is_token_batch(x):
             raise ValueError(
                 "OnPolicyDistiller expects inputs {'token_ids', 'padding_mask'}. Received: "
                 f"x={x!r}"
             )
-        has_labels = y is not None
-        if not has_labels:  # Unlabeled data: distillation losses only.
-            y = tf.zeros_like(x[TOKEN_IDS])
-        sample_weight = tf.cast(sample_weight, tf.float32)
+        sample_weight = tf.cast(batch.sample_weight, tf.float32)
         if sample_weight.shape.rank != 2:
             raise ValueError(
                 "OnPolicyDistiller expects a `[batch, time]` sample weight (a mask). "
                 f"Received: sample_weight of shape {sample_weight.shape}"
             )
+        has_labels = batch.y is not None
+        # Unlabeled data: a placeholder of the labels' shape (no label loss).
+        y = batch.y if has_labels else tf.zeros_like(x[TOKEN_IDS])
         step = self.optimizer.iterations
-        on_policy = self.is_on_policy(step)
 
         def sampled():
             sampled_x, mask = self.on_policy_batch(x, step)
             ids = sampled_x[TOKEN_IDS]
             # The labels of a sampled batch are its next tokens (for metrics).
             labels = tf.concat([ids[:, 1:], ids[:, -1:]], axis=1)
-            return ids, sampled_x[PADDING_MASK], tf.cast(labels, y.dtype), mask
+            return ids, sampled_x[PADDING_MASK], tf.cast(labels, y.dtype), mask, tf.zeros_like(mask)
 
         def supervised():
-            return x[TOKEN_IDS], tf.cast(x[PADDING_MASK], tf.bool), y, sample_weight
+            padding_mask = tf.cast(x[PADDING_MASK], tf.bool)
+            return x[TOKEN_IDS], padding_mask, y, sample_weight, tf.ones_like(sample_weight)
 
-        token_ids, padding_mask, labels, weights = self._choose(on_policy, sampled, supervised)
-        inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
-        teacher_outputs = self.teacher_forward(inputs)
-        with tf.GradientTape() as tape:
-            # A sampled batch has no labels: its label loss is 0 (y=None).
-            loss, means, logits = self._choose(
-                on_policy,
-                lambda: self._loss_terms(inputs, None, weights, teacher_outputs, True),
-                lambda: self._loss_terms(
-                    inputs, labels if has_labels else None, weights, teacher_outputs, True
-                ),
+        if self.on_policy_fraction == 1.0:
+            token_ids, padding_mask, labels, weights, labeled = sampled()
+        else:
+            token_ids, padding_mask, labels, weights, labeled = tf.cond(
+                self.is_on_policy(step), sampled, supervised
             )
-            scaled = self.optimizer.scale_loss(loss)
-        trainable = self.trainable_variables
-        gradients = tape.gradient(scaled, trainable)
-        self.optimizer.apply_gradients(zip(gradients, trainable))
-        return self._update_metrics(labels if has_labels else None, logits, weights, *means)
-
-
-def sequence_level_dataset(
-    teacher,
-    prompts,
-    sequence_length,
-    greedy=True,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    seed=0,
-):
-    """Sequence-level KD (Kim & Rush 2016): a data set of teacher continuations.
-
-    The teacher continues each prompt to `sequence_length + 1` tokens
-    (greedily, the approximation of beam search Kim & Rush found to work,
-    or sampled), once; the student is then trained on those sequences with
-    its label loss, e.g. `student.fit(dataset)` or a `Distiller`.
-
-    Args:
-        teacher: A causal LM (`{"token_ids", "padding_mask"}` -> logits).
-        prompts: A `tf.data.Dataset` of int token-id batches `[batch, P]`
-            (all real tokens), or an array `[examples, P]`.
-        sequence_length: The training length `time`; `P <= time`.
-        greedy: Take the teacher's most likely token; else sample with
-            `temperature`, `top_k`, `top_p` and `seed`.
-
-    Returns:
-        A `tf.data.Dataset` of `(x, y, sample_weight)` batches: `x` is
-        `{"token_ids", "padding_mask"}` `[batch, time]`, `y` the next tokens,
-        and `sample_weight` 1 on the positions predicting a teacher token.
-    """
-    if not isinstance(prompts, tf.data.Dataset):
-        prompts = tf.data.Dataset.from_tensor_slices(np.asarray(prompts)).batch(32)
-    language_models.check_sequence_length(
-        [teacher], {TOKEN_IDS: tf.zeros([1, sequence_length + 1]), PADDING_MASK: None}
-    )
-    generate = tf.function(
-        lambda ids, batch_seed, prompt_length: sample_continuations(
-            teacher, ids, prompt_length, batch_seed, temperature, top_k, top_p, greedy
+        return batch._replace(
+            x={TOKEN_IDS: token_ids, PADDING_MASK: padding_mask},
+            y=labels if has_labels else None,
+            sample_weight=weights,
+            labeled=labeled,
         )
-    )
-    batches = []
-    for index, prompt in enumerate(prompts):
-        prompt = tf.convert_to_tensor(prompt)
-        prompt_length = int(prompt.shape[1])
-        if prompt_length > sequence_length:
-            raise ValueError(
-                "The prompts must not be longer than `sequence_length`. Received: prompt "
-                f"length {prompt_length} and sequence_length={sequence_length}"
-            )
-        padding = tf.zeros([tf.shape(prompt)[0], sequence_length + 1 - prompt_length], prompt.dtype)
-        ids = tf.concat([prompt, padding], axis=1)
-        ids = generate(ids, tf.constant([seed, index], tf.int64), prompt_length)
-        x, y, _ = language_models.next_token_batch(ids)
-        # Position t predicts token t + 1: the teacher's tokens are P ... time.
-        mask = continuation_mask(tf.shape(ids), prompt_length)[:, :-1]
-        batches.append((x, y, mask))
-    if not batches:
-        raise ValueError("`prompts` is empty.")
-    dataset = tf.data.Dataset.from_tensors(batches[0])
-    for batch in batches[1:]:
-        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
-    return dataset
-
-

@@ -21,26 +21,19 @@ chain of generations.
 
 from typing import NamedTuple
 
-import numpy as np
-
 from tf_distill import losses as losses_lib
 from tf_distill.architectures import fresh_copy
 from tf_distill.backend import keras
-from tf_distill.distiller import Distiller
-from tf_distill.ensemble import ENSEMBLE_KINDS
-from tf_distill.ensemble import TeacherEnsemble
-from tf_distill.losses.base import check_loss_weights
-from tf_distill.losses.base import check_unit_interval
+from tf_distill.distillers.distiller import Distiller
+from tf_distill.schedules import check_loss_weights
+from tf_distill.teachers.ensemble import ENSEMBLE_KINDS
+from tf_distill.teachers.ensemble import TeacherEnsemble
 from tf_distill.validation import check_choice
+from tf_distill.validation import check_count
+from tf_distill.validation import check_unit_interval
 
 # A label loss on integer labels, applied to logits (see `Distiller.compile`).
 DEFAULT_LOSS = "sparse_categorical_crossentropy"
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 def _deserialize_value(value):
@@ -143,7 +136,7 @@ class Stage:
             distillation_loss_weights, len(resolved)
         )
         self.student_loss_weight = float(student_loss_weight)
-        self.epochs = _check_count("epochs", epochs)
+        self.epochs = check_count("epochs", epochs)
         self.optimizer_config = optimizer_config
         self.compile_kwargs = compile_kwargs
         self.name = name
@@ -305,7 +298,7 @@ def distill_stages(
     Example:
 
     ```python
-    from tf_distill.stages import Stage, distill_stages
+    from tf_distill.distillers.stages import Stage, distill_stages
 
     runs = distill_stages(
         teacher,
@@ -446,7 +439,7 @@ def born_again(
             "`teacher` must be a trained keras.Model (generation 0). Received: "
             f"teacher={teacher!r} of type {type(teacher).__name__}"
         )
-    _check_count("generations", generations)
+    check_count("generations", generations)
     if build_student is not None and not callable(build_student):
         raise ValueError(
             "`build_student` must be a function that returns a new keras.Model, or "

@@ -81,37 +81,33 @@ def summary_lines(distiller):
     return lines
 
 
-class DistillerSummary:
-    """Mixin of `Distiller`: its `summary`."""
+def print_summary(
+    distiller,
+    line_length=None,
+    positions=None,
+    print_fn=None,
+    expand_nested=False,
+    show_trainable=False,
+    layer_range=None,
+):
+    """Prints `summary_lines(distiller)` (what `Distiller.summary` prints).
 
-    def summary(
-        self,
-        line_length=None,
-        positions=None,
-        print_fn=None,
-        expand_nested=False,
-        show_trainable=False,
-        layer_range=None,
-    ):
-        """Prints the teachers (frozen), the student (trained), the adapters
-        and the tapped layers, with parameter counts and the loss.
-
-        Args:
-            print_fn: Called with each line; defaults to `print`.
-            expand_nested: Also print each model's own Keras summary.
-            line_length, positions, show_trainable, layer_range: Passed to
-                those models' summaries when `expand_nested`.
-        """
-        print_fn = print_fn or print
-        for line in summary_lines(self):
-            print_fn(line)
-        if expand_nested:
-            models = [model for _, model in teachers_lib.members(self.teacher)] + [self.student]
-            for model in models:
-                model.summary(
-                    line_length=line_length,
-                    positions=positions,
-                    print_fn=print_fn,
-                    show_trainable=show_trainable,
-                    layer_range=layer_range,
-                )
+    Args:
+        print_fn: Called with each line; defaults to `print`.
+        expand_nested: Also print each model's own Keras summary.
+        line_length, positions, show_trainable, layer_range: Passed to
+            those models' summaries when `expand_nested`.
+    """
+    print_fn = print_fn or print
+    for line in summary_lines(distiller):
+        print_fn(line)
+    if expand_nested:
+        models = [model for _, model in teachers_lib.members(distiller.teacher)]
+        for model in [*models, distiller.student]:
+            model.summary(
+                line_length=line_length,
+                positions=positions,
+                print_fn=print_fn,
+                show_trainable=show_trainable,
+                layer_range=layer_range,
+            )
