@@ -73,10 +73,10 @@ def speed(example, settings, repeats, epoch_steps):
     import tensorflow as tf
 
     from tf_distill import Distiller
+    from tf_distill import OnPolicyDistiller
     from tf_distill.backend import keras
     from tf_distill.cache import build_topk_cache
     from tf_distill.data import load_text
-    from tf_distill import OnPolicyDistiller
     from tf_distill.language import sample_continuations
     from tf_distill.losses import TokenDistillation
     from tf_distill.losses import TopKDistillation

@@ -31,9 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from tf_distill import OnPolicyDistiller  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.backend import tf  # noqa: E402
-from tf_distill import OnPolicyDistiller  # noqa: E402
 from tf_distill.language import build_causal_lm  # noqa: E402
 from tf_distill.language import next_token_batch  # noqa: E402
 from tf_distill.language import sample_continuations  # noqa: E402

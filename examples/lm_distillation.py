@@ -39,10 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tf_distill import Distiller  # noqa: E402
+from tf_distill import OnPolicyDistiller  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.cache import build_topk_cache  # noqa: E402
 from tf_distill.data import load_text  # noqa: E402
-from tf_distill import OnPolicyDistiller  # noqa: E402
 from tf_distill.language import build_causal_lm  # noqa: E402
 from tf_distill.language import perplexity  # noqa: E402
 from tf_distill.language import teacher_nll_of_samples  # noqa: E402

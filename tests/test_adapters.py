@@ -5,9 +5,9 @@ import pytest
 
 from tf_distill import Distiller
 from tf_distill import LogitsDistillation
-from tf_distill.teachers import adapters
 from tf_distill import losses
 from tf_distill.backend import keras
+from tf_distill.teachers import adapters
 
 
 def fitnets(teacher_layer_name, student_layer_name):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import tf_distill
+from tf_distill import OnPolicyDistiller
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill import OnPolicyDistiller
 from tf_distill.language import build_causal_lm
 from tf_distill.language import next_token_batch
 from tf_distill.language import sample_continuations

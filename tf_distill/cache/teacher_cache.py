@@ -16,6 +16,8 @@ from tf_distill import data as data_lib
 from tf_distill import losses as losses_lib
 from tf_distill.backend import tf
 from tf_distill.batches import EXAMPLE_INDICES
+from tf_distill.batches import INPUTS
+from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.cache import store
 from tf_distill.cache.fingerprint import TeacherSpec
 from tf_distill.cache.fingerprint import combine
@@ -23,8 +25,6 @@ from tf_distill.cache.sources import Arrays
 from tf_distill.cache.sources import dataset_batching
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
-from tf_distill.batches import INPUTS
-from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.losses.base import call_arguments
 from tf_distill.validation import check_choice

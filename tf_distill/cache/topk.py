@@ -29,12 +29,12 @@ import time
 import numpy as np
 
 from tf_distill.backend import tf
+from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.cache.fingerprint import TeacherSpec
 from tf_distill.cache.fingerprint import combine
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
 from tf_distill.cache.teacher_cache import TeacherCache
-from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.files import atomic_path
 from tf_distill.files import atomic_write_json
 from tf_distill.losses.topk import pack_topk
