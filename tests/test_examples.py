@@ -200,7 +200,7 @@ def test_keras_distillation_switch_only_import_changes(runs):
 
     ours = runs["test_keras_distillation_switch_only_import_changes"]["tf_distill"].json()
     theirs = runs["test_keras_distillation_switch_only_import_changes"]["keras"].json()
-    assert ours["distiller"] == "tf_distill.distiller.Distiller"
+    assert ours["distiller"] == "tf_distill.distillers.distiller.Distiller"
     assert theirs["distiller"].startswith("keras.") and "distillation" in theirs["distiller"]
     assert ours["tf_distill_imported"] is True
     assert theirs["tf_distill_imported"] is False

@@ -90,14 +90,8 @@ def print_summary(
     show_trainable=False,
     layer_range=None,
 ):
-    """Prints `summary_lines(distiller)` (what `Distiller.summary` prints).
-
-    Args:
-        print_fn: Called with each line; defaults to `print`.
-        expand_nested: Also print each model's own Keras summary.
-        line_length, positions, show_trainable, layer_range: Passed to
-            those models' summaries when `expand_nested`.
-    """
+    """`Distiller.summary`: prints `summary_lines`, then, with
+    `expand_nested`, each model's own Keras summary."""
     print_fn = print_fn or print
     for line in summary_lines(distiller):
         print_fn(line)
