@@ -1,5 +1,6 @@
 """Tests of the loss registry: names, configs, errors."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -199,6 +200,64 @@ def test_every_loss_takes_a_teacher_in_its_constructor_and_config(name):
     # The Keras serialization path keeps it too.
     keras_config = keras.saving.serialize_keras_object(loss)
     assert keras.saving.deserialize_keras_object(keras_config).teacher == "t1"
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_every_loss_signature_shows_teacher(name):
+    cls = registry._REGISTRY[name][0]
+    parameters = inspect.signature(cls).parameters
+    assert "teacher" in parameters and parameters["teacher"].default is None
+    assert list(parameters)[-1] == "teacher"
+    # The constructor and config are as written, not wrappers the base class made.
+    assert not hasattr(cls.__init__, "__wrapped__")
+    assert not hasattr(cls.get_config, "__wrapped__")
+    assert "__init_subclass__" not in vars(losses.DistillationLoss)
+
+
+def test_a_user_loss_without_teacher_gets_it_from_a_config():
+    @register_serializable()
+    class ScaledGap(losses.DistillationLoss):
+        """A keras.distillation-style loss: no `teacher` in `__init__`."""
+
+        def __init__(self, scale=1.0):
+            self.scale = scale
+
+        def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+            return self.scale * tf.reduce_mean(tf.abs(teacher_outputs - student_outputs))
+
+        def get_config(self):
+            return {"scale": self.scale}
+
+    # The class is left as written: its constructor does not take `teacher`.
+    assert list(inspect.signature(ScaledGap).parameters) == ["scale"]
+    with pytest.raises(TypeError):
+        ScaledGap(teacher="resnet")
+    assert ScaledGap().teacher is None
+
+    restored = ScaledGap.from_config({"scale": 2.0, "teacher": "resnet"})
+    assert (restored.scale, restored.teacher) == (2.0, "resnet")
+    with pytest.raises(ValueError, match=r"Invalid value for argument `teacher`"):
+        ScaledGap.from_config({"teacher": -1})
+    try:
+        losses.register("test_scaled_gap", "Scaled absolute gap (test only)")(ScaledGap)
+        loss = losses.get({"name": "test_scaled_gap", "scale": 2.0, "teacher": "resnet"})
+        assert type(loss) is ScaledGap and (loss.scale, loss.teacher) == (2.0, "resnet")
+        assert losses.get("test_scaled_gap", teacher=1).teacher == 1
+        # Serialized, the teacher is kept although its `get_config` omits it.
+        config = losses.serialize(loss)
+        assert config == {"name": "test_scaled_gap", "scale": 2.0, "teacher": "resnet"}
+        assert losses.get(json.loads(json.dumps(config))).teacher == "resnet"
+        # A misspelt argument lists `teacher` among the valid ones.
+        with pytest.raises(ValueError, match=r"Valid arguments: \['scale', 'teacher'\]"):
+            losses.get({"name": "test_scaled_gap", "teachr": "resnet"})
+    finally:
+        registry._REGISTRY.pop("test_scaled_gap", None)
+    # Unregistered, through Keras serialization.
+    keras_config = losses.serialize(ScaledGap.from_config({"teacher": "vit"}))
+    assert keras_config["config"] == {"scale": 1.0, "teacher": "vit"}
+    restored = losses.get(json.loads(json.dumps(keras_config)))
+    assert type(restored) is ScaledGap and restored.teacher == "vit"
+    assert keras.saving.deserialize_keras_object(keras_config).teacher == "vit"
 
 
 @pytest.mark.parametrize("teacher", [True, -1, 1.5, ["t1"]])

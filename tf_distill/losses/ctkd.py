@@ -139,6 +139,8 @@ class CTKD(DistillationLoss):
             official `t_end`: 20; `T` stays in (1, 21)).
         initial_temperature: `T` at the start, strictly inside the range.
             Defaults to the official start, `θ = 1` (`T ≈ 15.6`).
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
@@ -155,7 +157,9 @@ class CTKD(DistillationLoss):
         min_temperature=1.0,
         temperature_range=20.0,
         initial_temperature=None,
+        teacher=None,
     ):
+        super().__init__(teacher=teacher)
         if isinstance(lambda_max, bool) or not isinstance(lambda_max, (int, float)) or not (
             lambda_max >= 0
         ):
@@ -212,4 +216,5 @@ class CTKD(DistillationLoss):
             "min_temperature": self.temperature_layer.minimum,
             "temperature_range": self.temperature_layer.range,
             "initial_temperature": self.initial_temperature,
+            **super().get_config(),
         }

@@ -203,9 +203,12 @@ class FeatureDistillation(DistillationLoss):
             function `fn(teacher, student)`.
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
-    def __init__(self, loss="mse", teacher_layer_name=None, student_layer_name=None):
+    def __init__(self, loss="mse", teacher_layer_name=None, student_layer_name=None, teacher=None):
+        super().__init__(teacher=teacher)
         if loss is None:
             raise ValueError(
                 "The `loss` argument in `FeatureDistillation` must "
@@ -257,6 +260,7 @@ class FeatureDistillation(DistillationLoss):
             "loss": serialize_keras_loss(self.loss),
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
 
     @classmethod
@@ -285,6 +289,8 @@ class FitNets(DistillationLoss):
     Args:
         teacher_layer_name: Name of the teacher's hint layer, or `None`.
         student_layer_name: Name of the student's guided layer, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
@@ -296,7 +302,8 @@ class FitNets(DistillationLoss):
 
     needs_adapter = True
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None):
+    def __init__(self, teacher_layer_name=None, student_layer_name=None, teacher=None):
+        super().__init__(teacher=teacher)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
@@ -311,6 +318,7 @@ class FitNets(DistillationLoss):
         return {
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
 
 
@@ -337,12 +345,17 @@ class AttentionTransfer(DistillationLoss):
         power: The exponent `p >= 1`. Defaults to 2, as in the paper.
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for `power < 1`.
     """
 
-    def __init__(self, power=2.0, teacher_layer_name=None, student_layer_name=None):
+    def __init__(
+        self, power=2.0, teacher_layer_name=None, student_layer_name=None, teacher=None
+    ):
+        super().__init__(teacher=teacher)
         _check_power(power)
         self.power = float(power)
         self.teacher_layer_name = teacher_layer_name
@@ -360,4 +373,5 @@ class AttentionTransfer(DistillationLoss):
             "power": self.power,
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }

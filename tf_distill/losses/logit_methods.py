@@ -267,6 +267,8 @@ class DecoupledKD(DistillationLoss):
         beta: Weight `β ≥ 0` of the non-target-class term (NCKD). Defaults
             to 8 (CIFAR-100; the paper uses 0.5 on ImageNet).
         temperature: `T > 0`. Defaults to 4.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for a negative weight or `temperature <= 0`.
@@ -281,7 +283,8 @@ class DecoupledKD(DistillationLoss):
 
     needs_labels = True
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0):
+    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, teacher=None):
+        super().__init__(teacher=teacher)
         check_non_negative("alpha", alpha)
         check_non_negative("beta", beta)
         self.temperature = number_or_schedule(
@@ -305,7 +308,12 @@ class DecoupledKD(DistillationLoss):
 
     def get_config(self):
         temperature = serialize(self.temperature)
-        return {"alpha": self.alpha, "beta": self.beta, "temperature": temperature}
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "temperature": temperature,
+            **super().get_config(),
+        }
 
 
 @register("dist", "DIST: Pearson inter- and intra-class relations of soft labels")
@@ -321,12 +329,15 @@ class DIST(DistillationLoss):
         gamma: Weight `γ ≥ 0` of the intra-class relation. Defaults to 1.
         temperature: `T > 0`. Defaults to 4 (CIFAR-100; the paper uses 1 on
             ImageNet).
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for a negative weight or `temperature <= 0`.
     """
 
-    def __init__(self, beta=1.0, gamma=1.0, temperature=4.0):
+    def __init__(self, beta=1.0, gamma=1.0, temperature=4.0, teacher=None):
+        super().__init__(teacher=teacher)
         check_non_negative("beta", beta)
         check_non_negative("gamma", gamma)
         self.temperature = number_or_schedule(
@@ -346,4 +357,9 @@ class DIST(DistillationLoss):
 
     def get_config(self):
         temperature = serialize(self.temperature)
-        return {"beta": self.beta, "gamma": self.gamma, "temperature": temperature}
+        return {
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "temperature": temperature,
+            **super().get_config(),
+        }

@@ -196,7 +196,8 @@ def pkt(teacher_features, student_features, epsilon=1e-7):
 class _RelationLoss(DistillationLoss):
     """A relational loss: no arguments but the layers it reads."""
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None):
+    def __init__(self, teacher_layer_name=None, student_layer_name=None, teacher=None):
+        super().__init__(teacher=teacher)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
@@ -218,6 +219,7 @@ class _RelationLoss(DistillationLoss):
         return {
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
 
 
@@ -233,6 +235,8 @@ class RKDDistance(_RelationLoss):
         teacher_layer_name: Name of the teacher layer to read (often the
             embedding), or `None` for the final output.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(rkd_distance)
@@ -248,6 +252,8 @@ class RKDAngle(_RelationLoss):
     Args:
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(rkd_angle)
@@ -266,6 +272,8 @@ class SimilarityPreserving(_RelationLoss):
     Args:
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(similarity_preserving)
@@ -281,6 +289,8 @@ class PKT(_RelationLoss):
     Args:
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(pkt)
