@@ -20,6 +20,7 @@ from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.schedules import Cosine
 from tf_distill.schedules import scheduled
@@ -114,7 +115,7 @@ class GlobalTemperature(keras.layers.Layer):
     "Curriculum temperature KD: T²·KL at a temperature learned through gradient reversal",
 )
 @register_serializable()
-class CTKD(DistillationLoss):
+class CurriculumTemperatureDistillation(DistillationLoss):
     """Curriculum temperature knowledge distillation (Li et al., AAAI 2023).
 
     Hinton's KD, `T² · KL(softmax(t/T) ‖ softmax(s/T))` (see
@@ -144,7 +145,7 @@ class CTKD(DistillationLoss):
 
     Example:
 
-    >>> loss = CTKD(lambda_max=1.0, curriculum_epochs=10)
+    >>> loss = CurriculumTemperatureDistillation(lambda_max=1.0, curriculum_epochs=10)
     >>> logits = tf.constant([[2.0, 1.0, 0.1]])
     >>> float(loss(logits, logits)[0])
     0.0
@@ -218,3 +219,7 @@ class CTKD(DistillationLoss):
             "initial_temperature": self.initial_temperature,
             **super().get_config(),
         }
+
+
+# Former names, kept for code and saved configs that use them.
+CTKD = register_former_name(CurriculumTemperatureDistillation, "CTKD")

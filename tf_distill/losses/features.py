@@ -13,6 +13,7 @@ from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import serialize_keras_loss
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 
 
 def _flatten_features(features):
@@ -194,8 +195,8 @@ class FeatureDistillation(DistillationLoss):
 
     Compares the output of `teacher_layer_name` with that of
     `student_layer_name` (or the final outputs when both are `None`). The
-    shapes must match; for different widths use `FitNets`, which learns an
-    adapter.
+    shapes must match; for different widths use `FitNetsDistillation`,
+    which learns an adapter.
 
     Args:
         loss: `"mse"`, `"l1"` (`"mae"`), `"cosine"` (`"cosine_similarity"`,
@@ -252,7 +253,8 @@ class FeatureDistillation(DistillationLoss):
                 f"the same shape. Received: teacher {tuple(t_shape)} from "
                 f"layer {self.teacher_layer_name!r} and student "
                 f"{tuple(s_shape)} from layer {self.student_layer_name!r}. "
-                "Use FitNets, which learns an adapter, for different shapes."
+                "Use FitNetsDistillation ('fitnets'), which learns an adapter, "
+                "for different shapes."
             )
 
     def get_config(self):
@@ -272,7 +274,7 @@ class FeatureDistillation(DistillationLoss):
 
 @register("fitnets", "FitNets hints: MSE between teacher hint and adapted student layer")
 @register_serializable()
-class FitNets(DistillationLoss):
+class FitNetsDistillation(DistillationLoss):
     """FitNets hint training (Romero et al., ICLR 2015).
 
     The student's guided layer (`student_layer_name`) is projected to the
@@ -294,7 +296,7 @@ class FitNets(DistillationLoss):
 
     Example:
 
-    >>> loss = FitNets("teacher_block_2", "student_block_1")
+    >>> loss = FitNetsDistillation("teacher_block_2", "student_block_1")
     >>> hint = tf.ones([2, 8])
     >>> float(loss(hint, hint * 0.5)[0])
     0.25
@@ -327,7 +329,7 @@ class FitNets(DistillationLoss):
     "Attention transfer: distance between normalized spatial attention maps",
 )
 @register_serializable()
-class AttentionTransfer(DistillationLoss):
+class AttentionDistillation(DistillationLoss):
     """Attention transfer (Zagoruyko & Komodakis, ICLR 2017).
 
     Compares where the teacher and the student "look": each channels-last
@@ -375,3 +377,8 @@ class AttentionTransfer(DistillationLoss):
             "student_layer_name": self.student_layer_name,
             **super().get_config(),
         }
+
+
+# Former names, kept for code and saved configs that use them.
+FitNets = register_former_name(FitNetsDistillation, "FitNets")
+AttentionTransfer = register_former_name(AttentionDistillation, "AttentionTransfer")

@@ -11,6 +11,7 @@ from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 from tf_distill.schedules import number_or_schedule
 from tf_distill.schedules import scheduled
 from tf_distill.schedules import serialize
@@ -247,7 +248,7 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
 
 @register("dkd", "Decoupled KD: weighted target-class and non-target-class KL")
 @register_serializable()
-class DecoupledKD(DistillationLoss):
+class DecoupledDistillation(DistillationLoss):
     """Decoupled knowledge distillation (Zhao et al., CVPR 2022).
 
     See `decoupled_kd`. DKD needs each example's ground-truth class:
@@ -275,7 +276,7 @@ class DecoupledKD(DistillationLoss):
 
     Example:
 
-    >>> loss = DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)
+    >>> loss = DecoupledDistillation(alpha=1.0, beta=8.0, temperature=4.0)
     >>> logits = tf.constant([[3.0, 1.0, 0.2]])
     >>> float(loss(logits, logits, labels=[0])[0])
     0.0
@@ -318,7 +319,7 @@ class DecoupledKD(DistillationLoss):
 
 @register("dist", "DIST: Pearson inter- and intra-class relations of soft labels")
 @register_serializable()
-class DIST(DistillationLoss):
+class CorrelationDistillation(DistillationLoss):
     """DIST, relation-matching KD from a stronger teacher (Huang et al. 2022).
 
     See `dist`. The intra-class term is a batch statistic, given to every
@@ -363,3 +364,8 @@ class DIST(DistillationLoss):
             "temperature": temperature,
             **super().get_config(),
         }
+
+
+# Former names, kept for code and saved configs that use them.
+DecoupledKD = register_former_name(DecoupledDistillation, "DecoupledKD")
+DIST = register_former_name(CorrelationDistillation, "DIST")

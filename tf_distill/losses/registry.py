@@ -45,6 +45,21 @@ def register(name, summary):
     return decorator
 
 
+def register_former_name(cls, former_name):
+    """Keeps a renamed loss class reachable by its former name; returns `cls`.
+
+    Configs saved by Keras name a class (`"registered_name":
+    "tf_distill>CTKD"`); this registers `cls` under the former name too, so
+    they still load, while new configs get its current name. Assign the
+    result to the former name in the class's module, for code that imports
+    it (`CTKD = register_former_name(CurriculumTemperatureDistillation,
+    "CTKD")`).
+    """
+    package = keras.saving.get_registered_name(cls).rpartition(">")[0]
+    keras.saving.get_custom_objects()[f"{package}>{former_name}"] = cls
+    return cls
+
+
 def check_catalog():
     """Raises `RuntimeError` unless the registry matches `tf_distill.catalog.LOSSES`.
 

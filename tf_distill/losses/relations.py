@@ -16,6 +16,7 @@ from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 
 # `tf.math.l2_normalize` clamps the *squared* norm at this value.
 _NORMALIZE_EPSILON = 1e-12
@@ -225,7 +226,7 @@ class _RelationLoss(DistillationLoss):
 
 @register("rkd_distance", "Relational KD: mean-normalized pairwise distances (Huber)")
 @register_serializable()
-class RKDDistance(_RelationLoss):
+class RelationalDistanceDistillation(_RelationLoss):
     """Distance-wise relational KD (Park et al., CVPR 2019).
 
     See `rkd_distance`. The paper weighs it 25 (and the angle loss 50) next
@@ -244,7 +245,7 @@ class RKDDistance(_RelationLoss):
 
 @register("rkd_angle", "Relational KD: angles of example triplets (Huber)")
 @register_serializable()
-class RKDAngle(_RelationLoss):
+class RelationalAngleDistillation(_RelationLoss):
     """Angle-wise relational KD (Park et al., CVPR 2019).
 
     See `rkd_angle`. Memory grows as `batch² · features`.
@@ -264,7 +265,7 @@ class RKDAngle(_RelationLoss):
     "Similarity-preserving KD: row-normalized batch Gram matrices",
 )
 @register_serializable()
-class SimilarityPreserving(_RelationLoss):
+class SimilarityPreservingDistillation(_RelationLoss):
     """Similarity-preserving KD (Tung & Mori, ICCV 2019).
 
     See `similarity_preserving`.
@@ -281,7 +282,7 @@ class SimilarityPreserving(_RelationLoss):
 
 @register("pkt", "Probabilistic KT: KL between cosine-kernel neighbour distributions")
 @register_serializable()
-class PKT(_RelationLoss):
+class ProbabilisticTransferDistillation(_RelationLoss):
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018).
 
     See `pkt`.
@@ -294,3 +295,10 @@ class PKT(_RelationLoss):
     """
 
     function = staticmethod(pkt)
+
+
+# Former names, kept for code and saved configs that use them.
+RKDDistance = register_former_name(RelationalDistanceDistillation, "RKDDistance")
+RKDAngle = register_former_name(RelationalAngleDistillation, "RKDAngle")
+SimilarityPreserving = register_former_name(SimilarityPreservingDistillation, "SimilarityPreserving")
+PKT = register_former_name(ProbabilisticTransferDistillation, "PKT")
