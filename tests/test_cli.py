@@ -187,7 +187,7 @@ def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp
     monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
     assert cli.main(["losses", "dkd"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("dkd (DecoupledKD): ")
+    assert out.startswith("dkd (DecoupledDistillation): ")
     assert "Paper: Zhao et al., CVPR 2022" in out
     lines = out.splitlines()
     arguments = lines[lines.index("Arguments (default):") + 1:]

@@ -9,7 +9,7 @@ from numpy_reference import kd as numpy_kd
 import tf_distill
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.losses import CTKD
+from tf_distill.losses import CurriculumTemperatureDistillation
 from tf_distill.losses import reverse_gradient
 
 
@@ -36,14 +36,14 @@ def test_reverse_gradient_is_identity_forward_and_reversed_backward():
 
 def test_value_is_numpy_kd_at_the_current_temperature():
     teacher, student = _logits()
-    loss = CTKD()
+    loss = CurriculumTemperatureDistillation()
     temperature = 1.0 + 20.0 * _sigmoid(1.0)  # the official start, θ = 1
     assert loss.temperature() == pytest.approx(temperature, rel=1e-6)
     # At T ≈ 15.6 the KL is a small difference of float32 terms, times T² ≈ 244.
     np.testing.assert_allclose(
         loss(teacher, student).numpy(), numpy_kd(teacher, student, temperature), rtol=2e-4
     )
-    fixed = CTKD(initial_temperature=4.0, min_temperature=2.0, temperature_range=6.0)
+    fixed = CurriculumTemperatureDistillation(initial_temperature=4.0, min_temperature=2.0, temperature_range=6.0)
     assert fixed.temperature() == pytest.approx(4.0, rel=1e-6)
     np.testing.assert_allclose(
         fixed(teacher, student).numpy(), numpy_kd(teacher, student, 4.0), rtol=1e-5
@@ -52,7 +52,7 @@ def test_value_is_numpy_kd_at_the_current_temperature():
 
 def test_temperature_gradient_is_reversed_and_scaled_by_lambda():
     teacher, student = _logits(1)
-    loss = CTKD(lambda_max=0.8, curriculum_epochs=10, min_temperature=1.0,
+    loss = CurriculumTemperatureDistillation(lambda_max=0.8, curriculum_epochs=10, min_temperature=1.0,
                 temperature_range=20.0, initial_temperature=5.0)
     lam = loss.reversal_lambda.update(step=0, epoch=5)  # halfway: λ = 0.4
     assert lam == pytest.approx(0.4, rel=1e-6)
@@ -88,7 +88,7 @@ def test_fit_learns_the_temperature_against_the_student_and_logs_it(teacher, stu
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8)).astype("float32")
     y = rng.integers(0, 5, size=(32,))
-    loss = CTKD(lambda_max=1.0, curriculum_epochs=2, initial_temperature=4.0)
+    loss = CurriculumTemperatureDistillation(lambda_max=1.0, curriculum_epochs=2, initial_temperature=4.0)
     distiller = tf_distill.Distiller(teacher, student, loss, student_loss_weight=0.0)
     variables = [v.name for v in distiller.trainable_variables]
     assert sum(name.endswith("logit") for name in variables) == 1
@@ -108,7 +108,7 @@ def test_temperature_climbs_the_loss(teacher, student):
     # With the student frozen (its learning rate is that of the temperature,
     # but one SGD step on θ alone is checked): θ moves up the loss's slope.
     x = np.random.default_rng(3).normal(size=(16, 8)).astype("float32")
-    loss = CTKD(lambda_max=1.0, curriculum_epochs=1, initial_temperature=4.0)
+    loss = CurriculumTemperatureDistillation(lambda_max=1.0, curriculum_epochs=1, initial_temperature=4.0)
     loss.reversal_lambda.update(0, 1)  # λ = 1
     loss.temperature()  # builds θ
     teacher_logits, student_logits = teacher(x), student(x)
@@ -123,7 +123,7 @@ def test_temperature_climbs_the_loss(teacher, student):
 
 def test_config_round_trip_and_registry(teacher, student):
     loss = tf_distill.losses.get({"name": "ctkd", "lambda_max": 0.5, "curriculum_epochs": 4})
-    assert isinstance(loss, CTKD)
+    assert isinstance(loss, CurriculumTemperatureDistillation)
     config = keras.saving.serialize_keras_object(loss)
     again = keras.saving.deserialize_keras_object(config)
     assert again.get_config() == loss.get_config()
@@ -146,4 +146,4 @@ def test_config_round_trip_and_registry(teacher, student):
 )
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CTKD(**kwargs)
+        CurriculumTemperatureDistillation(**kwargs)

@@ -43,7 +43,7 @@ def test_summary_shows_roles_trainability_and_taps(make_mlp):
     assert row(lines, "adapter")[-3:] == ["288", "yes", "-"]
     assert "Trainable params (student and adapters): 405" in text
     assert "Frozen params (teachers): 453" in text
-    assert "0.5·student_loss + 0.5·(1·LogitsDistillation, 0.5·FitNets" in text
+    assert "0.5·student_loss + 0.5·(1·LogitsDistillation, 0.5·FitNetsDistillation" in text
     # The student's tap model shares its layers: never listed as a model.
     assert "_taps" not in text
 

@@ -1,4 +1,4 @@
-"""Tests of the feature losses: feature matching, FitNets, attention transfer."""
+"""Tests of the feature losses: feature matching, FitNetsDistillation, attention transfer."""
 
 import math
 
@@ -9,9 +9,9 @@ import pytest
 from tf_distill import losses
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.losses import AttentionTransfer
+from tf_distill.losses import AttentionDistillation
 from tf_distill.losses import FeatureDistillation
-from tf_distill.losses import FitNets
+from tf_distill.losses import FitNetsDistillation
 from tf_distill.losses import attention_transfer
 from tf_distill.losses import feature_cosine
 from tf_distill.losses import feature_l1
@@ -102,7 +102,7 @@ def test_fitnets_hand_checked():
     student = tf.constant([[1.0, 0.0, 3.0, 0.0]])
     # (0 + 4 + 0 + 16) / 4 = 5.
     np.testing.assert_allclose(fitnets_hint(teacher, student), [5.0])
-    np.testing.assert_allclose(FitNets()(teacher, student), [5.0])
+    np.testing.assert_allclose(FitNetsDistillation()(teacher, student), [5.0])
 
 
 def test_fitnets_matches_numpy():
@@ -115,7 +115,7 @@ def test_fitnets_matches_numpy():
 
 
 def test_fitnets_needs_adapter_and_round_trips():
-    loss = FitNets(teacher_layer_name="hint", student_layer_name="guided")
+    loss = FitNetsDistillation(teacher_layer_name="hint", student_layer_name="guided")
     assert loss.needs_adapter is True
     assert loss.teacher_layer_name == "hint"
     assert loss.student_layer_name == "guided"
@@ -133,7 +133,7 @@ def test_fitnets_rejects_unadapted_shapes():
         ValueError,
         match=r"after the adapter.*Received: teacher \(2, 8\) and student \(2, 3\)",
     ):
-        FitNets()(tf.zeros([2, 8]), tf.zeros([2, 3]))
+        FitNetsDistillation()(tf.zeros([2, 8]), tf.zeros([2, 3]))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -174,7 +174,7 @@ def test_attention_transfer_matches_numpy(power):
         atol=1e-5,
     )
     np.testing.assert_allclose(
-        AttentionTransfer(power=power)(teacher, student),
+        AttentionDistillation(power=power)(teacher, student),
         ref.attention(teacher, student, power),
         atol=1e-5,
     )
@@ -246,7 +246,7 @@ def test_attention_transfer_gradients_finite_at_zero_activations(power):
 
 
 def test_attention_transfer_round_trip():
-    loss = AttentionTransfer(power=3, teacher_layer_name="t4", student_layer_name="s2")
+    loss = AttentionDistillation(power=3, teacher_layer_name="t4", student_layer_name="s2")
     assert loss.get_config() == {
         "power": 3.0,
         "teacher_layer_name": "t4",
@@ -268,8 +268,8 @@ def test_attention_transfer_errors():
     ):
         attention_transfer(tf.zeros([2, 4, 5]), tf.zeros([2, 5]))
     with pytest.raises(ValueError, match=r"`power` must be >= 1. Received: power=0"):
-        AttentionTransfer(power=0)
+        AttentionDistillation(power=0)
     with pytest.raises(ValueError, match=r"`power` must be >= 1. Received: power=0.5"):
         attention_transfer(tf.ones([1, 2, 1]), tf.ones([1, 2, 1]), power=0.5)
     with pytest.raises(ValueError, match=r"`power` must be a number >= 1. Received: power='2'"):
-        AttentionTransfer(power="2")
+        AttentionDistillation(power="2")

@@ -9,8 +9,8 @@ import pytest
 from tf_distill import losses
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.losses import DIST
-from tf_distill.losses import DecoupledKD
+from tf_distill.losses import CorrelationDistillation
+from tf_distill.losses import DecoupledDistillation
 from tf_distill.losses import decoupled_kd
 from tf_distill.losses import dist
 from tf_distill.losses import soft_label_kl
@@ -85,7 +85,7 @@ def test_dkd_matches_numpy(alpha, beta, temperature):
         rtol=1e-5,
         atol=1e-5,
     )
-    loss = DecoupledKD(alpha=alpha, beta=beta, temperature=temperature)
+    loss = DecoupledDistillation(alpha=alpha, beta=beta, temperature=temperature)
     np.testing.assert_allclose(
         loss(teacher, student, labels=labels), expected, rtol=1e-5, atol=1e-5
     )
@@ -115,7 +115,7 @@ def test_dkd_without_labels_uses_teacher_argmax():
     student = random_logits([5, 6], 10)
     expected = ref.dkd(teacher, student, teacher.argmax(axis=-1), 1.0, 8.0, 4.0)
     np.testing.assert_allclose(decoupled_kd(teacher, student), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(DecoupledKD()(teacher, student), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(DecoupledDistillation()(teacher, student), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dkd_zero_when_student_equals_teacher():
@@ -159,7 +159,7 @@ def test_dkd_compiled_equals_eager(jit_compile):
     teacher = random_logits([4, 5], 16)
     student = random_logits([4, 5], 17)
     labels = random_labels(4, 5, 18)
-    loss = DecoupledKD(alpha=0.5, beta=2.0, temperature=3.0)
+    loss = DecoupledDistillation(alpha=0.5, beta=2.0, temperature=3.0)
     compiled = tf.function(lambda t, s, y: loss(t, s, labels=y), jit_compile=jit_compile)(
         teacher, student, labels
     )
@@ -182,7 +182,7 @@ def test_dkd_student_gradients():
 
 
 def test_dkd_class_serialization_round_trip():
-    loss = DecoupledKD(alpha=2, beta=0.5, temperature=1)
+    loss = DecoupledDistillation(alpha=2, beta=0.5, temperature=1)
     assert loss.needs_labels is True
     assert not loss.needs_adapter
     assert loss.get_config() == {"alpha": 2.0, "beta": 0.5, "temperature": 1.0}
@@ -196,7 +196,7 @@ def test_dkd_class_serialization_round_trip():
         losses.deserialize(config),
         keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss)),
     ):
-        assert type(restored) is DecoupledKD
+        assert type(restored) is DecoupledDistillation
         assert restored.get_config() == loss.get_config()
         np.testing.assert_allclose(restored(teacher, student, labels=labels), expected, rtol=1e-6)
 
@@ -215,7 +215,7 @@ def test_dkd_class_serialization_round_trip():
 )
 def test_dkd_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        DecoupledKD(**kwargs)
+        DecoupledDistillation(**kwargs)
     with pytest.raises(ValueError, match=message):
         decoupled_kd(tf.zeros([1, 3]), tf.zeros([1, 3]), [0], **kwargs)
 
@@ -320,7 +320,7 @@ def test_dist_matches_numpy(beta, gamma, temperature):
     np.testing.assert_allclose(
         dist(teacher, student, beta, gamma, temperature), expected, atol=1e-5
     )
-    loss = DIST(beta=beta, gamma=gamma, temperature=temperature)
+    loss = CorrelationDistillation(beta=beta, gamma=gamma, temperature=temperature)
     np.testing.assert_allclose(loss(teacher, student), expected, atol=1e-5)
 
 
@@ -396,7 +396,7 @@ def test_dist_float16_computes_in_float32():
 
 
 def test_dist_class_serialization_round_trip():
-    loss = DIST(beta=2, gamma=0.5, temperature=1)
+    loss = CorrelationDistillation(beta=2, gamma=0.5, temperature=1)
     assert loss.get_config() == {"beta": 2.0, "gamma": 0.5, "temperature": 1.0}
     assert not getattr(loss, "needs_labels", False)
     teacher = random_logits([3, 4], 38)
@@ -408,7 +408,7 @@ def test_dist_class_serialization_round_trip():
         losses.deserialize(config),
         keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss)),
     ):
-        assert type(restored) is DIST
+        assert type(restored) is CorrelationDistillation
         assert restored.get_config() == loss.get_config()
         np.testing.assert_allclose(restored(teacher, student), expected, rtol=1e-6)
 
@@ -424,7 +424,7 @@ def test_dist_class_serialization_round_trip():
 )
 def test_dist_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        DIST(**kwargs)
+        CorrelationDistillation(**kwargs)
     with pytest.raises(ValueError, match=message):
         dist(tf.zeros([2, 3]), tf.zeros([2, 3]), **kwargs)
 
@@ -439,4 +439,4 @@ def test_dist_rejects_bad_shapes():
     with pytest.raises(
         ValueError, match=r"same shape. Received: teacher \(2, 3\) and student \(2, 4\)"
     ):
-        DIST()(tf.zeros([2, 3]), tf.zeros([2, 4]))
+        CorrelationDistillation()(tf.zeros([2, 3]), tf.zeros([2, 4]))

@@ -1,5 +1,7 @@
 """Tests of the loss registry: names, configs, errors."""
 
+import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -17,14 +19,14 @@ from tf_distill.losses import registry
 EXPECTED = {
     "kd": (losses.LogitsDistillation, {"temperature": 2.0, "loss": "reverse_kl"}),
     "feature": (losses.FeatureDistillation, {"loss": "l1"}),
-    "fitnets": (losses.FitNets, {"teacher_layer_name": "t3"}),
-    "attention_transfer": (losses.AttentionTransfer, {"power": 1.0}),
-    "rkd_distance": (losses.RKDDistance, {"student_layer_name": "emb"}),
-    "rkd_angle": (losses.RKDAngle, {"teacher_layer_name": "emb"}),
-    "similarity_preserving": (losses.SimilarityPreserving, {}),
-    "pkt": (losses.PKT, {"student_layer_name": "pool"}),
-    "dkd": (losses.DecoupledKD, {"alpha": 0.5, "beta": 2.0}),
-    "dist": (losses.DIST, {"gamma": 2.0, "temperature": 1.0}),
+    "fitnets": (losses.FitNetsDistillation, {"teacher_layer_name": "t3"}),
+    "attention_transfer": (losses.AttentionDistillation, {"power": 1.0}),
+    "rkd_distance": (losses.RelationalDistanceDistillation, {"student_layer_name": "emb"}),
+    "rkd_angle": (losses.RelationalAngleDistillation, {"teacher_layer_name": "emb"}),
+    "similarity_preserving": (losses.SimilarityPreservingDistillation, {}),
+    "pkt": (losses.ProbabilisticTransferDistillation, {"student_layer_name": "pool"}),
+    "dkd": (losses.DecoupledDistillation, {"alpha": 0.5, "beta": 2.0}),
+    "dist": (losses.CorrelationDistillation, {"gamma": 2.0, "temperature": 1.0}),
 }
 
 
@@ -75,7 +77,7 @@ def test_config_round_trip(name):
 
 
 def test_get_returns_a_loss_object_unchanged():
-    loss = losses.RKDAngle()
+    loss = losses.RelationalAngleDistillation()
     assert losses.get(loss) is loss
 
 
@@ -201,6 +203,127 @@ def test_every_loss_takes_a_teacher_in_its_constructor_and_config(name):
     assert keras.saving.deserialize_keras_object(keras_config).teacher == "t1"
 
 
+@pytest.mark.parametrize("name", losses.names())
+def test_every_loss_signature_shows_teacher(name):
+    cls = registry._REGISTRY[name][0]
+    parameters = inspect.signature(cls).parameters
+    assert "teacher" in parameters and parameters["teacher"].default is None
+    assert list(parameters)[-1] == "teacher"
+    # The constructor and config are as written, not wrappers the base class made.
+    assert not hasattr(cls.__init__, "__wrapped__")
+    assert not hasattr(cls.get_config, "__wrapped__")
+    assert "__init_subclass__" not in vars(losses.DistillationLoss)
+
+
+def test_a_user_loss_without_teacher_gets_it_from_a_config():
+    @register_serializable()
+    class ScaledGap(losses.DistillationLoss):
+        """A keras.distillation-style loss: no `teacher` in `__init__`."""
+
+        def __init__(self, scale=1.0):
+            self.scale = scale
+
+        def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+            return self.scale * tf.reduce_mean(tf.abs(teacher_outputs - student_outputs))
+
+        def get_config(self):
+            return {"scale": self.scale}
+
+    # The class is left as written: its constructor does not take `teacher`.
+    assert list(inspect.signature(ScaledGap).parameters) == ["scale"]
+    with pytest.raises(TypeError):
+        ScaledGap(teacher="resnet")
+    assert ScaledGap().teacher is None
+
+    restored = ScaledGap.from_config({"scale": 2.0, "teacher": "resnet"})
+    assert (restored.scale, restored.teacher) == (2.0, "resnet")
+    with pytest.raises(ValueError, match=r"Invalid value for argument `teacher`"):
+        ScaledGap.from_config({"teacher": -1})
+    try:
+        losses.register("test_scaled_gap", "Scaled absolute gap (test only)")(ScaledGap)
+        loss = losses.get({"name": "test_scaled_gap", "scale": 2.0, "teacher": "resnet"})
+        assert type(loss) is ScaledGap and (loss.scale, loss.teacher) == (2.0, "resnet")
+        assert losses.get("test_scaled_gap", teacher=1).teacher == 1
+        # Serialized, the teacher is kept although its `get_config` omits it.
+        config = losses.serialize(loss)
+        assert config == {"name": "test_scaled_gap", "scale": 2.0, "teacher": "resnet"}
+        assert losses.get(json.loads(json.dumps(config))).teacher == "resnet"
+        # A misspelt argument lists `teacher` among the valid ones.
+        with pytest.raises(ValueError, match=r"Valid arguments: \['scale', 'teacher'\]"):
+            losses.get({"name": "test_scaled_gap", "teachr": "resnet"})
+    finally:
+        registry._REGISTRY.pop("test_scaled_gap", None)
+    # Unregistered, through Keras serialization.
+    keras_config = losses.serialize(ScaledGap.from_config({"teacher": "vit"}))
+    assert keras_config["config"] == {"scale": 1.0, "teacher": "vit"}
+    restored = losses.get(json.loads(json.dumps(keras_config)))
+    assert type(restored) is ScaledGap and restored.teacher == "vit"
+    assert keras.saving.deserialize_keras_object(keras_config).teacher == "vit"
+
+
+# Classes renamed to the one `*Distillation` form: former name -> registry name.
+FORMER_NAMES = {
+    "AttentionTransfer": "attention_transfer",
+    "CTKD": "ctkd",
+    "DIST": "dist",
+    "DecoupledKD": "dkd",
+    "FitNets": "fitnets",
+    "PKT": "pkt",
+    "RKDAngle": "rkd_angle",
+    "RKDDistance": "rkd_distance",
+    "SimilarityPreserving": "similarity_preserving",
+}
+
+
+def test_every_loss_class_name_ends_in_distillation():
+    for name, class_name, _ in losses.describe():
+        assert class_name.endswith("Distillation"), (name, class_name)
+        assert class_name in losses.__all__
+
+
+@pytest.mark.parametrize("former_name", sorted(FORMER_NAMES))
+def test_a_former_class_name_still_constructs_and_deserializes(former_name):
+    cls = registry._REGISTRY[FORMER_NAMES[former_name]][0]
+    former = getattr(losses, former_name)
+    assert former is cls and former_name in losses.__all__
+    assert getattr(importlib.import_module(cls.__module__), former_name) is cls
+    loss = former(teacher="t1")
+    assert type(loss) is cls and loss.get_config() == cls(teacher="t1").get_config()
+    # A Keras config saved under the former class name, as tf_distill wrote it.
+    saved = {
+        "module": cls.__module__,
+        "class_name": former_name,
+        "config": loss.get_config(),
+        "registered_name": f"tf_distill>{former_name}",
+    }
+    restored = keras.saving.deserialize_keras_object(json.loads(json.dumps(saved)))
+    assert type(restored) is cls and restored.get_config() == loss.get_config()
+    assert type(losses.get(saved)) is cls
+    # New configs carry the new name.
+    assert keras.saving.serialize_keras_object(loss)["class_name"] == cls.__name__
+
+
+def test_configs_saved_under_former_names_load():
+    # Written by tf_distill before the rename (`keras.saving.serialize_keras_object`).
+    saved = [
+        '{"module": "tf_distill.losses.ctkd", "class_name": "CTKD", "config": {"lambda_max": '
+        '1.0, "curriculum_epochs": 5, "min_temperature": 1.0, "temperature_range": 20.0, '
+        '"initial_temperature": null, "teacher": "resnet"}, "registered_name": "tf_distill>CTKD"}',
+        '{"module": "tf_distill.losses.relations", "class_name": "PKT", "config": '
+        '{"teacher_layer_name": "emb", "student_layer_name": "emb"}, "registered_name": '
+        '"tf_distill>PKT"}',
+        '{"module": "tf_distill.losses.logit_methods", "class_name": "DecoupledKD", "config": '
+        '{"alpha": 1.0, "beta": 2.0, "temperature": 4.0}, "registered_name": '
+        '"tf_distill>DecoupledKD"}',
+    ]
+    ctkd, pkt, dkd = (keras.saving.deserialize_keras_object(json.loads(s)) for s in saved)
+    assert type(ctkd) is losses.CurriculumTemperatureDistillation
+    assert (ctkd.curriculum_epochs, ctkd.teacher) == (5, "resnet")
+    assert type(pkt) is losses.ProbabilisticTransferDistillation
+    assert pkt.teacher_layer_name == "emb"
+    assert type(dkd) is losses.DecoupledDistillation and dkd.beta == 2.0
+
+
 @pytest.mark.parametrize("teacher", [True, -1, 1.5, ["t1"]])
 def test_an_invalid_teacher_is_refused(teacher):
     with pytest.raises(ValueError, match=r"Invalid value for argument `teacher`.*Received: teacher="):
@@ -211,7 +334,7 @@ def test_an_invalid_teacher_is_refused(teacher):
 
 def test_get_takes_keyword_arguments_like_a_config():
     hint = losses.get("fitnets", teacher_layer_name="block_2", student_layer_name="block_1")
-    assert type(hint) is losses.FitNets
+    assert type(hint) is losses.FitNetsDistillation
     assert (hint.teacher_layer_name, hint.student_layer_name) == ("block_2", "block_1")
     kd = losses.get("kd", temperature=4.0, teacher="resnet")
     assert (kd.temperature, kd.teacher) == (4.0, "resnet")

@@ -9,24 +9,24 @@ import pytest
 from tf_distill import losses
 from tf_distill.backend import keras
 from tf_distill.backend import tf
-from tf_distill.losses import PKT
-from tf_distill.losses import RKDAngle
-from tf_distill.losses import RKDDistance
-from tf_distill.losses import SimilarityPreserving
+from tf_distill.losses import ProbabilisticTransferDistillation
+from tf_distill.losses import RelationalAngleDistillation
+from tf_distill.losses import RelationalDistanceDistillation
+from tf_distill.losses import SimilarityPreservingDistillation
 from tf_distill.losses import pkt
 from tf_distill.losses import rkd_angle
 from tf_distill.losses import rkd_distance
 from tf_distill.losses import similarity_preserving
 
 FUNCTIONS = {
-    "rkd_distance": (rkd_distance, RKDDistance, ref.rkd_distance),
-    "rkd_angle": (rkd_angle, RKDAngle, ref.rkd_angle),
+    "rkd_distance": (rkd_distance, RelationalDistanceDistillation, ref.rkd_distance),
+    "rkd_angle": (rkd_angle, RelationalAngleDistillation, ref.rkd_angle),
     "similarity_preserving": (
         similarity_preserving,
-        SimilarityPreserving,
+        SimilarityPreservingDistillation,
         ref.similarity_preserving,
     ),
-    "pkt": (pkt, PKT, ref.pkt),
+    "pkt": (pkt, ProbabilisticTransferDistillation, ref.pkt),
 }
 NAMES = sorted(FUNCTIONS)
 # Reordering a sum (permuted channels or examples, XLA, another CPU's kernels)

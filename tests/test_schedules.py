@@ -109,8 +109,8 @@ def test_serialization_round_trip(schedule):
     assert schedules.get(schedules.serialize(schedule)).get_config() == schedule.get_config()
     for loss in (
         tf_distill.LogitsDistillation(temperature=schedule),
-        tf_distill.losses.DecoupledKD(temperature=schedule),
-        tf_distill.losses.DIST(temperature=schedule),
+        tf_distill.losses.DecoupledDistillation(temperature=schedule),
+        tf_distill.losses.CorrelationDistillation(temperature=schedule),
     ):
         config = keras.saving.serialize_keras_object(loss)
         again = keras.saving.deserialize_keras_object(config)
@@ -224,7 +224,7 @@ def test_schedules_and_ctkd_run_on_tf_keras(teacher, student):
     distiller = tf_distill.Distiller(
         teacher, student,
         [tf_distill.LogitsDistillation(temperature=Linear(4.0, 1.0, 2)),
-         tf_distill.losses.CTKD(curriculum_epochs=1)],
+         tf_distill.losses.CurriculumTemperatureDistillation(curriculum_epochs=1)],
         student_loss_weight=Cosine(0.5, 0.1, 2),
         distillation_loss_weights=[Linear(0.0, 1.0, 4, unit="step"), 1.0],
     )

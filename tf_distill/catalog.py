@@ -12,7 +12,7 @@ drift apart.
 # registry (`tf_distill.losses.registry`) holds them once their modules load.
 LOSSES = {
     "attention_transfer": (
-        "AttentionTransfer",
+        "AttentionDistillation",
         "Attention transfer: distance between normalized spatial attention maps",
     ),
     "crd": (
@@ -20,31 +20,43 @@ LOSSES = {
         "Contrastive representation distillation: NCE against memory banks",
     ),
     "ctkd": (
-        "CTKD",
+        "CurriculumTemperatureDistillation",
         "Curriculum temperature KD: T²·KL at a temperature learned through gradient reversal",
     ),
-    "dist": ("DIST", "DIST: Pearson inter- and intra-class relations of soft labels"),
-    "dkd": ("DecoupledKD", "Decoupled KD: weighted target-class and non-target-class KL"),
+    "dist": (
+        "CorrelationDistillation",
+        "DIST: Pearson inter- and intra-class relations of soft labels",
+    ),
+    "dkd": (
+        "DecoupledDistillation",
+        "Decoupled KD: weighted target-class and non-target-class KL",
+    ),
     "feature": (
         "FeatureDistillation",
         "Feature matching (mse, l1 or cosine) between tapped layers",
     ),
     "fitnets": (
-        "FitNets",
+        "FitNetsDistillation",
         "FitNets hints: MSE between teacher hint and adapted student layer",
     ),
     "kd": (
         "LogitsDistillation",
         "Hinton's soft-label KD: T²·KL(softmax(t/T) ‖ softmax(s/T))",
     ),
-    "pkt": ("PKT", "Probabilistic KT: KL between cosine-kernel neighbour distributions"),
-    "rkd_angle": ("RKDAngle", "Relational KD: angles of example triplets (Huber)"),
+    "pkt": (
+        "ProbabilisticTransferDistillation",
+        "Probabilistic KT: KL between cosine-kernel neighbour distributions",
+    ),
+    "rkd_angle": (
+        "RelationalAngleDistillation",
+        "Relational KD: angles of example triplets (Huber)",
+    ),
     "rkd_distance": (
-        "RKDDistance",
+        "RelationalDistanceDistillation",
         "Relational KD: mean-normalized pairwise distances (Huber)",
     ),
     "similarity_preserving": (
-        "SimilarityPreserving",
+        "SimilarityPreservingDistillation",
         "Similarity-preserving KD: row-normalized batch Gram matrices",
     ),
     "token_kd": (

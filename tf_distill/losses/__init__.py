@@ -6,6 +6,11 @@ teacher cache (`topk`), other logit-based methods (`logit_methods`, `ctkd`),
 features (`features`), relations between examples (`relations`) and
 contrast against memory banks of embeddings (`contrastive`, its state in
 `memory_bank`). The student's own loss on the true labels is in `labels`.
+
+Every loss class is named `*Distillation`, as in `keras.distillation`; the
+classes renamed to that form keep their former names (`DecoupledKD`,
+`DIST`, `CTKD`, `FitNets`, `AttentionTransfer`, `RKDDistance`, `RKDAngle`,
+`SimilarityPreserving`, `PKT`) as aliases, under which saved configs load.
 """
 
 from tf_distill.losses.base import DistillationLoss
@@ -14,11 +19,14 @@ from tf_distill.losses.contrastive import CRDistillation
 from tf_distill.losses.contrastive import crd_loss
 from tf_distill.losses.contrastive import nce_contrast_loss
 from tf_distill.losses.ctkd import CTKD
+from tf_distill.losses.ctkd import CurriculumTemperatureDistillation
 from tf_distill.losses.ctkd import GlobalTemperature
 from tf_distill.losses.ctkd import reverse_gradient
+from tf_distill.losses.features import AttentionDistillation
 from tf_distill.losses.features import AttentionTransfer
 from tf_distill.losses.features import FeatureDistillation
 from tf_distill.losses.features import FitNets
+from tf_distill.losses.features import FitNetsDistillation
 from tf_distill.losses.features import attention_transfer
 from tf_distill.losses.features import feature_cosine
 from tf_distill.losses.features import feature_l1
@@ -26,6 +34,8 @@ from tf_distill.losses.features import feature_mse
 from tf_distill.losses.features import fitnets_hint
 from tf_distill.losses.labels import crossentropy_from_logits
 from tf_distill.losses.logit_methods import DIST
+from tf_distill.losses.logit_methods import CorrelationDistillation
+from tf_distill.losses.logit_methods import DecoupledDistillation
 from tf_distill.losses.logit_methods import DecoupledKD
 from tf_distill.losses.logit_methods import decoupled_kd
 from tf_distill.losses.logit_methods import dist
@@ -39,11 +49,16 @@ from tf_distill.losses.registry import deserialize
 from tf_distill.losses.registry import get
 from tf_distill.losses.registry import names
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 from tf_distill.losses.registry import serialize
 from tf_distill.losses.relations import PKT
+from tf_distill.losses.relations import ProbabilisticTransferDistillation
+from tf_distill.losses.relations import RelationalAngleDistillation
+from tf_distill.losses.relations import RelationalDistanceDistillation
 from tf_distill.losses.relations import RKDAngle
 from tf_distill.losses.relations import RKDDistance
 from tf_distill.losses.relations import SimilarityPreserving
+from tf_distill.losses.relations import SimilarityPreservingDistillation
 from tf_distill.losses.relations import pkt
 from tf_distill.losses.relations import rkd_angle
 from tf_distill.losses.relations import rkd_distance
@@ -70,22 +85,31 @@ from tf_distill.losses.topk import unpack_topk
 check_catalog()
 
 __all__ = [
+    "AttentionDistillation",
     "AttentionTransfer",
     "CRDistillation",
     "CTKD",
     "ContrastMemory",
+    "CorrelationDistillation",
+    "CurriculumTemperatureDistillation",
     "DIST",
+    "DecoupledDistillation",
     "DecoupledKD",
     "DistillationLoss",
     "EmbeddingHead",
     "FeatureDistillation",
     "FitNets",
+    "FitNetsDistillation",
     "GlobalTemperature",
     "LogitsDistillation",
     "PKT",
+    "ProbabilisticTransferDistillation",
     "RKDAngle",
     "RKDDistance",
+    "RelationalAngleDistillation",
+    "RelationalDistanceDistillation",
     "SimilarityPreserving",
+    "SimilarityPreservingDistillation",
     "TOKEN_DIVERGENCES",
     "TokenDistillation",
     "TopKDistillation",
@@ -111,6 +135,7 @@ __all__ = [
     "pkt",
     "reduce_per_example",
     "register",
+    "register_former_name",
     "reverse_gradient",
     "reverse_kl",
     "rkd_angle",

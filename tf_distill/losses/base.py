@@ -1,6 +1,5 @@
 """The base class of every distillation loss, and the shared reductions."""
 
-import functools
 import inspect
 
 from tf_distill.backend import keras
@@ -71,10 +70,14 @@ class DistillationLoss:
 
     **Which teacher.** With several teachers (see `Distiller`), `teacher`
     names the one whose outputs a loss reads: a teacher's name or index, or
-    `None` for the ensemble's logits. Every subclass accepts `teacher=` as a
-    keyword argument and reports it in `get_config` (the base class adds
-    both), so a config can name it: `losses.get({"name": "kd", "teacher":
-    "resnet"})`. Setting `loss.teacher` after construction works too.
+    `None` for the ensemble's logits. A subclass takes `teacher=None` in its
+    `__init__`, passes it to `super().__init__(teacher=teacher)` and builds
+    its `get_config` on `super().get_config()` (which reports `teacher` when
+    set), so a config can name it: `losses.get({"name": "kd", "teacher":
+    "resnet"})`. Setting `loss.teacher` after construction works too. A
+    subclass whose `__init__` does not take `teacher` (one written for
+    `keras.distillation`) still gets it from a config: `from_config` builds
+    it without and then sets the attribute.
 
     Attributes:
         teacher: The teacher the loss reads (a name or an index), or `None`.
@@ -112,17 +115,6 @@ class DistillationLoss:
 
     def __init__(self, teacher=None):
         self.teacher = check_teacher_identifier(teacher)
-
-    def __init_subclass__(cls, **kwargs):
-        # Subclasses (ours, and users' written for keras.distillation) need
-        # not thread `teacher` through their own `__init__`/`get_config`.
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is not None and "teacher" not in inspect.signature(init).parameters:
-            cls.__init__ = _accepting_teacher(init)
-        get_config = cls.__dict__.get("get_config")
-        if get_config is not None:
-            cls.get_config = _reporting_teacher(get_config)
 
     def call(self, teacher_outputs, student_outputs, mask=None):
         """Returns the per-example loss, shape `[batch]`.
@@ -167,15 +159,33 @@ class DistillationLoss:
             find_layer(model, name, role=role)
 
     def get_config(self):
+        """The loss's arguments; `teacher` only when one is set."""
         return {} if self.teacher is None else {"teacher": self.teacher}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """Builds the loss from `get_config()`'s output.
+
+        A `teacher` in `config` reaches a subclass whose `__init__` does not
+        take one (a loss written for `keras.distillation`) as the attribute,
+        set after construction.
+        """
+        config = dict(config)
+        if "teacher" not in config or takes_teacher(cls):
+            return cls(**config)
+        teacher = config.pop("teacher")
+        loss = cls(**config)
+        loss.teacher = check_teacher_identifier(teacher)
+        return loss
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def takes_teacher(cls):
+    """Whether `cls.__init__` names a `teacher` argument of its own."""
+    return "teacher" in inspect.signature(cls.__init__).parameters
 
 
 CALL_ARGUMENTS = ("labels", "example_indices", "training")
@@ -202,35 +212,6 @@ def call_arguments(loss, **available):
             f"{list(CALL_ARGUMENTS)}. Received: call_arguments={names!r}"
         )
     return {name: available.get(name) for name in names}
-
-
-def _accepting_teacher(init):
-    """Wraps a subclass's `__init__` to also accept `teacher=`."""
-
-    @functools.wraps(init)
-    def __init__(self, *args, teacher=None, **kwargs):
-        init(self, *args, **kwargs)
-        self.teacher = check_teacher_identifier(teacher)
-
-    signature = inspect.signature(init)
-    parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-    parameters.append(inspect.Parameter("teacher", inspect.Parameter.KEYWORD_ONLY, default=None))
-    parameters += [p for p in signature.parameters.values() if p.kind == p.VAR_KEYWORD]
-    __init__.__signature__ = signature.replace(parameters=parameters)
-    return __init__
-
-
-def _reporting_teacher(get_config):
-    """Wraps a subclass's `get_config` to also report a set `teacher`."""
-
-    @functools.wraps(get_config)
-    def wrapper(self):
-        config = dict(get_config(self))
-        if getattr(self, "teacher", None) is not None:
-            config["teacher"] = self.teacher
-        return config
-
-    return wrapper
 
 
 def serialize_keras_loss(loss):

@@ -160,6 +160,8 @@ class CRDistillation(DistillationLoss):
         momentum: Momentum of the memory banks, in [0, 1].
         num_examples: Size of the training set: the banks' rows, indexed by
             the example indices. Required before training.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for an invalid argument, `num_negatives >= num_examples`,
@@ -330,6 +332,7 @@ class CRDistillation(DistillationLoss):
             "nce_temperature": self.nce_temperature,
             "momentum": self.momentum,
             "num_examples": self.num_examples,
+            **super().get_config(),
         }
 
 

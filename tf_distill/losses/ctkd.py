@@ -20,6 +20,7 @@ from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 from tf_distill.losses.soft_labels import soft_label_kl
 from tf_distill.schedules import Cosine
 from tf_distill.schedules import scheduled
@@ -114,7 +115,7 @@ class GlobalTemperature(keras.layers.Layer):
     "Curriculum temperature KD: T²·KL at a temperature learned through gradient reversal",
 )
 @register_serializable()
-class CTKD(DistillationLoss):
+class CurriculumTemperatureDistillation(DistillationLoss):
     """Curriculum temperature knowledge distillation (Li et al., AAAI 2023).
 
     Hinton's KD, `T² · KL(softmax(t/T) ‖ softmax(s/T))` (see
@@ -139,10 +140,12 @@ class CTKD(DistillationLoss):
             official `t_end`: 20; `T` stays in (1, 21)).
         initial_temperature: `T` at the start, strictly inside the range.
             Defaults to the official start, `θ = 1` (`T ≈ 15.6`).
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
-    >>> loss = CTKD(lambda_max=1.0, curriculum_epochs=10)
+    >>> loss = CurriculumTemperatureDistillation(lambda_max=1.0, curriculum_epochs=10)
     >>> logits = tf.constant([[2.0, 1.0, 0.1]])
     >>> float(loss(logits, logits)[0])
     0.0
@@ -155,7 +158,9 @@ class CTKD(DistillationLoss):
         min_temperature=1.0,
         temperature_range=20.0,
         initial_temperature=None,
+        teacher=None,
     ):
+        super().__init__(teacher=teacher)
         if isinstance(lambda_max, bool) or not isinstance(lambda_max, (int, float)) or not (
             lambda_max >= 0
         ):
@@ -212,4 +217,9 @@ class CTKD(DistillationLoss):
             "min_temperature": self.temperature_layer.minimum,
             "temperature_range": self.temperature_layer.range,
             "initial_temperature": self.initial_temperature,
+            **super().get_config(),
         }
+
+
+# Former names, kept for code and saved configs that use them.
+CTKD = register_former_name(CurriculumTemperatureDistillation, "CTKD")

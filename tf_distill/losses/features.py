@@ -13,6 +13,7 @@ from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import serialize_keras_loss
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 
 
 def _flatten_features(features):
@@ -194,8 +195,8 @@ class FeatureDistillation(DistillationLoss):
 
     Compares the output of `teacher_layer_name` with that of
     `student_layer_name` (or the final outputs when both are `None`). The
-    shapes must match; for different widths use `FitNets`, which learns an
-    adapter.
+    shapes must match; for different widths use `FitNetsDistillation`,
+    which learns an adapter.
 
     Args:
         loss: `"mse"`, `"l1"` (`"mae"`), `"cosine"` (`"cosine_similarity"`,
@@ -203,9 +204,12 @@ class FeatureDistillation(DistillationLoss):
             function `fn(teacher, student)`.
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
-    def __init__(self, loss="mse", teacher_layer_name=None, student_layer_name=None):
+    def __init__(self, loss="mse", teacher_layer_name=None, student_layer_name=None, teacher=None):
+        super().__init__(teacher=teacher)
         if loss is None:
             raise ValueError(
                 "The `loss` argument in `FeatureDistillation` must "
@@ -249,7 +253,8 @@ class FeatureDistillation(DistillationLoss):
                 f"the same shape. Received: teacher {tuple(t_shape)} from "
                 f"layer {self.teacher_layer_name!r} and student "
                 f"{tuple(s_shape)} from layer {self.student_layer_name!r}. "
-                "Use FitNets, which learns an adapter, for different shapes."
+                "Use FitNetsDistillation ('fitnets'), which learns an adapter, "
+                "for different shapes."
             )
 
     def get_config(self):
@@ -257,6 +262,7 @@ class FeatureDistillation(DistillationLoss):
             "loss": serialize_keras_loss(self.loss),
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
 
     @classmethod
@@ -268,7 +274,7 @@ class FeatureDistillation(DistillationLoss):
 
 @register("fitnets", "FitNets hints: MSE between teacher hint and adapted student layer")
 @register_serializable()
-class FitNets(DistillationLoss):
+class FitNetsDistillation(DistillationLoss):
     """FitNets hint training (Romero et al., ICLR 2015).
 
     The student's guided layer (`student_layer_name`) is projected to the
@@ -285,10 +291,12 @@ class FitNets(DistillationLoss):
     Args:
         teacher_layer_name: Name of the teacher's hint layer, or `None`.
         student_layer_name: Name of the student's guided layer, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
-    >>> loss = FitNets("teacher_block_2", "student_block_1")
+    >>> loss = FitNetsDistillation("teacher_block_2", "student_block_1")
     >>> hint = tf.ones([2, 8])
     >>> float(loss(hint, hint * 0.5)[0])
     0.25
@@ -296,7 +304,8 @@ class FitNets(DistillationLoss):
 
     needs_adapter = True
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None):
+    def __init__(self, teacher_layer_name=None, student_layer_name=None, teacher=None):
+        super().__init__(teacher=teacher)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
@@ -311,6 +320,7 @@ class FitNets(DistillationLoss):
         return {
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
 
 
@@ -319,7 +329,7 @@ class FitNets(DistillationLoss):
     "Attention transfer: distance between normalized spatial attention maps",
 )
 @register_serializable()
-class AttentionTransfer(DistillationLoss):
+class AttentionDistillation(DistillationLoss):
     """Attention transfer (Zagoruyko & Komodakis, ICLR 2017).
 
     Compares where the teacher and the student "look": each channels-last
@@ -337,12 +347,17 @@ class AttentionTransfer(DistillationLoss):
         power: The exponent `p >= 1`. Defaults to 2, as in the paper.
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for `power < 1`.
     """
 
-    def __init__(self, power=2.0, teacher_layer_name=None, student_layer_name=None):
+    def __init__(
+        self, power=2.0, teacher_layer_name=None, student_layer_name=None, teacher=None
+    ):
+        super().__init__(teacher=teacher)
         _check_power(power)
         self.power = float(power)
         self.teacher_layer_name = teacher_layer_name
@@ -360,4 +375,10 @@ class AttentionTransfer(DistillationLoss):
             "power": self.power,
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
+
+
+# Former names, kept for code and saved configs that use them.
+FitNets = register_former_name(FitNetsDistillation, "FitNets")
+AttentionTransfer = register_former_name(AttentionDistillation, "AttentionTransfer")

@@ -11,6 +11,7 @@ from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 from tf_distill.schedules import number_or_schedule
 from tf_distill.schedules import scheduled
 from tf_distill.schedules import serialize
@@ -247,7 +248,7 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=4.0):
 
 @register("dkd", "Decoupled KD: weighted target-class and non-target-class KL")
 @register_serializable()
-class DecoupledKD(DistillationLoss):
+class DecoupledDistillation(DistillationLoss):
     """Decoupled knowledge distillation (Zhao et al., CVPR 2022).
 
     See `decoupled_kd`. DKD needs each example's ground-truth class:
@@ -267,13 +268,15 @@ class DecoupledKD(DistillationLoss):
         beta: Weight `β ≥ 0` of the non-target-class term (NCKD). Defaults
             to 8 (CIFAR-100; the paper uses 0.5 on ImageNet).
         temperature: `T > 0`. Defaults to 4.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for a negative weight or `temperature <= 0`.
 
     Example:
 
-    >>> loss = DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)
+    >>> loss = DecoupledDistillation(alpha=1.0, beta=8.0, temperature=4.0)
     >>> logits = tf.constant([[3.0, 1.0, 0.2]])
     >>> float(loss(logits, logits, labels=[0])[0])
     0.0
@@ -281,7 +284,8 @@ class DecoupledKD(DistillationLoss):
 
     needs_labels = True
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0):
+    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, teacher=None):
+        super().__init__(teacher=teacher)
         check_non_negative("alpha", alpha)
         check_non_negative("beta", beta)
         self.temperature = number_or_schedule(
@@ -305,12 +309,17 @@ class DecoupledKD(DistillationLoss):
 
     def get_config(self):
         temperature = serialize(self.temperature)
-        return {"alpha": self.alpha, "beta": self.beta, "temperature": temperature}
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "temperature": temperature,
+            **super().get_config(),
+        }
 
 
 @register("dist", "DIST: Pearson inter- and intra-class relations of soft labels")
 @register_serializable()
-class DIST(DistillationLoss):
+class CorrelationDistillation(DistillationLoss):
     """DIST, relation-matching KD from a stronger teacher (Huang et al. 2022).
 
     See `dist`. The intra-class term is a batch statistic, given to every
@@ -321,12 +330,15 @@ class DIST(DistillationLoss):
         gamma: Weight `γ ≥ 0` of the intra-class relation. Defaults to 1.
         temperature: `T > 0`. Defaults to 4 (CIFAR-100; the paper uses 1 on
             ImageNet).
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Raises:
         ValueError: for a negative weight or `temperature <= 0`.
     """
 
-    def __init__(self, beta=1.0, gamma=1.0, temperature=4.0):
+    def __init__(self, beta=1.0, gamma=1.0, temperature=4.0, teacher=None):
+        super().__init__(teacher=teacher)
         check_non_negative("beta", beta)
         check_non_negative("gamma", gamma)
         self.temperature = number_or_schedule(
@@ -346,4 +358,14 @@ class DIST(DistillationLoss):
 
     def get_config(self):
         temperature = serialize(self.temperature)
-        return {"beta": self.beta, "gamma": self.gamma, "temperature": temperature}
+        return {
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "temperature": temperature,
+            **super().get_config(),
+        }
+
+
+# Former names, kept for code and saved configs that use them.
+DecoupledKD = register_former_name(DecoupledDistillation, "DecoupledKD")
+DIST = register_former_name(CorrelationDistillation, "DIST")

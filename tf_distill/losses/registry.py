@@ -45,6 +45,21 @@ def register(name, summary):
     return decorator
 
 
+def register_former_name(cls, former_name):
+    """Keeps a renamed loss class reachable by its former name; returns `cls`.
+
+    Configs saved by Keras name a class (`"registered_name":
+    "tf_distill>CTKD"`); this registers `cls` under the former name too, so
+    they still load, while new configs get its current name. Assign the
+    result to the former name in the class's module, for code that imports
+    it (`CTKD = register_former_name(CurriculumTemperatureDistillation,
+    "CTKD")`).
+    """
+    package = keras.saving.get_registered_name(cls).rpartition(">")[0]
+    keras.saving.get_custom_objects()[f"{package}>{former_name}"] = cls
+    return cls
+
+
 def check_catalog():
     """Raises `RuntimeError` unless the registry matches `tf_distill.catalog.LOSSES`.
 
@@ -144,7 +159,12 @@ def describe_loss(name, recipes_dir=None):
 
 
 def serialize(loss):
-    """Returns a JSON-compatible dict that `deserialize` turns back into `loss`."""
+    """Returns a JSON-compatible dict that `deserialize` turns back into `loss`.
+
+    A set `teacher` is part of it even when the class's `get_config` does not
+    report it (a subclass written for `keras.distillation`, whose `get_config`
+    is not built on `super().get_config()`): `from_config` sets it back.
+    """
     if not isinstance(loss, DistillationLoss):
         raise ValueError(
             "Expected a DistillationLoss to serialize. "
@@ -152,8 +172,16 @@ def serialize(loss):
         )
     for name, (cls, _) in _REGISTRY.items():
         if type(loss) is cls:
-            return {"name": name, **loss.get_config()}
-    return keras.saving.serialize_keras_object(loss)
+            return _with_teacher({"name": name, **loss.get_config()}, loss)
+    serialized = keras.saving.serialize_keras_object(loss)
+    serialized["config"] = _with_teacher(serialized["config"], loss)
+    return serialized
+
+
+def _with_teacher(config, loss):
+    if loss.teacher is not None and "teacher" not in config:
+        config = {**config, "teacher": loss.teacher}
+    return config
 
 
 def deserialize(config, custom_objects=None):
@@ -191,6 +219,10 @@ def _check_arguments(name, cls, arguments):
         return
     valid = [parameter.name for parameter in parameters
              if parameter.kind != parameter.VAR_POSITIONAL]
+    if "teacher" not in valid:
+        # `DistillationLoss.from_config` sets it on a class whose `__init__`
+        # does not take it.
+        valid.append("teacher")
     unknown = [argument for argument in arguments if argument not in valid]
     if not unknown:
         return

@@ -16,6 +16,7 @@ from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
+from tf_distill.losses.registry import register_former_name
 
 # `tf.math.l2_normalize` clamps the *squared* norm at this value.
 _NORMALIZE_EPSILON = 1e-12
@@ -196,7 +197,8 @@ def pkt(teacher_features, student_features, epsilon=1e-7):
 class _RelationLoss(DistillationLoss):
     """A relational loss: no arguments but the layers it reads."""
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None):
+    def __init__(self, teacher_layer_name=None, student_layer_name=None, teacher=None):
+        super().__init__(teacher=teacher)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
@@ -218,12 +220,13 @@ class _RelationLoss(DistillationLoss):
         return {
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
+            **super().get_config(),
         }
 
 
 @register("rkd_distance", "Relational KD: mean-normalized pairwise distances (Huber)")
 @register_serializable()
-class RKDDistance(_RelationLoss):
+class RelationalDistanceDistillation(_RelationLoss):
     """Distance-wise relational KD (Park et al., CVPR 2019).
 
     See `rkd_distance`. The paper weighs it 25 (and the angle loss 50) next
@@ -233,6 +236,8 @@ class RKDDistance(_RelationLoss):
         teacher_layer_name: Name of the teacher layer to read (often the
             embedding), or `None` for the final output.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(rkd_distance)
@@ -240,7 +245,7 @@ class RKDDistance(_RelationLoss):
 
 @register("rkd_angle", "Relational KD: angles of example triplets (Huber)")
 @register_serializable()
-class RKDAngle(_RelationLoss):
+class RelationalAngleDistillation(_RelationLoss):
     """Angle-wise relational KD (Park et al., CVPR 2019).
 
     See `rkd_angle`. Memory grows as `batch² · features`.
@@ -248,6 +253,8 @@ class RKDAngle(_RelationLoss):
     Args:
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(rkd_angle)
@@ -258,7 +265,7 @@ class RKDAngle(_RelationLoss):
     "Similarity-preserving KD: row-normalized batch Gram matrices",
 )
 @register_serializable()
-class SimilarityPreserving(_RelationLoss):
+class SimilarityPreservingDistillation(_RelationLoss):
     """Similarity-preserving KD (Tung & Mori, ICCV 2019).
 
     See `similarity_preserving`.
@@ -266,6 +273,8 @@ class SimilarityPreserving(_RelationLoss):
     Args:
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(similarity_preserving)
@@ -273,7 +282,7 @@ class SimilarityPreserving(_RelationLoss):
 
 @register("pkt", "Probabilistic KT: KL between cosine-kernel neighbour distributions")
 @register_serializable()
-class PKT(_RelationLoss):
+class ProbabilisticTransferDistillation(_RelationLoss):
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018).
 
     See `pkt`.
@@ -281,6 +290,15 @@ class PKT(_RelationLoss):
     Args:
         teacher_layer_name: Name of the teacher layer to read, or `None`.
         student_layer_name: Name of the student layer to read, or `None`.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
     """
 
     function = staticmethod(pkt)
+
+
+# Former names, kept for code and saved configs that use them.
+RKDDistance = register_former_name(RelationalDistanceDistillation, "RKDDistance")
+RKDAngle = register_former_name(RelationalAngleDistillation, "RKDAngle")
+SimilarityPreserving = register_former_name(SimilarityPreservingDistillation, "SimilarityPreserving")
+PKT = register_former_name(ProbabilisticTransferDistillation, "PKT")

@@ -214,6 +214,8 @@ class LogitsDistillation(DistillationLoss):
         beta: For `"jensen_shannon"`, the interpolation `0 < β < 1`.
         standardize: Z-score the logits before the temperature (logit
             standardization, Sun et al. 2024).
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
@@ -224,8 +226,14 @@ class LogitsDistillation(DistillationLoss):
     """
 
     def __init__(
-        self, temperature=3.0, loss="kl_divergence", beta=0.5, standardize=False
+        self,
+        temperature=3.0,
+        loss="kl_divergence",
+        beta=0.5,
+        standardize=False,
+        teacher=None,
     ):
+        super().__init__(teacher=teacher)
         temperature = number_or_schedule(
             "temperature", temperature, check_positive, low=0.0, low_open=True
         )
@@ -295,6 +303,7 @@ class LogitsDistillation(DistillationLoss):
             "loss": loss,
             "beta": self.beta,
             "standardize": self.standardize,
+            **super().get_config(),
         }
 
     @classmethod

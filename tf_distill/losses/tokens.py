@@ -237,6 +237,8 @@ class TokenDistillation(DistillationLoss):
         alpha: `α` of `"skew_kl"` and `"skew_reverse_kl"`, in [0, 1].
         chunk_size: Positions computed at a time (see `token_divergence`),
             or None.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
@@ -245,8 +247,15 @@ class TokenDistillation(DistillationLoss):
     """
 
     def __init__(
-        self, divergence="forward_kl", temperature=1.0, beta=0.5, alpha=0.1, chunk_size=None
+        self,
+        divergence="forward_kl",
+        temperature=1.0,
+        beta=0.5,
+        alpha=0.1,
+        chunk_size=None,
+        teacher=None,
     ):
+        super().__init__(teacher=teacher)
         check_choice("divergence", divergence, TOKEN_DIVERGENCES)
         check_positive("temperature", temperature)
         check_unit_interval("beta", beta)
@@ -293,4 +302,5 @@ class TokenDistillation(DistillationLoss):
             "beta": self.beta,
             "alpha": self.alpha,
             "chunk_size": self.chunk_size,
+            **super().get_config(),
         }

@@ -169,6 +169,8 @@ class TopKDistillation(DistillationLoss):
     Args:
         temperature: Temperature `T > 0` of the student's softmax: the one the
             cache was built with. Defaults to 1.0.
+        teacher: With several teachers, the one whose outputs the loss
+            reads (its name or index); `None` for the ensemble's logits.
 
     Example:
 
@@ -177,7 +179,8 @@ class TopKDistillation(DistillationLoss):
     >>> distiller.fit(cache.dataset(batch_size=16), epochs=3)
     """
 
-    def __init__(self, temperature=1.0):
+    def __init__(self, temperature=1.0, teacher=None):
+        super().__init__(teacher=teacher)
         check_positive("temperature", temperature)
         self.temperature = float(temperature)
 
@@ -210,4 +213,4 @@ class TopKDistillation(DistillationLoss):
             )
 
     def get_config(self):
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, **super().get_config()}
