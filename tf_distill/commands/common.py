@@ -453,18 +453,19 @@ def teacher_argument(plans):
 
 
 def distiller_arguments(config, num_examples=None):
-    """The `Distiller` keyword arguments a config's `distillation:` section gives.
+    """The `Distiller` keyword arguments a config's `distillation:` section gives,
+    its losses resolved into loss objects (`tf_distill.losses.get`).
 
     Args:
         num_examples: The training examples distilled on: a loss with a
             memory bank (CRD) that the config gave none gets it.
+
+    Raises:
+        ConfigError: for a loss the training split is too small for.
     """
     section = config["distillation"]
-    losses = section["losses"]
-    if num_examples is not None:
-        losses = with_num_examples(losses, num_examples)
     arguments = {
-        "distillation_losses": losses,
+        "distillation_losses": with_num_examples(section["losses"], num_examples),
         "distillation_loss_weights": section["loss_weights"],
         "student_loss_weight": section["student_loss_weight"],
         "teacher_outputs": teacher_sections(config)[0][1]["teacher_outputs"],

@@ -249,8 +249,8 @@ def validate(raw):
             config[section] = errors.run(_teachers, raw.get(section))
         elif section == "distillation":
             distillation, scheme = scheme_config.split(raw.get(section))
-            distillation = schedule_config.with_durations(distillation,
-                                                          schedule_config.run_epochs(raw))
+            distillation = schedule_config.with_durations(
+                distillation, schedule_config.run_epochs(raw, SCHEMA["training"]["epochs"][1]))
             config[section] = errors.run(checks.section, section, distillation, fields)
         elif section in _OPTIONAL_SECTIONS and raw.get(section) is None:
             config[section] = None

@@ -27,16 +27,17 @@ def any_asks(distillation_losses):
 
 
 def with_num_examples(losses, num_examples, path="distillation.losses"):
-    """A config's loss list with `num_examples` set where a loss needs it.
+    """A config's losses as loss objects, `num_examples` given where a loss needs it.
 
     Args:
         losses: The loss configs (names or mappings) of a validated config.
-        num_examples: The size of the training split distilled on.
+        num_examples: The size of the training split distilled on (`None`:
+            none is given).
         path: The config key of `losses`, for error messages.
 
     Returns:
-        A new list; a loss that reads example indices and was given no
-        `num_examples` gets `num_examples`; the others are unchanged.
+        A new list of `DistillationLoss`es: a loss that reads example
+        indices and was given no `num_examples` gets `num_examples`.
 
     Raises:
         ConfigError: for a loss the training split is too small for (say,
@@ -44,17 +45,16 @@ def with_num_examples(losses, num_examples, path="distillation.losses"):
     """
     result = []
     for index, item in enumerate(losses):
-        mapping = {"name": item} if isinstance(item, str) else item
-        if (isinstance(mapping, dict) and mapping.get("num_examples") is None
-                and asks_for_example_indices(item)):
-            mapping = {**mapping, "num_examples": int(num_examples)}
+        loss = losses_lib.get(item)
+        if (num_examples is not None and isinstance(item, (str, dict))
+                and EXAMPLE_INDICES in call_arguments(loss)
+                and loss.get_config().get("num_examples") is None):
             try:
-                losses_lib.get(mapping)
+                loss = losses_lib.get(item, num_examples=int(num_examples))
             except ValueError as error:
                 raise ConfigError(
                     f"`{path}[{index}]` does not fit the {num_examples} training examples "
                     f"it distills on: {error}"
                 ) from None
-            item = mapping
-        result.append(item)
+        result.append(loss)
     return result

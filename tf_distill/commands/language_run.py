@@ -77,10 +77,11 @@ def language_optimizer(config, data, *, learning_rate, epochs):
                           clipnorm=training["clipnorm"])
 
 
-def topk_temperature(config):
-    """The temperature of a top-k cache: that of the first loss (1 by default)."""
+def topk_loss(config):
+    """The loss of a top-k cache, at the first loss's temperature when it sets one."""
     loss = config["distillation"]["losses"][0]
-    return float(loss.get("temperature", 1.0)) if isinstance(loss, dict) else 1.0
+    temperature = loss.get("temperature") if isinstance(loss, dict) else None
+    return TopKDistillation() if temperature is None else TopKDistillation(temperature)
 
 
 def prompt_length(config):
@@ -182,7 +183,7 @@ class LanguageJob(Job):
             "student_loss_weight": distillation["student_loss_weight"],
         }
         if distillation["top_k"] is not None:
-            arguments["distillation_losses"] = [TopKDistillation(topk_temperature(self.config))]
+            arguments["distillation_losses"] = [topk_loss(self.config)]
             arguments["distillation_loss_weights"] = None
         if not distillation["on_policy"]:
             return Distiller(**arguments)
@@ -218,7 +219,7 @@ class LanguageJob(Job):
             cache = build_topk_cache(
                 teacher, (data.inputs("train"), *data.windows["train"][1:]),
                 self.path("topk_cache"), k=k,
-                temperature=topk_temperature(self.config),
+                temperature=topk_loss(self.config).temperature,
                 tokenizer=TOKENIZER_IDENTITY)
             self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
                      f"token ({4 * data.vocabulary_size} dense)")

@@ -79,7 +79,7 @@ class Job:
     def __init__(self, config, verbose=1, log=print, restart=False):
         self.given = config  # as written; `config` with a scheme's implied sections
         self.config = schemes.effective_config(config)
-        self.num_examples = None  # the training examples distilled on
+        self.hops = None  # each stage's and the student's Distiller arguments, resolved once
         self.verbose = verbose
         self.log = log
         self.restart = restart
@@ -223,13 +223,14 @@ class Job:
     def seed_text(self, seed):
         return "" if self.config["training"]["seeds"] is None else f" (seed {seed})"
 
-    def distill(self, teacher, student, data, seed, config=None, phase=None):
-        """Distills into `student`; returns `(history, seconds)`. `config` and
-        `phase`: a stage's (`commands.stages`); by default the student's."""
-        config = config or stage_config(self.config, len(self.config.get("stages") or ()))
+    def distill(self, teacher, student, data, seed, hop=None, phase=None):
+        """Distills into `student`; returns `(history, seconds)`. `hop` and
+        `phase`: a stage's index and phase (`commands.stages`); by default the student's."""
+        hop = len(self.hops) - 1 if hop is None else hop
+        config = stage_config(self.config, hop)
         training = config["training"]
-        distiller = schemes.distillation_model(config, teacher, student, data, seed,
-                                               self.num_examples)
+        distiller = schemes.distillation_model(config, schemes.fresh(self.hops[hop]), teacher,
+                                               student, data, seed)
         distiller.compile(
             optimizer=common.training_optimizer(
                 config, data, learning_rate=training["learning_rate"], epochs=training["epochs"],
@@ -350,11 +351,11 @@ class Job:
                                         unsafe=unsafe) if schemes.has_teacher(self.config) else []
         # Validate the distillation set-up before anything is trained or written.
         students_data = common.transfer_data(self.config, data)
-        self.num_examples = len(students_data[1].x_train)
+        self.hops = schemes.resolve(self.config, num_examples=len(students_data[1].x_train))
         student = common.build_student(self.config, data, "student")
         common.check_model_fits_data(student, "student", data)
-        check_chain(self.config, data, common.teacher_argument(plans) if plans else None,
-                    student, self.num_examples)
+        check_chain(self.config, self.hops, data,
+                    common.teacher_argument(plans) if plans else None, student)
         for plan in plans:
             if plan.needs_training:
                 self.claim()

@@ -53,17 +53,21 @@ def with_durations(distillation, epochs):
     return distillation
 
 
-def run_epochs(raw):
-    """`training.epochs` of a raw config when valid, else its default (10)."""
+def run_epochs(raw, default):
+    """`training.epochs` of a raw config when valid, else `default` (the schema's)."""
     training = raw.get("training") if isinstance(raw, dict) else None
     epochs = training.get("epochs") if isinstance(training, dict) else None
     if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
         return epochs
-    return 10
+    return default
 
 
 def number_or_schedule(low=None, high=None, low_open=False):
-    """A check: a number in range, or a schedule whose values stay in range."""
+    """A check: a number in range, or a schedule whose values stay in range.
+
+    `tf_distill.schedules.number_or_schedule` decides; this check only
+    says it as a `ConfigError` with the config's path.
+    """
     as_number = checks.number(low=low, high=high, low_open=low_open)
 
     def check(path, value):
@@ -77,13 +81,13 @@ def number_or_schedule(low=None, high=None, low_open=False):
                 f"{'|'.join(schedules.SCHEDULES)}, ...}}. Received: {path}={show(value)}"
             )
         try:
-            schedule = schedules.get(value)
+            schedules.number_or_schedule(path, value, as_number, low=low, high=high,
+                                         low_open=low_open)
         except ValueError as error:
-            raise ConfigError(f"`{path}`: {error}") from None
-        try:
-            schedules.check_range(path, schedule, low=low, high=high, low_open=low_open)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+            # `check_range` prefixes a malformed schedule's error with the argument.
+            message = str(error).replace(f"Invalid value for argument `{path}`: ", "")
+            raise ConfigError(message if message == str(error) else f"`{path}`: {message}"
+                              ) from None
         return dict(value)
 
     return check

@@ -8,11 +8,13 @@ student (`effective_config`), run by `commands.stages`. See
 `commands.scheme_config` for the keys.
 """
 
+from tf_distill import losses as losses_lib
 from tf_distill.commands import common
 from tf_distill.commands.scheme_config import WITHOUT_TEACHER
 from tf_distill.commands.scheme_config import scheme
 from tf_distill.commands.stages_config import DISTILLATION_KEYS
 from tf_distill.commands.stages_config import TRAINING_KEYS
+from tf_distill.commands.stages_config import stage_config
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.mutual import MutualDistiller
 from tf_distill.distillers.mutual import student_key
@@ -50,29 +52,54 @@ def effective_config(config):
     return {**config, "teacher": teacher, "stages": stages or None}
 
 
-def distillation_model(config, teacher, student, data, seed, num_examples):
+def resolve(config, num_examples=None):
+    """Every hop's `Distiller` arguments, losses resolved into objects once.
+
+    One entry per stage of `stages:` (the stage's `stage_config`), then the
+    student's. Each training takes `fresh(arguments)`.
+
+    Args:
+        config: The config the run executes (`effective_config`).
+        num_examples: The training examples distilled on (a loss with a
+            memory bank gets it as `num_examples`, see `example_indices`).
+
+    Raises:
+        ConfigError: for a loss the training split is too small for.
+    """
+    return [common.distiller_arguments(stage_config(config, index), num_examples)
+            for index in range(len(config.get("stages") or ()) + 1)]
+
+
+def fresh(arguments):
+    """`arguments` with copies of their losses: a loss may hold state (CRD's banks,
+    CTKD's temperature) that each training must start afresh (as `born_again` does)."""
+    losses = [losses_lib.deserialize(losses_lib.serialize(loss))
+              for loss in arguments["distillation_losses"]]
+    return {**arguments, "distillation_losses": losses}
+
+
+def distillation_model(config, arguments, teacher, student, data, seed):
     """The model that distills into `student`, for the config's scheme.
 
     Args:
         config: A (stage's) validated config.
+        arguments: Its `Distiller` arguments (an entry of `resolve`), used
+            as they are: give `fresh(...)` ones to train.
         teacher: The teacher (`None` for `mutual` and `self`).
         student: The student to train.
         data: The data the student learns from (peers are built for it).
         seed: The student's seed (a peer `k` gets `seed + k·1000`).
-        num_examples: The training examples distilled on (a loss with a
-            memory bank gets it as `num_examples`, see `example_indices`).
     """
     name = scheme(config)
-    arguments = common.distiller_arguments(config, num_examples=num_examples)
     if name == "mutual":
+        # The one `kd` loss: its temperature and divergence are the mutual term's.
         (loss,) = arguments["distillation_losses"]
-        loss = {"name": loss} if isinstance(loss, str) else loss
-        weights = arguments["distillation_loss_weights"] or [1.0]
+        weights = arguments["distillation_loss_weights"]
         peers = [common.build_student(config, data, f"peer_{k}", seed=seed + k * PEER_SEED_OFFSET)
                  for k in range(1, config["distillation"]["peers"] + 1)]
-        return MutualDistiller([student, *peers], temperature=loss.get("temperature", 3.0),
-                               divergence=loss.get("loss", "kl_divergence"),
-                               mutual_loss_weight=weights[0])
+        return MutualDistiller([student, *peers], temperature=loss.temperature,
+                               divergence=loss.loss,
+                               **({"mutual_loss_weight": weights[0]} if weights else {}))
     if name == "self":
         section = config["distillation"]
         return SelfDistiller(student, decay=section["decay"],

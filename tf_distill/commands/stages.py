@@ -22,7 +22,7 @@ def stage_file(name):
     return f"assistant_{name}.keras"
 
 
-def check_chain(config, data, teacher, student, num_examples=None):
+def check_chain(config, hops, data, teacher, student):
     """Builds every stage's untrained model and the Distiller of each hop.
 
     Run before anything is trained or written, so that a stage that does
@@ -31,7 +31,7 @@ def check_chain(config, data, teacher, student, num_examples=None):
     the model of the config's `distillation.scheme`).
 
     Args:
-        num_examples: The training examples distilled on (for CRD's banks).
+        hops: Each hop's `Distiller` arguments (`schemes.resolve`).
 
     Raises:
         ConfigError: for a stage's model that does not fit the data.
@@ -42,11 +42,10 @@ def check_chain(config, data, teacher, student, num_examples=None):
         local = stage_config(config, index)
         model = common.build_student(local, data, stage["name"])
         common.check_model_fits_data(model, f"stage {stage['name']!r}", data)
-        Distiller(teacher=current, student=model,
-                  **common.distiller_arguments(local, num_examples=num_examples))
+        Distiller(teacher=current, student=model, **hops[index])
         current = model
     last = stage_config(config, len(config.get("stages") or ()))
-    distillation_model(last, current, student, data, config["training"]["seed"], num_examples)
+    distillation_model(last, hops[-1], current, student, data, config["training"]["seed"])
 
 
 def run_stages(job, teacher, data, test_data, rows, histories):
@@ -85,7 +84,7 @@ def run_stages(job, teacher, data, test_data, rows, histories):
                     f"{current_name} teaches {name!r} ({model.count_params():,} parameters, "
                     f"{local['training']['epochs']} epochs)")
             keras.utils.set_random_seed(seed)
-            history, seconds = job.distill(current, model, data, seed, config=local, phase=phase)
+            history, seconds = job.distill(current, model, data, seed, hop=index, phase=phase)
             saving.save_model(common.without_training_state(model), job.path(filename))
             job.save_phase(phase, history=history, seconds=seconds)
         histories[f"stage {name}"] = history
