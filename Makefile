@@ -21,8 +21,16 @@ demo: $(STAMP)
 
 # The suite runs twice: on Keras 3, then the TensorFlow Model Optimization
 # tests on tf_keras (TF_USE_LEGACY_KERAS=1 must be set before TensorFlow loads).
+# `make test-fast` leaves out the tests marked slow (end-to-end runs,
+# distributed runs, examples): the loop while changing code.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not legacy_keras'
+	TF_USE_LEGACY_KERAS=1 $(BIN)/python -m pytest -q -m legacy_keras
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not legacy_keras and not slow'
+
+test-legacy: $(STAMP)
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python -m pytest -q -m legacy_keras
 
 lint: $(STAMP)

@@ -6,8 +6,13 @@ sklearn digits for tests that need data a model can actually learn.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The shared helpers (`numpy_reference`, `recording`, `processes`, this file's
+# `build_mlp`) import by name from every folder of tests/ (pytest imports the
+# test files themselves with --import-mode=importlib).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

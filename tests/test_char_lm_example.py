@@ -4,7 +4,7 @@
 `RESULT` line is checked; its data helpers (windows, padding masks, the split
 by position) are checked in process. The Distiller's reverse KL and
 Jensen–Shannon on `[batch, time, vocab]` logits with a padding mask are
-compared with NumPy (tests/test_distiller.py covers the forward KL), and a
+compared with NumPy (tests/distillers/test_distiller.py covers the forward KL), and a
 training step is shown to ignore whatever the padding holds.
 """
 

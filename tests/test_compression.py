@@ -6,7 +6,7 @@ TensorFlow is imported, so these tests run in their own process:
     TF_USE_LEGACY_KERAS=1 pytest tests/test_compression.py   (`make test` runs it so)
 
 Under Keras 3 they are skipped; the error raised there is tested in
-tests/test_export.py.
+tests/export/test_pipeline.py.
 """
 
 import gzip

@@ -27,7 +27,7 @@ class ClusterError(ValueError):
 
 
 # The Keras 3 releases (major, minor) on which `keras_multi_worker_fixes` was
-# tested by tests/test_multi_worker.py. It replaces two private functions of
+# tested by tests/test_distribute.py. It replaces two private functions of
 # Keras's TensorFlow trainer, so any other release is refused rather than left
 # to fail in some unknown way.
 MULTI_WORKER_KERAS_VERSIONS = ((3, 15),)

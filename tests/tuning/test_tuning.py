@@ -26,7 +26,7 @@ from tf_distill.distillers.distiller import Distiller
 from tf_distill.losses import crossentropy_from_logits
 
 INPUT_SHAPE = (8, 8, 1)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

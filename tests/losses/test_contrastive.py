@@ -349,7 +349,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 def test_mirrored_replicas_update_every_row_of_every_copy(tmp_path):
     script = tmp_path / "mirrored_crd.py"
     script.write_text(MIRRORED_SCRIPT)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                        PYTHONPATH=root)
     completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

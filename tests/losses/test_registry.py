@@ -384,7 +384,7 @@ def test_describe_loss_reads_the_recipe_when_there_is_one(tmp_path):
 
 
 def test_recipes_are_looked_for_in_the_repository_examples():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert registry.RECIPES_DIR == os.path.join(root, "examples", "recipes")
 
 
@@ -401,7 +401,7 @@ def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():
 
 def test_the_catalog_the_command_lists_equals_the_live_registry():
     # In a fresh interpreter: test modules register losses of their own here.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = (
         "from tf_distill import catalog, losses\n"  # importing losses runs check_catalog
         "assert catalog.describe_losses() == losses.describe(), losses.describe()\n"

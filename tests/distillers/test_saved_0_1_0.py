@@ -16,7 +16,7 @@ from tf_distill import distillers  # noqa: F401 (registers the distillers' class
 from tf_distill import saving
 from tf_distill.backend import keras
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
 
 @pytest.fixture(scope="module")
