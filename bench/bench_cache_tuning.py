@@ -44,13 +44,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+import tf_distill  # noqa: E402
 from tf_distill import architectures  # noqa: E402
 from tf_distill import cache  # noqa: E402
 from tf_distill import data as data_lib  # noqa: E402
 from tf_distill import tuning  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.backend import tf  # noqa: E402
-from tf_distill.distillers.distiller import Distiller  # noqa: E402
 from tf_distill.files import atomic_write  # noqa: E402
 from tf_distill.losses import crossentropy_from_logits  # noqa: E402
 
@@ -120,7 +120,7 @@ def compile_alone(model, args):
 
 
 def make_distiller(teacher, student, args, temperature=4.0, alpha=0.5):
-    distiller = Distiller(
+    distiller = tf_distill.Distiller(
         teacher, student, {"name": "kd", "temperature": temperature}, student_loss_weight=alpha
     )
     distiller.compile(
@@ -295,7 +295,7 @@ def mnist_benchmark(args):
     checkpoint = os.path.join(tuner.get_trial_dir(outcome["best_trial"]), "checkpoint.weights.h5")
     whole = os.path.join(args.output, "whole_distiller.weights.h5")
     best_model = tuner.get_best_models(1)[0]
-    Distiller.save_weights(best_model, whole)
+    tf_distill.Distiller.save_weights(best_model, whole)
     results["search"] = {
         "trials": args.trials,
         "seconds": search_seconds,
@@ -435,7 +435,7 @@ def memory_benchmark(args):
         "rss_anon_growth_by_progress_mb": progress,
     }
     student = architectures.build("mlp", (64,), 10, size=4.0, seed=1, name="student")
-    distiller = Distiller(teacher, student, losses, student_loss_weight=0.5)
+    distiller = tf_distill.Distiller(teacher, student, losses, student_loss_weight=0.5)
     distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with MemorySampler() as sampler:
         start = time.perf_counter()

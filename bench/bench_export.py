@@ -213,12 +213,6 @@ def steps_per_epoch(data, args):
     return math.ceil(len(data.x_train) / args.batch_size)
 
 
-def adam(learning_rate, total_steps):
-    # Decayed to 0, so that every model ends on a settled set of weights and
-    # two students compare without the noise of the last large steps.
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, total_steps))
-
-
 def train_data(data, args):
     # A new pipeline with the same seed gives every student the same batches.
     return data.as_tf_dataset("train", args.batch_size, shuffle=True, seed=0)
@@ -244,7 +238,7 @@ def build_student(data, args, name="student"):
 def train_teacher(data, args):
     teacher = build_teacher(data, args)
     teacher.compile(
-        optimizer=adam(
+        optimizer=common.adam(
             args.teacher_learning_rate, args.teacher_epochs * steps_per_epoch(data, args)
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -264,7 +258,7 @@ def distill(teacher, student, data, args, callbacks=None):
         student_loss_weight=args.alpha,
     )
     distiller.compile(
-        optimizer=adam(args.learning_rate, args.epochs * steps_per_epoch(data, args)),
+        optimizer=common.adam(args.learning_rate, args.epochs * steps_per_epoch(data, args)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

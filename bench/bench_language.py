@@ -43,6 +43,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
 PROBES = ("student_alone", "online_kd", "online_kd_chunked")
@@ -55,17 +56,6 @@ def load_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def median_seconds(function, repeats, warmup=2):
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def speed(example, settings, repeats, epoch_steps):
@@ -114,7 +104,7 @@ def speed(example, settings, repeats, epoch_steps):
     results = {name: [] for name in timed}
     for _ in range(3):
         for name, function in timed.items():
-            results[name].append(median_seconds(function, repeats))
+            results[name].append(common.median_times({name: function}, repeats, warmup=2)[name])
     seconds = {name: float(np.median(values)) for name, values in results.items()}
 
     with tempfile.TemporaryDirectory() as directory:

@@ -89,6 +89,8 @@ from tf_distill import losses  # noqa: E402
 from tf_distill import saving  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.backend import tf  # noqa: E402
+from tf_distill.comparison import mean_std  # noqa: E402
+from tf_distill.comparison import paired  # noqa: E402
 
 TEACHER_SIZE = "large"
 STUDENT_SIZE = "small"
@@ -296,17 +298,8 @@ def parse_args(argv=None):
     return args
 
 
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def crossentropy():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def adam(learning_rate, total_steps):
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps))
-    return keras.optimizers.Adam(schedule)
 
 
 def steps_per_epoch(data, args):
@@ -356,13 +349,13 @@ def get_teacher(data, args):
     """Loads the cached teacher, or trains it once and caches it."""
     path = args.teacher_cache or default_teacher_cache(args, data)
     if os.path.exists(path):
-        log(f"Loading the teacher from {path}")
+        common.log(f"Loading the teacher from {path}")
         return saving.load_model(path), path, None
     teacher = architectures.build(
         "cnn", data.input_shape, data.num_classes, size=TEACHER_SIZE, seed=0, name="teacher"
     )
     teacher.compile(
-        optimizer=adam(
+        optimizer=common.adam(
             args.teacher_learning_rate, args.teacher_epochs * steps_per_epoch(data, args)
         ),
         loss=crossentropy(),
@@ -371,7 +364,7 @@ def get_teacher(data, args):
         teacher.fit(train_batches(data, args, seed=0), epochs=args.teacher_epochs, verbose=0)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     saving.save_model(teacher, path)
-    log(f"Trained the teacher in {clock['seconds']:.1f} s; cached at {path}")
+    common.log(f"Trained the teacher in {clock['seconds']:.1f} s; cached at {path}")
     return teacher, path, clock["seconds"]
 
 
@@ -429,7 +422,7 @@ def make_variant(key, teacher, data, args, total_steps, attention_size, size=STU
     """Builds and compiles the model of variant `key` (a method or a
     comparison), with a fresh student."""
     student = build_student(data, size, name=f"student_{key}")
-    optimizer = adam(args.learning_rate, total_steps)
+    optimizer = common.adam(args.learning_rate, total_steps)
     methods = {method.key: method for method in METHODS}
     if key == "student":
         student.compile(optimizer=optimizer, loss=crossentropy())
@@ -500,7 +493,7 @@ def run_rounds(teacher, data, args):
             variant = make_variant(key, teacher, data, args, total_steps, attention_size)
             variant.warm_up(data, args)
         variants[key] = variant
-        log(f"Built and warmed up {key} in {clock['seconds']:.1f} s")
+        common.log(f"Built and warmed up {key} in {clock['seconds']:.1f} s")
 
     samples = {key: [] for key in keys}
     errors = {key: [] for key in keys}
@@ -533,14 +526,14 @@ def run_rounds(teacher, data, args):
             {key: task(key) for key in order},
             args.epochs,
             warmup=0,
-            log=lambda line, seed=seed: log(f"  seed {seed}: {line}"),
+            log=lambda line, seed=seed: common.log(f"  seed {seed}: {line}"),
         )
         for key in keys:
             samples[key] += seed_samples[key]
             errors[key].append(test_error(variants[key].student, data))
             train_errors[key].append(train_error(variants[key].student, data))
             first_epoch[key].append(epoch_logs[key][0])
-        log(
+        common.log(
             f"  seed {seed}: test errors "
             + ", ".join(f"{key} {100 * errors[key][-1]:.2f} %" for key in keys)
         )
@@ -585,7 +578,7 @@ def run_larger_student(teacher, data, args):
         {key: (lambda key=key: variants[key].fit_epoch(batches[key])[0]) for key in keys},
         args.larger_repetitions,
         warmup=0,
-        log=lambda line: log(f"  larger student: {line}"),
+        log=lambda line: common.log(f"  larger student: {line}"),
     )
     return {
         "samples": samples,
@@ -623,11 +616,9 @@ def paired_ratios(numerator, denominator, clock):
     return [a[clock] / b[clock] for a, b in zip(numerator, denominator)]
 
 
-def mean_std(values):
-    values = [100 * value for value in values]
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
+def percent_mean_std(values):
+    """Mean ± std of error rates, in percent."""
+    return mean_std([100 * value for value in values])
 
 
 def comparison_figures(rounds):
@@ -680,10 +671,10 @@ def seed_summary(rounds):
     for method in METHODS[1:]:
         if method.key not in errors:
             continue
-        pairs = list(zip(errors[method.key], alone))
-        if all(e < a for e, a in pairs):
+        differences = paired(alone, errors[method.key])
+        if differences["improved"] == differences["n"]:
             better.append(method.label)
-        elif all(e > a for e, a in pairs):
+        elif differences["worsened"] == differences["n"]:
             worse.append(method.label)
     seeds = len(alone)
     compared = sum(method.key in errors for method in METHODS[1:])
@@ -703,9 +694,9 @@ def methods_table(rounds, args):
     for method in METHODS:
         if method.key not in samples:
             continue
-        mean, std = mean_std(errors[method.key])
+        mean, std = percent_mean_std(errors[method.key])
         difference = [e - a for e, a in zip(errors[method.key], alone)]
-        d_mean, d_std = mean_std(difference)
+        d_mean, d_std = percent_mean_std(difference)
         logs = first[method.key]
         ce_key = "student_loss" if method.alpha is not None else "loss"
         row = {
@@ -745,7 +736,7 @@ def comparison_table(rounds):
     for key in ("kd", "keras_kd", "feature_ours", "feature_keras"):
         if key not in samples:
             continue
-        mean, std = mean_std(errors[key])
+        mean, std = percent_mean_std(errors[key])
         rows.append(
             {
                 "variant": COMPARISON_LABELS[key],
@@ -977,7 +968,7 @@ def render(args):
     saved = argparse.Namespace(**results["args"])
     saved.no_write, saved.note = args.no_write, args.note or saved.note
     markdown = report(results, saved)
-    common.publish("methods", markdown, write=not args.no_write, log=log)
+    common.publish("methods", markdown, write=not args.no_write, log=common.log)
     return 0
 
 
@@ -987,12 +978,12 @@ def main(argv=None):
     if args.render:
         return render(args)
     conditions = common.machine_conditions()
-    log(f"Conditions: {conditions}")
+    common.log(f"Conditions: {conditions}")
     data = common.load_mnist(train_size=args.train_size, seed=0, path=args.data)
-    log(f"Data: {data}")
+    common.log(f"Data: {data}")
     teacher, teacher_path, teacher_seconds = get_teacher(data, args)
     teacher_error = test_error(teacher, data)
-    log(f"Teacher: {teacher.count_params():,} parameters, test error {100 * teacher_error:.2f} %")
+    common.log(f"Teacher: {teacher.count_params():,} parameters, test error {100 * teacher_error:.2f} %")
 
     rounds = run_rounds(teacher, data, args)
     teacher_samples = teacher_pass_times(teacher, data, args, repetitions=3)
@@ -1042,7 +1033,7 @@ def main(argv=None):
     results["load_after"] = common.current_load()
     results["total_seconds"] = time.perf_counter() - start
     markdown = report(results, args)
-    common.publish("methods", markdown, write=not args.no_write, log=log)
+    common.publish("methods", markdown, write=not args.no_write, log=common.log)
     if args.results:
         from tf_distill.files import atomic_write
 

@@ -22,13 +22,12 @@ Usage (from the repository root; about a minute on 2 shared CPU cores):
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tf_distill import OnPolicyDistiller  # noqa: E402
@@ -37,21 +36,6 @@ from tf_distill.backend import tf  # noqa: E402
 from tf_distill.language import build_causal_lm  # noqa: E402
 from tf_distill.language import next_token_batch  # noqa: E402
 from tf_distill.language import sample_continuations  # noqa: E402
-
-
-def interleaved_medians(functions, steps):
-    """Median seconds of each function, timed in turn round after round (so
-    that a change of the machine's load weighs on all), after a warm-up
-    call each (the trace)."""
-    for function in functions.values():
-        function()
-    times = {name: [] for name in functions}
-    for _ in range(steps):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None):
@@ -94,7 +78,7 @@ def main(argv=None):
     functions["sampling_ms"] = lambda: sample(x["token_ids"]).numpy()
     results = {
         name: 1000 * seconds
-        for name, seconds in interleaved_medians(functions, args.steps).items()
+        for name, seconds in common.median_times(functions, args.steps).items()
     }
     results["sampling_share_of_lambda_1_step"] = (
         results["sampling_ms"] / results["step_lambda_1_ms"]

@@ -263,19 +263,19 @@ class Run:
             try:
                 path = plot(self.results, self.folder)
                 self.results.setdefault("plots", {})[name] = path
-                quality_mnist.log(f"Plot: {path}")
+                common.log(f"Plot: {path}")
             except Exception:  # a plot never costs the figures
                 traceback.print_exc()
         if section is not None:
             markdown = section(self.results)
             common.publish(
-                f"quality_{name}", markdown, write=self.args.write, log=quality_mnist.log
+                f"quality_{name}", markdown, write=self.args.write, log=common.log
             )
         self.save()
-        quality_mnist.log(f"Part {name} done; {elapsed / 60:.1f} min so far")
+        common.log(f"Part {name} done; {elapsed / 60:.1f} min so far")
 
     def begin_part(self, name):
-        quality_mnist.log(f"Part {name}")
+        common.log(f"Part {name}")
         self.part_start = time.perf_counter()
 
     def save(self):
@@ -302,11 +302,11 @@ def main(argv=None):
         data = common.load_mnist(
             train_size=hinton["train_size"], test_size=hinton["test_size"], path=args.data
         )
-        quality_mnist.log(f"Data: {data}")
+        common.log(f"Data: {data}")
         run.begin_part("teacher")
         teacher, info = quality_mnist.hinton_teacher(data, hinton, args.cache_dir)
         teacher_errors = quality_mnist.count_errors(teacher, data.x_test, data.y_test)
-        quality_mnist.log(f"Hinton teacher: {teacher_errors} test errors of {len(data.y_test)}")
+        common.log(f"Hinton teacher: {teacher_errors} test errors of {len(data.y_test)}")
         results["hinton"] = {
             "teacher": info,
             "teacher_errors": teacher_errors,
@@ -348,7 +348,7 @@ def main(argv=None):
             test_size=method_settings["test_size"],
             path=args.data,
         )
-        quality_mnist.log(f"Methods data: {method_data}")
+        common.log(f"Methods data: {method_data}")
         method_teacher, info = quality_methods.method_teacher(
             method_data, method_settings, args.cache_dir
         )
@@ -412,7 +412,7 @@ def main(argv=None):
 
     results["total_seconds"] = time.perf_counter() - run.start
     run.save()
-    quality_mnist.log(f"Done in {results['total_seconds'] / 60:.1f} min; results in {args.results}")
+    common.log(f"Done in {results['total_seconds'] / 60:.1f} min; results in {args.results}")
     return 0
 
 

@@ -12,6 +12,10 @@ the same way:
   variant rather than one; report medians (`summarize`).
 - `EpochTimer` and `PredictTimer` time the training epochs and prediction
   passes Keras itself runs, excluding the set-up of `fit` and `predict`.
+- Students are trained with `adam`: Adam whose learning rate decays to 0
+  over the run, so every model ends on settled weights.
+- Results over seeds are judged by `tf_distill.comparison` (mean ± std, the
+  paired differences and the verdict), the same code as the run report.
 - `write_section` adds or replaces one named section of
   `docs/BENCHMARKS.md` without touching the others, atomically and under a
   lock, so several benchmarks can write their figures into one file.
@@ -19,6 +23,8 @@ the same way:
 
 import contextlib
 import datetime
+import hashlib
+import json
 import os
 import platform
 import re
@@ -116,6 +122,67 @@ def load_mnist(train_size=None, validation_size=0, test_size=None, seed=0, path=
         test_size=test_size,
         seed=seed,
     )
+
+
+# ----------------------------------------------------------------------
+# Training.
+
+
+def adam(learning_rate, total_steps):
+    """Adam with a cosine decay of `learning_rate` to 0 over `total_steps`.
+
+    Decayed to 0, so that every model ends on a settled set of weights and
+    two students compare without the noise of the last large steps. At
+    least one step, so that an empty run still builds.
+    """
+    from tf_distill.backend import keras
+
+    return keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(learning_rate, max(1, int(total_steps)))
+    )
+
+
+def cache_path(folder, prefix, description):
+    """`folder/prefix_<digest>.keras`: a file named after `description`, a
+    JSON-able dict of everything that shapes the model, so that a changed
+    setting trains a new model instead of loading a stale one."""
+    text = json.dumps(description, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return os.path.join(folder, f"{prefix}_{digest}.keras")
+
+
+def cached_model(path, train, name):
+    """Loads the model saved at `path`, or trains it once and saves it there.
+
+    Args:
+        path: The `.keras` file (see `cache_path`).
+        train: A function of no arguments that builds, compiles and fits
+            the model and returns it.
+        name: What the log lines call the model (`"Hinton teacher"`).
+
+    Returns:
+        `(model, info)`; `info` holds the `path` and the `seconds` `train`
+        took (None when the model was loaded).
+    """
+    from tf_distill.backend import keras
+
+    if os.path.exists(path):
+        log(f"{name}: loading {path}")
+        return keras.saving.load_model(path), {"path": path, "seconds": None}
+    with stopwatch() as clock:
+        model = train()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Written aside, then renamed: a run killed mid-save leaves no broken cache.
+    partial = path + f".{os.getpid()}.keras"
+    keras.saving.save_model(model, partial)
+    os.replace(partial, path)
+    log(f"{name}: trained in {clock['seconds']:.0f} s, cached at {path}")
+    return model, {"path": path, "seconds": clock["seconds"]}
+
+
+def log(message):
+    """Prints `message` at once, after the time of day (`[14:03:59] ...`)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ----------------------------------------------------------------------
@@ -239,6 +306,26 @@ def interleave(tasks, repetitions, warmup=1, log=None):
     return samples
 
 
+def timed(function):
+    """A task for `interleave`: runs `function()` and returns its wall seconds."""
+
+    def task():
+        start = time.perf_counter()
+        function()
+        return time.perf_counter() - start
+
+    return task
+
+
+def median_times(functions, repetitions, warmup=1):
+    """`{name: median wall seconds}` of each of `functions` (`{name: fn}`),
+    timed in turn by `interleave` after `warmup` untimed calls each."""
+    samples = interleave(
+        {name: timed(function) for name, function in functions.items()}, repetitions, warmup
+    )
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def summarize(values):
     """`{"median", "min", "max", "n"}` of a list of numbers."""
     values = list(values)
@@ -254,6 +341,14 @@ def summarize(values):
 # Reporting.
 
 
+def rows_table(header, rows):
+    """A Markdown table of `header` (cells) and `rows` (lists of cells, each
+    shown with `str`); `markdown_table` renders dicts by columns instead."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def machine_conditions():
     """What a reader needs to judge the figures: machine, load, versions."""
     import numpy
@@ -261,10 +356,7 @@ def machine_conditions():
 
     from tf_distill.backend import keras
 
-    try:
-        load = tuple(round(value, 2) for value in os.getloadavg())
-    except OSError:
-        load = None
+    load = current_load()
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",

@@ -24,13 +24,10 @@ outputs only), from the same seeded pipeline.
 """
 
 import dataclasses
-import hashlib
-import json
-import os
 import time
 
+import common
 from quality_mnist import count_errors
-from quality_mnist import log
 
 import tf_distill
 from tf_distill.backend import keras
@@ -258,12 +255,6 @@ def methods_by_key():
     return {method.key: method for method in METHODS}
 
 
-def adam(learning_rate, total_steps):
-    return keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(learning_rate, max(1, int(total_steps)))
-    )
-
-
 def build_student(data, seed, size=STUDENT_SIZE, name="student"):
     return tf_distill.architectures.build(
         "cnn",
@@ -277,41 +268,31 @@ def build_student(data, seed, size=STUDENT_SIZE, name="student"):
 
 def method_teacher(data, settings, cache_dir):
     """The CNN teacher, trained once on the training subset and cached."""
-    description = json.dumps(
-        {
-            "kind": "methods_teacher",
-            "size": TEACHER_SIZE,
-            "train": len(data.x_train),
-            "epochs": settings["teacher_epochs"],
-            "lr": settings["teacher_learning_rate"],
-            "batch": settings["batch_size"],
-            "keras": keras.__version__,
-        },
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(description.encode()).hexdigest()[:12]
-    path = os.path.join(cache_dir, f"methods_teacher_{digest}.keras")
-    if os.path.exists(path):
-        log(f"Methods teacher: loading {path}")
-        return keras.saving.load_model(path), {"path": path, "seconds": None}
-    teacher = tf_distill.architectures.build(
-        "cnn", data.input_shape, data.num_classes, size=TEACHER_SIZE, seed=0, name="teacher"
-    )
-    batches = data.as_tf_dataset("train", settings["batch_size"], shuffle=True, seed=0)
-    steps = settings["teacher_epochs"] * -(-len(data.x_train) // settings["batch_size"])
-    teacher.compile(
-        optimizer=adam(settings["teacher_learning_rate"], steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    start = time.perf_counter()
-    teacher.fit(batches, epochs=settings["teacher_epochs"], verbose=0)
-    seconds = time.perf_counter() - start
-    os.makedirs(cache_dir, exist_ok=True)
-    partial = path + f".{os.getpid()}.keras"
-    keras.saving.save_model(teacher, partial)
-    os.replace(partial, path)
-    log(f"Methods teacher: trained in {seconds:.0f} s, cached at {path}")
-    return teacher, {"path": path, "seconds": seconds}
+    description = {
+        "kind": "methods_teacher",
+        "size": TEACHER_SIZE,
+        "train": len(data.x_train),
+        "epochs": settings["teacher_epochs"],
+        "lr": settings["teacher_learning_rate"],
+        "batch": settings["batch_size"],
+        "keras": keras.__version__,
+    }
+
+    def train():
+        teacher = tf_distill.architectures.build(
+            "cnn", data.input_shape, data.num_classes, size=TEACHER_SIZE, seed=0, name="teacher"
+        )
+        batches = data.as_tf_dataset("train", settings["batch_size"], shuffle=True, seed=0)
+        steps = settings["teacher_epochs"] * -(-len(data.x_train) // settings["batch_size"])
+        teacher.compile(
+            optimizer=common.adam(settings["teacher_learning_rate"], steps),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        teacher.fit(batches, epochs=settings["teacher_epochs"], verbose=0)
+        return teacher
+
+    path = common.cache_path(cache_dir, "methods_teacher", description)
+    return common.cached_model(path, train, "Methods teacher")
 
 
 def teacher_cache(teacher, data):
@@ -382,7 +363,7 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
     batch_size = settings["batch_size"]
     steps = len(data.x_train) // batch_size
     epochs = settings["epochs"]
-    optimizer = adam(settings["learning_rate"], epochs * steps)
+    optimizer = common.adam(settings["learning_rate"], epochs * steps)
     batches = cache.dataset(
         batch_size=batch_size,
         shuffle=True,
@@ -420,17 +401,14 @@ def train_chain(teacher, student, data, settings, seed, method, factor, optimize
     row, same seed, optimizer and batches); then each generation, a fresh
     student of its architecture, learns from the last.
     """
-    from tf_distill.distillers.stages import Stage
-    from tf_distill.distillers.stages import distill_stages
-
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     steps = len(data.x_train) // batch_size
 
     def stage(build, name):
-        return Stage(
+        return tf_distill.Stage(
             build, [tf_distill.losses.get(dict(config)) for config in method.losses],
             [w * factor for w in method.weights], student_loss_weight=method.alpha,
-            epochs=epochs, optimizer=adam(settings["learning_rate"], epochs * steps),
+            epochs=epochs, optimizer=common.adam(settings["learning_rate"], epochs * steps),
             compile_kwargs={"loss": "sparse_categorical_crossentropy"}, name=name,
         )
 
@@ -449,7 +427,7 @@ def train_chain(teacher, student, data, settings, seed, method, factor, optimize
             for k in range(1, BORN_AGAIN_GENERATIONS + 1)
         ]
     plain = data.as_tf_dataset("train", batch_size, shuffle=True, seed=seed, drop_remainder=True)
-    return distill_stages(first, chain, plain, verbose=0).students[-1]
+    return tf_distill.distill_stages(first, chain, plain, verbose=0).students[-1]
 
 
 def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):
@@ -461,13 +439,13 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):
         "chosen_factor": f}}}`.
     """
     cache = teacher_cache(teacher, data)
-    log(f"Methods: {cache}")
+    common.log(f"Methods: {cache}")
     alone = {"test": [], "validation": [], "seconds": []}
     for seed in seeds:
         run = train_one(teacher, cache, data, settings, seed)
         for name in alone:
             alone[name].append(run[name])
-        log(f"methods seed {seed} alone: {run['test']} test errors ({run['seconds']:.0f} s)")
+        common.log(f"methods seed {seed} alone: {run['test']} test errors ({run['seconds']:.0f} s)")
     chosen_methods = methods_by_key()
     results = {}
     for key in keys:
@@ -479,7 +457,7 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):
             entry = runs.setdefault(repr(float(factor)), {"test": {}, "validation": {}})
             entry["test"][seed] = run["test"]
             entry["validation"][seed] = run["validation"]
-            log(
+            common.log(
                 f"methods seed {seed} {key} ×{factor:g}: {run['test']} test, "
                 f"{run['validation']} validation errors ({run['seconds']:.0f} s)"
             )

@@ -15,11 +15,9 @@ that, within a seed, alone and distilled start from the same weights and
 see the same batches in the same order.
 """
 
-import hashlib
-import json
-import os
 import time
 
+import common
 import numpy as np
 
 import tf_distill
@@ -29,10 +27,6 @@ from tf_distill.backend import tf
 TEACHER_HIDDEN = (1200, 1200)
 STUDENT_HIDDEN = (800, 800)
 JITTER_PIXELS = 2
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def build_mlp(hidden, num_classes, input_shape, input_dropout=0.0, dropout=0.0, seed=0, name=None):
@@ -56,13 +50,6 @@ def build_mlp(hidden, num_classes, input_shape, input_dropout=0.0, dropout=0.0, 
         name="logits",
     )(x)
     return keras.Model(inputs, outputs, name=name or "mlp")
-
-
-def adam(learning_rate, total_steps):
-    """Adam with a cosine decay to 0 over the whole run."""
-    return keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(learning_rate, max(1, int(total_steps)))
-    )
 
 
 def stratified_indices(labels, count, seed):
@@ -121,62 +108,47 @@ def count_errors(model, x, y):
     return int(np.sum(np.argmax(logits, axis=-1) != y))
 
 
-def teacher_cache_path(settings, data, cache_dir):
-    """A file named after everything that shapes the teacher."""
-    description = json.dumps(
-        {
-            "kind": "hinton_teacher",
-            "hidden": TEACHER_HIDDEN,
-            "train": len(data.x_train),
-            "epochs": settings["teacher_epochs"],
-            "batch": settings["batch_size"],
-            "lr": settings["teacher_learning_rate"],
-            "dropout": [settings["teacher_input_dropout"], settings["teacher_dropout"]],
-            "jitter": JITTER_PIXELS,
-            "keras": keras.__version__,
-        },
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(description.encode()).hexdigest()[:12]
-    return os.path.join(cache_dir, f"hinton_teacher_{digest}.keras")
-
-
 def hinton_teacher(data, settings, cache_dir):
     """Loads the cached teacher, or trains it once (dropout, jitter) and
     caches it. Returns `(teacher, info)`."""
-    path = teacher_cache_path(settings, data, cache_dir)
-    if os.path.exists(path):
-        log(f"Hinton teacher: loading {path}")
-        teacher = keras.saving.load_model(path)
-        return teacher, {"path": path, "seconds": None}
-    teacher = build_mlp(
-        TEACHER_HIDDEN,
-        data.num_classes,
-        data.input_shape,
-        input_dropout=settings["teacher_input_dropout"],
-        dropout=settings["teacher_dropout"],
-        seed=0,
-        name="hinton_teacher",
-    )
     batch_size = settings["batch_size"]
-    steps = settings["teacher_epochs"] * -(-len(data.x_train) // batch_size)
-    teacher.compile(
-        optimizer=adam(settings["teacher_learning_rate"], steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    start = time.perf_counter()
-    teacher.fit(
-        jittered_batches(data.x_train, data.y_train, batch_size, seed=0),
-        epochs=settings["teacher_epochs"],
-        verbose=0,
-    )
-    seconds = time.perf_counter() - start
-    os.makedirs(cache_dir, exist_ok=True)
-    partial = path + f".{os.getpid()}.keras"
-    keras.saving.save_model(teacher, partial)
-    os.replace(partial, path)
-    log(f"Hinton teacher: trained in {seconds:.0f} s, cached at {path}")
-    return teacher, {"path": path, "seconds": seconds}
+    # Everything that shapes the teacher names its file.
+    description = {
+        "kind": "hinton_teacher",
+        "hidden": TEACHER_HIDDEN,
+        "train": len(data.x_train),
+        "epochs": settings["teacher_epochs"],
+        "batch": batch_size,
+        "lr": settings["teacher_learning_rate"],
+        "dropout": [settings["teacher_input_dropout"], settings["teacher_dropout"]],
+        "jitter": JITTER_PIXELS,
+        "keras": keras.__version__,
+    }
+
+    def train():
+        teacher = build_mlp(
+            TEACHER_HIDDEN,
+            data.num_classes,
+            data.input_shape,
+            input_dropout=settings["teacher_input_dropout"],
+            dropout=settings["teacher_dropout"],
+            seed=0,
+            name="hinton_teacher",
+        )
+        steps = settings["teacher_epochs"] * -(-len(data.x_train) // batch_size)
+        teacher.compile(
+            optimizer=common.adam(settings["teacher_learning_rate"], steps),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        teacher.fit(
+            jittered_batches(data.x_train, data.y_train, batch_size, seed=0),
+            epochs=settings["teacher_epochs"],
+            verbose=0,
+        )
+        return teacher
+
+    path = common.cache_path(cache_dir, "hinton_teacher", description)
+    return common.cached_model(path, train, "Hinton teacher")
 
 
 def distill_student(teacher, train, epochs, seed, settings, distilled, data, extra=None):
@@ -206,7 +178,7 @@ def distill_student(teacher, train, epochs, seed, settings, distilled, data, ext
         student_loss_weight=settings["alpha"] if distilled else 1.0,
     )
     distiller.compile(
-        optimizer=adam(settings["learning_rate"], epochs * steps),
+        optimizer=common.adam(settings["learning_rate"], epochs * steps),
         loss="sparse_categorical_crossentropy",
     )
     batches = train.dataset(batch_size=batch_size, shuffle=True, seed=seed)
@@ -230,7 +202,7 @@ def paired_runs(teacher, train, epochs, seeds, settings, data, label, variants):
                 teacher, train, epochs, seed, settings, variant == "distilled", data
             )
             errors[variant].append(value)
-            log(
+            common.log(
                 f"{label} seed {seed} {variant}: {value} errors "
                 f"({time.perf_counter() - start:.0f} s)"
             )
@@ -304,5 +276,5 @@ def run_unlabeled(teacher, data, settings, seeds, fraction):
             teacher, labeled, epochs, seed, settings, True, data, extra=unlabeled
         )
         errors.append(value)
-        log(f"unlabeled seed {seed}: {value} errors ({time.perf_counter() - start:.0f} s)")
+        common.log(f"unlabeled seed {seed}: {value} errors ({time.perf_counter() - start:.0f} s)")
     return {"labeled": size, "unlabeled": len(rest), "epochs": epochs, "distilled": errors}

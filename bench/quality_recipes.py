@@ -15,9 +15,10 @@ import argparse
 import copy
 import json
 import os
-import statistics
 
 import yaml
+
+from tf_distill.comparison import mean_std
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES_DIR = os.path.join(REPO_ROOT, "examples", "recipes")
@@ -179,11 +180,12 @@ def write_recipes(results, folder=RECIPES_DIR):
     """Writes one recipe per registered loss the table measured; returns the paths."""
     settings = results["settings"]["methods"]
     errors = results["methods"]["alone"]["test"]
+    mean, std = mean_std(errors)
     alone = {
         "test_examples": settings["test_size"] or 10_000,  # None: MNIST's whole test set
         "test_errors": errors,
-        "mean": statistics.mean(errors),
-        "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+        "mean": mean,
+        "std": std,
     }
     command = results.get("command", "python bench/bench_quality.py --write")
     os.makedirs(folder, exist_ok=True)

@@ -7,8 +7,14 @@ section of docs/BENCHMARKS.md; every verdict is worded by
 
 import os
 
+import common
 import quality_methods
 import quality_stats as stats
+
+from tf_distill.comparison import format_mean_std
+from tf_distill.comparison import mean_std
+from tf_distill.comparison import paired
+from tf_distill.comparison import verdict
 
 HINTON_PAPER = {"teacher": 67, "alone": 146, "distilled": 74}
 # Hinton et al. (2015), §4, speech: frame accuracy % with 3 % of the data.
@@ -22,13 +28,7 @@ def _seeds(values):
 
 
 def _mean(values):
-    return stats.mean_std(values)[0]
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return mean_std(values)[0]
 
 
 def footer(results):
@@ -51,19 +51,19 @@ def hinton_section(results):
     alone, distilled = part["errors"]["alone"], part["errors"]["distilled"]
     share = stats.gap_closed(_mean(alone), teacher, _mean(distilled))
     per_seed = [stats.gap_closed(a, teacher, d) for a, d in zip(alone, distilled)]
-    comparison = stats.paired(alone, distilled)
+    comparison = paired(alone, distilled)
     paper_share = stats.gap_closed(**dict(zip(("worse", "better", "reached"), (146, 67, 74))))
     teacher_time = part["teacher"]["seconds"]
-    table = _table(
+    table = common.rows_table(
         ["model", "paper (errors of 10,000)", "ours: errors per seed", "ours: mean ± std"],
         [
             ["teacher 784-1200-1200-10, dropout + jitter", 67, teacher, f"{teacher} (one model)"],
-            ["student 784-800-800-10 alone", 146, _seeds(alone), stats.format_mean_std(alone)],
+            ["student 784-800-800-10 alone", 146, _seeds(alone), format_mean_std(alone)],
             [
                 f"student distilled, T = {settings['temperature']:g}",
                 74,
                 _seeds(distilled),
-                stats.format_mean_std(distilled),
+                format_mean_std(distilled),
             ],
         ],
     )
@@ -117,14 +117,14 @@ def transfer_section(results):
     for fraction, entry in part["subsets"].items():
         alone, distilled = entry["alone"], entry["distilled"]
         share = stats.gap_closed(_mean(alone), _mean(alone_all), _mean(distilled))
-        comparison = stats.paired(alone, distilled)
+        comparison = paired(alone, distilled)
         label = f"{100 * float(fraction):g} % ({entry['size']:,} images, {entry['epochs']} epochs)"
         rows.append(
             [
                 label,
-                f"{stats.format_mean_std(alone)} ({_seeds(alone)})",
-                f"{stats.format_mean_std(distilled)} ({_seeds(distilled)})",
-                stats.format_mean_std(alone_all),
+                f"{format_mean_std(alone)} ({_seeds(alone)})",
+                f"{format_mean_std(distilled)} ({_seeds(distilled)})",
+                format_mean_std(alone_all),
                 stats.format_share(share),
                 stats.goal_text(share, TRANSFER_GOAL),
             ]
@@ -134,7 +134,7 @@ def transfer_section(results):
         -SPEECH_PAPER["hard_subset"], -SPEECH_PAPER["hard_all"], -SPEECH_PAPER["soft_subset"]
     )
     settings = results["settings"]["hinton"]
-    table = _table(
+    table = common.rows_table(
         [
             "transfer set",
             "alone on the subset",
@@ -188,26 +188,26 @@ Not measured: the run failed with `{part["error"]}`.
         rows.append(
             [
                 f"alone, {part['labeled']:,} labeled",
-                stats.format_mean_std(subset["alone"]),
+                format_mean_std(subset["alone"]),
                 _seeds(subset["alone"]),
             ]
         )
         rows.append(
             [
                 f"distilled, {part['labeled']:,} labeled",
-                stats.format_mean_std(subset["distilled"]),
+                format_mean_std(subset["distilled"]),
                 _seeds(subset["distilled"]),
             ]
         )
     rows.append(
         [
             f"distilled, {part['labeled']:,} labeled + {part['unlabeled']:,} unlabeled",
-            stats.format_mean_std(unlabeled),
+            format_mean_std(unlabeled),
             _seeds(unlabeled),
         ]
     )
     if alone_all:
-        rows.append(["alone, all labeled", stats.format_mean_std(alone_all), _seeds(alone_all)])
+        rows.append(["alone, all labeled", format_mean_std(alone_all), _seeds(alone_all)])
     text = ""
     if subset and alone_all:
         share = stats.gap_closed(_mean(subset["alone"]), _mean(alone_all), _mean(unlabeled))
@@ -215,11 +215,11 @@ Not measured: the run failed with `{part["error"]}`.
             f"Gap recovered, (alone on the labeled subset − distilled with the unlabeled "
             f"images) / (alone on the subset − alone on all the data): "
             f"{stats.format_share(share)}.\n\nPaired, "
-            f"{stats.verdict_sentence(stats.paired(subset['alone'], unlabeled), 'distilled with unlabeled', 'alone on the subset')}.\n\n"
-            f"Paired, {stats.verdict_sentence(stats.paired(subset['distilled'], unlabeled), 'with unlabeled', 'labeled subset only')}."
+            f"{stats.verdict_sentence(paired(subset['alone'], unlabeled), 'distilled with unlabeled', 'alone on the subset')}.\n\n"
+            f"Paired, {stats.verdict_sentence(paired(subset['distilled'], unlabeled), 'with unlabeled', 'labeled subset only')}."
         )
     settings = results["settings"]["hinton"]
-    table = _table(["student (784-800-800-10)", "test errors, mean ± std", "per seed"], rows)
+    table = common.rows_table(["student (784-800-800-10)", "test errors, mean ± std", "per seed"], rows)
     return f"""## Quality 3: distilling on unlabeled data
 
 The commonest real case: a trained teacher, few labels, many unlabeled
@@ -279,14 +279,14 @@ def method_summary(part):
 
 
 def _scored(values, alone):
-    comparison = stats.paired(alone, values)
-    mean, std = stats.mean_std(values)
+    comparison = paired(alone, values)
+    mean, std = mean_std(values)
     return {
         "test_errors": values,
         "mean": mean,
         "std": std,
         "paired": comparison,
-        "verdict": stats.verdict(comparison),
+        "verdict": verdict(comparison),
     }
 
 
@@ -300,7 +300,7 @@ def methods_section(results):
             "student alone",
             "CE only",
             "",
-            f"{stats.format_mean_std(alone)} ({_seeds(alone)})",
+            f"{format_mean_std(alone)} ({_seeds(alone)})",
             "—",
             "—",
             "",
@@ -326,12 +326,12 @@ def methods_section(results):
                 method.label,
                 method.setting.format(warmup=method.warmup_epochs),
                 f"α = {method.alpha:g}, w = {', '.join(f'{w:g}' for w in method.weights)}",
-                f"{stats.format_mean_std(paper['test_errors'])} ({_seeds(paper['test_errors'])})",
+                f"{format_mean_std(paper['test_errors'])} ({_seeds(paper['test_errors'])})",
                 delta(paper),
                 paper["verdict"],
                 search,
                 f"×{entry['chosen_factor']:g}",
-                f"{stats.format_mean_std(best['test_errors'])} ({_seeds(best['test_errors'])})",
+                f"{format_mean_std(best['test_errors'])} ({_seeds(best['test_errors'])})",
                 f"{delta(best)}: {best['verdict']}",
             ]
         )
@@ -339,7 +339,7 @@ def methods_section(results):
     better = [label for label, p, b in verdicts if "better" in (p, b)]
     worse_paper = [label for label, p, _ in verdicts if p == "worse"]
     worse_best = [label for label, _, b in verdicts if b == "worse"]
-    table = _table(
+    table = common.rows_table(
         [
             "method",
             "paper's setting",
@@ -419,8 +419,8 @@ def plot_hinton(results, folder):
     labels = ["teacher", "student alone", "student distilled"]
     ours = [
         (part["teacher_errors"], 0.0),
-        stats.mean_std(part["errors"]["alone"]),
-        stats.mean_std(part["errors"]["distilled"]),
+        mean_std(part["errors"]["alone"]),
+        mean_std(part["errors"]["distilled"]),
     ]
     paper = [HINTON_PAPER["teacher"], HINTON_PAPER["alone"], HINTON_PAPER["distilled"]]
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -449,7 +449,7 @@ def plot_transfer(results, folder):
     fractions = list(part["subsets"])
     unlabeled = results.get("unlabeled") or {}
     for offset, variant in ((-0.2, "alone"), (0.2, "distilled")):
-        values = [stats.mean_std(part["subsets"][f][variant]) for f in fractions]
+        values = [mean_std(part["subsets"][f][variant]) for f in fractions]
         axis.bar(
             [i + offset for i in range(len(fractions))],
             [m for m, _ in values],
@@ -460,7 +460,7 @@ def plot_transfer(results, folder):
         )
     if unlabeled.get("distilled") and repr(unlabeled["fraction"]) in fractions:
         index = fractions.index(repr(unlabeled["fraction"]))
-        mean, std = stats.mean_std(unlabeled["distilled"])
+        mean, std = mean_std(unlabeled["distilled"])
         axis.errorbar(
             [index + 0.45],
             [mean],
@@ -469,7 +469,7 @@ def plot_transfer(results, folder):
             capsize=4,
             label="distilled, subset + unlabeled rest",
         )
-    mean, std = stats.mean_std(part["alone_all"])
+    mean, std = mean_std(part["alone_all"])
     axis.axhline(mean, color="black", linestyle="--", label=f"alone on all data ({mean:.0f})")
     axis.set_xticks(range(len(fractions)), [f"{100 * float(f):g} %" for f in fractions])
     axis.set_ylim(bottom=0)
@@ -484,7 +484,7 @@ def plot_methods(results, folder):
     part = results["methods"]
     summary = method_summary(part)
     labels = ["student alone"]
-    values = [stats.mean_std(part["alone"]["test"])]
+    values = [mean_std(part["alone"]["test"])]
     best = [None]
     for entry in summary.values():
         labels.append(entry["label"])

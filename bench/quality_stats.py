@@ -1,105 +1,21 @@
-"""Aggregation over seeds for `bench_quality.py`: mean ± std, paired
-differences, the share of a gap closed, and verdicts in words.
+"""The wording of `bench_quality.py`'s claims: verdicts in words, the share
+of a gap closed, goals met or missed.
 
-Pure Python on lists of numbers (test-error counts), so the wording of every
-claim in the report is decided here, from the numbers, and tested.
+Mean ± std, the paired differences and the verdict itself come from
+`tf_distill.comparison`, the same numbers the run report uses. Pure Python on
+lists of numbers (test-error counts), so the wording of every claim in the
+report is decided here, from the numbers, and tested.
 """
 
-import math
-import statistics
-
-# Two-sided 95 % critical values of Student's t, by degrees of freedom.
-_T_CRITICAL_95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-}
-
-
-def t_critical_95(degrees_of_freedom):
-    """Two-sided 95 % critical value of Student's t (1.96 beyond 10 df is
-    not used: above 10 the value for 10 is returned, a conservative bound)."""
-    if degrees_of_freedom < 1:
-        raise ValueError(
-            f"`degrees_of_freedom` must be >= 1. Received: degrees_of_freedom={degrees_of_freedom!r}"
-        )
-    return _T_CRITICAL_95[min(int(degrees_of_freedom), 10)]
-
-
-def mean_std(values):
-    """`(mean, sample standard deviation)`; the std of one value is 0."""
-    values = [float(value) for value in values]
-    if not values:
-        raise ValueError("`values` must hold at least one number. Received: values=[]")
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(values), std
-
-
-def format_mean_std(values, digits=1):
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def paired(baseline, method):
-    """Paired comparison of two lists of error counts (one entry per seed).
-
-    Returns a dict: `differences` (baseline − method per seed: positive
-    means the method made fewer errors), their `mean` and `std`, `improved`
-    and `worsened` (counts of seeds), `n`, and the paired t statistic `t`
-    (`None` when it is undefined: one seed, or all differences equal).
-    """
-    if len(baseline) != len(method):
-        raise ValueError(
-            "`baseline` and `method` must hold one value per seed each. "
-            f"Received lengths {len(baseline)} and {len(method)}."
-        )
-    differences = [float(b) - float(m) for b, m in zip(baseline, method)]
-    mean, std = mean_std(differences)
-    n = len(differences)
-    t = None
-    if n > 1 and std > 0:
-        t = mean / (std / math.sqrt(n))
-    elif n > 1 and mean != 0:
-        t = math.copysign(math.inf, mean)
-    return {
-        "differences": differences,
-        "mean": mean,
-        "std": std,
-        "improved": sum(d > 0 for d in differences),
-        "worsened": sum(d < 0 for d in differences),
-        "n": n,
-        "t": t,
-    }
-
-
-def verdict(comparison):
-    """`"better"`, `"worse"` or `"no reliable difference"` from `paired`.
-
-    Better (worse) beyond the noise: fewer (more) errors on every seed and
-    a paired t statistic beyond the two-sided 95 % critical value. One seed
-    never gives a verdict other than "no reliable difference".
-    """
-    n, t = comparison["n"], comparison["t"]
-    if n < 2 or t is None:
-        return "no reliable difference"
-    critical = t_critical_95(n - 1)
-    if comparison["improved"] == n and t > critical:
-        return "better"
-    if comparison["worsened"] == n and t < -critical:
-        return "worse"
-    return "no reliable difference"
+from tf_distill.comparison import mean_std
+from tf_distill.comparison import verdict
 
 
 def verdict_sentence(comparison, name="distilled", baseline_name="alone"):
-    """One sentence, e.g. "fewer errors on 3 of 3 seeds: 12.0 → 8.0 (paired
-    difference 4.0 ± 1.0): better beyond the noise"."""
+    """One sentence on `tf_distill.comparison.paired(...)`, with its t-test
+    verdict, e.g. "distilled vs alone: fewer errors on 3 of 3 seeds, more on
+    0; paired difference (alone − distilled) +4.0 ± 1.0 errors: **better
+    beyond the noise**"."""
     word = verdict(comparison)
     n = comparison["n"]
     text = (

@@ -26,12 +26,15 @@ import math
 import shutil
 import time
 
+import common
 import quality_mnist
 import quality_report
 import quality_stats as stats
 
 import tf_distill
 from tf_distill import tuning
+from tf_distill.comparison import format_mean_std
+from tf_distill.comparison import paired
 
 
 def default_kd():
@@ -67,7 +70,7 @@ def search_seed(teacher, train, validation, epochs, seed, settings, data, direct
         ),
         learning_rate=settings["learning_rate"],
         # The baselines' schedule: Adam, cosine-decayed to 0 over the run.
-        optimizer=lambda learning_rate: quality_mnist.adam(learning_rate, total_steps),
+        optimizer=lambda learning_rate: common.adam(learning_rate, total_steps),
         seed=seed,
     )
     tuner = tuning.make_tuner(
@@ -136,7 +139,7 @@ def run_tuning(teacher, data, settings, seeds, directory):
     def timed(label, seed, function, *args):
         start = time.perf_counter()
         value = function(*args)
-        quality_mnist.log(f"tuning seed {seed} {label}: {time.perf_counter() - start:.0f} s")
+        common.log(f"tuning seed {seed} {label}: {time.perf_counter() - start:.0f} s")
         return value
 
     for seed in seeds:
@@ -196,7 +199,7 @@ def run_tuning(teacher, data, settings, seeds, directory):
         part["best"].append({**best, "val_accuracy": float(best_trial.score)})
         part["trials"].append(tuning.trial_rows(tuner))
         part["seconds"].append(time.perf_counter() - start)
-        quality_mnist.log(
+        common.log(
             f"tuning seed {seed}: alone {errors['alone'][-1]}, default KD "
             f"{errors['default_kd'][-1]}, tuned {errors['tuned'][-1]} (retrained "
             f"{errors['retrained'][-1]}) errors; best T = {best['temperature']:.2f}, "
@@ -256,22 +259,19 @@ def tuning_section(results):
     rows.append(
         ["mean ± std"]
         + [
-            stats.format_mean_std(errors[key])
+            format_mean_std(errors[key])
             for key in ("alone", "default_kd", "tuned", "retrained")
         ]
         + [""]
     )
-    table = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    )
+    table = common.rows_table(header, rows)
     versus = [
-        stats.verdict_sentence(stats.paired(errors["alone"], errors["tuned"]), "tuned", "alone"),
+        stats.verdict_sentence(paired(errors["alone"], errors["tuned"]), "tuned", "alone"),
         stats.verdict_sentence(
-            stats.paired(errors["default_kd"], errors["tuned"]), "tuned", "default KD"
+            paired(errors["default_kd"], errors["tuned"]), "tuned", "default KD"
         ),
         stats.verdict_sentence(
-            stats.paired(errors["alone"], errors["default_kd"]), "default KD", "alone"
+            paired(errors["alone"], errors["default_kd"]), "default KD", "alone"
         ),
     ]
     goals = [

@@ -36,12 +36,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
 from tf_distill import Distiller  # noqa: E402
 from tf_distill import OnPolicyDistiller  # noqa: E402
 from tf_distill.backend import keras  # noqa: E402
 from tf_distill.cache import build_topk_cache  # noqa: E402
+from tf_distill.comparison import mean_std  # noqa: E402
 from tf_distill.data import load_text  # noqa: E402
 from tf_distill.language import build_causal_lm  # noqa: E402
 from tf_distill.language import perplexity  # noqa: E402
@@ -141,10 +140,9 @@ def summarize(per_seed):
     """`{metric: {"mean", "std", "per_seed"}}` over a variant's seeds."""
     summary = {}
     for metric in per_seed[0]:
-        values = [row[metric] for row in per_seed]
-        summary[metric] = {"mean": float(np.mean(values)),
-                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                           "per_seed": [float(v) for v in values]}
+        values = [float(row[metric]) for row in per_seed]
+        mean, std = mean_std(values)
+        summary[metric] = {"mean": mean, "std": std, "per_seed": values}
     return summary
 
 

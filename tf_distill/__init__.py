@@ -6,7 +6,8 @@
 features, relations) behind one registry; `teachers` the teacher side;
 `data` and `architectures` give data sets and reference models; `cache`
 caches teacher outputs; `tuning` searches with Keras Tuner; `export_litert`
-ships the student to LiteRT, verified.
+ships the student to LiteRT, verified; `comparison` judges a student against
+its baseline over paired seeds.
 
 Every public name loads on first use (PEP 562): `import tf_distill` imports
 no TensorFlow, so that `tf-distill --help` answers at once.
@@ -45,6 +46,7 @@ _SUBMODULES = {
     "batches": "tf_distill.batches",
     "cache": "tf_distill.cache",
     "callbacks": "tf_distill.callbacks",
+    "comparison": "tf_distill.comparison",
     "compression": "tf_distill.compression",
     "data": "tf_distill.data",
     "distillers": "tf_distill.distillers",

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tf_distill.commands.report import mean_std
 from tf_distill.commands.report import seed_comparison
 from tf_distill.commands.report import write_report
+from tf_distill.comparison import mean_std
 
 
 def _rows(alone, distilled, total=270):

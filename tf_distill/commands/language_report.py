@@ -2,9 +2,10 @@
 
 import os
 
+from tf_distill.commands.report import compare_seeds
 from tf_distill.commands.report import markdown_table
-from tf_distill.commands.report import mean_std
 from tf_distill.commands.report import plot_curves
+from tf_distill.commands.report import rows_by_seed
 from tf_distill.commands.report import verdict_lines
 from tf_distill.files import atomic_write
 
@@ -24,49 +25,36 @@ def language_comparison(rows):
     """Compares the distilled student's test perplexity with the student alone's, seed by seed.
 
     Returns:
-        None without both kinds of rows; else the per-seed perplexities
-        (`alone`, `distilled`), their means and standard deviations, the
-        teacher's, `improved` (seeds where distillation lowered perplexity),
-        the `verdict` and the `sentence` that says it: "better" only when
-        distillation lowered it on every one of at least two seeds, "worse"
-        when it raised it on every one.
+        None without both kinds of rows; else `compare_seeds(rows,
+        "test_perplexity")` (per-seed perplexities, means, standard
+        deviations, `improved`, `worse` and the `verdict`: "better" only
+        when distillation lowered perplexity on every one of at least two
+        seeds, "worse" when it raised it on every one) with the `teacher`'s
+        perplexity, the `sentence` that says the verdict and, where every
+        row has one, the teacher's NLL of each student's own samples
+        (`sample_nll_alone`, `sample_nll_distilled`).
     """
-    alone = {r["seed"]: r for r in rows if r["model"] == "student alone"}
-    distilled = {r["seed"]: r for r in rows if r["model"] == "distilled student"}
-    seeds = [seed for seed in distilled if seed in alone]
-    if not seeds:
+    comparison = compare_seeds(rows, "test_perplexity")
+    if comparison is None:
         return None
-    alone_values = [alone[s]["test_perplexity"] for s in seeds]
-    distilled_values = [distilled[s]["test_perplexity"] for s in seeds]
-    improved = sum(d < a for a, d in zip(alone_values, distilled_values))
-    worse = sum(d > a for a, d in zip(alone_values, distilled_values))
-    alone_mean, alone_std = mean_std(alone_values)
-    distilled_mean, distilled_std = mean_std(distilled_values)
+    n, improved, worse = len(comparison["seeds"]), comparison["improved"], comparison["worse"]
     teacher = [r["test_perplexity"] for r in rows if r["model"] == "teacher"]
-    shown = ", ".join(f"{v:.3f}" for v in alone_values)
-    shown_distilled = ", ".join(f"{v:.3f}" for v in distilled_values)
-    numbers = (f"test perplexity {alone_mean:.3f} ± {alone_std:.3f} → {distilled_mean:.3f} ± "
-               f"{distilled_std:.3f} (student alone → distilled; per seed [{shown}] → "
-               f"[{shown_distilled}]" + (f"; teacher {teacher[0]:.3f}" if teacher else "") + ")")
-    n = len(seeds)
-    if n >= 2 and improved == n:
-        verdict, sentence = "better", f"Distillation helped on {n} of {n} seeds: {numbers}."
-    elif n >= 2 and worse == n:
-        verdict = "worse"
+    shown = ", ".join(f"{v:.3f}" for v in comparison["alone"])
+    shown_distilled = ", ".join(f"{v:.3f}" for v in comparison["distilled"])
+    numbers = (f"test perplexity {comparison['alone_mean']:.3f} ± {comparison['alone_std']:.3f} "
+               f"→ {comparison['distilled_mean']:.3f} ± {comparison['distilled_std']:.3f} "
+               f"(student alone → distilled; per seed [{shown}] → [{shown_distilled}]"
+               + (f"; teacher {teacher[0]:.3f}" if teacher else "") + ")")
+    if comparison["verdict"] == "better":
+        sentence = f"Distillation helped on {n} of {n} seeds: {numbers}."
+    elif comparison["verdict"] == "worse":
         sentence = f"Distillation made the student worse on {n} of {n} seeds: {numbers}."
     else:
-        verdict = "no reliable difference"
         why = ("one seed cannot show one: set `training.seeds` (3 or more)" if n == 1
                else f"lower on {improved}, higher on {worse} of {n} seeds")
         sentence = f"No reliable difference between distilled and alone ({why}): {numbers}."
-    comparison = {
-        "seeds": seeds, "alone": alone_values, "distilled": distilled_values,
-        "improved": improved, "worse": worse,
-        "alone_mean": alone_mean, "alone_std": alone_std,
-        "distilled_mean": distilled_mean, "distilled_std": distilled_std,
-        "teacher": teacher[0] if teacher else None,
-        "verdict": verdict, "sentence": sentence,
-    }
+    comparison.update(teacher=teacher[0] if teacher else None, sentence=sentence)
+    seeds, alone, distilled = rows_by_seed(rows)
     samples = [(alone[s].get("sample_nll"), distilled[s].get("sample_nll")) for s in seeds]
     if all(a is not None and d is not None for a, d in samples):
         comparison["sample_nll_alone"] = [a for a, _ in samples]

@@ -1,20 +1,62 @@
 """The run report: the comparison over paired seeds, in words, tables and plots."""
 
-import math
 import os
 
+from tf_distill.comparison import mean_std
+from tf_distill.comparison import paired
+from tf_distill.comparison import verdict
 from tf_distill.files import atomic_path
 from tf_distill.files import atomic_write
 from tf_distill.plotting import pyplot
 
 
-def mean_std(values):
-    """`(mean, sample standard deviation)`; the deviation is 0 for one value."""
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+def rows_by_seed(rows):
+    """`(seeds, alone, distilled)`: the seeds that have both a "student alone"
+    and a "distilled student" row, in the distilled rows' order, and
+    `{seed: row}` for each kind."""
+    alone = {r["seed"]: r for r in rows if r["model"] == "student alone"}
+    distilled = {r["seed"]: r for r in rows if r["model"] == "distilled student"}
+    return [seed for seed in distilled if seed in alone], alone, distilled
+
+
+def compare_seeds(rows, key):
+    """Pairs the distilled student with the student alone, seed by seed, on `key`.
+
+    Args:
+        rows: The run's model rows (`model`, `seed`, `key`, ...).
+        key: The figure compared, lower is better (`"test_errors"`,
+            `"test_perplexity"`).
+
+    Returns:
+        None without both kinds of rows; else a dict with the `seeds` that
+        have both, the per-seed values (`alone`, `distilled`), `improved`
+        and `worse` (how many seeds distillation lowered or raised the
+        figure on), means and sample standard deviations (`alone_mean`,
+        `alone_std`, `distilled_mean`, `distilled_std`) and the `verdict`
+        of `tf_distill.comparison.verdict` without the t test: "better" only
+        when distillation lowered the figure on every one of at least two
+        seeds, "worse" when it raised it on every one.
+    """
+    seeds, alone, distilled = rows_by_seed(rows)
+    if not seeds:
+        return None
+    alone_values = [alone[s][key] for s in seeds]
+    distilled_values = [distilled[s][key] for s in seeds]
+    differences = paired(alone_values, distilled_values)
+    alone_mean, alone_std = mean_std(alone_values)
+    distilled_mean, distilled_std = mean_std(distilled_values)
+    return {
+        "seeds": seeds,
+        "alone": alone_values,
+        "distilled": distilled_values,
+        "improved": differences["improved"],
+        "worse": differences["worsened"],
+        "alone_mean": alone_mean,
+        "alone_std": alone_std,
+        "distilled_mean": distilled_mean,
+        "distilled_std": distilled_std,
+        "verdict": verdict(differences, t_test=False),
+    }
 
 
 def seed_comparison(rows):
@@ -24,77 +66,53 @@ def seed_comparison(rows):
         rows: The run's model rows (`model`, `seed`, `test_errors`, ...).
 
     Returns:
-        None without both kinds of rows; else a dict with the per-seed
-        error counts (`alone`, `distilled`), `improved` (the number of seeds
-        with fewer errors), `seeds`, means and standard deviations, the
-        `teachers`' error counts (`{name: errors}`, trained once), a
-        `verdict` (`"better"`, `"worse"` or `"no reliable difference"`) and
-        the `sentence` that says it.
+        None without both kinds of rows; else `compare_seeds(rows,
+        "test_errors")` with the `test_examples`, the `teachers`' error
+        counts (`{name: errors}`, trained once) and the `sentence` that says
+        the verdict (`"better"`, `"worse"` or `"no reliable difference"`).
 
     The verdict is "better" only when distillation gave fewer errors on
     every one of at least two seeds, "worse" when it gave more on every one;
     anything else is no reliable difference, as is a single seed.
     """
-    alone = {r["seed"]: r for r in rows if r["model"] == "student alone"}
-    distilled = {r["seed"]: r for r in rows if r["model"] == "distilled student"}
-    seeds = [seed for seed in distilled if seed in alone]
-    if not seeds:
+    comparison = compare_seeds(rows, "test_errors")
+    if comparison is None:
         return None
-    alone_errors = [alone[s]["test_errors"] for s in seeds]
-    distilled_errors = [distilled[s]["test_errors"] for s in seeds]
-    improved = sum(d < a for a, d in zip(alone_errors, distilled_errors))
-    worse = sum(d > a for a, d in zip(alone_errors, distilled_errors))
-    n = len(seeds)
-    total = alone[seeds[0]]["test_examples"]
+    n, improved, worse = len(comparison["seeds"]), comparison["improved"], comparison["worse"]
+    _, alone, _ = rows_by_seed(rows)
+    total = alone[comparison["seeds"][0]]["test_examples"]
     # Teachers are trained once, whatever the seeds: one count each.
     teachers = {r["model"]: r["test_errors"] for r in rows if r["seed"] is None}
-    alone_mean, alone_std = mean_std(alone_errors)
-    distilled_mean, distilled_std = mean_std(distilled_errors)
     counts = (
-        f"{alone_mean:.1f} ± {alone_std:.1f} → {distilled_mean:.1f} ± {distilled_std:.1f} "
+        f"{comparison['alone_mean']:.1f} ± {comparison['alone_std']:.1f} → "
+        f"{comparison['distilled_mean']:.1f} ± {comparison['distilled_std']:.1f} "
         f"test errors of {total:,} (student alone → distilled; per seed "
-        f"{alone_errors} → {distilled_errors}"
+        f"{comparison['alone']} → {comparison['distilled']}"
     )
     if teachers:
         counts += "; " + ", ".join(f"{name} {errors}" for name, errors in teachers.items())
     counts += ")"
-    if n >= 2 and improved == n:
-        verdict = "better"
+    if comparison["verdict"] == "better":
         sentence = f"Distillation helped: fewer errors on {improved} of {n} seeds, {counts}."
-    elif n >= 2 and worse == n:
-        verdict = "worse"
+    elif comparison["verdict"] == "worse":
         sentence = (
             f"Distillation made the student worse: more errors on {worse} of {n} seeds, "
             f"{counts}. Try `tf-distill tune` to search the temperature and α."
         )
     else:
-        verdict = "no reliable difference"
         why = (
             "one seed cannot show one: set `training.seeds` (3 or more)"
             if n == 1
             else f"fewer errors on {improved}, more on {worse} of {n} seeds"
         )
         sentence = f"No reliable difference between distilled and alone ({why}): {counts}."
-        if distilled_mean > alone_mean:
+        if comparison["distilled_mean"] > comparison["alone_mean"]:
             sentence += (
                 " On average distillation made the student worse: try `tf-distill tune` "
                 "to search the temperature and α."
             )
-    return {
-        "seeds": seeds,
-        "alone": alone_errors,
-        "distilled": distilled_errors,
-        "improved": improved,
-        "worse": worse,
-        "alone_mean": alone_mean,
-        "alone_std": alone_std,
-        "distilled_mean": distilled_mean,
-        "distilled_std": distilled_std,
-        "test_examples": total,
-        "teachers": teachers,
-        "verdict": verdict,
-        "sentence": sentence,
-    }
+    comparison.update(test_examples=total, teachers=teachers, sentence=sentence)
+    return comparison
 
 
 def weak_teacher_warning(teacher_accuracy, alone_accuracy, seed_text=""):
