@@ -8,7 +8,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUBPACKAGES = (
-    "architectures", "batches", "cache", "callbacks", "compression", "data",
+    "architectures", "batches", "cache", "callbacks", "comparison", "compression", "data",
     "distillers", "distribute", "export", "language", "losses", "optimizers",
     "saving", "schedules", "stages", "taps", "teachers", "tuning",
 )

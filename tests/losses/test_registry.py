@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tf_distill import catalog
 from tf_distill import losses
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
@@ -203,7 +204,9 @@ def test_every_loss_takes_a_teacher_in_its_constructor_and_config(name):
     assert keras.saving.deserialize_keras_object(keras_config).teacher == "t1"
 
 
-@pytest.mark.parametrize("name", losses.names())
+# The package's own losses (the catalog the command lists): other test files
+# register losses of their own, which the registry then also holds.
+@pytest.mark.parametrize("name", sorted(catalog.LOSSES))
 def test_every_loss_signature_shows_teacher(name):
     cls = registry._REGISTRY[name][0]
     parameters = inspect.signature(cls).parameters
@@ -277,6 +280,8 @@ FORMER_NAMES = {
 
 def test_every_loss_class_name_ends_in_distillation():
     for name, class_name, _ in losses.describe():
+        if name not in catalog.LOSSES:
+            continue  # Registered by another test file.
         assert class_name.endswith("Distillation"), (name, class_name)
         assert class_name in losses.__all__
 
