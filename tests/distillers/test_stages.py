@@ -321,3 +321,19 @@ def test_distill_stages_refuses_bad_hooks_and_trained_models(teacher, tiny_data)
         distill_stages(teacher, [stage], x, y, trained=["b"])
     with pytest.raises(ValueError, match="stage 'a' is its teacher"):
         distill_stages(teacher, [stage], x, y, trained=[teacher])
+
+
+def test_check_stages_builds_the_chain_without_training(teacher, tiny_data):
+    from tf_distill.distillers.stages import check_stages
+
+    stages = [Stage(lambda: build_mlp("assistant", hidden=12), name="assistant"),
+              Stage(lambda: build_mlp("student", hidden=4), name="student")]
+    before = teacher.get_weights()
+    assistant, student = check_stages(teacher, stages)
+    assert [assistant.name, student.name] == ["assistant", "student"]
+    assert weights_equal(teacher.get_weights(), before)
+    wrong = [Stage(lambda: build_mlp("wide", num_classes=7), name="wide")]
+    with pytest.raises(ValueError):
+        check_stages(teacher, wrong)
+    with pytest.raises(ValueError, match=r"own `name`. Received: names=\['a', 'a'\]"):
+        check_stages(teacher, [Stage(lambda: build_mlp("a"), name="a")] * 2)

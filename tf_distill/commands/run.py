@@ -368,8 +368,7 @@ class Job:
         self.hops = schemes.resolve(self.config, num_examples=len(students_data[1].x_train))
         student = common.build_student(self.config, data, "student")
         common.check_model_fits_data(student, "student", data)
-        check_chain(self.config, self.hops, data,
-                    common.teacher_argument(plans) if plans else None, student)
+        check_chain(self, data, common.teacher_argument(plans) if plans else None, student)
         for plan in plans:
             if plan.needs_training:
                 self.claim()

@@ -19,8 +19,8 @@ from tf_distill.backend import keras
 from tf_distill.commands import common
 from tf_distill.commands.schemes import distillation_model
 from tf_distill.commands.stages_config import stage_config
-from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.stages import Stage
+from tf_distill.distillers.stages import check_stages
 from tf_distill.distillers.stages import distill_stages
 
 
@@ -29,30 +29,28 @@ def stage_file(name):
     return f"assistant_{name}.keras"
 
 
-def check_chain(config, hops, data, teacher, student):
+def check_chain(job, data, teacher, student):
     """Builds every stage's untrained model and the Distiller of each hop.
 
     Run before anything is trained or written, so that a stage that does
     not fit the data or a loss that does not fit its two models is refused
-    at once. Without `stages` it checks the teacher → student Distiller (or
-    the model of the config's `distillation.scheme`).
-
-    Args:
-        hops: Each hop's `Distiller` arguments (`schemes.resolve`).
+    at once (`check_stages`). Without `stages` it checks the teacher →
+    student Distiller (or the model of the config's `distillation.scheme`).
 
     Raises:
         ConfigError: for a stage's model that does not fit the data.
         ValueError: for anything the `Distiller` refuses.
     """
-    current = teacher
-    for index, stage in enumerate(config.get("stages") or ()):
-        local = stage_config(config, index)
-        model = common.build_student(local, data, stage["name"])
-        common.check_model_fits_data(model, f"stage {stage['name']!r}", data)
-        Distiller(teacher=current, student=model, **hops[index])
-        current = model
+    config, current = job.config, teacher
+    if config.get("stages"):
+        first = job.hops[0]
+        current = check_stages(
+            teacher, StageChain(job, data, config["training"]["seed"], check=True).stages(),
+            teacher_outputs=first["teacher_outputs"],
+            teacher_weights=first.get("teacher_weights"), ensemble=first.get("ensemble"),
+        )[-1]
     last = stage_config(config, len(config.get("stages") or ()))
-    distillation_model(last, hops[-1], current, student, data, config["training"]["seed"])
+    distillation_model(last, job.hops[-1], current, student, data, config["training"]["seed"])
 
 
 class StageChain:
@@ -61,11 +59,12 @@ class StageChain:
     Each stage is a `Stage` of the stage's config (its hop's `Distiller`
     arguments, `Job.compile_arguments`); the hooks of `distill_stages` give
     each stage the run's pipeline (its own teacher's outputs cached), its
-    callbacks, and save it as it ends.
+    callbacks, and save it as it ends. With `check`, the stages' students
+    are only built and checked against the data (`check_chain`).
     """
 
-    def __init__(self, job, data, seed):
-        self.job, self.data, self.seed = job, data, seed
+    def __init__(self, job, data, seed, check=False):
+        self.job, self.data, self.seed, self.check = job, data, seed, check
         self.names = [stage["name"] for stage in job.config["stages"]]
         self.configs = [stage_config(job.config, index) for index in range(len(self.names))]
         self.models, self.callbacks_of, self.started, self.results = {}, {}, {}, {}
@@ -91,6 +90,9 @@ class StageChain:
     def build(self, index):
         name, local = self.names[index], self.configs[index]
         model = common.build_student(local, self.data, name, seed=self.seed)
+        if self.check:  # only built to be checked (`check_chain`)
+            common.check_model_fits_data(model, f"stage {name!r}", self.data)
+            return model
         teacher = "teacher" if index == 0 else self.names[index - 1]
         self.job.log(f"Distilling stage {index + 1} of {len(self.names)}: the "
                      f"{teacher} teaches {name!r} ({model.count_params():,} parameters, "

@@ -294,6 +294,70 @@ def _stage_data(data, index, distiller, name):
     return result
 
 
+def _stage_names(stages):
+    names = [stage.name or f"stage_{index + 1}" for index, stage in enumerate(stages)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each stage needs its own `name`. Received: names={names}")
+    return names
+
+
+def _chain(teacher, stages, names, trained, teacher_outputs, teacher_weights, ensemble):
+    """Yields each stage's `(student, compiled Distiller or None if trained, teacher name)`;
+    the next stage's teacher is the student as it is when the next item is asked for."""
+    first_teacher = {"teacher_outputs": teacher_outputs}
+    if teacher_weights is not None or ensemble is not None:
+        first_teacher.update(teacher_weights=teacher_weights, ensemble=ensemble)
+    current, current_name = teacher, "teacher"
+    models = [] if not isinstance(teacher, keras.Model) else [teacher]
+    for index, (stage, name) in enumerate(zip(stages, names)):
+        student = trained[index] if index < len(trained) else stage.build_student()
+        if any(student is model for model in models):
+            raise ValueError(
+                f"The student of stage {name!r} is its teacher or an earlier stage's "
+                "model: each stage needs a model of its own (give a function that "
+                f"builds a new one). Received: student {student.name!r}"
+            )
+        distiller = None
+        if index >= len(trained):
+            distiller = Distiller(
+                teacher=current,
+                student=student,
+                distillation_losses=stage.make_losses(),
+                distillation_loss_weights=stage.distillation_loss_weights,
+                student_loss_weight=stage.student_loss_weight,
+                name=f"distiller_{name}",
+                **(first_teacher if index == 0 else {"teacher_outputs": "logits"}),
+            )
+            distiller.compile(**stage.compile_arguments())
+        yield student, distiller, current_name
+        models.append(student)
+        current, current_name = student, name
+
+
+def check_stages(teacher, stages, *, teacher_outputs="logits", teacher_weights=None,
+                 ensemble=None):
+    """Builds every stage's student and `Distiller` as `distill_stages` would,
+    without training: a chain that cannot run is refused before any training.
+
+    Args:
+        teacher, stages, teacher_outputs, teacher_weights, ensemble: As
+            `distill_stages` takes them.
+
+    Returns:
+        Each stage's (untrained) student, in order.
+
+    Raises:
+        ValueError: for anything `distill_stages` refuses before it trains a
+            stage: stages that are not `Stage`s, two stages with one name, a
+            student that is its teacher, a loss or teacher the `Distiller`
+            refuses.
+    """
+    stages = _as_stages(stages)
+    chain = _chain(teacher, stages, _stage_names(stages), [], teacher_outputs,
+                   teacher_weights, ensemble)
+    return [student for student, _, _ in chain]
+
+
 def distill_stages(
     teacher,
     stages,
@@ -386,51 +450,26 @@ def distill_stages(
             f"for each stage, not both. Received: data={data!r} and x, y or validation_data"
         )
     trained = _check_trained(trained, stages)
-    names = [stage.name or f"stage_{index + 1}" for index, stage in enumerate(stages)]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Each stage needs its own `name`. Received: names={names}")
-    first_teacher = {"teacher_outputs": teacher_outputs}
-    if teacher_weights is not None or ensemble is not None:
-        first_teacher.update(teacher_weights=teacher_weights, ensemble=ensemble)
-    current, current_name = teacher, "teacher"
-    models = [] if not isinstance(teacher, keras.Model) else [teacher]
+    names = _stage_names(stages)
     students, histories, teacher_names = [], [], []
-    for index, (stage, name) in enumerate(zip(stages, names)):
-        student = trained[index] if index < len(trained) else stage.build_student()
-        if any(student is model for model in models):
-            raise ValueError(
-                f"The student of stage {name!r} is its teacher or an earlier stage's "
-                "model: each stage needs a model of its own (give a function that "
-                f"builds a new one). Received: student {student.name!r}"
-            )
+    chain = _chain(teacher, stages, names, trained, teacher_outputs, teacher_weights, ensemble)
+    for index, (student, distiller, teacher_name) in enumerate(chain):
         history = None
-        if index >= len(trained):
-            distiller = Distiller(
-                teacher=current,
-                student=student,
-                distillation_losses=stage.make_losses(),
-                distillation_loss_weights=stage.distillation_loss_weights,
-                student_loss_weight=stage.student_loss_weight,
-                name=f"distiller_{name}",
-                **(first_teacher if index == 0 else {"teacher_outputs": "logits"}),
-            )
-            distiller.compile(**stage.compile_arguments())
+        if distiller is not None:
             stage_x, stage_validation = (
                 (x, validation_data) if data is None
-                else _stage_data(data, index, distiller, name)
+                else _stage_data(data, index, distiller, names[index])
             )
             history = distiller.fit(
-                stage_x, y, epochs=stage.epochs, validation_data=stage_validation,
-                callbacks=_stage_callbacks(callbacks, index, stage), verbose=verbose,
+                stage_x, y, epochs=stages[index].epochs, validation_data=stage_validation,
+                callbacks=_stage_callbacks(callbacks, index, stages[index]), verbose=verbose,
                 **fit_kwargs,
             )
             if on_stage_end is not None:
                 on_stage_end(index, distiller, history)
         students.append(student)
         histories.append(history)
-        teacher_names.append(current_name)
-        models.append(student)
-        current, current_name = student, name
+        teacher_names.append(teacher_name)
     return StageRuns(students, histories, names, teacher_names)
 
 
