@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import build_mlp
 
 from tf_distill import LogitsDistillation
@@ -196,3 +197,143 @@ def test_born_again_errors(teacher):
         born_again(teacher, build_student=3)
     with pytest.raises(ValueError, match="Invalid value for argument `ensemble_kind`"):
         born_again(teacher, ensemble=True, ensemble_kind="vote")
+
+
+def sgd(rate=0.1):
+    return {"class_name": "SGD", "config": {"learning_rate": rate}}
+
+
+def test_the_first_stage_may_have_several_weighted_teachers(teacher, tiny_data):
+    x, y = tiny_data
+    other = build_mlp("other", hidden=8)
+    stages = [Stage(lambda: build_mlp("assistant", hidden=12), "kd", student_loss_weight=0.0,
+                    optimizer=sgd(), compile_kwargs={"jit_compile": False}, name="assistant"),
+              Stage(lambda: build_mlp("student", hidden=4), "kd",
+                    compile_kwargs={"jit_compile": False}, name="student")]
+    watches, callbacks = watchers(2)
+    runs = distill_stages({"big": teacher, "small": other}, stages, x, y, batch_size=32,
+                          callbacks=callbacks, teacher_weights={"big": 3.0, "small": 1.0},
+                          ensemble="average_logits", verbose=0)
+    assert runs.teachers == ["teacher", "assistant"]
+    # Stage 1 learns KD from the weighted average of both teachers' logits.
+    assistant = runs.students[0]
+    terms = watches[0].distiller.compute_loss_terms(x, y)
+    ensemble = 0.75 * logits_of(teacher, x) + 0.25 * logits_of(other, x)
+    expected = np.mean(np_kd(ensemble, logits_of(assistant, x), 3.0))
+    np.testing.assert_allclose(float(terms["distillation_loss"]), expected, rtol=1e-5)
+    # Stage 2 has one teacher: the assistant.
+    assert watches[1].distiller.teacher is assistant
+    with pytest.raises(ValueError, match="teacher_weights"):
+        distill_stages({"big": teacher, "small": other}, stages[:1], x, y,
+                       teacher_weights=[1.0], verbose=0)
+
+
+def test_a_stage_takes_a_scheduled_student_loss_weight(teacher, tiny_data):
+    x, y = tiny_data
+    stage = Stage(build_mlp("student", hidden=4), "kd",
+                  student_loss_weight={"schedule": "linear", "start": 0.9, "end": 0.1,
+                                       "duration": 2},
+                  epochs=2, compile_kwargs={"jit_compile": False}, name="student")
+    assert stage.get_config()["student_loss_weight"] == {
+        "schedule": "linear", "start": 0.9, "end": 0.1, "duration": 2, "unit": "epoch"}
+    copy = Stage.from_config(json.loads(json.dumps(stage.get_config())))
+    assert copy.student_loss_weight.bounds == (0.1, 0.9)
+    watches, callbacks = watchers(1)
+    runs = distill_stages(teacher, [stage], x, y, batch_size=32, callbacks=callbacks, verbose=0)
+    # The schedule reached its second epoch's value, 0.5: the loss is α·CE + (1 − α)·KD.
+    distiller = watches[0].distiller
+    assert float(distiller.student_loss_weight.read()) == pytest.approx(0.5)
+    terms = distiller.compute_loss_terms(x, y)
+    expected = 0.5 * float(terms["student_loss"]) + 0.5 * float(terms["distillation_loss"])
+    np.testing.assert_allclose(float(terms["loss"]), expected, rtol=1e-5)
+    assert len(runs.histories[0].history["loss"]) == 2
+    with pytest.raises(ValueError,
+                       match=r"`student_loss_weight` must be in \[0.0, 1.0\] at every epoch"):
+        Stage(lambda: None, student_loss_weight={"schedule": "linear", "start": 0.5,
+                                                 "end": 1.5, "duration": 2})
+
+
+def test_each_stage_reads_its_own_data_from_the_data_hook(teacher, tiny_data):
+    x, y = tiny_data
+    calls, ends = [], []
+
+    def data(index, distiller):
+        calls.append((index, distiller.teacher))
+        rows = 64 if index == 0 else 32  # each stage's own training set
+        return (tf.data.Dataset.from_tensor_slices((x[:rows], y[:rows])).batch(16),
+                (x[32:], y[32:]))
+
+    def on_stage_end(index, distiller, history):
+        ends.append((index, distiller.student.get_weights(), history.params["steps"]))
+
+    stages = [Stage(lambda: build_mlp("assistant", hidden=12), optimizer=sgd(),
+                    compile_kwargs={"jit_compile": False}, name="assistant"),
+              Stage(lambda: build_mlp("student", hidden=4), optimizer=sgd(),
+                    compile_kwargs={"jit_compile": False}, name="student")]
+    runs = distill_stages(teacher, stages, data=data, on_stage_end=on_stage_end, verbose=0)
+    assistant = runs.students[0]
+    assert calls == [(0, teacher), (1, assistant)]
+    assert [(index, steps) for index, _, steps in ends] == [(0, 4), (1, 2)]
+    # Called as each stage ends: stage 1's student as it went on to teach.
+    assert weights_equal(ends[0][1], assistant.get_weights())
+    assert all("val_loss" in history.history for history in runs.histories)
+
+
+def test_a_chain_resumes_after_the_stages_trained_before(teacher, tiny_data):
+    x, y = tiny_data
+    assistant = build_mlp("assistant", hidden=12)
+    before = assistant.get_weights()
+    built, ends = [], []
+    stages = [Stage(lambda: built.append(1) or build_mlp("never"), name="assistant"),
+              Stage(lambda: build_mlp("student", hidden=4), optimizer=sgd(),
+                    compile_kwargs={"jit_compile": False}, name="student")]
+    watches = {}
+
+    def callbacks(index, stage):
+        watches[index] = Watch()
+        return [watches[index]]
+
+    runs = distill_stages(teacher, stages, x, y, trained=[assistant], batch_size=32,
+                          callbacks=callbacks, verbose=0,
+                          on_stage_end=lambda index, distiller, history: ends.append(index))
+    assert built == [] and list(watches) == [1] and ends == [1]
+    assert runs.students[0] is assistant and runs.histories[0] is None
+    assert runs.teachers == ["teacher", "assistant"]
+    assert watches[1].distiller.teacher is assistant
+    assert weights_equal(assistant.get_weights(), before)
+    assert len(runs.histories[1].history["loss"]) == 1
+
+
+def test_distill_stages_refuses_bad_hooks_and_trained_models(teacher, tiny_data):
+    x, y = tiny_data
+    stage = Stage(lambda: build_mlp("a"), compile_kwargs={"jit_compile": False}, name="a")
+    with pytest.raises(ValueError, match="`data` must be a function"):
+        distill_stages(teacher, [stage], data="train")
+    with pytest.raises(ValueError, match="as `x`, `y` and `validation_data`, or as `data`"):
+        distill_stages(teacher, [stage], x, y, data=lambda index, distiller: (x, None))
+    with pytest.raises(ValueError, match="`on_stage_end` must be a function"):
+        distill_stages(teacher, [stage], x, y, on_stage_end=[])
+    with pytest.raises(ValueError, match=r"`data` must return `\(x, validation_data\)`"):
+        distill_stages(teacher, [stage], data=lambda index, distiller: x, verbose=0)
+    with pytest.raises(ValueError, match=r"at most one per stage \(1\). Received: trained="):
+        distill_stages(teacher, [stage], x, y, trained=[build_mlp("b"), build_mlp("c")])
+    with pytest.raises(ValueError, match="`trained` must be a list of the keras.Models"):
+        distill_stages(teacher, [stage], x, y, trained=["b"])
+    with pytest.raises(ValueError, match="stage 'a' is its teacher"):
+        distill_stages(teacher, [stage], x, y, trained=[teacher])
+
+
+def test_check_stages_builds_the_chain_without_training(teacher, tiny_data):
+    from tf_distill.distillers.stages import check_stages
+
+    stages = [Stage(lambda: build_mlp("assistant", hidden=12), name="assistant"),
+              Stage(lambda: build_mlp("student", hidden=4), name="student")]
+    before = teacher.get_weights()
+    assistant, student = check_stages(teacher, stages)
+    assert [assistant.name, student.name] == ["assistant", "student"]
+    assert weights_equal(teacher.get_weights(), before)
+    wrong = [Stage(lambda: build_mlp("wide", num_classes=7), name="wide")]
+    with pytest.raises(ValueError):
+        check_stages(teacher, wrong)
+    with pytest.raises(ValueError, match=r"own `name`. Received: names=\['a', 'a'\]"):
+        check_stages(teacher, [Stage(lambda: build_mlp("a"), name="a")] * 2)

@@ -223,40 +223,55 @@ class Job:
     def seed_text(self, seed):
         return "" if self.config["training"]["seeds"] is None else f" (seed {seed})"
 
-    def distill(self, teacher, student, data, seed, hop=None, phase=None):
-        """Distills into `student`; returns `(history, seconds)`. `hop` and
-        `phase`: a stage's index and phase (`commands.stages`); by default the student's."""
-        hop = len(self.hops) - 1 if hop is None else hop
-        config = stage_config(self.config, hop)
-        training = config["training"]
-        distiller = schemes.distillation_model(config, schemes.fresh(self.hops[hop]), teacher,
+    def distill(self, teacher, student, data, seed):
+        """Distills into `student` from the last stage (or the teacher); returns
+        `(history, seconds)`. The stages before run in `commands.stages`."""
+        config = stage_config(self.config, len(self.hops) - 1)
+        distiller = schemes.distillation_model(config, schemes.fresh(self.hops[-1]), teacher,
                                                student, data, seed)
-        distiller.compile(
-            optimizer=common.training_optimizer(
-                config, data, learning_rate=training["learning_rate"], epochs=training["epochs"],
-            ),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=common.jit_compile(config),
-        )
+        distiller.compile(**self.compile_arguments(config, data))
         batch = self.config["data"]["batch_size"]
-        diverged = StopOnNonFiniteLoss()
-        last_good = self.path("student_last_good.keras")
         self.claim()
         start = time.perf_counter()  # a cache build counts in the distillation time
-        train, validation = self.distillation_data(distiller, data, batch, seed, phase)
+        train, validation = self.distillation_data(distiller, data, batch, seed)
+        callbacks = self.distillation_callbacks(config, student, f"distill{self.suffix(seed)}")
         history = distiller.fit(
             train,
             validation_data=validation,
-            epochs=training["epochs"],
+            epochs=config["training"]["epochs"],
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
-            callbacks=[diverged, KeepLastGoodModel(student, last_good),
-                       self.backup(phase or f"distill{self.suffix(seed)}"),
-                       *common.training_callbacks(config)],
+            callbacks=callbacks,
         )
+        return self.distilled_history(config, history, callbacks[0]), time.perf_counter() - start
+
+    def compile_arguments(self, config, data):
+        """`compile`'s arguments for distilling as a (stage's) config says, a new optimizer."""
+        training = config["training"]
+        return {
+            "optimizer": common.training_optimizer(
+                config, data, learning_rate=training["learning_rate"], epochs=training["epochs"],
+            ),
+            "loss": "sparse_categorical_crossentropy",
+            "metrics": ["accuracy"],
+            "jit_compile": common.jit_compile(config),
+        }
+
+    def distillation_callbacks(self, config, student, phase):
+        """The callbacks of one distillation into `student`: the first, a
+        `StopOnNonFiniteLoss`, goes to `distilled_history` after `fit`."""
+        return [StopOnNonFiniteLoss(), KeepLastGoodModel(student, self.path("student_last_good.keras")),
+                self.backup(phase), *common.training_callbacks(config)]
+
+    def distilled_history(self, config, history, diverged):
+        """The history of a finished distillation, as a dict of the student's metrics.
+
+        Raises:
+            TrainingDivergedError: if the loss became NaN or infinite.
+        """
         if diverged.diverged_at is not None:
             epoch, step, loss = diverged.diverged_at
+            last_good = self.path("student_last_good.keras")
             kept = (
                 f"The last good student is kept at {last_good}."
                 if os.path.exists(last_good)
@@ -267,8 +282,7 @@ class Job:
                 f"step {step}. {kept} Lower `training.learning_rate` or the "
                 "temperature, and check the data for extreme values."
             )
-        history = schemes.student_history(config, common.history_dict(history))
-        return history, time.perf_counter() - start
+        return schemes.student_history(config, common.history_dict(history))
 
     def distillation_data(self, distiller, data, batch, seed, phase=None):
         """Train and validation pipelines, with the teacher's outputs cached
@@ -354,8 +368,7 @@ class Job:
         self.hops = schemes.resolve(self.config, num_examples=len(students_data[1].x_train))
         student = common.build_student(self.config, data, "student")
         common.check_model_fits_data(student, "student", data)
-        check_chain(self.config, self.hops, data,
-                    common.teacher_argument(plans) if plans else None, student)
+        check_chain(self, data, common.teacher_argument(plans) if plans else None, student)
         for plan in plans:
             if plan.needs_training:
                 self.claim()

@@ -15,22 +15,24 @@ stage becoming the frozen teacher of the next:
 Each stage is a `Stage`: its student (a model, or a function that builds
 one), its distillation losses and their weights, `student_loss_weight`, its
 epochs, its optimizer and compile arguments. `distill_stages` runs the
-stages with `tf_distill.Distiller`; `born_again` builds the stages of a
-chain of generations.
+stages with `tf_distill.Distiller` (each stage on the same data, or on its
+own through `data`; resuming after the stages already `trained`);
+`born_again` builds the stages of a chain of generations.
 """
 
 from typing import NamedTuple
 
 from tf_distill import losses as losses_lib
+from tf_distill import schedules
 from tf_distill.architectures import fresh_copy
 from tf_distill.backend import keras
 from tf_distill.distillers.distiller import Distiller
+from tf_distill.schedules import check_loss_weight
 from tf_distill.schedules import check_loss_weights
 from tf_distill.teachers.ensemble import ENSEMBLE_KINDS
 from tf_distill.teachers.ensemble import TeacherEnsemble
 from tf_distill.validation import check_choice
 from tf_distill.validation import check_count
-from tf_distill.validation import check_unit_interval
 
 # A label loss on integer labels, applied to logits (see `Distiller.compile`).
 DEFAULT_LOSS = "sparse_categorical_crossentropy"
@@ -54,7 +56,8 @@ class Stage:
         distillation_losses: A `tf_distill.losses` name, config dict or
             object, or a list of them (see `Distiller`). Defaults to `"kd"`.
         distillation_loss_weights: One weight per loss (default 1 each).
-        student_loss_weight: `α` in [0, 1], the weight of the label loss.
+        student_loss_weight: `α` in [0, 1], the weight of the label loss,
+            or a schedule of it (see `tf_distill.schedules`).
         epochs: The stage's epochs, an integer >= 1.
         optimizer: An optimizer name, config dict or instance. Each run of
             the stage gets a fresh optimizer built from its config, so one
@@ -111,7 +114,7 @@ class Stage:
                 "distillation_losses=[]"
             )
         resolved = [losses_lib.get(loss) for loss in distillation_losses]
-        check_unit_interval("student_loss_weight", student_loss_weight)
+        student_loss_weight = check_loss_weight(student_loss_weight)
         compile_kwargs = dict(compile_kwargs or {})
         if "optimizer" in compile_kwargs:
             raise ValueError(
@@ -135,7 +138,7 @@ class Stage:
         self.distillation_loss_weights = check_loss_weights(
             distillation_loss_weights, len(resolved)
         )
-        self.student_loss_weight = float(student_loss_weight)
+        self.student_loss_weight = student_loss_weight
         self.epochs = check_count("epochs", epochs)
         self.optimizer_config = optimizer_config
         self.compile_kwargs = compile_kwargs
@@ -156,6 +159,12 @@ class Stage:
                 f"Received: {model!r} of type {type(model).__name__}"
             )
         return model
+
+    def make_losses(self):
+        """Fresh copies of the stage's losses, so that one `Stage` can run twice:
+        a loss may hold state (CRD's memory bank, CTKD's learned temperature)."""
+        return [losses_lib.deserialize(losses_lib.serialize(loss))
+                for loss in self.distillation_losses]
 
     def make_optimizer(self):
         """A fresh optimizer from the stage's optimizer config."""
@@ -179,8 +188,9 @@ class Stage:
             "name": self.name,
             "student": keras.saving.serialize_keras_object(self.student),
             "distillation_losses": [losses_lib.serialize(loss) for loss in self.distillation_losses],
-            "distillation_loss_weights": list(self.distillation_loss_weights),
-            "student_loss_weight": self.student_loss_weight,
+            "distillation_loss_weights": [
+                schedules.serialize(weight) for weight in self.distillation_loss_weights],
+            "student_loss_weight": schedules.serialize(self.student_loss_weight),
             "epochs": self.epochs,
             "optimizer": self.optimizer_config,
             "compile_kwargs": {k: keras.saving.serialize_keras_object(v) for k, v in self.compile_kwargs.items()},
@@ -213,7 +223,8 @@ class StageRuns(NamedTuple):
     Attributes:
         students: The trained students (all but the last left frozen: each
             was the teacher of the next stage).
-        histories: Each stage's Keras `History`.
+        histories: Each stage's Keras `History` (`None` for a stage that
+            `distill_stages` was given as `trained`).
         names: Each stage's name.
         teachers: The name of each stage's teacher (`"teacher"` for the first).
     """
@@ -253,6 +264,100 @@ def _stage_callbacks(callbacks, index, stage):
     return list(callbacks)
 
 
+def _check_hook(name, hook, arguments):
+    if hook is not None and not callable(hook):
+        raise ValueError(
+            f"`{name}` must be a function {arguments} or None. Received: {name}={hook!r}"
+        )
+
+
+def _check_trained(trained, stages):
+    if trained is None:
+        return []
+    if (not isinstance(trained, (list, tuple)) or len(trained) > len(stages)
+            or not all(isinstance(model, keras.Model) for model in trained)):
+        raise ValueError(
+            "`trained` must be a list of the keras.Models that the first stages "
+            f"trained before, at most one per stage ({len(stages)}). Received: "
+            f"trained={trained!r}"
+        )
+    return list(trained)
+
+
+def _stage_data(data, index, distiller, name):
+    result = data(index, distiller)
+    if not isinstance(result, (list, tuple)) or len(result) != 2:
+        raise ValueError(
+            f"`data` must return `(x, validation_data)` for each stage. Received: "
+            f"{result!r} for stage {name!r}"
+        )
+    return result
+
+
+def _stage_names(stages):
+    names = [stage.name or f"stage_{index + 1}" for index, stage in enumerate(stages)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each stage needs its own `name`. Received: names={names}")
+    return names
+
+
+def _chain(teacher, stages, names, trained, teacher_outputs, teacher_weights, ensemble):
+    """Yields each stage's `(student, compiled Distiller or None if trained, teacher name)`;
+    the next stage's teacher is the student as it is when the next item is asked for."""
+    first_teacher = {"teacher_outputs": teacher_outputs}
+    if teacher_weights is not None or ensemble is not None:
+        first_teacher.update(teacher_weights=teacher_weights, ensemble=ensemble)
+    current, current_name = teacher, "teacher"
+    models = [] if not isinstance(teacher, keras.Model) else [teacher]
+    for index, (stage, name) in enumerate(zip(stages, names)):
+        student = trained[index] if index < len(trained) else stage.build_student()
+        if any(student is model for model in models):
+            raise ValueError(
+                f"The student of stage {name!r} is its teacher or an earlier stage's "
+                "model: each stage needs a model of its own (give a function that "
+                f"builds a new one). Received: student {student.name!r}"
+            )
+        distiller = None
+        if index >= len(trained):
+            distiller = Distiller(
+                teacher=current,
+                student=student,
+                distillation_losses=stage.make_losses(),
+                distillation_loss_weights=stage.distillation_loss_weights,
+                student_loss_weight=stage.student_loss_weight,
+                name=f"distiller_{name}",
+                **(first_teacher if index == 0 else {"teacher_outputs": "logits"}),
+            )
+            distiller.compile(**stage.compile_arguments())
+        yield student, distiller, current_name
+        models.append(student)
+        current, current_name = student, name
+
+
+def check_stages(teacher, stages, *, teacher_outputs="logits", teacher_weights=None,
+                 ensemble=None):
+    """Builds every stage's student and `Distiller` as `distill_stages` would,
+    without training: a chain that cannot run is refused before any training.
+
+    Args:
+        teacher, stages, teacher_outputs, teacher_weights, ensemble: As
+            `distill_stages` takes them.
+
+    Returns:
+        Each stage's (untrained) student, in order.
+
+    Raises:
+        ValueError: for anything `distill_stages` refuses before it trains a
+            stage: stages that are not `Stage`s, two stages with one name, a
+            student that is its teacher, a loss or teacher the `Distiller`
+            refuses.
+    """
+    stages = _as_stages(stages)
+    chain = _chain(teacher, stages, _stage_names(stages), [], teacher_outputs,
+                   teacher_weights, ensemble)
+    return [student for student, _, _ in chain]
+
+
 def distill_stages(
     teacher,
     stages,
@@ -260,8 +365,13 @@ def distill_stages(
     y=None,
     *,
     validation_data=None,
+    data=None,
+    trained=None,
     callbacks=None,
+    on_stage_end=None,
     teacher_outputs="logits",
+    teacher_weights=None,
+    ensemble=None,
     verbose="auto",
     **fit_kwargs,
 ):
@@ -270,8 +380,10 @@ def distill_stages(
     Stage 1 distills `teacher` into its student; stage k distills stage
     k − 1's trained student, frozen and unchanged, into its own (Mirzadeh
     et al., AAAI 2020: teacher → assistant → student). Each stage is one
-    `tf_distill.Distiller`, compiled with the stage's optimizer (fresh) and
-    `compile_kwargs`, and fitted for the stage's epochs on the same data.
+    `tf_distill.Distiller`, compiled with the stage's optimizer and losses
+    (fresh copies) and `compile_kwargs`, and fitted for the stage's epochs,
+    on the same data or, with `data`, on each stage's own (say, with its
+    teacher's outputs cached).
 
     Args:
         teacher: The trained first teacher: a `keras.Model`, or several (a
@@ -280,20 +392,35 @@ def distill_stages(
         x, y: The training data, as `keras.Model.fit` takes them (a
             `tf.data.Dataset` of `(x, y)` as `x`).
         validation_data: As `fit` takes it; the same for every stage.
+        data: Instead of `x`, `y` and `validation_data`: a function
+            `(index, distiller) -> (x, validation_data)` giving each stage's
+            own data, called after the stage's `Distiller` is compiled.
+        trained: To resume a chain: the students that the first
+            `len(trained)` stages trained before, in order. Those stages
+            are not trained again; each still teaches the next stage.
         callbacks: A list of callbacks given to every stage's `fit`, or a
             function `(index, stage) -> list` for each stage's own.
+        on_stage_end: A function `(index, distiller, history)` called after
+            each stage trained, before the next starts (to save its student,
+            say, so that an interrupted chain can resume with `trained`).
         teacher_outputs: `"logits"` or `"probabilities"` for the first
             teacher (every later teacher is a student: logits).
+        teacher_weights, ensemble: With several first teachers: their
+            weights and how they are combined, as `Distiller` takes them.
         verbose: As `fit` takes it.
         **fit_kwargs: More arguments of `fit` (`batch_size`, `shuffle`, ...).
 
     Returns:
-        A `StageRuns(students, histories, names, teachers)`.
+        A `StageRuns(students, histories, names, teachers)`; the history of
+        a stage in `trained` is `None`.
 
     Raises:
         ValueError: for `stages` that are not `Stage`s, two stages with one
             name, a stage whose student is its own teacher or an earlier
-            stage's, `epochs` in `fit_kwargs`, or anything `Distiller` refuses.
+            stage's, `epochs` in `fit_kwargs`, `data` given with `x`, `y` or
+            `validation_data`, hooks that are not functions, a `data` that
+            does not return a pair, `trained` that is not a list of at most
+            one model per stage, or anything `Distiller` refuses.
 
     Example:
 
@@ -315,40 +442,34 @@ def distill_stages(
             "Each stage sets its own `epochs` (`Stage(epochs=...)`). Received: "
             f"epochs={fit_kwargs['epochs']!r}"
         )
-    names = [stage.name or f"stage_{index + 1}" for index, stage in enumerate(stages)]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Each stage needs its own `name`. Received: names={names}")
-    current, current_name = teacher, "teacher"
-    models = [] if not isinstance(teacher, keras.Model) else [teacher]
+    _check_hook("data", data, "(index, distiller) -> (x, validation_data)")
+    _check_hook("on_stage_end", on_stage_end, "(index, distiller, history)")
+    if data is not None and (x is not None or y is not None or validation_data is not None):
+        raise ValueError(
+            "Give the training data as `x`, `y` and `validation_data`, or as `data` "
+            f"for each stage, not both. Received: data={data!r} and x, y or validation_data"
+        )
+    trained = _check_trained(trained, stages)
+    names = _stage_names(stages)
     students, histories, teacher_names = [], [], []
-    for index, (stage, name) in enumerate(zip(stages, names)):
-        student = stage.build_student()
-        if any(student is model for model in models):
-            raise ValueError(
-                f"The student of stage {name!r} is its teacher or an earlier stage's "
-                "model: each stage needs a model of its own (give a function that "
-                f"builds a new one). Received: student {student.name!r}"
+    chain = _chain(teacher, stages, names, trained, teacher_outputs, teacher_weights, ensemble)
+    for index, (student, distiller, teacher_name) in enumerate(chain):
+        history = None
+        if distiller is not None:
+            stage_x, stage_validation = (
+                (x, validation_data) if data is None
+                else _stage_data(data, index, distiller, names[index])
             )
-        distiller = Distiller(
-            teacher=current,
-            student=student,
-            distillation_losses=stage.distillation_losses,
-            distillation_loss_weights=stage.distillation_loss_weights,
-            student_loss_weight=stage.student_loss_weight,
-            teacher_outputs=teacher_outputs if index == 0 else "logits",
-            name=f"distiller_{name}",
-        )
-        distiller.compile(**stage.compile_arguments())
-        history = distiller.fit(
-            x, y, epochs=stage.epochs, validation_data=validation_data,
-            callbacks=_stage_callbacks(callbacks, index, stage), verbose=verbose,
-            **fit_kwargs,
-        )
+            history = distiller.fit(
+                stage_x, y, epochs=stages[index].epochs, validation_data=stage_validation,
+                callbacks=_stage_callbacks(callbacks, index, stages[index]), verbose=verbose,
+                **fit_kwargs,
+            )
+            if on_stage_end is not None:
+                on_stage_end(index, distiller, history)
         students.append(student)
         histories.append(history)
-        teacher_names.append(current_name)
-        models.append(student)
-        current, current_name = student, name
+        teacher_names.append(teacher_name)
     return StageRuns(students, histories, names, teacher_names)
 
 
@@ -407,7 +528,7 @@ def born_again(
         distillation_losses, distillation_loss_weights, student_loss_weight,
             epochs, optimizer, compile_kwargs: Every generation's, as
             `Stage` takes them; each generation gets its own copies of the
-            losses and a fresh optimizer.
+            losses and a fresh optimizer (see `distill_stages`).
         ensemble: Return the ensemble of the generations' students too.
         ensemble_kind: `"average_probabilities"` or `"average_logits"`.
         seed: With `build_student=None`: the seed of generation k's initial
@@ -447,11 +568,6 @@ def born_again(
         )
     if ensemble:
         check_choice("ensemble_kind", ensemble_kind, ENSEMBLE_KINDS)
-    if not isinstance(distillation_losses, (list, tuple)):
-        distillation_losses = [distillation_losses]
-    # Serialized once: each generation gets its own loss objects.
-    loss_configs = [losses_lib.serialize(losses_lib.get(loss)) for loss in distillation_losses]
-
     def builder(generation):
         if build_student is not None:
             return build_student
@@ -462,7 +578,7 @@ def born_again(
     stages = [
         Stage(
             builder(generation),
-            [losses_lib.deserialize(config) for config in loss_configs],
+            distillation_losses,
             distillation_loss_weights=distillation_loss_weights,
             student_loss_weight=student_loss_weight,
             epochs=epochs,
