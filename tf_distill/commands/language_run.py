@@ -4,16 +4,15 @@ Text → the teacher (loaded from `teacher.path`, or trained) → for each seed
 of `training.seeds`, the student trained alone and distilled from the same
 initial weights → held-out perplexity of each, the teacher's NLL of each
 student's own samples (the exposure-bias measure), training tokens per
-second, `metrics.json`, `report.md` and `config.yaml`. The phases, resuming
-and refusing another config's folder are the classifier run's
-(`tf_distill.commands.run.Job`).
+second, `metrics.json`, `report.md` and `config.yaml`. The flow, its phases,
+resuming and refusing another config's folder are the classifier run's
+(`tf_distill.commands.run.Job`): `LanguageJob` overrides only its hooks for
+the data, the models, the metric and the report.
 """
 
 import math
 import os
 import time
-
-import yaml
 
 from tf_distill import data as data_lib
 from tf_distill import saving
@@ -23,13 +22,9 @@ from tf_distill.commands import common
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_report import write_language_report
-from tf_distill.commands.run import CONFIG_FILE
 from tf_distill.commands.run import Job
-from tf_distill.commands.run import config_hash
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.on_policy import OnPolicyDistiller
-from tf_distill.files import atomic_write
-from tf_distill.files import atomic_write_json
 from tf_distill.language import build_causal_lm
 from tf_distill.language.evaluation import perplexity
 from tf_distill.language.evaluation import teacher_nll_of_samples
@@ -98,21 +93,83 @@ def steps_per_epoch(config, data):
 
 
 class LanguageJob(Job):
-    """Runs one `task: language` config; `LanguageJob(config).run()` returns the metrics."""
+    """Runs one `task: language` config; `LanguageJob(config).run()` returns the metrics.
 
-    def run(self):
-        common.check_output_folder(self.output)
-        return self.run_in(None)
+    `Job`'s flow, with text for the data, causal LMs for the models and
+    perplexity for the metric.
+    """
+
+    def load_data(self):
+        return load_corpus(self.config["data"])
+
+    def describe_data(self, data):
+        return (f"Text: {data.name}: {data.sizes['train']} train, "
+                f"{data.sizes['validation']} validation, {data.sizes['test']} test "
+                f"windows of {data.sequence_length} byte tokens")
+
+    def data_summary(self, data):
+        return {"name": data.name, "identity": data.fingerprint,
+                "sequence_length": data.sequence_length,
+                "vocabulary_size": data.vocabulary_size,
+                **{split: data.tokens(split) for split in data_lib.text.TEXT_SPLITS}}
+
+    def teachers(self, data, rows, histories):
+        """The teacher: loaded, reused from an interrupted run, or trained; the
+        students learn from all the training text."""
+        teacher, history, seconds = self.teacher(data)
+        self.check_teacher(teacher, data)
+        if history:
+            histories["teacher"] = history
+        seed = self.config["training"]["seed"]
+        rows.append({"model": "teacher", "seed": None,
+                     "parameters": int(teacher.count_params()), "train_seconds": seconds,
+                     "tokens_per_second": self.tokens_per_second(
+                         data, self.config["teacher"]["epochs"], seconds),
+                     **self.perplexities(teacher, None, data, seed)})
+        return teacher, (data, data)
+
+    def build_student(self, data, name, seed=None):
+        return build_model(self.config["student"], data.vocabulary_size, name, seed=seed)
+
+    def train_alone(self, model, data, seed, phase):
+        training = self.config["training"]
+        keras.utils.set_random_seed(seed)
+        return self.fit_alone(model, data, seed, training["epochs"], training["learning_rate"],
+                              phase)
+
+    def save_student(self, student, filename):
+        saving.save_model(common.without_training_state(student), self.path(filename))
+
+    def score(self, model, data, *, seed, teacher, seconds, filename):
+        """Training tokens per second, perplexity, and the teacher's NLL of samples."""
+        return {"tokens_per_second": self.tokens_per_second(
+                    data, self.config["training"]["epochs"], seconds),
+                **self.perplexities(model, teacher, data, seed)}
+
+    def weak_teacher_warning(self, baseline, data, seed):
+        return None  # warned of once, against every seed (`weak_teacher_warnings`)
+
+    def weak_teacher_warnings(self, rows):
+        return weak_teacher_warnings(rows)
+
+    def compare(self, rows):
+        return language_comparison(rows)
+
+    def write_report(self, results, histories, config_text):
+        return write_language_report(self.folder, results, histories, config_text)
+
+    # ------------------------------------------------------------------
+    # Causal LMs: training, distilling, measuring.
 
     def train_dataset(self, data, seed):
         batch = self.config["data"]["batch_size"]
         return data.dataset("train", batch, shuffle=True, seed=seed).repeat()
 
     def fit(self, model, data, seed, epochs, phase, train=None):
-        """Fits a compiled model (or distiller); returns `(history, seconds, tokens/s)`."""
+        """Fits a compiled model (or distiller); returns `(history, seconds)`."""
         steps = steps_per_epoch(self.config, data)
         if epochs == 0:
-            return {}, 0.0, None
+            return {}, 0.0
         self.claim()
         start = time.perf_counter()
         # No validation pass per epoch: the validation perplexity is measured
@@ -126,9 +183,10 @@ class LanguageJob(Job):
         seconds = time.perf_counter() - start
         history = common.history_dict(history)
         common.check_finite(history, phase)
-        return history, seconds, self.trained_tokens(data, epochs) / seconds
+        return history, seconds
 
-    def train_alone(self, model, data, seed, epochs, learning_rate, phase):
+    def fit_alone(self, model, data, seed, epochs, learning_rate, phase):
+        """Trains a causal LM on the next token alone; returns `(history, seconds)`."""
         model.compile(
             optimizer=language_optimizer(self.config, data, learning_rate=learning_rate,
                                          epochs=epochs),
@@ -139,7 +197,7 @@ class LanguageJob(Job):
         return self.fit(model, data, seed, epochs, phase)
 
     def teacher(self, data):
-        """The teacher: loaded, reused from an interrupted run, or trained."""
+        """The teacher: loaded, reused or trained; returns `(model, history, seconds)`."""
         section = self.config["teacher"]
         if section["path"] is not None:
             if not os.path.isfile(section["path"]):
@@ -147,22 +205,22 @@ class LanguageJob(Job):
                                   f"teacher.path={section['path']!r}")
             teacher = saving.load_model(section["path"], unsafe=self.config["unsafe"])
             self.log(f"Teacher: loaded {section['path']}")
-            return teacher, None, 0.0, None
+            return teacher, None, 0.0
         if self.done("teacher", "teacher.keras"):
             self.log("Reusing the teacher trained before")
             values = self.state["phases"]["teacher"]
             return (saving.load_model(self.shared_path("teacher.keras")), values["history"],
-                    values["seconds"], values["tokens_per_second"])
+                    values["seconds"])
         teacher = build_model(section, data.vocabulary_size, "teacher",
                               seed=self.config["training"]["seed"])
         self.log(f"Training the teacher ({teacher.count_params():,} parameters, "
                  f"{section['epochs']} epochs)")
-        history, seconds, speed = self.train_alone(
+        history, seconds = self.fit_alone(
             teacher, data, self.config["training"]["seed"], section["epochs"],
             section["learning_rate"], "teacher")
         saving.save_model(common.without_training_state(teacher), self.path("teacher.keras"))
-        self.save_phase("teacher", history=history, seconds=seconds, tokens_per_second=speed)
-        return teacher, history, seconds, speed
+        self.save_phase("teacher", history=history, seconds=seconds)
+        return teacher, history, seconds
 
     def check_teacher(self, teacher, data):
         vocabulary = model_vocabulary(teacher)
@@ -194,8 +252,8 @@ class LanguageJob(Job):
             temperature=sampling["temperature"], top_k=sampling["top_k"],
             top_p=sampling["top_p"], seed=seed, **arguments)
 
-    def distill(self, teacher, student, data, seed):
-        """Distills into `student`; returns `(history, seconds, tokens/s)`.
+    def distill(self, teacher, student, data, seed, phase=None):
+        """Distills into `student`; returns `(history, seconds)`.
 
         With `distillation.top_k`, the teacher's top-k log-probabilities of
         the training windows are cached once (in `topk_cache/`, fingerprinted:
@@ -213,28 +271,33 @@ class LanguageJob(Job):
             jit_compile=common.jit_compile(self.config),
         )
         start = time.perf_counter()
-        train = None
         k = self.config["distillation"]["top_k"]
-        if k is not None:
-            cache = build_topk_cache(
-                teacher, (data.inputs("train"), *data.windows["train"][1:]),
-                self.path("topk_cache"), k=k,
-                temperature=topk_loss(self.config).temperature,
-                tokenizer=TOKENIZER_IDENTITY)
-            self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
-                     f"token ({4 * data.vocabulary_size} dense)")
-            train = cache.dataset(self.config["data"]["batch_size"], shuffle=True, seed=seed,
-                                  repeat=True)
-        history, seconds, _ = self.fit(distiller, data, seed, training["epochs"],
-                                       f"distill{self.suffix(seed)}", train=train)
-        seconds = time.perf_counter() - start
-        return history, seconds, self.trained_tokens(data, training["epochs"]) / seconds
+        train = None if k is None else self.topk_dataset(teacher, data, k, seed)
+        history, _ = self.fit(distiller, data, seed, training["epochs"],
+                              phase or f"distill{self.suffix(seed)}", train=train)
+        return history, time.perf_counter() - start
 
-    def trained_tokens(self, data, epochs):
-        return (steps_per_epoch(self.config, data) * epochs * self.config["data"]["batch_size"]
-                * data.sequence_length)
+    def topk_dataset(self, teacher, data, k, seed):
+        """The training windows with the teacher's top-`k` log-probabilities, cached."""
+        cache = build_topk_cache(
+            teacher, (data.inputs("train"), *data.windows["train"][1:]),
+            self.path("topk_cache"), k=k,
+            temperature=topk_loss(self.config).temperature,
+            tokenizer=TOKENIZER_IDENTITY)
+        self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
+                 f"token ({4 * data.vocabulary_size} dense)")
+        return cache.dataset(self.config["data"]["batch_size"], shuffle=True, seed=seed,
+                             repeat=True)
 
-    def scores(self, model, teacher, data, seed):
+    def tokens_per_second(self, data, epochs, seconds):
+        """Training tokens per second of `epochs` that took `seconds` (None if none)."""
+        if not seconds:
+            return None
+        tokens = (steps_per_epoch(self.config, data) * epochs
+                  * self.config["data"]["batch_size"] * data.sequence_length)
+        return tokens / seconds
+
+    def perplexities(self, model, teacher, data, seed):
         """Test and validation perplexity, and the teacher's NLL of the model's samples."""
         batch = self.config["data"]["batch_size"]
         row = {
@@ -250,91 +313,6 @@ class LanguageJob(Job):
                 seed=seed, temperature=sampling["temperature"], top_k=sampling["top_k"],
                 top_p=sampling["top_p"], batch_size=batch)
         return row
-
-    def run_in(self, strategy):
-        training = self.config["training"]
-        keras.utils.set_random_seed(training["seed"])
-        data = load_corpus(self.config["data"])
-        self.hash = config_hash(self.config, data)
-        self.state = {"config_hash": self.hash, "phases": {}}
-        self.read_state()
-        self.log(f"Text: {data.name}: {data.sizes['train']} train, "
-                 f"{data.sizes['validation']} validation, {data.sizes['test']} test "
-                 f"windows of {data.sequence_length} byte tokens")
-        teacher, teacher_history, teacher_seconds, teacher_speed = self.teacher(data)
-        self.check_teacher(teacher, data)
-        histories = {"teacher": teacher_history} if teacher_history else {}
-        rows = [{"model": "teacher", "seed": None,
-                 "parameters": int(teacher.count_params()), "train_seconds": teacher_seconds,
-                 "tokens_per_second": teacher_speed,
-                 **self.scores(teacher, None, data, training["seed"])}]
-        for seed in self.seeds():
-            rows += self.run_seed(teacher, data, seed, histories)
-        warnings = weak_teacher_warnings(rows)
-        for warning in warnings:
-            self.log(f"Warning: {warning}")
-        results = {
-            "task": "language",
-            "data": {"name": data.name, "identity": data.fingerprint,
-                     "sequence_length": data.sequence_length,
-                     "vocabulary_size": data.vocabulary_size,
-                     **{split: data.tokens(split) for split in data_lib.text.TEXT_SPLITS}},
-            "seeds": self.seeds(),
-            "models": rows,
-            "histories": histories,
-            "warnings": warnings,
-        }
-        results["comparison"] = language_comparison(rows)
-        results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
-        atomic_write_json(self.path("metrics.json"), results)
-        config_text = yaml.safe_dump(self.config, sort_keys=False)
-        atomic_write(self.path(CONFIG_FILE), config_text)
-        results["files"] = write_language_report(self.folder, results, histories, config_text)
-        return results
-
-    def run_seed(self, teacher, data, seed, histories):
-        """The student alone and distilled, from the same initial weights, for one seed."""
-        training = self.config["training"]
-        suffix = self.suffix(seed)
-        student = build_model(self.config["student"], data.vocabulary_size, "student",
-                              seed=seed)
-        initial_weights = student.get_weights()
-        rows = []
-        if training["baseline"]:
-            phase, filename = f"baseline{suffix}", f"student_alone{suffix}.keras"
-            if self.done(phase, filename):
-                self.log(f"Reusing the student trained alone{self.seed_text(seed)} before")
-                alone = saving.load_model(self.shared_path(filename))
-                values = self.state["phases"][phase]
-            else:
-                alone = build_model(self.config["student"], data.vocabulary_size,
-                                    "student_alone", seed=seed)
-                alone.set_weights(initial_weights)
-                self.log(f"Training the student alone{self.seed_text(seed)} "
-                         f"({alone.count_params():,} parameters, {training['epochs']} epochs)")
-                keras.utils.set_random_seed(seed)
-                history, seconds, speed = self.train_alone(
-                    alone, data, seed, training["epochs"], training["learning_rate"], phase)
-                saving.save_model(common.without_training_state(alone), self.path(filename))
-                values = {"history": history, "seconds": seconds, "tokens_per_second": speed}
-                self.save_phase(phase, **values)
-            histories[f"student alone{self.seed_text(seed)}"] = values["history"]
-            rows.append({"model": "student alone", "seed": seed,
-                         "parameters": int(alone.count_params()),
-                         "train_seconds": values["seconds"],
-                         "tokens_per_second": values["tokens_per_second"],
-                         **self.scores(alone, teacher, data, seed)})
-        self.log(f"Distilling into the student{self.seed_text(seed)} "
-                 f"({training['epochs']} epochs)")
-        keras.utils.set_random_seed(seed)
-        history, seconds, speed = self.distill(teacher, student, data, seed)
-        histories[f"distilled student{self.seed_text(seed)}"] = history
-        saving.save_model(common.without_training_state(student),
-                          self.path(f"student{suffix}.keras"))
-        rows.append({"model": "distilled student", "seed": seed,
-                     "parameters": int(student.count_params()), "train_seconds": seconds,
-                     "tokens_per_second": speed, **self.scores(student, teacher, data, seed)})
-        return rows
 
 
 def weak_teacher_warnings(rows):

@@ -90,6 +90,7 @@ class Job:
         self.state = {"phases": {}}
         self.claimed = False
         self.taught_by = None  # the student's teacher, when `stages` put one between
+        self.teacher_accuracy = {}  # each teacher's validation accuracy, by name
 
     def path(self, *names):
         """A path in the folder this process writes."""
@@ -203,19 +204,14 @@ class Job:
             values = self.state["phases"][phase]
             return saving.load_model(self.shared_path(filename)), values["history"], values[
                 "seconds"]
-        model = common.build_student(self.config, data, "student_alone", seed=seed)
+        model = self.build_student(data, "student_alone", seed)
         model.set_weights(initial_weights)
         self.log(
             f"Training the student alone{self.seed_text(seed)} "
             f"({model.count_params():,} parameters, {training['epochs']} epochs)"
         )
         self.claim()
-        history, seconds = common.train_plain(
-            model, self.config, data, epochs=training["epochs"],
-            learning_rate=training["learning_rate"], seed=seed, verbose=self.verbose,
-            callbacks=[self.backup(phase)],
-        )
-        common.check_finite(history, "student trained alone")
+        history, seconds = self.train_alone(model, data, seed, phase)
         saving.save_model(common.without_training_state(model), self.path(filename))
         self.save_phase(phase, history=history, seconds=seconds)
         return model, history, seconds
@@ -322,7 +318,8 @@ class Job:
         """
         common.check_output_folder(self.output)
         # First: a multi-worker strategy must exist before any TensorFlow op.
-        strategy = distribute.make_strategy(self.config["training"]["distribute"])
+        # A config without `training.distribute` (`task: language`) runs on one device.
+        strategy = distribute.make_strategy(self.config["training"].get("distribute", "none"))
         task = distribute.other_worker(strategy)
         if task is not None:
             # Keras's multi-worker saving pattern: every worker saves (saving
@@ -350,23 +347,126 @@ class Job:
     def run_in(self, strategy):
         training = self.config["training"]
         keras.utils.set_random_seed(training["seed"])
-        data = common.load_data(self.config["data"])
+        data = self.load_data()
         self.hash = config_hash(self.given, data)
         self.state = {"config_hash": self.hash, "phases": {}}
         self.read_state()
         distribute.check_workers_agree(strategy, self.resume_point(), self.output)
-        batch = self.config["data"]["batch_size"]
-        self.log(
+        self.log(self.describe_data(data))
+        histories, rows, warnings = {}, [], []
+        teacher, students_data = self.teachers(data, rows, histories)
+        for seed in self.seeds():
+            rows += self.run_seed(teacher, students_data, seed, histories, warnings)
+        if os.path.exists(self.path("student_last_good.keras")):
+            os.remove(self.path("student_last_good.keras"))
+        for warning in self.weak_teacher_warnings(rows):
+            self.log(f"Warning: {warning}")
+            warnings.append(warning)
+
+        results = {
+            # A classifier's validated config has no `task`.
+            **({"task": self.config["task"]} if "task" in self.config else {}),
+            "data": self.data_summary(data),
+            "seeds": self.seeds(),
+            "models": rows,
+            "histories": histories,
+            "warnings": warnings,
+        }
+        results["comparison"] = self.compare(rows)
+        results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
+        if self.config.get("export"):
+            # The first seed's distilled student, as trained and saved (the
+            # `student` built in `teachers` was only built to check the set-up).
+            results["export"] = self.export(saving.load_model(self.path(
+                f"student{self.suffix(self.seeds()[0])}.keras")), data)
+        atomic_write_json(self.path("metrics.json"), results)
+        # `tf-distill export RUN_DIR` reads the data back from it.
+        config_text = yaml.safe_dump(self.given, sort_keys=False)
+        atomic_write(self.path(CONFIG_FILE), config_text)
+        results["files"] = self.write_report(results, histories, config_text)
+        return results
+
+    def run_seed(self, teacher, students_data, seed, histories, warnings):
+        """The student alone and distilled, from the same initial weights, for one seed."""
+        training = self.config["training"]
+        suffix = self.suffix(seed)
+        rows = []
+        data = students_data[0]  # its validation and test splits are the run's
+        student = self.build_student(data, "student", seed)
+        initial_weights = student.get_weights()
+        if training["baseline"]:
+            baseline, history, seconds = self.baseline(data, initial_weights, seed)
+            histories[f"student alone{self.seed_text(seed)}"] = history
+            rows.append(self.model_row("student alone", seed, baseline, seconds, data, teacher,
+                                       f"student_alone{suffix}.keras"))
+            warning = self.weak_teacher_warning(baseline, data, seed)
+            if warning:
+                self.log(f"Warning: {warning}")
+                warnings.append(warning)
+        self.log(f"Distilling into the student{self.seed_text(seed)} "
+                 f"({training['epochs']} epochs)")
+        keras.utils.set_random_seed(seed)
+        history, seconds = self.distill(teacher, student, students_data[1], seed)
+        histories[f"distilled student{self.seed_text(seed)}"] = history
+        filename = f"student{suffix}.keras"
+        self.save_student(student, filename)
+        rows.append(self.model_row("distilled student", seed, student, seconds, data, teacher,
+                                   filename,
+                                   **({"taught_by": self.taught_by} if self.taught_by else {})))
+        return rows
+
+    def model_row(self, name, seed, model, seconds, data, teacher, filename, **labels):
+        """A trained model's row of the report: its name, size, time and `score`."""
+        return {"model": name, "seed": seed, **labels,
+                "parameters": int(model.count_params()), "train_seconds": seconds,
+                **self.score(model, data, seed=seed, teacher=teacher, seconds=seconds,
+                             filename=filename)}
+
+    # ------------------------------------------------------------------
+    # Hooks: what a task's job changes (`commands.language_run.LanguageJob`):
+    # the data, the models, the metric and the report.
+
+    def load_data(self):
+        """The data the `data:` section names."""
+        return common.load_data(self.config["data"])
+
+    def describe_data(self, data):
+        """The line the run logs about its data."""
+        return (
             f"Data: {data.name}: {len(data.x_train)} train, {len(data.x_val)} validation, "
             f"{len(data.x_test)} test, {data.num_classes} classes, input {data.input_shape}"
         )
+
+    def data_summary(self, data):
+        """What `metrics.json` says of the data."""
+        return {
+            "name": data.name,
+            "identity": common.data_identity(data),
+            "train": len(data.x_train),
+            "validation": len(data.x_val),
+            "test": len(data.x_test),
+            "num_classes": data.num_classes,
+        }
+
+    def teachers(self, data, rows, histories):
+        """Obtains the teachers and checks the whole set-up before any training.
+
+        Teachers are loaded, reused from an interrupted run or trained; then
+        the `stages:`, if any, are distilled. Each adds its row to `rows`
+        and its training history to `histories`.
+
+        Returns:
+            `(teacher, students_data)`: what the student distills from, and
+            the students' `(labeled, distilled)` data (the transfer set).
+        """
+        batch = self.config["data"]["batch_size"]
         unsafe = self.config["unsafe"]
         plans = common.prepare_teachers(self.config, data, self.output, log=self.log,
                                         unsafe=unsafe) if schemes.has_teacher(self.config) else []
         # Validate the distillation set-up before anything is trained or written.
         students_data = common.transfer_data(self.config, data)
         self.hops = schemes.resolve(self.config, num_examples=len(students_data[1].x_train))
-        student = common.build_student(self.config, data, "student")
+        student = self.build_student(data, "student")
         common.check_model_fits_data(student, "student", data)
         check_chain(self, data, common.teacher_argument(plans) if plans else None, student)
         for plan in plans:
@@ -376,8 +476,6 @@ class Job:
                            callbacks=[self.backup(plan.name)])
                 self.save_phase(plan.name, seconds=plan.seconds)
         teacher = common.teacher_argument(plans)
-
-        histories, rows = {}, []
         for plan in plans:
             row = {"model": plan.name, "seed": None,
                    "parameters": int(plan.model.count_params()), "train_seconds": plan.seconds}
@@ -387,8 +485,7 @@ class Job:
             rows.append(row)
             if plan.history:
                 histories[plan.name] = plan.history
-        warnings = []
-        teacher_accuracy = {
+        self.teacher_accuracy = {
             plan.name: common.validation_accuracy(plan.model, data, batch) for plan in plans
         }
         if students_data[0] is not data:
@@ -401,78 +498,51 @@ class Job:
             )
         teacher, self.taught_by = run_stages(self, teacher, students_data[1], data, rows,
                                              histories)
-        for seed in self.seeds():
-            rows += self.run_seed(teacher, students_data, seed, histories, warnings,
-                                  teacher_accuracy)
-        if os.path.exists(self.path("student_last_good.keras")):
-            os.remove(self.path("student_last_good.keras"))
+        return teacher, students_data
 
-        results = {
-            "data": {
-                "name": data.name,
-                "identity": common.data_identity(data),
-                "train": len(data.x_train),
-                "validation": len(data.x_val),
-                "test": len(data.x_test),
-                "num_classes": data.num_classes,
-            },
-            "seeds": self.seeds(),
-            "models": rows,
-            "histories": histories,
-            "warnings": warnings,
-        }
-        results["comparison"] = seed_comparison(rows)
-        results["summary"] = results["comparison"]["sentence"] if results["comparison"] else None
-        if self.config.get("export"):
-            # The first seed's distilled student, as trained and saved (the
-            # `student` above was only built to check the set-up).
-            results["export"] = self.export(saving.load_model(self.path(
-                f"student{self.suffix(self.seeds()[0])}.keras")), data)
-        atomic_write_json(self.path("metrics.json"), results)
-        # `tf-distill export RUN_DIR` reads the data back from it.
-        atomic_write(self.path(CONFIG_FILE), yaml.safe_dump(self.given, sort_keys=False))
-        results["files"] = write_report(
-            self.folder, results, histories,
-            config_text=yaml.safe_dump(self.given, sort_keys=False),
-        )
-        return results
+    def build_student(self, data, name, seed=None):
+        """A new student (seeded), as the `student:` section says."""
+        return common.build_student(self.config, data, name, seed=seed)
 
-    def run_seed(self, teacher, students_data, seed, histories, warnings, teacher_accuracy):
-        """The student alone and distilled, from the same initial weights, for one seed."""
+    def train_alone(self, model, data, seed, phase):
+        """Trains the student alone (the baseline `phase`); returns `(history, seconds)`."""
         training = self.config["training"]
+        history, seconds = common.train_plain(
+            model, self.config, data, epochs=training["epochs"],
+            learning_rate=training["learning_rate"], seed=seed, verbose=self.verbose,
+            callbacks=[self.backup(phase)],
+        )
+        common.check_finite(history, "student trained alone")
+        return history, seconds
+
+    def save_student(self, student, filename):
+        """Saves the distilled student, as trained."""
+        saving.save_model(student, self.path(filename))
+
+    def score(self, model, data, *, seed, teacher, seconds, filename):
+        """A trained model's numbers: test accuracy and errors, and its file's size."""
         batch = self.config["data"]["batch_size"]
-        suffix = self.suffix(seed)
-        rows = []
-        data = students_data[0]  # its validation and test splits are the run's
-        student = common.build_student(self.config, data, "student", seed=seed)
-        initial_weights = student.get_weights()
-        if training["baseline"]:
-            baseline, history, seconds = self.baseline(students_data[0], initial_weights, seed)
-            histories[f"student alone{self.seed_text(seed)}"] = history
-            alone = {"model": "student alone", "seed": seed,
-                     "parameters": int(baseline.count_params()), "train_seconds": seconds}
-            alone.update(common.test_metrics(baseline, data, batch))
-            alone["file_bytes"] = self.file_bytes(f"student_alone{suffix}.keras")
-            rows.append(alone)
-            warning = teacher_accuracy and weak_teacher_warning(
-                teacher_accuracy, common.validation_accuracy(baseline, data, batch),
-                self.seed_text(seed),
-            )
-            if warning:
-                self.log(f"Warning: {warning}")
-                warnings.append(warning)
-        self.log(f"Distilling into the student{self.seed_text(seed)} "
-                 f"({training['epochs']} epochs)")
-        keras.utils.set_random_seed(seed)
-        history, seconds = self.distill(teacher, student, students_data[1], seed)
-        histories[f"distilled student{self.seed_text(seed)}"] = history
-        row = {"model": "distilled student", "seed": seed, **(
-            {"taught_by": self.taught_by} if self.taught_by else {}),
-               "parameters": int(student.count_params()), "train_seconds": seconds}
-        row.update(common.test_metrics(student, data, batch))
-        row["file_bytes"] = saving.save_model(student, self.path(f"student{suffix}.keras"))
-        rows.append(row)
-        return rows
+        return {**common.test_metrics(model, data, batch), "file_bytes": self.file_bytes(filename)}
+
+    def weak_teacher_warning(self, baseline, data, seed):
+        """A warning when no teacher beats this seed's student alone on validation data."""
+        batch = self.config["data"]["batch_size"]
+        return self.teacher_accuracy and weak_teacher_warning(
+            self.teacher_accuracy, common.validation_accuracy(baseline, data, batch),
+            self.seed_text(seed),
+        )
+
+    def weak_teacher_warnings(self, rows):
+        """Warnings drawn from every seed's rows (none here: each seed's is warned of)."""
+        return []
+
+    def compare(self, rows):
+        """The distilled students against the students alone, seed by seed."""
+        return seed_comparison(rows)
+
+    def write_report(self, results, histories, config_text):
+        """Writes `report.md` and its plots; returns the names of the files written."""
+        return write_report(self.folder, results, histories, config_text=config_text)
 
     def export(self, student, data):
         """Exports the distilled student to LiteRT as the `export:` section says."""
