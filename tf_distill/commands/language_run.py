@@ -252,7 +252,7 @@ class LanguageJob(Job):
             temperature=sampling["temperature"], top_k=sampling["top_k"],
             top_p=sampling["top_p"], seed=seed, **arguments)
 
-    def distill(self, teacher, student, data, seed, phase=None):
+    def distill(self, teacher, student, data, seed):
         """Distills into `student`; returns `(history, seconds)`.
 
         With `distillation.top_k`, the teacher's top-k log-probabilities of
@@ -274,7 +274,7 @@ class LanguageJob(Job):
         k = self.config["distillation"]["top_k"]
         train = None if k is None else self.topk_dataset(teacher, data, k, seed)
         history, _ = self.fit(distiller, data, seed, training["epochs"],
-                              phase or f"distill{self.suffix(seed)}", train=train)
+                              f"distill{self.suffix(seed)}", train=train)
         return history, time.perf_counter() - start
 
     def topk_dataset(self, teacher, data, k, seed):
