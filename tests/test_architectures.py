@@ -141,6 +141,7 @@ def test_seed_makes_the_model_reproducible(architecture):
     assert not np.array_equal(kernel, other.get_layer("logits").get_weights()[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["mlp", "cnn"])
 def test_tiny_fit_reduces_loss_on_digits(architecture):
     splits = data.load("digits")

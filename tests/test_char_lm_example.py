@@ -23,6 +23,8 @@ from tf_distill import Distiller
 from tf_distill import LogitsDistillation
 from tf_distill.backend import keras
 
+pytestmark = pytest.mark.slow  # the example, run end to end
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "char_lm_distillation.py")
 LICENSES = "/usr/share/common-licenses"

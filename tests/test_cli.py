@@ -10,6 +10,8 @@ import yaml
 from tf_distill import cli
 from tf_distill import saving
 
+pytestmark = pytest.mark.slow  # the command run end to end
+
 MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
 FAST = {

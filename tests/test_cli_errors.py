@@ -26,6 +26,8 @@ from tf_distill import losses
 from tf_distill import saving
 from tf_distill.backend import tf
 
+pytestmark = pytest.mark.slow  # the real command in a process
+
 TINY = {
     "data": {"source": "digits", "batch_size": 64, "train_size": 300},
     "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},

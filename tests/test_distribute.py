@@ -22,6 +22,8 @@ from tf_distill.commands import run as job
 from tf_distill.commands.config import ConfigError
 from tf_distill.losses import crossentropy_from_logits
 
+pytestmark = pytest.mark.slow  # workers in processes on localhost
+
 CLUSTER = {"worker": ["localhost:20001", "localhost:20002"]}
 
 

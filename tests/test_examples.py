@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # the examples, run end to end
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
 CONFIGS = os.path.join(EXAMPLES, "config_run")

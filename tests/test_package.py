@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUBPACKAGES = (
@@ -23,6 +25,7 @@ def _run(code):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_importing_the_package_imports_no_tensorflow():
     heavy = _run(
         "import json, sys, tf_distill\n"
@@ -31,6 +34,7 @@ def test_importing_the_package_imports_no_tensorflow():
     assert heavy == []
 
 
+@pytest.mark.slow
 def test_every_public_subpackage_is_an_attribute_after_import():
     expressions = [
         "tf_distill.export.export_causal_lm",

@@ -81,6 +81,7 @@ def test_two_workers_write_shards_that_join_and_read_back(tmp_path, data, teache
     assert seen.all()
 
 
+@pytest.mark.slow
 def test_distiller_trains_on_the_cache_without_the_teacher(tmp_path, data, teacher):
     cache = build_topk_cache(teacher, data, tmp_path, k=K)
     student = language_model(1, scale=0.1)

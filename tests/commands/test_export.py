@@ -17,6 +17,8 @@ from tf_distill import cli
 from tf_distill import saving
 from tf_distill.commands import config as config_lib
 
+pytestmark = pytest.mark.slow  # runs and exports end to end
+
 
 def _run_folder(tmp_path, input_shape=(8, 8, 1), data=None, seeds=None, config=True):
     """A folder laid out as `tf-distill run` leaves it: student, metrics.json, config.yaml."""

@@ -13,6 +13,8 @@ from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_run import weak_teacher_warnings
 
+pytestmark = pytest.mark.slow  # language runs end to end
+
 
 def tiny_config(corpus, output, **distillation):
     model = {"architecture": "gpt2", "num_layers": 1, "hidden_dim": 16, "num_heads": 2,

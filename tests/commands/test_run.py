@@ -25,6 +25,8 @@ from tf_distill.commands import config as config_lib
 from tf_distill.commands import run as job
 from tf_distill.commands.config import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end runs of `tf-distill run`
+
 FAST = {
     "data": {"source": "digits", "batch_size": 64},
     "teacher": {"architecture": "mlp", "size": "small", "epochs": 1},

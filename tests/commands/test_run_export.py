@@ -5,6 +5,8 @@ import pytest
 from tf_distill.commands import config as config_lib
 from tf_distill.commands import run as job
 
+pytestmark = pytest.mark.slow  # runs end to end
+
 
 def test_a_single_seed_run_exports_its_distilled_student_not_an_untrained_one(tmp_path):
     config = config_lib.validate({

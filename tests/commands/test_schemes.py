@@ -15,6 +15,8 @@ from tf_distill.commands.config import ConfigError
 from tf_distill.data import load
 from tf_distill.losses import describe_loss
 
+pytestmark = pytest.mark.slow  # runs end to end
+
 TINY = {
     "data": {"source": "digits", "batch_size": 32, "train_size": 300,
              "validation_size": 100, "test_size": 100},

@@ -13,6 +13,8 @@ from tf_distill.commands import config as config_lib
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.stages_config import stage_config
 
+pytestmark = pytest.mark.slow  # runs end to end
+
 TINY = {
     "data": {"source": "digits", "batch_size": 64, "train_size": 300,
              "validation_size": 100, "test_size": 100},

@@ -15,6 +15,8 @@ from tf_distill.commands import tune as tune_command
 from tf_distill.commands.config import ConfigError
 from tf_distill.optimizers import make_optimizer
 
+pytestmark = pytest.mark.slow  # searches run end to end
+
 RAW = {
     "data": {"source": "digits", "batch_size": 64, "train_size": 300},
     "teacher": {"architecture": "mlp", "size": "small", "epochs": 1, "learning_rate": 0.01},

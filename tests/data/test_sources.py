@@ -225,6 +225,7 @@ def test_idx_sha256sums_verified(tmp_path):
         data.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_real_mnist():
     if not os.path.isdir(MNIST_DIR):
         pytest.skip(f"MNIST is not available at {MNIST_DIR}")
@@ -317,6 +318,7 @@ def _write_tfds(tfds, data_dir, name, version, image_shape, num_classes, splits)
     )
 
 
+@pytest.mark.slow
 def test_tfds_offline_from_data_dir(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     rng = np.random.default_rng(2)

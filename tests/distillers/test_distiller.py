@@ -163,6 +163,7 @@ def test_keras_distillation_port_subclassed_models():
     assert np.all(np.isfinite(results))
 
 
+@pytest.mark.slow
 def test_keras_distillation_port_multiple_losses_and_weights():
     """test_multi_distillation_loss_functionality and _validation, and
     test_student_loss_weighting."""
@@ -570,6 +571,7 @@ def test_keras_io_form(teacher, student, tiny_data):
     np.testing.assert_allclose(results["sparse_categorical_accuracy"], accuracy, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_keras_io_form_learns_digits(make_mlp, digits):
     """End to end on real data: a distilled student beats chance by far."""
     x_train, y_train, x_test, y_test = digits
@@ -857,6 +859,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device(tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT)
@@ -914,6 +917,7 @@ def test_jit_compile_matches_eager_values(make_mlp, tiny_data):
 # Saving.
 
 
+@pytest.mark.slow
 def test_student_saves_alone(teacher, student, tiny_data, tmp_path):
     x, y = tiny_data
     distiller = Distiller(

@@ -36,6 +36,7 @@ def weight_groups(path):
     return names
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error::UserWarning")  # loading skips nothing
 def test_a_saved_distiller_holds_no_teacher_optimizer_state(tiny_data, tmp_path):
     x, y = tiny_data

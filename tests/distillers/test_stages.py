@@ -90,6 +90,7 @@ def test_stage_two_is_taught_by_stage_one_trained_student_frozen(teacher, tiny_d
     np.testing.assert_allclose(float(terms["distillation_loss"]), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_born_again_generations_are_chained(teacher, tiny_data):
     x, y = tiny_data
     watches, callbacks = watchers(3)

@@ -53,6 +53,7 @@ def float32_export(causal_lm, token_data, tmp_path_factory):
     return path, report
 
 
+@pytest.mark.slow
 def test_float32_export_matches_keras(float32_export, token_data):
     path, report = float32_export
     assert report.verified
@@ -125,6 +126,7 @@ def test_float32_logits_of_another_model_are_refused(float32_export, token_data)
         export.verify_causal_lm(path, _gpt2(seed=1), token_data, latency_runs=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["dynamic", "int8"])
 def test_quantized_export_reports_perplexity_change(
     quantization, causal_lm, token_data, float32_export, tmp_path

@@ -346,6 +346,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_replicas_update_every_row_of_every_copy(tmp_path):
     script = tmp_path / "mirrored_crd.py"
     script.write_text(MIRRORED_SCRIPT)

@@ -404,6 +404,7 @@ def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():
     assert "Did you mean" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_the_catalog_the_command_lists_equals_the_live_registry():
     # In a fresh interpreter: test modules register losses of their own here.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -162,6 +162,7 @@ def test_fitnets_vector_adapter_trains_and_is_not_saved(make_mlp, tiny_data, tmp
     [(1, 1, None, None), (2, 1, (2, 2), None), (1, 2, None, (2, 2))],
     ids=["same_size", "student_larger", "teacher_larger"],
 )
+@pytest.mark.slow
 def test_fitnets_feature_maps(teacher_pool, student_pool, adapter_pool, teacher_pool_size):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 8, 8, 1)).astype("float32")

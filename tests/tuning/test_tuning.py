@@ -25,6 +25,8 @@ from tf_distill.commands.config import ConfigError
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.losses import crossentropy_from_logits
 
+pytestmark = pytest.mark.slow  # searches run end to end, distributed ones too
+
 INPUT_SHAPE = (8, 8, 1)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
