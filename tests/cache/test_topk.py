@@ -167,3 +167,25 @@ def test_argument_errors(tmp_path, data, teacher):
 
     with pytest.raises(ValueError, match=r"tokenizer's vocabulary has 50 tokens.*V=64"):
         build_topk_cache(teacher, data, tmp_path, tokenizer=Tokenizer())
+
+
+def test_a_kerashub_teacher_caches_the_readmes_call_and_refuses_bare_token_ids(tmp_path):
+    from tf_distill.language import build_causal_lm
+    from tf_distill.language import next_token_batch
+
+    teacher = build_causal_lm(
+        "gpt2", vocabulary_size=VOCABULARY, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=LENGTH,
+    )
+    token_ids = np.random.default_rng(1).integers(0, VOCABULARY, size=[6, LENGTH + 1])
+    # As the README shows it: KerasHub's inputs, the next tokens, their mask.
+    x, labels, mask = next_token_batch(token_ids.astype(np.int32))
+    cache = tf_distill.build_topk_cache(teacher, (x, labels, mask), tmp_path / "ok", k=K)
+    assert (cache.k, cache.num_examples) == (K, 6)
+    # Token ids alone: one clear error, before the teacher runs.
+    with pytest.raises(ValueError, match=r"reads \{'token_ids', 'padding_mask'\}.*next_token_batch"
+                       r".*Received: x of type ndarray with shape \(6, 16\)"):
+        tf_distill.build_topk_cache(
+            teacher, (token_ids[:, :-1], token_ids[:, 1:]), tmp_path / "refused", k=K
+        )
+    assert not (tmp_path / "refused").exists()

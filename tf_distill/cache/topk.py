@@ -37,6 +37,7 @@ from tf_distill.cache.store import StaleCacheError
 from tf_distill.cache.teacher_cache import TeacherCache
 from tf_distill.files import atomic_path
 from tf_distill.files import atomic_write_json
+from tf_distill.language import models as language_models
 from tf_distill.losses.topk import pack_topk
 from tf_distill.losses.topk import topk_targets
 from tf_distill.taps import LOGITS
@@ -237,10 +238,12 @@ def build_topk_cache(
     Example:
 
     ```python
+    # Token ids [examples, time + 1] to KerasHub's inputs, next tokens, mask:
+    x, labels, mask = tf_distill.language.next_token_batch(token_ids)
     # On worker i of n (all see the same arrays and folder):
-    build_topk_cache(teacher, (tokens, labels, mask), "gs/cache", k=32, shard=(i, n))
+    build_topk_cache(teacher, (x, labels, mask), "gs/cache", k=32, shard=(i, n))
     # Anywhere, once every shard is written:
-    cache = open_topk_cache(teacher, (tokens, labels, mask), "gs/cache")
+    cache = open_topk_cache(teacher, (x, labels, mask), "gs/cache")
     distiller = tf_distill.Distiller(teacher, student, "topk_kd")
     distiller.fit(cache.dataset(batch_size=16), epochs=3)
     ```
@@ -303,6 +306,21 @@ def open_topk_cache(teacher, data, directory, *, split="train", tokenizer=None):
     return _open(directory, manifest, source)
 
 
+def _check_token_inputs(model, data):
+    """Raises unless a KerasHub causal LM is given its `{"token_ids",
+    "padding_mask"}` inputs (an array of token ids would fail deep inside it)."""
+    if not language_models.is_causal_lm(model) or not isinstance(data, (tuple, list)) or not data:
+        return
+    x = data[0]
+    if not language_models.is_token_batch(x):
+        raise ValueError(
+            "A KerasHub CausalLM teacher reads {'token_ids', 'padding_mask'}: `data` must "
+            "be `(x, y)` or `(x, y, sample_weight)` with `x` that dict, as "
+            "`tf_distill.language.next_token_batch(token_ids)` returns it. Received: x of "
+            f"type {type(x).__name__}{f' with shape {tuple(x.shape)}' if hasattr(x, 'shape') else ''}"
+        )
+
+
 def _resolve(teacher, data, split, k, temperature, tokenizer, vocabulary_size=None):
     """Checks the arguments; returns `(spec, source, fingerprint, identity)`."""
     if isinstance(data, tf.data.Dataset):
@@ -312,6 +330,7 @@ def _resolve(teacher, data, split, k, temperature, tokenizer, vocabulary_size=No
             "Received: a tf.data.Dataset."
         )
     spec = TeacherSpec(teacher, None, "logits")
+    _check_token_inputs(spec.model, data)
     source = resolve_source(data, split, None, lambda *a, **kw: None, spec.model)
     if vocabulary_size is None:
         vocabulary_size = _vocabulary_size(spec.model, source)
