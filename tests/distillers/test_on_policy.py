@@ -42,13 +42,13 @@ def batch(seed=0):
     return next_token_batch(ids.astype("int32"))
 
 
-def on_policy(teacher, fraction, seed=3, **kwargs):
+def on_policy(teacher, fraction, seed=3, prompt_length=PROMPT, **kwargs):
     distiller = OnPolicyDistiller(
         teacher,
         tiny_gpt2("student", seed=2),
         "kd",
         on_policy_fraction=fraction,
-        prompt_length=PROMPT,
+        prompt_length=prompt_length,
         student_loss_weight=ALPHA,
         seed=seed,
         **kwargs,
@@ -186,6 +186,16 @@ def test_on_policy_arguments_are_checked(teacher):
         OnPolicyDistiller(teacher, tiny_gpt2("student", seed=2), prompt_length=0)
     with pytest.raises(ValueError, match="`temperature` must be > 0"):
         OnPolicyDistiller(teacher, tiny_gpt2("student", seed=2), temperature=0.0)
+    # A prompt as long as the windows leaves nothing to sample: refused at
+    # the first step (at trace time), not trained at loss 0.
+    x, y, mask = batch()
+    for prompt_length in (LENGTH, 40):
+        gkd = on_policy(teacher, 1.0, prompt_length=prompt_length)
+        with pytest.raises(ValueError, match=(
+            rf"`prompt_length` must be shorter than the sequences.*Received: "
+            rf"prompt_length={prompt_length} for sequences of {LENGTH} tokens"
+        )):
+            gkd.fit(x, y, sample_weight=mask, batch_size=4, epochs=1, verbose=0)
 
 
 def test_config_round_trip_keeps_the_on_policy_arguments(teacher):

@@ -101,6 +101,17 @@ def test_greedy_decode_matches_keras_for_32_tokens(float32_export, causal_lm):
     )
 
 
+@pytest.mark.parametrize("outside", [300, -1])
+def test_greedy_decode_refuses_token_ids_outside_the_vocabulary(float32_export, causal_lm, outside):
+    path, _ = float32_export
+    prompt = np.array([104, 101, outside], "int32")
+    message = rf"`prompt_ids` must be token ids in \[0, 256\).*Received: \[{outside}\] outside it"
+    with pytest.raises(ValueError, match="greedy_decode: " + message):
+        export.greedy_decode(str(path), prompt, num_tokens=2)
+    with pytest.raises(ValueError, match="keras_greedy_decode: " + message):
+        export.keras_greedy_decode(causal_lm, prompt, num_tokens=2)
+
+
 def test_nan_of_the_concrete_function_conversion_is_an_export_error(causal_lm, token_data):
     # The conversion that gave NaN logits: the Keras model passed as the
     # converter's trackable object leaves its weights uninitialized.

@@ -175,6 +175,14 @@ class OnPolicyDistiller(Distiller):
                 "OnPolicyDistiller expects inputs {'token_ids', 'padding_mask'}. Received: "
                 f"x={x!r}"
             )
+        length = x[TOKEN_IDS].shape[-1]
+        if length is not None and self.prompt_length >= length:
+            # Nothing would be sampled: every step would train at loss 0.
+            raise ValueError(
+                "`prompt_length` must be shorter than the sequences, leaving tokens for "
+                f"the student to sample. Received: prompt_length={self.prompt_length} for "
+                f"sequences of {length} tokens"
+            )
         sample_weight = tf.cast(batch.sample_weight, tf.float32)
         if sample_weight.shape.rank != 2:
             raise ValueError(

@@ -72,6 +72,8 @@ class CausalLMRunner:
         self._inputs = inputs
         self._output = outputs[0]
         self.sequence_length = shape[1]
+        # The number of token ids the model scores (its logits' last axis).
+        self.vocabulary_size = int(outputs[0]["shape"][-1])
         try:
             self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
@@ -115,7 +117,8 @@ def greedy_decode(interpreter_or_path, prompt_ids, num_tokens=32, num_threads=1)
         prompt not included).
 
     Raises:
-        ValueError: For an empty or non 1-D prompt, or `num_tokens < 1`.
+        ValueError: For an empty or non 1-D prompt, a token id outside the
+            model's vocabulary, or `num_tokens < 1`.
         ExportError: If the interpreter cannot run the model.
     """
     runner = (
@@ -123,7 +126,10 @@ def greedy_decode(interpreter_or_path, prompt_ids, num_tokens=32, num_threads=1)
         if isinstance(interpreter_or_path, CausalLMRunner)
         else CausalLMRunner(interpreter_or_path, num_threads=num_threads)
     )
-    return _greedy(runner, prompt_ids, num_tokens, runner.sequence_length, "greedy_decode")
+    return _greedy(
+        runner, prompt_ids, num_tokens, runner.sequence_length, "greedy_decode",
+        runner.vocabulary_size,
+    )
 
 
 def keras_greedy_decode(model, prompt_ids, num_tokens=32, sequence_length=None):
@@ -147,16 +153,26 @@ def keras_greedy_decode(model, prompt_ids, num_tokens=32, sequence_length=None):
         inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask.astype(bool)}
         return np.asarray(model(inputs, training=False), np.float32)
 
-    return _greedy(run, prompt_ids, num_tokens, sequence_length, "keras_greedy_decode")
+    vocabulary_size = getattr(getattr(model, "backbone", None), "vocabulary_size", None)
+    return _greedy(
+        run, prompt_ids, num_tokens, sequence_length, "keras_greedy_decode", vocabulary_size
+    )
 
 
-def _greedy(run, prompt_ids, num_tokens, sequence_length, caller):
+def _greedy(run, prompt_ids, num_tokens, sequence_length, caller, vocabulary_size=None):
     prompt = np.asarray(prompt_ids)
     if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
         raise ValueError(
             f"{caller}: `prompt_ids` must be a non-empty 1-D sequence of token ids. "
             f"Received: prompt_ids of shape {prompt.shape} and dtype {prompt.dtype}"
         )
+    if vocabulary_size is not None:
+        outside = [int(token) for token in prompt if not 0 <= token < vocabulary_size]
+        if outside:
+            raise ValueError(
+                f"{caller}: `prompt_ids` must be token ids in [0, {vocabulary_size}) (the "
+                f"model's vocabulary). Received: {outside[:5]} outside it"
+            )
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
         raise ValueError(
             f"{caller}: `num_tokens` must be an integer >= 1. Received: num_tokens={num_tokens!r}"
