@@ -131,6 +131,22 @@ def test_nan_of_the_concrete_function_conversion_is_an_export_error(causal_lm, t
         export.verify_causal_lm(broken, causal_lm, token_data, latency_runs=0)
 
 
+def test_a_model_with_nan_weights_is_refused_and_the_destination_left_as_it_was(
+    token_data, tmp_path
+):
+    broken = _gpt2(seed=2)
+    embedding = broken.backbone.token_embedding
+    embedding.embeddings.assign(np.full(embedding.embeddings.shape, np.nan, "float32"))
+    destination = tmp_path / "student.tflite"
+    destination.write_bytes(b"the good file exported before")
+    with pytest.raises(export.ExportError, match=(
+        r"The Keras model itself gives non-finite logits: \d+ NaN .*Nothing was written"
+    )):
+        export.export_causal_lm(broken, destination, token_data)
+    assert destination.read_bytes() == b"the good file exported before"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["student.tflite"]
+
+
 def test_float32_logits_of_another_model_are_refused(float32_export, token_data):
     path, _ = float32_export
     with pytest.raises(export.ExportError, match="differ from Keras by"):

@@ -250,9 +250,9 @@ def verify_causal_lm(
         An `ExportReport` with `verified=True` (its `path` is `None`).
 
     Raises:
-        ExportError: If any LiteRT logit is NaN or infinite where Keras's is
-            finite (the message counts them), or float32 logits differ by
-            more than the tolerance.
+        ExportError: If any logit is NaN or infinite, Keras's or LiteRT's
+            (the message counts them), or float32 logits differ by more than
+            the tolerance.
         AccuracyDropError: If the perplexity increase exceeds
             `max_perplexity_increase`.
     """
@@ -291,18 +291,7 @@ def verify_causal_lm(
         tf_ops=tf_ops_in(litert_model),
         sequence_length=length,
     )
-    broken = ~np.isfinite(litert_logits) & np.isfinite(keras_logits)
-    if broken.any():
-        nan = int(np.isnan(litert_logits[broken]).sum())
-        raise ExportError(
-            f"The {quantization} LiteRT model gives non-finite logits where Keras's "
-            f"are finite: {nan} NaN and {int(broken.sum()) - nan} infinite values of "
-            f"{litert_logits.size} on {len(token_ids)} sequences of length {length}. "
-            "Nothing was written. A model whose weights were left as uninitialized "
-            "variables does this (see tf_distill.export.language); export it with "
-            "export_causal_lm.",
-            report=report,
-        )
+    _check_finite(keras_logits, litert_logits, quantization, len(token_ids), length, report)
     real = padding_mask.astype(bool)
     difference = np.abs(keras_logits - litert_logits)[real]
     report.max_abs_difference = float(difference.max())
@@ -392,3 +381,32 @@ def _vocabulary_size(model):
     backbone = getattr(model, "backbone", None)
     size = getattr(backbone, "vocabulary_size", None)
     return None if size is None else int(size)
+
+
+def _check_finite(keras_logits, litert_logits, quantization, sequences, length, report):
+    """Raises `ExportError` if any logit, Keras's or LiteRT's, is NaN or infinite.
+
+    A non-finite Keras logit means the model itself is broken (NaN weights,
+    say): exporting it would ship a model that predicts nothing.
+    """
+    where = f"of {litert_logits.size} on {sequences} sequences of length {length}"
+    keras_broken = ~np.isfinite(keras_logits)
+    if keras_broken.any():
+        nan = int(np.isnan(keras_logits[keras_broken]).sum())
+        raise ExportError(
+            f"The Keras model itself gives non-finite logits: {nan} NaN and "
+            f"{int(keras_broken.sum()) - nan} infinite values {where}. Nothing was written: "
+            "check its weights (a diverged training leaves NaN weights).",
+            report=report,
+        )
+    broken = ~np.isfinite(litert_logits)
+    if broken.any():
+        nan = int(np.isnan(litert_logits[broken]).sum())
+        raise ExportError(
+            f"The {quantization} LiteRT model gives non-finite logits where Keras's "
+            f"are finite: {nan} NaN and {int(broken.sum()) - nan} infinite values {where}. "
+            "Nothing was written. A model whose weights were left as uninitialized "
+            "variables does this (see tf_distill.export.language); export it with "
+            "export_causal_lm.",
+            report=report,
+        )
