@@ -105,3 +105,23 @@ def test_missing_source_and_bad_split(corpus, tmp_path):
         load_text(str(tmp_path / "nothing*.txt"))
     with pytest.raises(ValueError, match="Expected one of"):
         load_text(str(corpus), sequence_length=8).dataset("dev", batch_size=2)
+
+
+def test_a_gzipped_file_is_read_as_its_text_and_a_binary_one_is_refused(corpus, tmp_path):
+    import gzip
+
+    plain = load_text(str(corpus / "a.txt"), sequence_length=8)
+    zipped = tmp_path / "a.txt.gz"
+    zipped.write_bytes(gzip.compress((corpus / "a.txt").read_bytes()))
+    read = load_text(str(zipped), sequence_length=8)
+    for split in ("train", "validation", "test"):
+        for ours, theirs in zip(read.windows[split], plain.windows[split]):
+            np.testing.assert_array_equal(ours, theirs)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"text, then \xff\xfe\x00 bytes that no UTF-8 text holds" * 20)
+    with pytest.raises(ValueError, match=r"must be UTF-8 text .*weights\.bin' is not: byte 11"):
+        load_text(str(binary), sequence_length=8)
+    # A multi-byte character cut by `max_bytes_per_file` is no error.
+    accented = tmp_path / "accented.txt"
+    accented.write_text("é" * 400, encoding="utf-8")
+    assert load_text(str(accented), sequence_length=8, max_bytes_per_file=101).windows

@@ -16,6 +16,7 @@ part is usually shorter and is padded with 0 after its real positions, which
 
 import dataclasses
 import glob
+import gzip
 import hashlib
 import os
 
@@ -148,6 +149,42 @@ def text_files(source=DEFAULT_TEXT_SOURCE):
     return files
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_text_file(path, max_bytes=None):
+    """The bytes of a UTF-8 text file, decompressed if it is gzipped.
+
+    Args:
+        path: The file.
+        max_bytes: Keep only its first `max_bytes` (decompressed) bytes.
+
+    Raises:
+        ValueError: if the bytes are not UTF-8 text, naming the file and the
+            first bad byte (a binary file would otherwise train the model on
+            replacement characters).
+    """
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == _GZIP_MAGIC
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read(max_bytes) if max_bytes else handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"Cannot read the gzipped text file {path!r}: {error}") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # A character cut by `max_bytes` at the very end is not an error.
+        cut = max_bytes and len(data) == max_bytes and error.start >= len(data) - 3
+        if not (cut and error.reason == "unexpected end of data"):
+            raise ValueError(
+                f"Text files must be UTF-8 text (gzipped or not). {path!r} is not: byte "
+                f"{error.start} ({data[error.start:error.start + 1]!r}) is {error.reason}."
+            ) from None
+    return data
+
+
 def tokenize(data, lowercase=False):
     """Byte-level token ids of `data` (bytes) with KerasHub's `ByteTokenizer`."""
     import keras_hub
@@ -230,12 +267,15 @@ def load_text(
         lowercase: Lowercase the text before tokenizing.
         name: The corpus's name in reports (by default the source's).
 
+    Gzipped files (`.gz`, or any file starting with gzip's magic number) are
+    read decompressed; every file must be UTF-8 text.
+
     Returns:
         A `TextSplits`.
 
     Raises:
-        ValueError: for an invalid option, or a corpus too small to give
-            every split a window.
+        ValueError: for an invalid option, a file that is not UTF-8 text
+            (naming it), or a corpus too small to give every split a window.
         FileNotFoundError: if the source names no file.
 
     Example:
@@ -265,8 +305,7 @@ def load_text(
     parts = {split: [] for split in TEXT_SPLITS}
     root = os.path.commonpath([os.path.abspath(f) for f in files]) if len(files) > 1 else None
     for path in files:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes_per_file) if max_bytes_per_file else handle.read()
+        data = read_text_file(path, max_bytes_per_file)
         relative = os.path.relpath(path, root) if root else os.path.basename(path)
         digest.update(f"{relative}\0{len(data)}\0".encode())
         digest.update(data)
