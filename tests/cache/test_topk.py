@@ -1,6 +1,7 @@
 """Tests of the sharded top-k teacher cache (`tf_distill.cache.topk`)."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -189,3 +190,53 @@ def test_a_kerashub_teacher_caches_the_readmes_call_and_refuses_bare_token_ids(t
             teacher, (token_ids[:, :-1], token_ids[:, 1:]), tmp_path / "refused", k=K
         )
     assert not (tmp_path / "refused").exists()
+
+
+def _cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_64_bytes(path):
+    data = bytearray(path.read_bytes())
+    for offset in range(len(data) - 64, len(data)):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(key, value):
+    def edit(path):
+        manifest = path.parent.parent / "manifest.json"
+        content = json.loads(manifest.read_text())
+        content[key] = value
+        manifest.write_text(json.dumps(content))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (_cut_short, "does not match its checksum"),
+        (_flip_64_bytes, "does not match its checksum"),
+        (_edit_manifest("k", K - 1), "its manifest: its k, temperature, vocabulary"),
+        (_edit_manifest("vocabulary_size", 300), "its manifest: its k, temperature, vocabulary"),
+    ],
+    ids=["cut_short", "flipped_bytes", "manifest_k", "manifest_vocabulary"],
+)
+def test_a_damaged_cache_is_refused_in_one_line_and_rebuilt(tmp_path, data, teacher, damage,
+                                                            reason):
+    build_topk_cache(teacher, data, tmp_path, k=K, tokenizer="bytes")
+    shard = tmp_path / "shard-00000-of-00001"
+    expected = {name: np.load(shard / f"{name}.npy") for name in ("log_probs", "indices", "rest")}
+    damage(shard / "log_probs.npy")
+    with pytest.raises(StaleCacheError, match=rf"top-k cache in {tmp_path} is damaged \(.*{reason}"):
+        open_topk_cache(teacher, data, tmp_path, tokenizer="bytes")
+    messages = []
+    rebuilt = build_topk_cache(teacher, data, tmp_path, k=K, tokenizer="bytes",
+                               log=messages.append)
+    assert rebuilt.k == K and rebuilt.vocabulary_size == VOCABULARY
+    assert any("damaged" in message for message in messages) or reason.startswith("its manifest")
+    for name, value in expected.items():
+        np.testing.assert_array_equal(np.load(shard / f"{name}.npy"), value)
+    assert open_topk_cache(teacher, data, tmp_path, tokenizer="bytes").k == K

@@ -44,7 +44,8 @@ from tf_distill.taps import LOGITS
 from tf_distill.validation import check_positive_integer
 
 TOPK_FORMAT = "tf_distill.topk_cache"
-TOPK_FORMAT_VERSION = 1
+# 2: every array carries its SHA-256, checked when the cache is opened.
+TOPK_FORMAT_VERSION = 2
 TOPK_MANIFEST = "manifest.json"
 _SHARD_INFO = "shard.json"
 # Array name -> dtype on disk: `k·2 + k·4 + 4` bytes per token.
@@ -260,7 +261,13 @@ def build_topk_cache(
     start, stop = shard_range(index, count, source.num_examples)
     folder = os.path.join(directory, f"shard-{index:05d}-of-{count:05d}")
     info = _read_json(os.path.join(folder, _SHARD_INFO))
+    damage = None
     if info and info.get("fingerprint") == fingerprint:
+        damage = _shard_damage(folder, info, fingerprint)
+        if damage:
+            log(f"Shard {index} of {count} in {directory} is damaged ({damage}): writing it anew.")
+            _remove_manifest(directory)
+    if info and info.get("fingerprint") == fingerprint and not damage:
         log(f"Shard {index} of {count} in {directory} is already written.")
     else:
         began = time.perf_counter()
@@ -297,6 +304,12 @@ def open_topk_cache(teacher, data, directory, *, split="train", tokenizer=None):
     if not manifest or manifest.get("format") != TOPK_FORMAT:
         raise FileNotFoundError(
             f"No joined top-k cache in {directory}: build every shard with `build_topk_cache`."
+        )
+    problem = _damage(manifest, manifest.get("fingerprint"))
+    if problem:
+        raise StaleCacheError(
+            f"The top-k cache in {directory} is damaged (its manifest: {problem}). Rebuild "
+            "it with build_topk_cache, which writes damaged shards anew."
         )
     _, source, fingerprint, _ = _resolve(
         teacher, data, split, manifest["k"], manifest["temperature"], tokenizer,
@@ -353,14 +366,62 @@ def _resolve(teacher, data, split, k, temperature, tokenizer, vocabulary_size=No
         "teacher": spec.digest(),
         "data": source.digest(),
     }
+    return spec, source, _fingerprint(identity), identity
+
+
+_IDENTITY = ("k", "temperature", "vocabulary_size", "tokenizer", "teacher", "data")
+
+
+def _fingerprint(identity):
+    """The fingerprint of a cache's identity (teacher, data, k, temperature,
+    vocabulary and tokenizer): a file whose identity was edited no longer
+    matches its own fingerprint."""
     settings = json.dumps(
         {key: identity[key] for key in ("k", "temperature", "vocabulary_size", "tokenizer")},
         sort_keys=True,
     )
-    fingerprint = combine(
+    return combine(
         identity["teacher"], hashlib.sha256(f"{identity['data']}:{settings}".encode()).hexdigest()
     )
-    return spec, source, fingerprint, identity
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _damage(record, fingerprint):
+    """Why a shard's or manifest's record (its JSON) cannot be trusted, or None."""
+    if record.get("version") != TOPK_FORMAT_VERSION:
+        return f"it was written by another format version ({record.get('version')!r})"
+    if any(key not in record for key in _IDENTITY):
+        return "its identity is incomplete"
+    if _fingerprint({key: record[key] for key in _IDENTITY}) != fingerprint:
+        return "its k, temperature, vocabulary or tokenizer were edited after it was written"
+    return None
+
+
+def _shard_damage(folder, info, fingerprint):
+    """Why the shard in `folder` (written for `fingerprint`) cannot be used, or None."""
+    problem = _damage(info, fingerprint)
+    if problem:
+        return problem
+    checksums = info.get("checksums") or {}
+    rows = info["stop"] - info["start"]
+    for name, dtype in _ARRAYS.items():
+        path = os.path.join(folder, f"{name}.npy")
+        if not os.path.isfile(path):
+            return f"{name}.npy is missing"
+        if checksums.get(name) != _file_sha256(path):
+            return f"{name}.npy does not match its checksum (cut short or changed)"
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        wrong_k = name != "rest" and array.shape[-1] != info["k"]
+        if array.dtype != dtype or array.shape[0] != rows or wrong_k:
+            return f"{name}.npy holds {array.dtype} {array.shape}, not the shard's rows and k"
+    return None
 
 
 def _check_existing(directory, fingerprint):
@@ -415,8 +476,9 @@ def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint,
         for array in arrays.values():
             array.flush()
         arrays.clear()
+        checksums = {name: _file_sha256(os.path.join(staging, f"{name}.npy")) for name in _ARRAYS}
         info = {"format": TOPK_FORMAT, "version": TOPK_FORMAT_VERSION, "fingerprint": fingerprint,
-                "start": start, "stop": stop, **identity}
+                "start": start, "stop": stop, "checksums": checksums, **identity}
         atomic_write_json(os.path.join(staging, _SHARD_INFO), info)
 
 
@@ -424,14 +486,19 @@ def _join(directory, fingerprint, count, num_examples, identity):
     """Writes the manifest if all `count` shards exist; returns it, or None."""
     manifest = _read_json(os.path.join(directory, TOPK_MANIFEST))
     if manifest and manifest.get("fingerprint") == fingerprint:
-        return manifest
+        if _manifest_damage(directory, manifest) is None:
+            return manifest
+        _remove_manifest(directory)
     shards = []
     for index in range(count):
         name = f"shard-{index:05d}-of-{count:05d}"
         info = _read_json(os.path.join(directory, name, _SHARD_INFO))
         if not info or info.get("fingerprint") != fingerprint:
             return None
-        shards.append({"folder": name, "start": info["start"], "stop": info["stop"]})
+        if _shard_damage(os.path.join(directory, name), info, fingerprint):
+            return None  # its worker writes it anew (see `build_topk_cache`)
+        shards.append({"folder": name, "start": info["start"], "stop": info["stop"],
+                       "checksums": info["checksums"]})
     manifest = {
         "format": TOPK_FORMAT,
         "version": TOPK_FORMAT_VERSION,
@@ -445,7 +512,38 @@ def _join(directory, fingerprint, count, num_examples, identity):
     return manifest
 
 
+def _remove_manifest(directory):
+    try:
+        os.remove(os.path.join(directory, TOPK_MANIFEST))
+    except FileNotFoundError:
+        pass
+
+
+def _manifest_damage(directory, manifest):
+    """Why a joined cache cannot be used (an edited manifest, a shard cut
+    short or changed), or None."""
+    fingerprint = manifest.get("fingerprint")
+    problem = _damage(manifest, fingerprint)
+    if problem:
+        return f"its manifest: {problem}"
+    for shard in manifest.get("shards") or []:
+        folder = os.path.join(directory, shard.get("folder", ""))
+        info = _read_json(os.path.join(folder, _SHARD_INFO)) or {}
+        problem = _shard_damage(folder, info, fingerprint)
+        if problem is None and shard.get("checksums") != info.get("checksums"):
+            problem = "its arrays are not those the manifest joined"
+        if problem:
+            return f"{shard.get('folder')}: {problem}"
+    return None
+
+
 def _open(directory, manifest, source):
+    damage = _manifest_damage(directory, manifest)
+    if damage:
+        raise StaleCacheError(
+            f"The top-k cache in {directory} is damaged ({damage}). Rebuild it with "
+            "build_topk_cache, which writes damaged shards anew."
+        )
     parts = {name: [] for name in _ARRAYS}
     for shard in manifest["shards"]:
         for name in _ARRAYS:
