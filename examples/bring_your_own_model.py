@@ -18,9 +18,11 @@ quantization, verified against the Keras model on the test data.
 Data:
 
 - default: CIFAR-10 through `tf_distill.data.load("keras:cifar10")`, which
-  reads Keras's copy in `~/.keras/datasets` and downloads it (170 MB) the
-  first time; without a network and without that copy, the example says so
-  and stops.
+  reads Keras's copy in `~/.keras/datasets` (`$KERAS_HOME/datasets`) and
+  downloads it (170 MB) the first time; without a network and without that
+  copy, the example stops with one line that says where it looked.
+- `--data SOURCE`: any `tf_distill.data.load` source of 32×32×3 images, such
+  as a `.npz` with `x_train`, `y_train`, `x_test`, `y_test`.
 - `--fast`: a small synthetic 32×32×3 data set (ten noisy class prototypes),
   an untrained teacher and one epoch of a few batches of distillation: the
   whole path in well under a minute, for the tests.
@@ -28,6 +30,7 @@ Data:
 Usage:
 
     python examples/bring_your_own_model.py           # CIFAR-10, minutes on a CPU
+    python examples/bring_your_own_model.py --data cifar10.npz
     python examples/bring_your_own_model.py --fast    # synthetic data, seconds
 
 The last line printed is a JSON object with what was trained and exported.
@@ -46,6 +49,7 @@ import numpy as np  # noqa: E402
 import tf_distill  # noqa: E402
 import tf_distill.data  # noqa: E402
 
+CIFAR10 = "keras:cifar10"
 # The two layers FitNets ties together, by name.
 TEACHER_HINT_LAYER = "block_5_add"
 STUDENT_GUIDED_LAYER = "student_block2"
@@ -93,17 +97,32 @@ def synthetic_data(seed=0, train=512, test=128, num_classes=10):
     )
 
 
-def cifar10():
-    """CIFAR-10 through tf_distill.data, or a clear message if it cannot be had."""
+def load_data(source):
+    """CIFAR-10 (or `source`) through tf_distill.data, or one line that says why not."""
     try:
-        return tf_distill.data.load("keras:cifar10", validation_size=5000)
+        data = tf_distill.data.load(source, validation_size=0.1)
     except Exception as error:  # noqa: BLE001 — any failure to fetch means the same to the user.
-        sys.exit(
-            "bring_your_own_model.py: CIFAR-10 is not available here "
-            f"({type(error).__name__}: {error}). It needs Keras's copy in "
-            "~/.keras/datasets/cifar-10-batches-py, which keras.datasets.cifar10 "
-            "downloads (170 MB) on a machine with internet access. Or run with --fast."
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        if source != CIFAR10:
+            stop(f"--data {source}: {reason}")
+        keras_home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
+        folder = os.path.join(keras_home, "datasets", "cifar-10-batches-py")
+        stop(
+            f"CIFAR-10 is not available here: no copy in {folder} and the download "
+            f"(170 MB) failed ({reason}). Point --data at a .npz of 32×32×3 images "
+            "(x_train, y_train, x_test, y_test), or run with --fast (synthetic data, "
+            "no download)."
         )
+    if tuple(data.input_shape) != (32, 32, 3):
+        stop(f"--data {source}: the models here take 32×32×3 images. "
+             f"Received: input_shape={tuple(data.input_shape)}")
+    return data
+
+
+def stop(message):
+    """Ends the example with one line on stderr and exit status 2: no traceback."""
+    print(f"{os.path.basename(__file__)}: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def accuracy(model, x, y):
@@ -115,12 +134,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true",
                         help="synthetic data, one epoch of a few batches")
+    parser.add_argument("--data", default=CIFAR10,
+                        help="a tf_distill.data.load source of 32×32×3 images "
+                             "(default: %(default)s)")
     parser.add_argument("--output", default="runs/bring_your_own_model",
                         help="folder for student.keras and the .tflite (default: %(default)s)")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(0)
-    data = synthetic_data() if args.fast else cifar10()
+    data = synthetic_data() if args.fast else load_data(args.data)
     teacher_epochs, epochs, batch_size = (0, 1, 64) if args.fast else (15, 15, 128)
     steps = 4 if args.fast else None  # A few batches in --fast.
     print(f"Data: {data.name}: {len(data.x_train)} train, {len(data.x_test)} test, "

@@ -16,9 +16,12 @@ is the comparison, as there.
 Data:
 
 - `--data mnist` (the default): real MNIST. From the idx files in
-  `../shared/data/mnist` when that folder exists (read with
-  `tf_distill.data.load`), otherwise from `keras.datasets.mnist.load_data()`,
-  which downloads it once (the keras.io example's own path; needs internet).
+  `../shared/data/mnist` (from the current folder, or next to the repository)
+  when that folder exists (read with `tf_distill.data.load`), otherwise from
+  `keras.datasets.mnist.load_data()`, which downloads it once into
+  `~/.keras/datasets` (the keras.io example's own path; needs internet).
+  Without either, the example stops with one line that says where it looked:
+  point `--data` at your copy, or use `--data digits`.
 - `--data digits`: scikit-learn's bundled 8×8 digits, which need no download,
   so the example runs anywhere.
 - Any other source `tf_distill.data.load` accepts: an idx folder, a `.npz`
@@ -74,14 +77,39 @@ def load_data(source, train_size=None, test_size=None, seed=0):
         folder = local_mnist_folder()
         if folder is None:
             # The keras.io path: downloads MNIST once into ~/.keras/datasets.
-            (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+            try:
+                (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+            except Exception as error:  # noqa: BLE001 — any failure to fetch means the same.
+                looked = dict.fromkeys(
+                    [os.path.abspath(os.path.join("..", "shared", "data", "mnist")), SHARED_MNIST]
+                )
+                stop(
+                    "MNIST is not available here: no idx files in ../shared/data/mnist "
+                    f"({' nor '.join(looked)}) and the download failed ({one_line(error)}). "
+                    "Point --data at a folder of MNIST idx files or a .npz "
+                    "(--data ~/data/mnist), or run with --data digits (bundled, no download)."
+                )
             splits = tf_distill.data.from_arrays(
                 x_train, y_train, x_test=x_test, y_test=y_test, name="mnist", **options
             )
             return splits.x_train, splits.y_train, splits.x_test, splits.y_test, splits.name
         source = folder
-    splits = tf_distill.data.load(source, **options)
+    try:
+        splits = tf_distill.data.load(source, **options)
+    except Exception as error:  # noqa: BLE001 — a wrong path or a failed download alike.
+        stop(f"--data {source}: {one_line(error)}")
     return splits.x_train, splits.y_train, splits.x_test, splits.y_test, splits.name
+
+
+def one_line(error):
+    """`Type: message` of an exception, on one line."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def stop(message):
+    """Ends the example with one line on stderr and exit status 2: no traceback."""
+    print(f"{os.path.basename(__file__)}: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def make_teacher(input_shape, num_classes):

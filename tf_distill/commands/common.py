@@ -11,6 +11,7 @@ import importlib
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -232,7 +233,19 @@ def call_builder(spec, role, data, seed, unsafe):
         )
     module_name, function_name = spec.split(":")
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
+        function = getattr(_import_from_current_folder(module_name), function_name)
+    except ModuleNotFoundError as error:
+        if not (module_name == error.name or module_name.startswith(f"{error.name}.")):
+            raise ConfigError(  # The builder's module imports something missing.
+                f"`{role}.builder`'s module cannot be imported: {error}. "
+                f"Received: {role}.builder={spec!r}"
+            ) from None
+        raise ConfigError(
+            f"`{role}.builder` cannot be found: {error}, looked for in the current "
+            f"folder ({os.getcwd()}) and on the Python path; for a module in another "
+            "folder (next to the config, say), run from there or put that folder on "
+            f"PYTHONPATH. Received: {role}.builder={spec!r}"
+        ) from None
     except (ImportError, AttributeError) as error:
         raise ConfigError(
             f"`{role}.builder` cannot be found: {error}. Received: {role}.builder={spec!r}"
@@ -245,6 +258,24 @@ def call_builder(spec, role, data, seed, unsafe):
             f"from {spec!r}"
         )
     return model
+
+
+def _import_from_current_folder(module_name):
+    """Imports `module_name`, searching the current folder first.
+
+    As `python script.py` finds a module next to the script: a user runs
+    `tf-distill` where their `my_models.py` is. The current folder, like the
+    config's relative paths, and not the config file's folder: one rule for
+    every path a config names. The folder is searched for this import only,
+    not left on `sys.path`.
+    """
+    folder = os.getcwd()
+    sys.path.insert(0, folder)
+    importlib.invalidate_caches()  # A module written since the process started.
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(folder)
 
 
 def training_optimizer(config, data, *, learning_rate, epochs):
