@@ -67,6 +67,7 @@ def processes(request, tmp_path_factory):
             process.communicate()
 
 
+@pytest.mark.slow  # each example started in its own process
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_example_without_data_says_where_it_looked_in_one_line(processes, name):
     process = processes[name]
