@@ -42,6 +42,7 @@ def fresh_module():
     sys.modules.pop(name, None)
 
 
+@pytest.mark.slow  # a run, end to end
 def test_run_imports_a_builder_module_from_the_current_folder(
     tmp_path, monkeypatch, capsys, fresh_module
 ):
