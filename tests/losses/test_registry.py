@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+import tf_distill
 from tf_distill import catalog
 from tf_distill import losses
 from tf_distill.backend import keras
@@ -388,9 +389,9 @@ def test_describe_loss_reads_the_recipe_when_there_is_one(tmp_path):
     assert losses.describe_loss("dkd", recipes_dir=tmp_path)["recipe"] is None
 
 
-def test_recipes_are_looked_for_in_the_repository_examples():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert registry.RECIPES_DIR == os.path.join(root, "examples", "recipes")
+def test_recipes_are_looked_for_in_the_package():
+    package = os.path.dirname(os.path.abspath(tf_distill.__file__))
+    assert os.path.samefile(str(registry.RECIPES_DIR), os.path.join(package, "recipes"))
 
 
 def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():

@@ -6,8 +6,10 @@ names any method without an `if/elif` ladder.
 """
 
 import difflib
+import importlib.resources
 import inspect
 import os
+import pathlib
 import re
 
 from tf_distill import catalog
@@ -16,13 +18,9 @@ from tf_distill.losses.base import DistillationLoss
 
 _REGISTRY = {}
 
-# Where `examples/recipes/NAME.yaml` lives in a checkout of the repository; an
-# installed package has no recipes, and `describe_loss` then says so.
-RECIPES_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "examples",
-    "recipes",
-)
+# The recipes (`NAME.yaml`) are package data, installed with the package;
+# `examples/recipes` in the repository links here.
+RECIPES_DIR = importlib.resources.files("tf_distill").joinpath("recipes")
 # A paper reference in a docstring's first line: "(Hinton et al. 2015)",
 # "(Zhao et al., CVPR 2022)".
 _REFERENCE = re.compile(r"\(([^()]*\b(?:19|20)\d\d)\)")
@@ -103,8 +101,8 @@ def describe_loss(name, recipes_dir=None):
     Args:
         name: A registered name (`"kd"`).
         recipes_dir: The folder of recipes (`NAME.yaml`, settings that worked
-            on the method benchmark). Defaults to `examples/recipes` of the
-            repository this package is run from.
+            on the method benchmark). Defaults to `RECIPES_DIR`, the
+            recipes installed with the package.
 
     Returns:
         A dict: `name`, `class_name`, `summary` (the registry's line),
@@ -140,11 +138,11 @@ def describe_loss(name, recipes_dir=None):
         for argument, default in arguments.items()
         if default is not None and default is not inspect.Parameter.empty
     )
-    recipe = os.path.join(RECIPES_DIR if recipes_dir is None else recipes_dir, f"{key}.yaml")
-    recipe_text = None
-    if os.path.isfile(recipe):
-        with open(recipe, encoding="utf-8") as handle:
-            recipe_text = handle.read()
+    folder = RECIPES_DIR if recipes_dir is None else recipes_dir
+    if isinstance(folder, (str, os.PathLike)):
+        folder = pathlib.Path(folder)
+    recipe = folder.joinpath(f"{key}.yaml")
+    recipe_text = recipe.read_text(encoding="utf-8") if recipe.is_file() else None
     return {
         "name": key,
         "class_name": cls.__name__,
@@ -153,7 +151,7 @@ def describe_loss(name, recipes_dir=None):
         "paper": reference.group(1) if reference else None,
         "arguments": arguments,
         "example": example,
-        "recipe": recipe if recipe_text is not None else None,
+        "recipe": str(recipe) if recipe_text is not None else None,
         "recipe_text": recipe_text,
     }
 
