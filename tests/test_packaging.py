@@ -10,6 +10,7 @@ import zipfile
 import pytest
 
 import tf_distill
+from tf_distill import catalog
 from tf_distill.losses import registry
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -17,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def test_the_recipes_are_package_data_and_examples_links_to_them():
     package = pathlib.Path(tf_distill.__file__).resolve().parent
-    assert pathlib.Path(str(registry.RECIPES_DIR)).resolve() == package / "recipes"
+    assert pathlib.Path(str(catalog.RECIPES_DIR)).resolve() == package / "recipes"
     assert (ROOT / "examples" / "recipes").resolve() == package / "recipes"
     assert registry.describe_loss("kd")["recipe"] == str(package / "recipes" / "kd.yaml")
 
