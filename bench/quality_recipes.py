@@ -1,4 +1,4 @@
-"""Writes `examples/recipes/NAME.yaml` from the method table's results.
+"""Writes `tf_distill/recipes/NAME.yaml` (examples/recipes links there) from the method table's results.
 
 Each recipe is a `tf-distill run` config of the setting the method table
 measured (bench/quality_methods.py: MNIST subset, CNN "large" teacher, CNN
@@ -21,7 +21,7 @@ import yaml
 from tf_distill.comparison import mean_std
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES_DIR = os.path.join(REPO_ROOT, "examples", "recipes")
+RECIPES_DIR = os.path.join(REPO_ROOT, "tf_distill", "recipes")
 
 # The recipes, by name (a registered loss's name, or the method's), and the
 # table's row each is made from.

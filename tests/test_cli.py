@@ -150,6 +150,8 @@ print(json.dumps({"status": status, "heavy": heavy}), file=sys.stderr)
         (["run", "--help"], 0),
         (["export", "--help"], 0),
         (["losses"], 0),
+        (["losses", "kd"], 0),
+        (["losses", "nosuch"], 2),  # an unknown name: one line, with the names
         ([], 2),  # no command
         (["run"], 2),  # no config
         (["export", "model.keras", "--quantization", "int9"], 2),
@@ -167,6 +169,11 @@ def test_help_listing_and_usage_errors_import_no_tensorflow(argv, status):
     assert report == {"status": status, "heavy": []}, done.stderr
     if argv == ["losses"]:
         assert done.stdout.splitlines()[0].startswith("attention_transfer ")
+    if argv == ["losses", "kd"]:
+        assert done.stdout.startswith("kd (LogitsDistillation): ")
+        assert "\nRecipe: " in done.stdout and "no recipe yet" not in done.stdout
+    if argv == ["losses", "nosuch"]:
+        assert done.stderr.startswith("tf-distill: error: Unknown distillation loss.")
 
 
 def test_the_package_loads_its_public_names_on_first_use():
@@ -184,9 +191,9 @@ def test_the_package_loads_its_public_names_on_first_use():
 
 
 def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp_path):
-    from tf_distill.losses import registry
+    from tf_distill import catalog
 
-    monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
+    monkeypatch.setattr(catalog, "RECIPES_DIR", str(tmp_path))
     assert cli.main(["losses", "dkd"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("dkd (DecoupledDistillation): ")
@@ -201,11 +208,11 @@ def test_losses_name_prints_arguments_paper_and_example(capsys, monkeypatch, tmp
 
 
 def test_losses_name_prints_its_recipe(capsys, monkeypatch, tmp_path):
-    from tf_distill.losses import registry
+    from tf_distill import catalog
 
     recipe = tmp_path / "kd.yaml"
     recipe.write_text("# 2.1 % test error, 3 seeds\ndistillation: {losses: [{name: kd}]}\n")
-    monkeypatch.setattr(registry, "RECIPES_DIR", str(tmp_path))
+    monkeypatch.setattr(catalog, "RECIPES_DIR", str(tmp_path))
     assert cli.main(["losses", "kd"]) == 0
     out = capsys.readouterr().out
     assert "Paper: Hinton et al. 2015" in out

@@ -6,11 +6,12 @@ import os
 import pytest
 import yaml
 
+from tf_distill import catalog
 from tf_distill.commands import config as config_lib
 from tf_distill.losses import describe_loss
 from tf_distill.losses import registry
 
-RECIPES = sorted(glob.glob(os.path.join(registry.RECIPES_DIR, "*.yaml")))
+RECIPES = sorted(glob.glob(os.path.join(catalog.RECIPES_DIR, "*.yaml")))
 # The method table (bench/bench_quality.py, Quality 4) measured these.
 MEASURED = ["kd", "dkd", "dist", "fitnets", "attention_transfer", "rkd_distance",
             "rkd_angle", "similarity_preserving", "pkt"]

@@ -6,7 +6,8 @@ import os
 import sys
 
 # Nothing heavy is imported before the arguments are parsed: `--help`, a usage
-# error and `tf-distill losses` answer without loading TensorFlow.
+# error, `tf-distill losses` and `tf-distill losses NAME` answer without
+# loading TensorFlow.
 from tf_distill import catalog
 from tf_distill import console
 
@@ -78,9 +79,8 @@ def _loss_details(name):
 
     import yaml
 
-    from tf_distill import losses
-
-    loss = losses.describe_loss(name)
+    # The catalog, not the registry: a built-in loss's details need no TensorFlow.
+    loss = catalog.describe_loss(name)
     print(f"{loss['name']} ({loss['class_name']}): {loss['summary']}")
     print(f"  {loss['description']}")
     print(f"\nPaper: {loss['paper'] or 'none (not from a paper)'}")
@@ -289,8 +289,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if not args.verbose:
         console.quiet_logs()
-    if args.handler is _losses and not args.name:
-        return _losses(args)
+    if args.handler is _losses:
+        try:
+            return _losses(args)
+        except ValueError as error:  # an unknown loss name
+            _error("error", error)
+            return 2
     filtered = contextlib.nullcontext() if args.verbose else console.filtered_stderr()
     with filtered:
         return _handle(args)

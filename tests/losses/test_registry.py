@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+import tf_distill
 from tf_distill import catalog
 from tf_distill import losses
 from tf_distill.backend import keras
@@ -388,9 +389,9 @@ def test_describe_loss_reads_the_recipe_when_there_is_one(tmp_path):
     assert losses.describe_loss("dkd", recipes_dir=tmp_path)["recipe"] is None
 
 
-def test_recipes_are_looked_for_in_the_repository_examples():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert registry.RECIPES_DIR == os.path.join(root, "examples", "recipes")
+def test_recipes_are_looked_for_in_the_package():
+    package = os.path.dirname(os.path.abspath(tf_distill.__file__))
+    assert os.path.samefile(str(catalog.RECIPES_DIR), os.path.join(package, "recipes"))
 
 
 def test_describe_loss_of_an_unknown_name_lists_the_names_and_the_closest():
@@ -426,6 +427,34 @@ def test_a_catalog_that_drifted_from_the_registry_is_refused(monkeypatch):
     drifted["kd"] = ("LogitsDistillation", "an old summary")
     monkeypatch.setattr(catalog, "LOSSES", drifted)
     with pytest.raises(RuntimeError, match="differs from the loss registry.*an old summary"):
+        registry.check_catalog()
+
+
+@pytest.mark.parametrize("name", sorted(catalog.LOSSES))
+def test_the_catalog_describes_a_loss_as_its_class_does(name):
+    # What `tf-distill losses NAME` prints without TensorFlow.
+    assert catalog.describe_loss(name) == losses.describe_loss(name)
+    assert catalog.describe_loss(f" {name.upper()} ") == losses.describe_loss(name)
+
+
+def test_the_catalog_refuses_an_unknown_name_with_the_closest():
+    with pytest.raises(ValueError) as error:
+        catalog.describe_loss("rkd_angel")
+    assert str(error.value) == (
+        f"Unknown distillation loss. Expected one of {sorted(catalog.LOSSES)}. "
+        "Received: 'rkd_angel'. Did you mean 'rkd_angle'?"
+    )
+
+
+def test_catalog_details_that_drifted_from_a_class_are_refused(monkeypatch):
+    # The built-in losses only: other test files register losses of their own.
+    built_in = {name: registry._REGISTRY[name] for name in catalog.LOSSES}
+    monkeypatch.setattr(registry, "_REGISTRY", built_in)
+    registry.check_catalog()
+    description, arguments = catalog.DETAILS["kd"]
+    drifted = {**catalog.DETAILS, "kd": (description, {**arguments, "temperature": 2.0})}
+    monkeypatch.setattr(catalog, "DETAILS", drifted)
+    with pytest.raises(RuntimeError, match=r"catalog.DETAILS` differs .*\['kd'\]"):
         registry.check_catalog()
 
 

@@ -7,25 +7,12 @@ names any method without an `if/elif` ladder.
 
 import difflib
 import inspect
-import os
-import re
 
 from tf_distill import catalog
 from tf_distill.backend import keras
 from tf_distill.losses.base import DistillationLoss
 
 _REGISTRY = {}
-
-# Where `examples/recipes/NAME.yaml` lives in a checkout of the repository; an
-# installed package has no recipes, and `describe_loss` then says so.
-RECIPES_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "examples",
-    "recipes",
-)
-# A paper reference in a docstring's first line: "(Hinton et al. 2015)",
-# "(Zhao et al., CVPR 2022)".
-_REFERENCE = re.compile(r"\(([^()]*\b(?:19|20)\d\d)\)")
 
 
 def register(name, summary):
@@ -61,10 +48,12 @@ def register_former_name(cls, former_name):
 
 
 def check_catalog():
-    """Raises `RuntimeError` unless the registry matches `tf_distill.catalog.LOSSES`.
+    """Raises `RuntimeError` unless the registry matches `tf_distill.catalog`.
 
-    `tf-distill losses` lists the catalog without importing TensorFlow; this
-    check, run once every built-in loss is registered, keeps the two equal.
+    `tf-distill losses` and `tf-distill losses NAME` show the catalog without
+    importing TensorFlow; this check, run once every built-in loss is
+    registered, keeps the catalog's names, summaries, docstring lines and
+    arguments equal to the classes'.
     """
     live = {name: (cls.__name__, summary) for name, (cls, summary) in _REGISTRY.items()}
     if live != catalog.LOSSES:
@@ -73,6 +62,26 @@ def check_catalog():
             "`tf_distill.catalog.LOSSES` differs from the loss registry: update "
             f"the catalog when a built-in loss is added or renamed. Differing: {changed}"
         )
+    changed = sorted(
+        name for name, (cls, _) in _REGISTRY.items() if _read_class(cls) != catalog.DETAILS[name]
+    )
+    if changed:
+        raise RuntimeError(
+            "`tf_distill.catalog.DETAILS` differs from the loss classes: update the "
+            "catalog when a loss's docstring line or arguments change. Differing: "
+            f"{changed}"
+        )
+
+
+def _read_class(cls):
+    """`(the first line of its docstring, {argument: default})` of a loss class."""
+    doc = inspect.getdoc(cls) or ""
+    arguments = {
+        parameter.name: parameter.default
+        for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
+    return (doc.splitlines()[0] if doc else "", arguments)
 
 
 def names():
@@ -88,12 +97,7 @@ def describe():
 def _lookup(name):
     key = name.strip().lower()
     if key not in _REGISTRY:
-        close = difflib.get_close_matches(key, names(), n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            "Unknown distillation loss. Expected one of "
-            f"{names()}. Received: {name!r}.{hint}"
-        )
+        raise catalog.unknown_loss(name, names())
     return _REGISTRY[key][0]
 
 
@@ -103,8 +107,9 @@ def describe_loss(name, recipes_dir=None):
     Args:
         name: A registered name (`"kd"`).
         recipes_dir: The folder of recipes (`NAME.yaml`, settings that worked
-            on the method benchmark). Defaults to `examples/recipes` of the
-            repository this package is run from.
+            on the method benchmark). Defaults to
+            `tf_distill.catalog.RECIPES_DIR`, the recipes installed with the
+            package.
 
     Returns:
         A dict: `name`, `class_name`, `summary` (the registry's line),
@@ -126,36 +131,10 @@ def describe_loss(name, recipes_dir=None):
     """
     cls = _lookup(name)
     key = name.strip().lower()
-    doc = inspect.getdoc(cls) or ""
-    description = doc.splitlines()[0] if doc else ""
-    reference = _REFERENCE.search(description)
-    arguments = {
-        parameter.name: parameter.default
-        for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]
-        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
-    }
-    example = {"name": key}
-    example.update(
-        (argument, default)
-        for argument, default in arguments.items()
-        if default is not None and default is not inspect.Parameter.empty
+    description, arguments = _read_class(cls)
+    return catalog.loss_description(
+        key, cls.__name__, _REGISTRY[key][1], description, arguments, recipes_dir
     )
-    recipe = os.path.join(RECIPES_DIR if recipes_dir is None else recipes_dir, f"{key}.yaml")
-    recipe_text = None
-    if os.path.isfile(recipe):
-        with open(recipe, encoding="utf-8") as handle:
-            recipe_text = handle.read()
-    return {
-        "name": key,
-        "class_name": cls.__name__,
-        "summary": _REGISTRY[key][1],
-        "description": description,
-        "paper": reference.group(1) if reference else None,
-        "arguments": arguments,
-        "example": example,
-        "recipe": recipe if recipe_text is not None else None,
-        "recipe_text": recipe_text,
-    }
 
 
 def serialize(loss):
