@@ -65,9 +65,10 @@ def language_comparison(rows):
 def write_language_report(output_dir, results, histories, config_text=None):
     """Writes `report.md` (and `curves.png`) into `output_dir`; returns the names written."""
     written = []
-    if histories:
-        plot_curves(histories, os.path.join(output_dir, "curves.png"),
-                    title="Training curves (loss per token)")
+    # No epoch is validated (the validation perplexity is measured once, at
+    # the end): the curves are the training split's label loss per token.
+    if plot_curves(histories, os.path.join(output_dir, "curves.png"),
+                   title="Training curves (loss per token)"):
         written.append("curves.png")
     data = results["data"]
     lines = [
@@ -88,7 +89,7 @@ def write_language_report(output_dir, results, histories, config_text=None):
         "(the exposure-bias measure).",
         "",
     ]
-    if histories:
+    if "curves.png" in written:
         lines += ["## Training curves", "", "![training curves](curves.png)", ""]
     if config_text:
         lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
