@@ -178,6 +178,7 @@ class LanguageJob(Job):
             self.train_dataset(data, seed) if train is None else train,
             steps_per_epoch=steps, epochs=epochs,
             verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
             callbacks=[self.backup(phase), keras.callbacks.TerminateOnNaN()],
         )
         seconds = time.perf_counter() - start
