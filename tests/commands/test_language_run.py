@@ -135,6 +135,8 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     assert (output / "student_seed0.keras").exists() and (output / "teacher.keras").exists()
     printed = capsys.readouterr().out
     assert "test perplexity" in printed and str(output) in printed
+    assert "Distilling into the student (seed 0) (1 epoch)" in printed
+    assert "1 epochs" not in printed
 
 
 def test_a_teacher_no_better_than_the_student_alone_is_warned_about():

@@ -2,6 +2,7 @@
 
 import os
 
+from tf_distill.comparison import format_mean_std
 from tf_distill.comparison import mean_std
 from tf_distill.comparison import paired
 from tf_distill.comparison import verdict
@@ -59,6 +60,11 @@ def compare_seeds(rows, key):
     }
 
 
+# What a single seed's comparison says: what the verdict needs (`compare_seeds`).
+ONE_SEED = ('one seed cannot show one: list 2 or more `training.seeds`; "helped" needs '
+            "{measure} on every seed")
+
+
 def seed_comparison(rows):
     """Compares the distilled student with the student alone, seed by seed.
 
@@ -83,12 +89,16 @@ def seed_comparison(rows):
     total = alone[comparison["seeds"][0]]["test_examples"]
     # Teachers are trained once, whatever the seeds: one count each.
     teachers = {r["model"]: r["test_errors"] for r in rows if r["seed"] is None}
-    counts = (
-        f"{comparison['alone_mean']:.1f} ± {comparison['alone_std']:.1f} → "
-        f"{comparison['distilled_mean']:.1f} ± {comparison['distilled_std']:.1f} "
-        f"test errors of {total:,} (student alone → distilled; per seed "
-        f"{comparison['alone']} → {comparison['distilled']}"
-    )
+    if n == 1:  # no spread, and the seed's counts are the means
+        counts = (f"{comparison['alone'][0]} → {comparison['distilled'][0]} test errors of "
+                  f"{total:,} (student alone → distilled")
+    else:
+        counts = (
+            f"{format_mean_std(comparison['alone'])} → "
+            f"{format_mean_std(comparison['distilled'])} "
+            f"test errors of {total:,} (student alone → distilled; per seed "
+            f"{comparison['alone']} → {comparison['distilled']}"
+        )
     if teachers:
         counts += "; " + ", ".join(f"{name} {errors}" for name, errors in teachers.items())
     counts += ")"
@@ -101,7 +111,7 @@ def seed_comparison(rows):
         )
     else:
         why = (
-            "one seed cannot show one: set `training.seeds` (3 or more)"
+            ONE_SEED.format(measure="fewer errors")
             if n == 1
             else f"fewer errors on {improved}, more on {worse} of {n} seeds"
         )
@@ -236,8 +246,8 @@ def plot_comparison(rows, path, title="Test errors"):
                       ha="center", va="bottom", fontsize=9)
     axis.set_ylim(0, max(m + s for m, s in stats) * 1.2 + 1)
     seeds = max(len(v) for v in groups.values())
-    axis.set(title=f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''}; "
-             "dots: each seed)", ylabel="test errors (count)")
+    shown = f"mean ± std over {seeds} seeds; dots: each seed" if seeds > 1 else "1 seed"
+    axis.set(title=f"{title} ({shown})", ylabel="test errors (count)")
     axis.title.set_fontsize(10)
     figure.tight_layout()
     with atomic_path(path) as tmp:
