@@ -86,6 +86,22 @@ def test_loaded_teacher_with_wrong_class_count_is_refused_before_training(tmp_pa
     assert not (tmp_path / "out" / "student.keras").exists()
 
 
+def test_a_softmax_teacher_is_refused_in_the_configs_words(tmp_path, capsys):
+    from tf_distill.backend import keras
+
+    teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(10, activation="softmax")])
+    teacher_path = tmp_path / "teacher.keras"
+    saving.save_model(teacher, teacher_path)
+    path, _ = _write_config(tmp_path, teacher={"path": str(teacher_path)})
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert ("The teacher ends with a softmax: its outputs are probabilities, and distilling "
+            "them as logits would be wrong. Remove the softmax, or set "
+            "`teacher_outputs: probabilities` in the config's `teacher` section.") in err
+    assert "teacher_outputs='probabilities'" not in err
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

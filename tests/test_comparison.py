@@ -21,6 +21,12 @@ def test_mean_std_of_one_value_has_no_spread():
     assert comparison.mean_std([7]) == (7.0, 0.0)
 
 
+def test_one_value_prints_alone_and_counts_agree_with_their_noun():
+    assert comparison.format_mean_std([32.292], digits=3) == "32.292"
+    assert [comparison.counted(n, "epoch") for n in (0, 1, 2)] == [
+        "0 epochs", "1 epoch", "2 epochs"]
+
+
 def test_mean_std_of_nothing_raises():
     with pytest.raises(ValueError, match="`values` must hold at least one number"):
         comparison.mean_std([])

@@ -33,7 +33,7 @@ def mean_std(values):
 
     Both come from `statistics` (`fmean`, `stdev`): exact sums, so the same
     numbers give the same figures in every report. The deviation of a single
-    value is 0, not undefined, so one seed still prints as `x ± 0`.
+    value is 0, not undefined (`format_mean_std` shows one value alone).
 
     Args:
         values: The numbers, one per seed.
@@ -57,9 +57,20 @@ def mean_std(values):
 
 
 def format_mean_std(values, digits=1):
-    """`"10.0 ± 2.0"`: `mean_std(values)` with `digits` decimals each."""
+    """`"10.0 ± 2.0"`: `mean_std(values)` with `digits` decimals each.
+
+    One value has no spread to show: it prints alone (`"32.292"`, not
+    `"32.292 ± 0.000"`).
+    """
     mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def counted(number, noun):
+    """`"1 seed"`, `"3 seeds"`: a count and its noun, plural unless one."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def t_critical_95(degrees_of_freedom):

@@ -32,6 +32,15 @@ def test_unknown_section_key_lists_valid_keys():
         config_lib.validate({"training": {"epoch": 3}})
 
 
+def test_a_misspelled_key_gets_a_did_you_mean():
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['epoch'\] in section `training`\. "
+                                          r"Did you mean 'epochs' for 'epoch'\? Valid keys: \["):
+        config_lib.validate({"training": {"epoch": 3}})
+    with pytest.raises(ConfigError) as info:
+        config_lib.validate({"training": {"zzz": 3}})
+    assert "Did you mean" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [

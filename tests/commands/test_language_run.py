@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import yaml
@@ -105,7 +106,15 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     output = tmp_path / "run"
     path = tmp_path / "lm.yaml"
     path.write_text(yaml.safe_dump(tiny_config(corpus, output)))
-    assert cli.main(["run", str(path), "--quiet"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["run", str(path), "--quiet"]) == 0
+    # Without `--verbose`, no warning of ours reaches the user: neither
+    # Keras's "`shuffle=True` was passed, but will be ignored" (the pipeline
+    # shuffles) nor matplotlib's empty legend (a panel with nothing to draw).
+    leaked = [str(w.message) for w in caught
+              if "shuffle" in str(w.message) or "legend" in str(w.message)]
+    assert leaked == []
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["task"] == "language" and metrics["seeds"] == [0]
     models = [(row["model"], row["seed"]) for row in metrics["models"]]
@@ -126,6 +135,8 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     assert (output / "student_seed0.keras").exists() and (output / "teacher.keras").exists()
     printed = capsys.readouterr().out
     assert "test perplexity" in printed and str(output) in printed
+    assert "Distilling into the student (seed 0) (1 epoch)" in printed
+    assert "1 epochs" not in printed
 
 
 def test_a_teacher_no_better_than_the_student_alone_is_warned_about():

@@ -1,8 +1,11 @@
 """The run report's comparison over paired seeds: the numbers and the sentence."""
 
+import warnings
+
 import numpy as np
 import pytest
 
+from tf_distill.commands.report import plot_curves
 from tf_distill.commands.report import seed_comparison
 from tf_distill.commands.report import write_report
 from tf_distill.comparison import mean_std
@@ -58,7 +61,25 @@ def test_worse_on_average_says_so_even_without_a_reliable_difference():
 def test_one_seed_is_never_a_reliable_difference():
     comparison = seed_comparison(_rows([13], [8]))
     assert comparison["verdict"] == "no reliable difference"
-    assert "one seed cannot show one" in comparison["sentence"]
+    # The advice asks for what the verdict needs (2 seeds can say "helped"),
+    # and one seed's counts show no "± 0.0" spread.
+    assert comparison["sentence"] == (
+        "No reliable difference between distilled and alone (one seed cannot show one: "
+        'list 2 or more `training.seeds`; "helped" needs fewer errors on every seed): '
+        "13 → 8 test errors of 270 (student alone → distilled; teacher 5).")
+    assert seed_comparison(_rows([13, 12], [8, 9]))["verdict"] == "better"
+
+
+def test_one_language_seed_shows_its_perplexities_without_spread():
+    from tf_distill.commands.language_report import language_comparison
+
+    rows = [{"model": "teacher", "seed": None, "test_perplexity": 20.5},
+            {"model": "student alone", "seed": 0, "test_perplexity": 32.35},
+            {"model": "distilled student", "seed": 0, "test_perplexity": 32.292}]
+    assert language_comparison(rows)["sentence"] == (
+        "No reliable difference between distilled and alone (one seed cannot show one: "
+        'list 2 or more `training.seeds`; "helped" needs lower perplexity on every seed): '
+        "test perplexity 32.350 → 32.292 (student alone → distilled; teacher 20.500).")
 
 
 def test_no_baseline_gives_no_comparison():
@@ -81,6 +102,64 @@ def test_report_lists_its_files_and_says_the_verdict(tmp_path):
     assert "**Distillation helped: fewer errors on 3 of 3 seeds" in report
     assert "> **Warning:** The teacher is no better" in report
     assert (tmp_path / "comparison.png").stat().st_size > 1000
+
+
+def _plot(histories, path):
+    """`plot_curves`, with any warning (an empty legend's) an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return plot_curves(histories, str(path))
+
+
+def test_curves_plot_each_students_label_loss_in_whole_epochs(tmp_path):
+    # A distiller's `val_loss` is its whole objective, on another scale than
+    # the student alone's: the label loss of both is what compares.
+    histories = {
+        "teacher": {"val_accuracy": [0.8, 0.9], "val_loss": [0.6, 0.3]},
+        "student alone": {"val_accuracy": [0.5, 0.6, 0.7], "val_loss": [1.5, 1.2, 1.0],
+                          "loss": [1.6, 1.3, 1.1]},
+        "distilled student": {"val_accuracy": [0.5, 0.7, 0.8], "val_loss": [9.8, 3.0, 0.5],
+                              "val_student_loss": [1.4, 0.9, 0.8], "loss": [12.0, 4.0, 1.0]},
+    }
+    panels = _plot(histories, tmp_path / "curves.png")
+    assert [(p["title"], p["ylabel"]) for p in panels] == [
+        ("Validation accuracy", "accuracy"), ("Validation loss (labels)", "loss (labels)")]
+    assert panels[1]["series"] == {
+        "teacher": ("val_loss", [0.6, 0.3]),
+        "student alone": ("val_loss", [1.5, 1.2, 1.0]),
+        "distilled student": ("val_student_loss", [1.4, 0.9, 0.8]),
+    }
+    assert panels[0]["series"]["distilled student"] == ("val_accuracy", [0.5, 0.7, 0.8])
+    for panel in panels:
+        assert panel["epoch_ticks"] and all(tick == int(tick) for tick in panel["epoch_ticks"])
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_language_curves_draw_the_training_label_loss_and_no_empty_panel(tmp_path):
+    # A language run validates no epoch and has no accuracy: one panel, the
+    # label loss per token (a distiller's `student_loss`, not its total).
+    histories = {
+        "student alone": {"loss": [5.5, 5.0]},
+        "distilled student": {"loss": [12.0, 10.0], "student_loss": [5.4, 4.9],
+                              "distillation_loss": [20.0, 16.0], "total_loss": [12.0, 10.0]},
+    }
+    panels = _plot(histories, tmp_path / "curves.png")
+    assert [p["title"] for p in panels] == ["Training loss (labels)"]
+    assert panels[0]["series"] == {"student alone": ("loss", [5.5, 5.0]),
+                                   "distilled student": ("student_loss", [5.4, 4.9])}
+    assert all(tick == int(tick) for tick in panels[0]["epoch_ticks"])
+
+
+def test_a_run_without_validation_is_labeled_training_beside_validated_ones(tmp_path):
+    histories = {"teacher": {"val_loss": [0.6, 0.3]}, "reused": {"loss": [0.9, 0.7]}}
+    panels = _plot(histories, tmp_path / "curves.png")
+    assert panels[0]["title"] == "Validation loss (labels)"
+    assert list(panels[0]["series"]) == ["teacher", "reused (training)"]
+
+
+def test_nothing_to_plot_writes_no_curves(tmp_path):
+    assert _plot({"teacher": {}}, tmp_path / "curves.png") == []
+    assert not (tmp_path / "curves.png").exists()
 
 
 def test_run_table_shows_percent_with_two_decimals_as_the_export_table_does():

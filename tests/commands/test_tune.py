@@ -86,6 +86,21 @@ def test_tune_refuses_several_teachers(tmp_path):
         tune_command.run_from_config(config, tmp_path, verbose=0)
 
 
+def test_the_search_summary_says_errors_in_one_unit():
+    models = [{"model": "tuned distilled student", "test_error": 31 / 270, "test_errors": 31,
+               "test_examples": 270},
+              {"model": "student alone", "test_error": 27 / 270, "test_errors": 27,
+               "test_examples": 270}]
+    assert tune_command.search_summary(models, {"temperature": 4.0}, 3) == (
+        "Best hyperparameters (trial #3): temperature=4. The tuned distilled student's "
+        "test error is 11.48 % (31 of 270), 1.48 percentage points higher than the "
+        "student trained alone's 10.00 % (27 of 270).")
+    models[0].update(test_error=27 / 270, test_errors=27)
+    assert tune_command.search_summary(models, {}).endswith(
+        "none searched. The tuned distilled student's test error is 10.00 % (27 of 270), "
+        "the same as the student trained alone's.")
+
+
 def test_sgd_means_momentum_everywhere():
     assert float(make_optimizer("sgd", 0.1).momentum) == pytest.approx(0.9)
     factory = make_optimizer(lambda rate: keras.optimizers.SGD(rate), 0.1)

@@ -6,6 +6,7 @@ and what was received, the received value shown at most `MAX_SHOWN` long.
 """
 
 import copy
+import difflib
 import math
 
 # A received value is shown at most this long in a message: a config value can
@@ -199,8 +200,12 @@ def check_keys(path, given, valid):
     unknown = sorted(set(given) - set(valid))
     if unknown:
         where = f"section `{path}`" if path else "the config's top level"
+        close = [(key, difflib.get_close_matches(str(key), [str(v) for v in valid], n=1,
+                                                 cutoff=0.6)) for key in unknown]
+        hints = [f"{match[0]!r} for {key!r}" for key, match in close if match]
+        hint = f" Did you mean {', '.join(hints)}?" if hints else ""
         raise ConfigError(
-            f"Unknown key(s) {unknown} in {where}. Valid keys: {sorted(valid)}."
+            f"Unknown key(s) {unknown} in {where}.{hint} Valid keys: {sorted(valid)}."
         )
 
 

@@ -24,12 +24,14 @@ from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.config import teacher_sections
 from tf_distill.commands.example_indices import with_num_examples
+from tf_distill.comparison import counted
 from tf_distill.distribute import shard_by_data
 from tf_distill.files import atomic_write_json
 from tf_distill.losses import crossentropy_from_logits
 from tf_distill.losses.labels import UNLABELED
 from tf_distill.optimizers import learning_rate_schedule
 from tf_distill.optimizers import make_optimizer
+from tf_distill.teachers import applies_softmax
 
 
 def load_data(data_config):
@@ -386,7 +388,7 @@ class TeacherPlan:
         log(
             f"Training the {self.name if self.name != 'teacher' else 'teacher'} "
             f"({section['builder'] or section['architecture'] + '/' + section['size']}, "
-            f"{self.model.count_params():,} parameters, {section['epochs']} epochs)"
+            f"{self.model.count_params():,} parameters, {counted(section['epochs'], 'epoch')})"
         )
         seed = config["training"]["seed"]
         # A Distiller built to check the set-up froze it.
@@ -463,8 +465,20 @@ def prepare_teachers(config, data, read_folder, *, log, unsafe=False):
                 )
                 plan = TeacherPlan(name, section, model, "trained", digest=digest)
         check_model_fits_data(plan.model, role, data)
+        check_not_softmax(plan.model, role, section)
         plans.append(plan)
     return plans
+
+
+def check_not_softmax(model, role, section):
+    """Refuses a teacher that ends with a softmax but is read as logits, in
+    the config's words (the library's error names the Python argument)."""
+    if section["teacher_outputs"] == "logits" and applies_softmax(model):
+        raise ConfigError(
+            f"The {role} ends with a softmax: its outputs are probabilities, and "
+            "distilling them as logits would be wrong. Remove the softmax, or set "
+            "`teacher_outputs: probabilities` in the config's `teacher` section."
+        )
 
 
 def _read_record(path):

@@ -2,11 +2,13 @@
 
 import os
 
+from tf_distill.commands.report import ONE_SEED
 from tf_distill.commands.report import compare_seeds
 from tf_distill.commands.report import markdown_table
 from tf_distill.commands.report import plot_curves
 from tf_distill.commands.report import rows_by_seed
 from tf_distill.commands.report import verdict_lines
+from tf_distill.comparison import format_mean_std
 from tf_distill.files import atomic_write
 
 LANGUAGE_COLUMNS = [
@@ -41,16 +43,17 @@ def language_comparison(rows):
     teacher = [r["test_perplexity"] for r in rows if r["model"] == "teacher"]
     shown = ", ".join(f"{v:.3f}" for v in comparison["alone"])
     shown_distilled = ", ".join(f"{v:.3f}" for v in comparison["distilled"])
-    numbers = (f"test perplexity {comparison['alone_mean']:.3f} ± {comparison['alone_std']:.3f} "
-               f"→ {comparison['distilled_mean']:.3f} ± {comparison['distilled_std']:.3f} "
-               f"(student alone → distilled; per seed [{shown}] → [{shown_distilled}]"
+    per_seed = f"; per seed [{shown}] → [{shown_distilled}]" if n > 1 else ""
+    numbers = (f"test perplexity {format_mean_std(comparison['alone'], 3)} "
+               f"→ {format_mean_std(comparison['distilled'], 3)} "
+               f"(student alone → distilled{per_seed}"
                + (f"; teacher {teacher[0]:.3f}" if teacher else "") + ")")
     if comparison["verdict"] == "better":
         sentence = f"Distillation helped on {n} of {n} seeds: {numbers}."
     elif comparison["verdict"] == "worse":
         sentence = f"Distillation made the student worse on {n} of {n} seeds: {numbers}."
     else:
-        why = ("one seed cannot show one: set `training.seeds` (3 or more)" if n == 1
+        why = (ONE_SEED.format(measure="lower perplexity") if n == 1
                else f"lower on {improved}, higher on {worse} of {n} seeds")
         sentence = f"No reliable difference between distilled and alone ({why}): {numbers}."
     comparison.update(teacher=teacher[0] if teacher else None, sentence=sentence)
@@ -65,9 +68,10 @@ def language_comparison(rows):
 def write_language_report(output_dir, results, histories, config_text=None):
     """Writes `report.md` (and `curves.png`) into `output_dir`; returns the names written."""
     written = []
-    if histories:
-        plot_curves(histories, os.path.join(output_dir, "curves.png"),
-                    title="Training curves (loss per token)")
+    # No epoch is validated (the validation perplexity is measured once, at
+    # the end): the curves are the training split's label loss per token.
+    if plot_curves(histories, os.path.join(output_dir, "curves.png"),
+                   title="Training curves (loss per token)"):
         written.append("curves.png")
     data = results["data"]
     lines = [
@@ -88,7 +92,7 @@ def write_language_report(output_dir, results, histories, config_text=None):
         "(the exposure-bias measure).",
         "",
     ]
-    if histories:
+    if "curves.png" in written:
         lines += ["## Training curves", "", "![training curves](curves.png)", ""]
     if config_text:
         lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]

@@ -23,6 +23,7 @@ from tf_distill.commands.config import ConfigError
 from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_report import write_language_report
 from tf_distill.commands.run import Job
+from tf_distill.comparison import counted
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.on_policy import OnPolicyDistiller
 from tf_distill.language import build_causal_lm
@@ -178,6 +179,7 @@ class LanguageJob(Job):
             self.train_dataset(data, seed) if train is None else train,
             steps_per_epoch=steps, epochs=epochs,
             verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
             callbacks=[self.backup(phase), keras.callbacks.TerminateOnNaN()],
         )
         seconds = time.perf_counter() - start
@@ -214,7 +216,7 @@ class LanguageJob(Job):
         teacher = build_model(section, data.vocabulary_size, "teacher",
                               seed=self.config["training"]["seed"])
         self.log(f"Training the teacher ({teacher.count_params():,} parameters, "
-                 f"{section['epochs']} epochs)")
+                 f"{counted(section['epochs'], 'epoch')})")
         history, seconds = self.fit_alone(
             teacher, data, self.config["training"]["seed"], section["epochs"],
             section["learning_rate"], "teacher")

@@ -2,6 +2,7 @@
 
 import os
 
+from tf_distill.comparison import format_mean_std
 from tf_distill.comparison import mean_std
 from tf_distill.comparison import paired
 from tf_distill.comparison import verdict
@@ -59,6 +60,11 @@ def compare_seeds(rows, key):
     }
 
 
+# What a single seed's comparison says: what the verdict needs (`compare_seeds`).
+ONE_SEED = ('one seed cannot show one: list 2 or more `training.seeds`; "helped" needs '
+            "{measure} on every seed")
+
+
 def seed_comparison(rows):
     """Compares the distilled student with the student alone, seed by seed.
 
@@ -83,12 +89,16 @@ def seed_comparison(rows):
     total = alone[comparison["seeds"][0]]["test_examples"]
     # Teachers are trained once, whatever the seeds: one count each.
     teachers = {r["model"]: r["test_errors"] for r in rows if r["seed"] is None}
-    counts = (
-        f"{comparison['alone_mean']:.1f} ± {comparison['alone_std']:.1f} → "
-        f"{comparison['distilled_mean']:.1f} ± {comparison['distilled_std']:.1f} "
-        f"test errors of {total:,} (student alone → distilled; per seed "
-        f"{comparison['alone']} → {comparison['distilled']}"
-    )
+    if n == 1:  # no spread, and the seed's counts are the means
+        counts = (f"{comparison['alone'][0]} → {comparison['distilled'][0]} test errors of "
+                  f"{total:,} (student alone → distilled")
+    else:
+        counts = (
+            f"{format_mean_std(comparison['alone'])} → "
+            f"{format_mean_std(comparison['distilled'])} "
+            f"test errors of {total:,} (student alone → distilled; per seed "
+            f"{comparison['alone']} → {comparison['distilled']}"
+        )
     if teachers:
         counts += "; " + ", ".join(f"{name} {errors}" for name, errors in teachers.items())
     counts += ")"
@@ -101,7 +111,7 @@ def seed_comparison(rows):
         )
     else:
         why = (
-            "one seed cannot show one: set `training.seeds` (3 or more)"
+            ONE_SEED.format(measure="fewer errors")
             if n == 1
             else f"fewer errors on {improved}, more on {worse} of {n} seeds"
         )
@@ -132,31 +142,82 @@ def weak_teacher_warning(teacher_accuracy, alone_accuracy, seed_text=""):
     )
 
 
+# The series each panel of `curves.png` draws, by preference. A distiller's
+# `loss` is its whole objective (α·labels + (1 − α)·distillation), on another
+# scale than the student alone's `loss`: its label loss is `student_loss`.
+# Validation first; a run that validates no epoch (a language run) has only
+# the training split's.
+CURVE_PANELS = (
+    ("accuracy", ("val_accuracy", "accuracy")),
+    ("loss (labels)", ("val_student_loss", "val_loss", "student_loss", "loss")),
+)
+
+
+def curve_panels(histories):
+    """What `plot_curves` draws: per panel, its title and each run's series.
+
+    Args:
+        histories: `{label: history_dict}` (Keras `History.history`).
+
+    Returns:
+        A list of dicts, one per panel that has a series (no empty panel):
+        `title` ("Validation accuracy", "Training loss (labels)", ...),
+        `ylabel` and `series`, `{label: (history key, values)}`. A run
+        without the validation key a panel draws is labeled "(training)"
+        where others have it.
+    """
+    panels = []
+    for quantity, keys in CURVE_PANELS:
+        series = {}
+        for label, history in histories.items():
+            key = next((key for key in keys if history.get(key)), None)
+            if key is not None:
+                series[label] = (key, list(history[key]))
+        if not series:
+            continue
+        validated = [key.startswith("val_") for key, _ in series.values()]
+        split = "Validation" if all(validated) else "Training" if not any(validated) else None
+        if split is None:  # some runs without validation: say which
+            split = "Validation"
+            series = {(label if key.startswith("val_") else f"{label} (training)"): (key, values)
+                      for label, (key, values) in series.items()}
+        panels.append({"title": f"{split} {quantity}", "ylabel": quantity, "series": series})
+    return panels
+
+
 def plot_curves(histories, path, title="Training curves"):
-    """Plots validation accuracy and loss per epoch for each run.
+    """Plots each run's accuracy and label loss per epoch (`curve_panels`).
 
     Args:
         histories: `{label: history_dict}` (Keras `History.history`).
         path: The PNG to write.
         title: The figure's title.
+
+    Returns:
+        `curve_panels(histories)`, each panel with the `epoch_ticks` drawn
+        (whole epochs). Nothing is written without a series to draw.
     """
+    panels = curve_panels(histories)
+    if not panels:
+        return panels
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
-    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, history in histories.items():
-        for axis, key in ((accuracy_axis, "accuracy"), (loss_axis, "loss")):
-            values = history.get(f"val_{key}") or history.get(key)
-            if values:
-                axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
-    accuracy_axis.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
-    loss_axis.set(title="Validation loss (labels)", xlabel="epoch", ylabel="loss")
-    for axis in (accuracy_axis, loss_axis):
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, panel in zip(axes[0], panels):
+        for label, (_, values) in panel["series"].items():
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
+        axis.set(title=panel["title"], xlabel="epoch", ylabel=panel["ylabel"])
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend()  # every series has a label: no empty legend
+        panel["epoch_ticks"] = [float(tick) for tick in axis.get_xticks()]
     figure.suptitle(title)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100, format="png")
     plt.close(figure)
+    return panels
 
 
 def plot_comparison(rows, path, title="Test errors"):
@@ -185,8 +246,8 @@ def plot_comparison(rows, path, title="Test errors"):
                       ha="center", va="bottom", fontsize=9)
     axis.set_ylim(0, max(m + s for m, s in stats) * 1.2 + 1)
     seeds = max(len(v) for v in groups.values())
-    axis.set(title=f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''}; "
-             "dots: each seed)", ylabel="test errors (count)")
+    shown = f"mean ± std over {seeds} seeds; dots: each seed" if seeds > 1 else "1 seed"
+    axis.set(title=f"{title} ({shown})", ylabel="test errors (count)")
     axis.title.set_fontsize(10)
     figure.tight_layout()
     with atomic_path(path) as tmp:
@@ -268,8 +329,7 @@ def write_report(output_dir, results, histories, config_text=None):
         The names of the files written, in the order written.
     """
     written = []
-    if histories:
-        plot_curves(histories, os.path.join(output_dir, "curves.png"))
+    if plot_curves(histories, os.path.join(output_dir, "curves.png")):
         written.append("curves.png")
     plot_comparison(results["models"], os.path.join(output_dir, "comparison.png"))
     written.append("comparison.png")
@@ -290,7 +350,7 @@ def write_report(output_dir, results, histories, config_text=None):
         "![comparison](comparison.png)",
         "",
     ]
-    if histories:
+    if "curves.png" in written:
         lines += ["## Training curves", "", "![training curves](curves.png)", ""]
     export = results.get("export")
     if export:

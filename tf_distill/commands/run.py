@@ -47,6 +47,7 @@ from tf_distill.commands.report import write_report
 from tf_distill.commands.stages import check_chain
 from tf_distill.commands.stages import run_stages
 from tf_distill.commands.stages_config import stage_config
+from tf_distill.comparison import counted
 from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
 
@@ -208,7 +209,7 @@ class Job:
         model.set_weights(initial_weights)
         self.log(
             f"Training the student alone{self.seed_text(seed)} "
-            f"({model.count_params():,} parameters, {training['epochs']} epochs)"
+            f"({model.count_params():,} parameters, {counted(training['epochs'], 'epoch')})"
         )
         self.claim()
         history, seconds = self.train_alone(model, data, seed, phase)
@@ -404,7 +405,7 @@ class Job:
                 self.log(f"Warning: {warning}")
                 warnings.append(warning)
         self.log(f"Distilling into the student{self.seed_text(seed)} "
-                 f"({training['epochs']} epochs)")
+                 f"({counted(training['epochs'], 'epoch')})")
         keras.utils.set_random_seed(seed)
         history, seconds = self.distill(teacher, student, students_data[1], seed)
         histories[f"distilled student{self.seed_text(seed)}"] = history

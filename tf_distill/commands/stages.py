@@ -19,6 +19,7 @@ from tf_distill.backend import keras
 from tf_distill.commands import common
 from tf_distill.commands.schemes import distillation_model
 from tf_distill.commands.stages_config import stage_config
+from tf_distill.comparison import counted
 from tf_distill.distillers.stages import Stage
 from tf_distill.distillers.stages import check_stages
 from tf_distill.distillers.stages import distill_stages
@@ -96,7 +97,7 @@ class StageChain:
         teacher = "teacher" if index == 0 else self.names[index - 1]
         self.job.log(f"Distilling stage {index + 1} of {len(self.names)}: the "
                      f"{teacher} teaches {name!r} ({model.count_params():,} parameters, "
-                     f"{local['training']['epochs']} epochs)")
+                     f"{counted(local['training']['epochs'], 'epoch')})")
         keras.utils.set_random_seed(self.seed)
         self.models[index] = model
         return model

@@ -275,13 +275,24 @@ def search_summary(models, best, trial_number=None):
     trial = f" (trial #{trial_number})" if trial_number is not None else ""
     text = (
         f"Best hyperparameters{trial}: {values}. "
-        f"The tuned distilled student's test error is {tuned['test_error']:.4f}"
+        f"The tuned distilled student's test error is {error_text(tuned)}"
     )
     alone = by_model.get("student alone")
     if alone:
-        change = (alone["test_error"] - tuned["test_error"]) * 100
-        text += (
-            f", {abs(change):.2f} points {'fewer' if change >= 0 else 'more'} errors than "
-            f"the student trained alone ({alone['test_error']:.4f})"
-        )
+        # Both errors in percent, so the difference is in percentage points.
+        change = (tuned["test_error"] - alone["test_error"]) * 100
+        if round(change, 2) == 0:
+            text += ", the same as the student trained alone's"
+        else:
+            text += (f", {abs(change):.2f} percentage points "
+                     f"{'higher' if change > 0 else 'lower'} than the student trained "
+                     f"alone's {error_text(alone)}")
     return text + "."
+
+
+def error_text(row):
+    """`"11.48 % (31 of 270)"`: a test error in percent, with its count where known."""
+    text = f"{100 * row['test_error']:.2f} %"
+    if row.get("test_errors") is not None and row.get("test_examples"):
+        text += f" ({row['test_errors']:,} of {row['test_examples']:,})"
+    return text
