@@ -154,3 +154,24 @@ def test_tune_refuses_a_language_config(corpus, tmp_path, capsys):
     path.write_text(yaml.safe_dump(tiny_config(corpus, tmp_path / "run")))
     assert cli.main(["tune", str(path)]) != 0
     assert "a `task: language` config runs with `tf-distill run`" in capsys.readouterr().err
+
+
+def test_a_teacher_shorter_than_the_windows_is_refused_before_it_is_scored(
+    corpus, tmp_path, capsys
+):
+    from tf_distill import saving
+    from tf_distill.language import build_causal_lm
+
+    short = build_causal_lm("gpt2", vocabulary_size=256, num_layers=1, num_heads=2,
+                            hidden_dim=8, intermediate_dim=16, max_sequence_length=8)
+    saving.save_model(short, tmp_path / "short.keras")
+    config = tiny_config(corpus, tmp_path / "run")
+    config["data"]["sequence_length"] = 16
+    config["teacher"] = {"path": str(tmp_path / "short.keras")}
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["run", str(path), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "Traceback" not in error[0]
+    assert "The teacher reads sequences of at most 8 tokens" in error[0]
+    assert "Received: data.sequence_length=16" in error[0]

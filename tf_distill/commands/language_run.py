@@ -27,6 +27,7 @@ from tf_distill.comparison import counted
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.on_policy import OnPolicyDistiller
 from tf_distill.language import build_causal_lm
+from tf_distill.language import models as language_models
 from tf_distill.language.evaluation import perplexity
 from tf_distill.language.evaluation import teacher_nll_of_samples
 from tf_distill.losses.topk import TopKDistillation
@@ -225,12 +226,21 @@ class LanguageJob(Job):
         return teacher, history, seconds
 
     def check_teacher(self, teacher, data):
+        """Refuses a teacher that cannot read the text's windows, before it is scored."""
         vocabulary = model_vocabulary(teacher)
         if vocabulary is not None and vocabulary != data.vocabulary_size:
             raise ConfigError(
                 f"The teacher's vocabulary ({vocabulary} tokens) differs from the text's "
                 f"tokenizer ({data.vocabulary_size} byte tokens): their token ids mean "
                 "different things."
+            )
+        limit = language_models.max_sequence_length(teacher)
+        if limit is not None and limit < data.sequence_length:
+            raise ConfigError(
+                f"The teacher reads sequences of at most {limit} tokens (its "
+                f"max_sequence_length), shorter than the text's windows. Set "
+                f"`data.sequence_length` to {limit} or less, or use another teacher. "
+                f"Received: data.sequence_length={data.sequence_length}"
             )
 
     def distiller(self, teacher, student, seed):
