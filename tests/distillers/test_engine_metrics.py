@@ -110,3 +110,21 @@ def test_early_stopping_on_the_label_loss(teacher, student, tiny_data):
     assert len(history["val_student_loss"]) == 2
     _, student_loss, _ = expected_terms(teacher, student, x, y)
     np.testing.assert_allclose(history["val_student_loss"], [student_loss] * 2, rtol=1e-5)
+
+
+def test_metrics_leave_out_unlabeled_examples(teacher, student, tiny_data):
+    """Examples labeled -1 count in no compiled metric, in `fit` and
+    `evaluate` alike: the accuracy is that of the labeled examples alone."""
+    x, y = tiny_data
+    y = y.copy()
+    y[::3] = -1
+    labeled = y >= 0
+    distiller = distiller_for(teacher, student)
+    predictions = np.argmax(np.asarray(student(x, training=False)), axis=-1)
+    accuracy = np.mean(predictions[labeled] == y[labeled])
+    assert accuracy > 0.05  # counting the unlabeled as wrong would differ
+
+    results = distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], accuracy, rtol=1e-6)
+    history = distiller.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(history["accuracy"][0], accuracy, rtol=1e-6)

@@ -73,7 +73,10 @@ class Distiller(DistillerEngine):
     student's accuracy.
 
     **Unlabeled data.** `fit(x)` (or a data set yielding `x` alone) trains on
-    the distillation losses only: the student's label loss is then 0.
+    the distillation losses only: the student's label loss is then 0. A
+    sparse label of -1 (`tf_distill.losses.labels.UNLABELED`) marks one
+    unlabeled example: it is distilled, adds 0 to the label loss and counts
+    in no metric.
 
     **Several teachers.** `teacher` may be a list of models (named by their
     `name`) or a dict `{name: model}`. Each teacher is frozen and runs once
