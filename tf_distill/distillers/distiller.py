@@ -428,6 +428,10 @@ class Distiller(DistillerEngine):
         mask = labels_lib.label_mask(logits, sample_weight)
         example_weights = labels_lib.example_weights(sample_weight, mask)
         alpha = scheduled(self.student_loss_weight)
+        if y is not None:
+            # Refuses labels that fit neither the sparse nor the one-hot form
+            # at trace time, before a step (even with α = 0 and no metric).
+            labels_lib.label_format(y, logits)
         y, labeled = labels_lib.fill_unlabeled(y, logits, teacher_outputs[taps.LOGITS])
         if batch.labeled is not None:
             labeled = batch.labeled if labeled is None else labeled * batch.labeled

@@ -130,7 +130,9 @@ class DistillerEngine(keras.Model):
             optimizer: The optimizer of every trainable variable.
             loss: The student's loss on the true labels (crossentropy names
                 are applied to logits).
-            metrics: Metrics of the student's outputs.
+            metrics: Metrics of the student's outputs (`"accuracy"` reads
+                the format of each batch's labels, as the label loss does:
+                see `tf_distill.losses.labels.resolve_metrics`).
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, ...).
         """
@@ -140,7 +142,10 @@ class DistillerEngine(keras.Model):
         self._label_loss_config = loss
         self._compile_arguments = {"optimizer": optimizer, "metrics": metrics}
         super().compile(
-            optimizer=optimizer, loss=None, metrics=self.metrics_to_compile(metrics), **kwargs
+            optimizer=optimizer,
+            loss=None,
+            metrics=labels_lib.resolve_metrics(self.metrics_to_compile(metrics)),
+            **kwargs,
         )
 
     def metrics_to_compile(self, metrics):
