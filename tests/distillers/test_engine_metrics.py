@@ -110,3 +110,54 @@ def test_early_stopping_on_the_label_loss(teacher, student, tiny_data):
     assert len(history["val_student_loss"]) == 2
     _, student_loss, _ = expected_terms(teacher, student, x, y)
     np.testing.assert_allclose(history["val_student_loss"], [student_loss] * 2, rtol=1e-5)
+
+
+def test_metrics_leave_out_unlabeled_examples(teacher, student, tiny_data):
+    """Examples labeled -1 count in no compiled metric, in `fit` and
+    `evaluate` alike: the accuracy is that of the labeled examples alone."""
+    x, y = tiny_data
+    y = y.copy()
+    y[::3] = -1
+    labeled = y >= 0
+    distiller = distiller_for(teacher, student)
+    predictions = np.argmax(np.asarray(student(x, training=False)), axis=-1)
+    accuracy = np.mean(predictions[labeled] == y[labeled])
+    assert accuracy > 0.05  # counting the unlabeled as wrong would differ
+
+    results = distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], accuracy, rtol=1e-6)
+    history = distiller.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(history["accuracy"][0], accuracy, rtol=1e-6)
+
+
+@pytest.mark.parametrize("train_form", ["one_hot", "sparse"])
+def test_accuracy_follows_the_labels_format(teacher, student, tiny_data, train_form):
+    """`accuracy` reads each batch's labels: one-hot in `fit`, class indices
+    in `evaluate`, or the reverse (Keras's "accuracy" keeps the first format
+    it sees and misreads the other)."""
+    x, y = tiny_data
+    one_hot = np.eye(5)[y]
+    train_labels, test_labels = (one_hot, y) if train_form == "one_hot" else (y[:, None], one_hot)
+    distiller = distiller_for(teacher, student)
+    accuracy = np.mean(np.argmax(np.asarray(student(x, training=False)), axis=-1) == y)
+    history = distiller.fit(x, train_labels, epochs=1, batch_size=16, verbose=0).history
+    np.testing.assert_allclose(history["accuracy"][0], accuracy, rtol=1e-6)
+    results = distiller.evaluate(x, test_labels, batch_size=64, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], accuracy, rtol=1e-6)
+
+
+@pytest.mark.parametrize("student_loss_weight", [ALPHA, 0.0])
+def test_labels_of_neither_form_are_refused_before_a_step(
+    teacher, student, tiny_data, student_loss_weight
+):
+    x, _ = tiny_data
+    distiller = Distiller(teacher, student, "kd", student_loss_weight=student_loss_weight)
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = [np.array(w) for w in student.get_weights()]
+    match = r"Invalid value for argument `y`.*Received: y with shape \(16, 2\)"
+    with pytest.raises(ValueError, match=match):
+        distiller.fit(x, np.zeros((64, 2), "float32"), epochs=1, batch_size=16, verbose=0)
+    for weight, initial in zip(student.get_weights(), before):
+        np.testing.assert_array_equal(weight, initial)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `y`"):
+        distiller.evaluate(x, np.zeros((64, 2), "int32"), batch_size=16, verbose=0)

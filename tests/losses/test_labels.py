@@ -1,5 +1,7 @@
 """Tests of the student's label loss (tf_distill.losses.labels)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,44 @@ def test_labels_that_read_a_missing_label_get_the_teachers_prediction():
     one_hot = tf.one_hot([0, 1, 2], 3)
     same, none = fill_unlabeled(one_hot, teacher, teacher)
     assert none is None and same is one_hot
+
+
+@pytest.mark.parametrize(
+    "labels_shape, expected",
+    [((4,), "sparse"), ((4, 1), "sparse"), ((4, 10), "one_hot"), ((None, 10), "one_hot")],
+)
+def test_label_format(labels_shape, expected):
+    logits = tf.zeros((4, 10))
+    assert labels.label_format(tf.TensorSpec(labels_shape), logits) == expected
+
+
+@pytest.mark.parametrize("labels_shape", [(4, 2), (4, 10, 1), (3,)])
+def test_label_format_refuses_labels_of_neither_form(labels_shape):
+    match = re.escape(
+        "Invalid value for argument `y` (the labels) for logits of shape (4, 10). Expected "
+        "class indices of shape (4,) or (4, 1), or one-hot labels of shape (4, 10). "
+        f"Received: y with shape {labels_shape}"
+    )
+    with pytest.raises(ValueError, match=match):
+        labels.label_format(np.zeros(labels_shape), tf.zeros((4, 10)))
+    with pytest.raises(ValueError, match="Invalid value for argument `y`"):
+        labels.crossentropy_from_logits(np.zeros(labels_shape), tf.zeros((4, 10)))
+
+
+@pytest.mark.parametrize("form", ["sparse", "sparse_trailing", "one_hot"])
+def test_accuracy_follows_the_labels_format(form):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 5)).astype("float32")
+    y = rng.integers(0, 5, size=12)
+    given = {"sparse": y, "sparse_trailing": y[:, None], "one_hot": np.eye(5)[y]}[form]
+    expected = (np.argmax(logits, axis=-1) == y).astype("float32")
+    np.testing.assert_array_equal(labels.accuracy_from_logits(given, logits), expected)
+    compiled = tf.function(labels.accuracy_from_logits)(tf.constant(given), logits)
+    np.testing.assert_array_equal(compiled, expected)
+    # One metric, labels of either format in turn (Keras's "accuracy" picks
+    # one format at the first batch).
+    (metric,) = labels.resolve_metrics(["accuracy"])
+    assert metric.name == "accuracy"
+    metric.update_state(np.eye(5)[y], logits)
+    metric.update_state(given, logits)
+    np.testing.assert_allclose(metric.result(), expected.mean(), rtol=1e-6)

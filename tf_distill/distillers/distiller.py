@@ -73,7 +73,10 @@ class Distiller(DistillerEngine):
     student's accuracy.
 
     **Unlabeled data.** `fit(x)` (or a data set yielding `x` alone) trains on
-    the distillation losses only: the student's label loss is then 0.
+    the distillation losses only: the student's label loss is then 0. A
+    sparse label of -1 (`tf_distill.losses.labels.UNLABELED`) marks one
+    unlabeled example: it is distilled, adds 0 to the label loss and counts
+    in no metric.
 
     **Several teachers.** `teacher` may be a list of models (named by their
     `name`) or a dict `{name: model}`. Each teacher is frozen and runs once
@@ -425,6 +428,10 @@ class Distiller(DistillerEngine):
         mask = labels_lib.label_mask(logits, sample_weight)
         example_weights = labels_lib.example_weights(sample_weight, mask)
         alpha = scheduled(self.student_loss_weight)
+        if y is not None:
+            # Refuses labels that fit neither the sparse nor the one-hot form
+            # at trace time, before a step (even with α = 0 and no metric).
+            labels_lib.label_format(y, logits)
         y, labeled = labels_lib.fill_unlabeled(y, logits, teacher_outputs[taps.LOGITS])
         if batch.labeled is not None:
             labeled = batch.labeled if labeled is None else labeled * batch.labeled

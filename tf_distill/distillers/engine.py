@@ -130,7 +130,9 @@ class DistillerEngine(keras.Model):
             optimizer: The optimizer of every trainable variable.
             loss: The student's loss on the true labels (crossentropy names
                 are applied to logits).
-            metrics: Metrics of the student's outputs.
+            metrics: Metrics of the student's outputs (`"accuracy"` reads
+                the format of each batch's labels, as the label loss does:
+                see `tf_distill.losses.labels.resolve_metrics`).
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, ...).
         """
@@ -140,7 +142,10 @@ class DistillerEngine(keras.Model):
         self._label_loss_config = loss
         self._compile_arguments = {"optimizer": optimizer, "metrics": metrics}
         super().compile(
-            optimizer=optimizer, loss=None, metrics=self.metrics_to_compile(metrics), **kwargs
+            optimizer=optimizer,
+            loss=None,
+            metrics=labels_lib.resolve_metrics(self.metrics_to_compile(metrics)),
+            **kwargs,
         )
 
     def metrics_to_compile(self, metrics):
@@ -232,8 +237,22 @@ class DistillerEngine(keras.Model):
         """Hook: runs after each optimizer update, inside the compiled step."""
 
     def metric_targets(self, batch, terms):
-        """Hook: `(y, y_pred, sample_weight)` for the compiled metrics."""
-        return batch.y, terms.outputs, batch.sample_weight
+        """Hook: `(y, y_pred, sample_weight)` for the compiled metrics.
+
+        Examples marked unlabeled (label -1: `terms.labeled` is 0) count in
+        no metric, as in no label loss: they are dropped (Keras's compiled
+        metrics would score their placeholder label). A per-position mask
+        (the on-policy distiller's sampled continuations) is left as it is:
+        their metrics read the samples' next tokens.
+        """
+        y, y_pred, sample_weight = batch.y, terms.outputs, batch.sample_weight
+        if y is None or terms.labeled is None or terms.labeled.shape.rank != 1:
+            return y, y_pred, sample_weight
+        keep = terms.labeled > 0
+        y, y_pred = tf.nest.map_structure(lambda value: tf.boolean_mask(value, keep), (y, y_pred))
+        if sample_weight is not None:
+            sample_weight = tf.boolean_mask(sample_weight, keep)
+        return y, y_pred, sample_weight
 
     def scheduled_values(self):
         """Hook: `{history name: Schedule or function}` that `fit` sets and logs."""

@@ -295,15 +295,8 @@ class MutualDistiller(DistillerEngine):
 
     def metric_targets(self, batch, terms):
         """Every student's logits against the labels (by `student_key`);
-        unlabeled examples (-1) count in no metric (Keras's compiled
-        `metrics` ignore sample weights: they are dropped)."""
-        y, outputs, sample_weight = batch.y, terms.outputs, batch.sample_weight
-        if y is not None and terms.labeled is not None:
-            keep = terms.labeled > 0
-            y = tf.boolean_mask(y, keep)
-            outputs = {key: tf.boolean_mask(value, keep) for key, value in outputs.items()}
-            if sample_weight is not None:
-                sample_weight = tf.boolean_mask(sample_weight, keep)
+        unlabeled examples (-1) count in no metric (the engine's default)."""
+        y, outputs, sample_weight = super().metric_targets(batch, terms)
         if y is not None:
             y = {key: y for key in outputs}
         return y, outputs, sample_weight

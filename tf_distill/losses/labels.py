@@ -3,7 +3,9 @@
 The `Distiller`'s student outputs logits, so the loss given to `compile` is
 read as a loss *from logits*: `"sparse_categorical_crossentropy"` and
 `"categorical_crossentropy"` both mean `crossentropy_from_logits`, whatever
-the label format.
+the label format. So does the `"accuracy"` metric (`resolve_metrics`): both
+read the format of each batch's labels (`label_format`), and refuse labels
+that fit neither form.
 """
 
 import warnings
@@ -20,13 +22,59 @@ _CROSSENTROPY_NAMES = (
 )
 
 
+SPARSE = "sparse"
+ONE_HOT = "one_hot"
+
+
+def label_format(y_true, logits):
+    """Reads the format of labels from the static shapes: sparse or one-hot.
+
+    Labels with one axis fewer than the logits (or a trailing axis of 1) are
+    class indices; labels of the logits' shape are one-hot or soft targets.
+
+    Args:
+        y_true: The labels (a tensor or an array).
+        logits: The student's logits `[batch, ..., classes]`.
+
+    Returns:
+        `SPARSE` or `ONE_HOT`.
+
+    Raises:
+        ValueError: for labels of a shape that fits neither form, such as
+            `(batch, 2)` for 10 classes.
+    """
+    labels_shape = tf.TensorShape(getattr(y_true, "shape", None))
+    logits_shape = tf.TensorShape(logits.shape)
+    if labels_shape.rank is None or logits_shape.rank is None:
+        return SPARSE  # Unknown ranks: read as class indices, as before.
+    rank, classes = logits_shape.rank, logits_shape[-1]
+    batch_shape = logits_shape[:-1]
+    if labels_shape.rank == rank and (labels_shape[-1] != 1 or classes == 1):
+        if labels_shape.is_compatible_with(logits_shape):
+            return ONE_HOT
+    elif labels_shape.rank == rank and labels_shape[:-1].is_compatible_with(batch_shape):
+        return SPARSE
+    elif labels_shape.rank == rank - 1 and labels_shape.is_compatible_with(batch_shape):
+        return SPARSE
+    raise ValueError(
+        "Invalid value for argument `y` (the labels) for logits of shape "
+        f"{_shape(logits_shape)}. Expected class indices of shape {_shape(batch_shape)} "
+        f"or {_shape(batch_shape + [1])}, or one-hot labels of shape "
+        f"{_shape(logits_shape)}. Received: y with shape {_shape(labels_shape)}"
+    )
+
+
+def _shape(shape):
+    return str(tuple(shape.as_list()))
+
+
 @register_serializable()
 def crossentropy_from_logits(y_true, logits):
     """Cross-entropy of logits with sparse integer or one-hot labels.
 
-    The label format is read from the ranks: labels with one axis fewer than
-    the logits (or a trailing axis of 1) are class indices, labels of the
-    logits' rank are one-hot or soft targets.
+    The label format is read from the ranks (`label_format`): labels with one
+    axis fewer than the logits (or a trailing axis of 1) are class indices,
+    labels of the logits' shape are one-hot or soft targets.
 
     Args:
         y_true: Class indices `[batch, ...]` (or `[batch, ..., 1]`), or
@@ -35,14 +83,72 @@ def crossentropy_from_logits(y_true, logits):
 
     Returns:
         A float32 tensor `[batch, ...]`: one value per example (or position).
+
+    Raises:
+        ValueError: for labels that fit neither form.
     """
     logits = tf.cast(logits, tf.float32)
     y_true = tf.convert_to_tensor(y_true)
-    if y_true.shape.rank == logits.shape.rank and (y_true.shape[-1] != 1 or logits.shape[-1] == 1):
+    if label_format(y_true, logits) == ONE_HOT:
         return tf.nn.softmax_cross_entropy_with_logits(tf.cast(y_true, tf.float32), logits)
     if y_true.shape.rank == logits.shape.rank:
         y_true = tf.squeeze(y_true, -1)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y_true, tf.int32), logits)
+
+
+@register_serializable()
+def accuracy_from_logits(y_true, logits):
+    """1.0 where the logits' argmax is the labels' class, else 0.0.
+
+    The label format is read from each batch's labels (`label_format`), as
+    the label loss reads it: Keras's `"accuracy"` instead picks sparse or
+    categorical accuracy once, from the first labels it sees, and then
+    misreads labels of the other format. One logit: binary accuracy, as in
+    Keras.
+
+    Args:
+        y_true: Class indices or one-hot labels (see `label_format`).
+        logits: Tensor `[batch, ..., classes]`.
+
+    Returns:
+        A float tensor `[batch, ...]`.
+
+    Raises:
+        ValueError: for labels that fit neither form.
+    """
+    logits = tf.convert_to_tensor(logits)
+    y_true = tf.convert_to_tensor(y_true)
+    if logits.shape.rank and logits.shape[-1] == 1:
+        return keras.metrics.binary_accuracy(y_true, logits)
+    if label_format(y_true, logits) == ONE_HOT:
+        return keras.metrics.categorical_accuracy(y_true, logits)
+    return keras.metrics.sparse_categorical_accuracy(y_true, logits)
+
+
+_ACCURACY_NAMES = ("accuracy", "acc")
+
+
+def resolve_metrics(metrics):
+    """The `metrics` given to `compile`, with each accuracy name
+    (`"accuracy"`, `"acc"`) made a metric of `accuracy_from_logits`, so that
+    it follows the format of each batch's labels.
+
+    Args:
+        metrics: `None`, or a list (or a dict of lists) of metric names and
+            objects.
+
+    Returns:
+        The same structure, each accuracy name a new metric of that name.
+    """
+
+    def resolve(metric):
+        if isinstance(metric, str) and metric.lower() in _ACCURACY_NAMES:
+            return keras.metrics.MeanMetricWrapper(accuracy_from_logits, name=metric)
+        return metric
+
+    if metrics is None:
+        return None
+    return tf.nest.map_structure(resolve, metrics)
 
 
 def resolve_student_loss(loss):
