@@ -175,3 +175,19 @@ def test_a_teacher_shorter_than_the_windows_is_refused_before_it_is_scored(
     assert len(error) == 1 and "Traceback" not in error[0]
     assert "The teacher reads sequences of at most 8 tokens" in error[0]
     assert "Received: data.sequence_length=16" in error[0]
+
+
+def test_restart_after_the_text_changed_starts_over_completely(corpus, tmp_path, capsys):
+    output = tmp_path / "run"
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(corpus, output, top_k=8)))
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    assert (output / "topk_cache" / "manifest.json").exists()
+    (corpus / "a.txt").write_text("sphinx of black quartz, judge my vow. " * 12)
+    assert cli.main(["run", str(path), "--quiet"]) == 2  # another text: refused
+    capsys.readouterr()
+    # Its top-k cache was built from the old text: --restart removes it too.
+    assert cli.main(["run", str(path), "--quiet", "--restart"]) == 0, capsys.readouterr().err
+    assert "Starting over" in capsys.readouterr().out
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert [row["model"] for row in metrics["models"]][-1] == "distilled student"

@@ -56,6 +56,10 @@ STATE_FILE = "run_state.json"
 CONFIG_FILE = "config.yaml"
 
 
+# Folders a run derives from its teacher and data, removed by `--restart`.
+DERIVED_FOLDERS = ("teacher_cache", "topk_cache")
+
+
 def config_hash(config, data=None):
     """A fingerprint of everything in `config` (and the data) that changes the results."""
     return common.fingerprint({k: v for k, v in config.items() if k != "output"}, data)
@@ -126,7 +130,11 @@ class Job:
                     "delete the folder."
                 )
             self.log(f"Starting over in {self.output} (--restart)")
-            shutil.rmtree(self.shared_path(".backup"), ignore_errors=True)
+            # Over completely: the backups and every cache of the old run's
+            # teacher and data go (a cache of the old text would be refused).
+            for name in os.listdir(self.shared_path()):
+                if name == ".backup" or name.startswith(DERIVED_FOLDERS):
+                    shutil.rmtree(self.shared_path(name), ignore_errors=True)
             return
         if state.get("config_hash") != self.hash:
             return
