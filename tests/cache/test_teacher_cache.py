@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 
@@ -163,6 +164,30 @@ def test_disk_cache_is_memory_mapped_reused_and_pickle_free(tmp_path, splits):
     ):
         for a, b in zip(tf.nest.flatten(from_disk), tf.nest.flatten(from_memory)):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "flipped_bytes"])
+def test_a_damaged_disk_cache_is_rebuilt_never_read(tmp_path, splits, damage):
+    teacher = _teacher()
+    first = cache.build_teacher_cache(teacher, splits, distillation_losses=LOSSES,
+                                      directory=tmp_path)
+    expected = np.array(first.outputs["logits"])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    path = tmp_path / manifest["outputs"]["logits"]
+    assert manifest["checksums"][path.name] == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = bytearray(path.read_bytes())
+    if damage == "cut_short":
+        data = data[: len(data) - 64]
+    else:
+        for offset in range(len(data) - 64, len(data)):
+            data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    messages = []
+    again = cache.build_teacher_cache(teacher, splits, distillation_losses=LOSSES,
+                                      directory=tmp_path, log=messages.append)
+    assert not again.reused
+    assert any("is incomplete or damaged" in message for message in messages)
+    np.testing.assert_array_equal(np.array(again.outputs["logits"]), expected)
 
 
 def test_stale_cache_of_changed_weights_is_detected_and_rebuilt(tmp_path, splits):

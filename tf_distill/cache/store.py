@@ -4,7 +4,8 @@ Each array is a `.npy` file read memory-mapped (never pickled); its name
 carries a hash of its key and the cache's fingerprint (`file_stem`), so no
 two keys share a file and a manifest never points at another cache's
 files. `manifest.json`, written last and atomically, maps each key to its
-file.
+file and each file to its SHA-256, checked when the cache is opened: a file
+cut short or changed makes the cache be rebuilt, never read.
 """
 
 import datetime
@@ -20,7 +21,8 @@ from tf_distill.files import atomic_write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "tf_distill.teacher_cache"
-FORMAT_VERSION = 1
+# 2: the manifest holds each file's SHA-256.
+FORMAT_VERSION = 2
 _COPY_CHUNK = 16 << 20
 
 
@@ -128,9 +130,14 @@ def commit(
         final = f"{file_stem('example', role, fingerprint)}.npy"
         os.replace(path, os.path.join(directory, final))
         stored[role] = final
+    checksums = {
+        file_name: file_sha256(os.path.join(directory, file_name))
+        for file_name in [*entries.values(), *stored.values()]
+    }
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
+        "checksums": checksums,
         "fingerprint": fingerprint,
         "teacher_fingerprint": teacher_digest,
         "data_fingerprint": data_digest,
@@ -145,6 +152,15 @@ def commit(
     atomic_write_json(os.path.join(directory, MANIFEST), manifest)
     remove_files(directory, old_manifest, set(entries.values()) | set(stored.values()))
     return manifest
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_COPY_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_files(directory, manifest, keep):
@@ -182,9 +198,21 @@ def open_arrays(directory, manifest, num_examples):
 
     `outputs` maps each teacher output's key to its array, `stored` each
     stored example array's role (`"inputs_0"`, `"labels"`, ...) to its
-    array. Returns None if a file is missing, unreadable or of another
-    length than `num_examples`.
+    array. Returns None if a file is missing, unreadable, of another
+    length than `num_examples`, or not the file the manifest's checksum
+    names (cut short or changed), or if the manifest is of an older format.
     """
+    checksums = manifest.get("checksums")
+    if manifest.get("version") != FORMAT_VERSION or not isinstance(checksums, dict):
+        return None
+    try:
+        listed = [*manifest["outputs"].values(), *manifest.get("stored_examples", {}).values()]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    for file_name in listed:
+        path = os.path.join(directory, str(file_name))
+        if not os.path.isfile(path) or checksums.get(file_name) != file_sha256(path):
+            return None
     try:
         outputs = {}
         for name, file_name in manifest["outputs"].items():

@@ -281,7 +281,10 @@ def build_teacher_cache(
             if reused is not None:
                 log(f"Reusing the teacher cache in {directory} (fingerprint {fingerprint[:12]}).")
                 return reused
-            log(f"The teacher cache in {directory} is incomplete: rebuilding it.")
+            log(
+                f"The teacher cache in {directory} is incomplete or damaged (a file missing, "
+                "cut short or changed): rebuilding it."
+            )
         elif manifest is not None:
             changed = [
                 what
