@@ -32,7 +32,7 @@ FENCE = re.compile(r"^(?P<indent>\s*)```(?P<language>\w*)\s*$")
 
 # How many ```python blocks each document holds: a block the parser missed
 # (an odd fence) would otherwise go untested without a word.
-EXPECTED_BLOCKS = {"README.md": 2, "examples/README.md": 0}
+EXPECTED_BLOCKS = {"README.md": 4, "examples/README.md": 0}
 # (document, reason) of every block marked `docs-test: skip`.
 EXPECTED_SKIPS = []
 
@@ -42,6 +42,7 @@ SUBSTITUTIONS = [
 ]
 
 _README_PREAMBLE = """
+import numpy as np
 import tf_distill
 from tf_distill.backend import keras
 
@@ -59,6 +60,15 @@ distiller = tf_distill.Distiller(
 distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 train = data.as_tf_dataset("train", 64, shuffle=True, seed=0)
 validation = data.as_tf_dataset("validation", 64)
+
+# The language-model block's teacher file and tokenized text: a tiny GPT-2 on
+# bytes, 24 windows of 16 tokens (+1 for the next-token labels).
+lm_teacher = tf_distill.language.build_causal_lm(
+    "gpt2", vocabulary_size=256, num_layers=1, hidden_dim=16, max_sequence_length=16
+)
+lm_teacher.save("lm_teacher.keras")
+text = b"Knowledge distillation for Keras 3 on TensorFlow: a small student imitates. " * 6
+token_ids = np.frombuffer(text[: 24 * 17], dtype=np.uint8).reshape(24, 17).astype("int32")
 """
 
 PREAMBLES = {
