@@ -122,7 +122,7 @@ def _export(args):
     from tf_distill.commands.export import export_inputs
     from tf_distill.export import export_litert
 
-    model_path, data_config, origin = export_inputs(args.model, args.data)
+    model_path, data_config, origin = export_inputs(args.model, args.data, args.seed)
     model = saving.load_model(model_path, unsafe=args.unsafe)
     print(f"Model: {model_path}\nData: {origin}")
     data = load_data(data_config)
@@ -242,6 +242,9 @@ def build_parser():
         help="data for calibration and verification, as a config's `data.source` "
         "(default: the run's data, from its config.yaml; else digits)",
     )
+    export.add_argument("--seed", type=int,
+                        help="the seed whose student to export, for a run trained over "
+                        "several (default: the run's first seed)")
     export.add_argument("--output", help="the .tflite file (default: beside the model, "
                         "MODEL_QUANTIZATION.tflite)")
     export.add_argument("--max-accuracy-drop", type=float, default=1.0,
