@@ -309,7 +309,7 @@ class Job:
                 cached_dataset(
                     distiller, data, split, batch, mode=mode, directory=directory,
                     seed=seed if split == "train" else None, log=self.log,
-                    example_indices=indices and split == "train",
+                    example_indices=indices and split == "train", verbose=self.verbose,
                 )
             )
             for split in ("train", "validation")
