@@ -139,6 +139,7 @@ def _export(args):
         latency_runs=args.latency_runs,
         report_path=os.path.splitext(output)[0] + ".md",
         per_channel=not args.per_tensor,
+        verbose=_progress(args),
     )
     print(report.to_markdown())
     print(f"\nWrote {output}")
@@ -265,6 +266,8 @@ def build_parser():
                         help="interpreter calls to time, 0 for none (default: %(default)s)")
     export.add_argument("--representative-size", type=int, default=200,
                         help="training examples to calibrate int8 on (default: %(default)s)")
+    export.add_argument("--quiet", action="store_true",
+                        help="no progress bar of the verification (default: off)")
     export.add_argument("--unsafe", action="store_true",
                         help="trust the model file: allow Lambda layers and .h5 files "
                         "(default: off)")

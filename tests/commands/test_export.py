@@ -109,6 +109,17 @@ def test_seed_chooses_which_seeds_student_to_export(tmp_path, capsys):
     assert not (folder / "student_seed3_float32.tflite").exists()
 
 
+def test_the_verification_shows_its_progress_unless_quiet(tmp_path, capsys):
+    folder = _run_folder(tmp_path, data={"source": "digits", "test_size": 40})
+    argv = ["export", folder, "--quantization", "float32", "--latency-runs", "0"]
+    code, err, out = _exit_and_error(capsys, argv)
+    assert code == 0, err
+    assert "40/40" in out  # in a log, the one line of Keras's verbose=2
+    code, err, out = _exit_and_error(capsys, [*argv, "--quiet"])
+    assert code == 0, err
+    assert "40/40" not in out and "Wrote " in out
+
+
 def test_a_seed_the_run_did_not_train_is_refused_naming_its_seeds(tmp_path, capsys):
     folder = _run_folder(tmp_path, seeds=[3, 5])
     code, err, out = _exit_and_error(capsys, ["export", folder, "--seed", "7"])
@@ -160,7 +171,7 @@ def test_help_shows_every_default_and_each_quantization_mode(capsys):
     text = " ".join(capsys.readouterr().out.split())
     options = ["--quantization", "--data", "--seed", "--output", "--max-accuracy-drop", "--int8-io",
                "--per-tensor", "--allow-tf-ops", "--latency-runs", "--representative-size",
-               "--unsafe"]
+               "--quiet", "--unsafe"]
     for option in options:
         described = text.split(f" {option} ")[-1]
         assert "(default: " in described.split(" --")[0], option
