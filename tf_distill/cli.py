@@ -122,7 +122,7 @@ def _export(args):
     from tf_distill.commands.export import export_inputs
     from tf_distill.export import export_litert
 
-    model_path, data_config, origin = export_inputs(args.model, args.data)
+    model_path, data_config, origin = export_inputs(args.model, args.data, args.seed)
     model = saving.load_model(model_path, unsafe=args.unsafe)
     print(f"Model: {model_path}\nData: {origin}")
     data = load_data(data_config)
@@ -139,6 +139,7 @@ def _export(args):
         latency_runs=args.latency_runs,
         report_path=os.path.splitext(output)[0] + ".md",
         per_channel=not args.per_tensor,
+        verbose=_progress(args),
     )
     print(report.to_markdown())
     print(f"\nWrote {output}")
@@ -242,6 +243,9 @@ def build_parser():
         help="data for calibration and verification, as a config's `data.source` "
         "(default: the run's data, from its config.yaml; else digits)",
     )
+    export.add_argument("--seed", type=int,
+                        help="the seed whose student to export, for a run trained over "
+                        "several (default: the run's first seed)")
     export.add_argument("--output", help="the .tflite file (default: beside the model, "
                         "MODEL_QUANTIZATION.tflite)")
     export.add_argument("--max-accuracy-drop", type=float, default=1.0,
@@ -262,6 +266,8 @@ def build_parser():
                         help="interpreter calls to time, 0 for none (default: %(default)s)")
     export.add_argument("--representative-size", type=int, default=200,
                         help="training examples to calibrate int8 on (default: %(default)s)")
+    export.add_argument("--quiet", action="store_true",
+                        help="no progress bar of the verification (default: off)")
     export.add_argument("--unsafe", action="store_true",
                         help="trust the model file: allow Lambda layers and .h5 files "
                         "(default: off)")

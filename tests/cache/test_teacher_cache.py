@@ -561,3 +561,16 @@ def test_an_explicit_batch_size_rebatches_and_says_so():
     # Arrays have no batch size of their own: the default stays 32.
     arrays = cache.cache_teacher_outputs(_teacher(), (x[:100], y[:100]), shuffle=False)
     assert [int(batch_y.shape[0]) for _, batch_y in arrays] == [32, 32, 32, 4]
+
+
+@pytest.mark.parametrize("directory", [None, "disk"])
+def test_building_shows_a_progress_bar_only_when_verbose(tmp_path, capsys, directory):
+    teacher = _teacher()
+    x, y = _random_arrays(50)
+    folder = None if directory is None else tmp_path / directory
+    cache.build_teacher_cache(teacher, (x, y), directory=folder, inference_batch_size=16)
+    assert capsys.readouterr().out == ""  # quiet by default, as before
+    cache.build_teacher_cache(teacher, (x, y), directory=None if folder is None else tmp_path / "b",
+                              inference_batch_size=16, verbose=1)
+    shown = capsys.readouterr().out
+    assert "16/50" in shown and "50/50" in shown  # one step per chunk, to the target

@@ -127,6 +127,17 @@ def test_bytes_per_token_on_disk(tmp_path, data, teacher):
     assert on_disk / tokens <= K * 6 + 8
 
 
+def test_writing_a_shard_shows_a_progress_bar_only_when_verbose(tmp_path, data, teacher,
+                                                                capsys):
+    build_topk_cache(teacher, data, tmp_path / "quiet", k=K, shard=(1, 2))
+    assert capsys.readouterr().out == ""  # quiet by default, as before
+    build_topk_cache(teacher, data, tmp_path / "shown", k=K, shard=(1, 2),
+                     inference_batch_size=8, verbose=1)
+    shown = capsys.readouterr().out
+    half = EXAMPLES // 2
+    assert f"8/{half}" in shown and f"{half}/{half}" in shown  # the shard's own examples
+
+
 def test_k_not_below_the_vocabulary_is_refused_before_any_work(tmp_path, data, teacher):
     for k in (VOCABULARY, VOCABULARY + 1):
         with pytest.raises(ValueError) as error:

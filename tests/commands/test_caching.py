@@ -59,3 +59,12 @@ def test_cached_dataset_for_a_job(tmp_path, splits):
     assert (tmp_path / "validation" / "manifest.json").is_file()
     with pytest.raises(ValueError, match="A disk cache needs a `directory`"):
         caching.cached_dataset(distiller, splits, "train", 64, mode="disk")
+
+
+def test_a_job_shows_the_cache_being_built_as_its_verbose_asks(splits, capsys):
+    distiller = _distiller()
+    caching.cached_dataset(distiller, splits, "validation", 64, mode="memory", verbose=2)
+    count = len(splits.y_val)
+    assert f"{count}/{count}" in capsys.readouterr().out  # the one line of verbose=2
+    caching.cached_dataset(distiller, splits, "validation", 64, mode="memory", verbose=0)
+    assert capsys.readouterr().out == ""

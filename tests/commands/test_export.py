@@ -95,6 +95,53 @@ def test_a_run_with_seeds_exports_the_first_seeds_student(tmp_path, capsys):
     assert report["num_examples"] == 40
 
 
+def test_seed_chooses_which_seeds_student_to_export(tmp_path, capsys):
+    folder = _run_folder(tmp_path, seeds=[3, 5], data={"source": "digits", "test_size": 40})
+    other = architectures.build("mlp", (8, 8, 1), 10, size="small", name="seed5_student")
+    saving.save_model(other, folder / "student_seed5.keras")
+    code, err, out = _exit_and_error(
+        capsys, ["export", folder, "--seed", "5", "--quantization", "float32",
+                 "--latency-runs", "0"]
+    )
+    assert code == 0, err
+    assert f"Model: {folder / 'student_seed5.keras'}" in out
+    assert (folder / "student_seed5_float32.tflite").stat().st_size > 0
+    assert not (folder / "student_seed3_float32.tflite").exists()
+
+
+def test_the_verification_shows_its_progress_unless_quiet(tmp_path, capsys):
+    folder = _run_folder(tmp_path, data={"source": "digits", "test_size": 40})
+    argv = ["export", folder, "--quantization", "float32", "--latency-runs", "0"]
+    code, err, out = _exit_and_error(capsys, argv)
+    assert code == 0, err
+    assert "40/40" in out  # in a log, the one line of Keras's verbose=2
+    code, err, out = _exit_and_error(capsys, [*argv, "--quiet"])
+    assert code == 0, err
+    assert "40/40" not in out and "Wrote " in out
+
+
+def test_a_seed_the_run_did_not_train_is_refused_naming_its_seeds(tmp_path, capsys):
+    folder = _run_folder(tmp_path, seeds=[3, 5])
+    code, err, out = _exit_and_error(capsys, ["export", folder, "--seed", "7"])
+    assert code == 2
+    assert len(err) == 1, err
+    assert "no student of seed 7" in err[0] and "it trained seeds [3, 5]" in err[0]
+    assert "Model:" not in out
+    # A single-seed run has the seed it trained (metrics.json says [0]) and no other.
+    (tmp_path / "single").mkdir()
+    single = _run_folder(tmp_path / "single", data={"source": "digits"})
+    code, err, _ = _exit_and_error(capsys, ["export", single, "--seed", "1"])
+    assert code == 2 and len(err) == 1 and "it trained seeds [0]" in err[0]
+
+
+def test_seed_with_a_model_file_is_refused(tmp_path, capsys):
+    model = tmp_path / "student.keras"
+    saving.save_model(architectures.build("mlp", (8, 8, 1), 10, size="small"), model)
+    code, err, _ = _exit_and_error(capsys, ["export", model, "--seed", "0"])
+    assert code == 2
+    assert len(err) == 1 and "--seed chooses the student of a run folder" in err[0]
+
+
 def test_data_overrides_the_runs_data(tmp_path, capsys):
     folder = _run_folder(tmp_path, input_shape=(32, 32, 3), data={"source": str(_images_npz(
         tmp_path))})
@@ -122,9 +169,9 @@ def test_help_shows_every_default_and_each_quantization_mode(capsys):
     with pytest.raises(SystemExit):
         cli.main(["export", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    options = ["--quantization", "--data", "--output", "--max-accuracy-drop", "--int8-io",
+    options = ["--quantization", "--data", "--seed", "--output", "--max-accuracy-drop", "--int8-io",
                "--per-tensor", "--allow-tf-ops", "--latency-runs", "--representative-size",
-               "--unsafe"]
+               "--quiet", "--unsafe"]
     for option in options:
         described = text.split(f" {option} ")[-1]
         assert "(default: " in described.split(" --")[0], option

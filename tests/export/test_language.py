@@ -188,6 +188,18 @@ def test_perplexity_limit_is_an_accuracy_drop_error(float32_export, causal_lm, t
     assert raised.value.report.keras_perplexity == pytest.approx(report.keras_perplexity)
 
 
+@pytest.mark.slow
+def test_verification_shows_a_progress_bar_only_when_verbose(float32_export, causal_lm,
+                                                             token_data, capsys):
+    path, _ = float32_export
+    capsys.readouterr()
+    export.verify_causal_lm(path, causal_lm, token_data, latency_runs=0)
+    assert capsys.readouterr().out == ""  # quiet by default, as before
+    export.verify_causal_lm(path, causal_lm, token_data, latency_runs=0, verbose=1)
+    shown = capsys.readouterr().out
+    assert "1/6" in shown and "6/6" in shown  # a step per sequence, to the last
+
+
 def test_token_perplexity_against_a_hand_checked_value():
     # Uniform logits over 4 tokens: every prediction has probability 1/4.
     perplexity, count = export.token_perplexity(

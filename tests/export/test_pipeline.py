@@ -427,6 +427,18 @@ def test_verify_litert_reads_a_file(classifier, digits, tmp_path):
     assert report.latency_ms is None
 
 
+def test_verification_shows_a_progress_bar_only_when_verbose(classifier, digits, tmp_path,
+                                                             capsys):
+    _, _, x_val, y_val = digits
+    litert_model = export.convert_to_litert(classifier, quantization="float32")
+    export.verify_litert(litert_model, classifier, validation_data=(x_val, y_val),
+                         latency_runs=0)
+    assert capsys.readouterr().out == ""  # quiet by default, as before
+    export.verify_litert(litert_model, classifier, validation_data=(x_val, y_val),
+                         latency_runs=0, verbose=1)
+    assert f"{len(x_val)}/{len(x_val)}" in capsys.readouterr().out  # every example run
+
+
 def test_unsupported_ops_listed_and_nothing_written(tmp_path):
     model = keras.Sequential(
         [

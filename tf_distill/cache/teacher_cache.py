@@ -14,6 +14,7 @@ import numpy as np
 
 from tf_distill import data as data_lib
 from tf_distill import losses as losses_lib
+from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.batches import EXAMPLE_INDICES
 from tf_distill.batches import INPUTS
@@ -204,6 +205,7 @@ def build_teacher_cache(
     inference_batch_size=256,
     deterministic=False,
     log=None,
+    verbose=0,
 ):
     """Computes (or reuses) the teacher's outputs for every example of `data`.
 
@@ -235,6 +237,9 @@ def build_teacher_cache(
             random view of each example and the teacher never sees the views
             the student would have trained on online.
         log: A `print`-like callable for progress messages, or None.
+        verbose: As Keras's `verbose`: 0 (the default) is silent, 1 shows a
+            `keras.utils.Progbar` of the examples run through the teacher,
+            2 one line when they are done.
 
     Returns:
         A `TeacherCache`.
@@ -267,7 +272,7 @@ def build_teacher_cache(
         fingerprint = combine(teacher_digest, data_digest)
         if directory is None:
             start = time.perf_counter()
-            outputs = _compute(spec, source, None, fingerprint, inference_batch_size)
+            outputs = _compute(spec, source, None, fingerprint, inference_batch_size, verbose)
             cache = TeacherCache(source, outputs, fingerprint)
             log(
                 f"Cached the teacher's outputs {sorted(outputs)} for {cache.num_examples} "
@@ -305,7 +310,7 @@ def build_teacher_cache(
                 )
             log(f"{message}: rebuilding it.")
         start = time.perf_counter()
-        outputs = _compute(spec, source, directory, fingerprint, inference_batch_size)
+        outputs = _compute(spec, source, directory, fingerprint, inference_batch_size, verbose)
         written = store.commit(
             directory, source, outputs, fingerprint, teacher_digest, data_digest, spec, manifest
         )
@@ -344,6 +349,7 @@ def cache_teacher_outputs(
     deterministic=False,
     log=None,
     example_indices=None,
+    verbose=0,
 ):
     """Runs the teacher once; returns data a `Distiller` trains on without it.
 
@@ -371,7 +377,7 @@ def cache_teacher_outputs(
             batched `tf.data.Dataset` when `batch_size` is not given, else
             False.
         split, distillation_losses, teacher_outputs, directory, on_stale,
-            inference_batch_size, deterministic, log: As in
+            inference_batch_size, deterministic, log, verbose: As in
             `build_teacher_cache` (`deterministic=True` carries a risk: read
             it there).
         example_indices: Whether batches carry example indices (see
@@ -405,6 +411,7 @@ def cache_teacher_outputs(
         inference_batch_size=inference_batch_size,
         deterministic=deterministic,
         log=log,
+        verbose=verbose,
     )
     if shuffle is None:
         shuffle = not (isinstance(data, data_lib.DataSplits) and split != "train")
@@ -443,11 +450,14 @@ def _asks_for_example_indices(teacher, distillation_losses):
     return any(EXAMPLE_INDICES in call_arguments(loss) for loss in resolved)
 
 
-def _compute(spec, source, directory, fingerprint, inference_batch_size):
+def _compute(spec, source, directory, fingerprint, inference_batch_size, verbose):
     """Runs the teacher over the source in chunks; returns `{name: array}`."""
     outputs = {}
+    progress = keras.utils.Progbar(source.num_examples, verbose=verbose, unit_name="example")
     try:
-        return _compute_into(outputs, spec, source, directory, fingerprint, inference_batch_size)
+        return _compute_into(
+            outputs, spec, source, directory, fingerprint, inference_batch_size, progress
+        )
     except BaseException:
         for array in outputs.values():
             path = getattr(array, "filename", None)
@@ -456,7 +466,8 @@ def _compute(spec, source, directory, fingerprint, inference_batch_size):
         raise
 
 
-def _compute_into(outputs, spec, source, directory, fingerprint, inference_batch_size):
+def _compute_into(outputs, spec, source, directory, fingerprint, inference_batch_size,
+                  progress):
     started = False
     total = source.num_examples
     for start in range(0, total, inference_batch_size):
@@ -479,6 +490,7 @@ def _compute_into(outputs, spec, source, directory, fingerprint, inference_batch
                     )
         for name, value in batch.items():
             outputs[name][start:stop] = value
+        progress.update(stop)
     return outputs
 
 

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.batches import TEACHER_OUTPUTS
 from tf_distill.cache.fingerprint import TeacherSpec
@@ -203,6 +204,7 @@ def build_topk_cache(
     tokenizer=None,
     inference_batch_size=64,
     log=None,
+    verbose=0,
 ):
     """Writes one shard of a top-k teacher cache; joins the shards when all exist.
 
@@ -225,6 +227,9 @@ def build_topk_cache(
             must be V.
         inference_batch_size: Examples per teacher call.
         log: A `print`-like callable for progress messages, or None.
+        verbose: As Keras's `verbose`: 0 (the default) is silent, 1 shows a
+            `keras.utils.Progbar` of the shard's examples run through the
+            teacher, 2 one line when they are done.
 
     Returns:
         The `TopKCache` when this call completed the set of shards (or found
@@ -272,7 +277,7 @@ def build_topk_cache(
     else:
         began = time.perf_counter()
         _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint, identity,
-                     inference_batch_size)
+                     inference_batch_size, verbose)
         log(
             f"Wrote shard {index} of {count} (examples {start}:{stop}, k={k}) in {directory} "
             f"({time.perf_counter() - began:.1f} s)."
@@ -444,7 +449,7 @@ def _check_existing(directory, fingerprint):
 
 
 def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint, identity,
-                 batch_size):
+                 batch_size, verbose):
     """Runs the teacher on examples `[start, stop)`; writes the shard atomically."""
     if os.path.isdir(folder):
         # A shard folder whose info file is unreadable (damaged): write it anew.
@@ -452,6 +457,7 @@ def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint,
     with atomic_path(folder, suffix="") as staging:
         os.makedirs(staging)
         arrays = {}
+        progress = keras.utils.Progbar(stop - start, verbose=verbose, unit_name="example")
         for first in range(start, stop, batch_size):
             last = min(stop, first + batch_size)
             x = source.pack_inputs([np.asarray(leaf[first:last]) for leaf in source.x_leaves])
@@ -473,6 +479,7 @@ def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint,
                         shape=(stop - start,) + value.shape[1:],
                     )
                 arrays[name][first - start : last - start] = value.astype(_ARRAYS[name])
+            progress.update(last - start)
         for array in arrays.values():
             array.flush()
         arrays.clear()

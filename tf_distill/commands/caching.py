@@ -81,6 +81,7 @@ def cached_dataset(
     seed=None,
     log=None,
     example_indices=False,
+    verbose=0,
 ):
     """A job's pipeline for one split: cached (memory or disk) or plain.
 
@@ -96,6 +97,7 @@ def cached_dataset(
         log: A `print`-like callable.
         example_indices: Each batch also carries its examples' indices in
             the split (for a loss with a memory bank, CRD).
+        verbose: Keras's `verbose` for the progress of building the cache.
 
     Returns:
         A `tf.data.Dataset` for `distiller.fit` / `evaluate`.
@@ -113,6 +115,7 @@ def cached_dataset(
         split=split,
         directory=None if mode == "memory" else os.path.join(directory, split),
         log=log,
+        verbose=verbose,
     )
     return cache.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed,
                          example_indices=example_indices)

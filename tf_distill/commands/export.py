@@ -1,7 +1,7 @@
 """`tf-distill export`: which student and which data an export uses.
 
 `tf-distill export RUN_DIR` exports the student of a `tf-distill run` folder
-and calibrates and verifies it on that run's data, read from the
+(its first seed's, or `--seed N`'s) and calibrates and verifies it on that run's data, read from the
 `config.yaml` the run wrote. `tf-distill export MODEL.keras` does the same
 when the model lies in a run folder, and otherwise uses the `digits` data,
 saying so. `--data` overrides either. A model whose input shape does not fit
@@ -19,26 +19,44 @@ from tf_distill.commands.run import CONFIG_FILE
 DEFAULT_DATA = "digits"
 
 
-def run_student(folder):
+def _run_seeds(folder):
+    """The seeds a run trained, from its `metrics.json` (`[]` if it has none)."""
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+            return list(json.load(handle).get("seeds") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def run_student(folder, seed=None):
     """The path of a run folder's distilled student.
 
     `student.keras`, or with `training.seeds` the first seed's
     `student_seed<N>.keras` (the seeds are read from `metrics.json`).
 
+    Args:
+        folder: The output folder of a `tf-distill run`.
+        seed: The seed whose student to take; `None` for the default above.
+
     Raises:
-        ConfigError: if the folder holds no student.
+        ConfigError: if the folder holds no student, or none of `seed`.
     """
-    path = os.path.join(folder, "student.keras")
-    if os.path.isfile(path):
-        return path
-    seeds = []
-    try:
-        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
-            seeds = json.load(handle).get("seeds") or []
-    except (OSError, ValueError):
-        pass
-    for seed in seeds:
-        path = os.path.join(folder, f"student_seed{seed}.keras")
+    seeds = _run_seeds(folder)
+    single = os.path.join(folder, "student.keras")
+    if seed is not None:
+        if seed not in seeds:
+            trained = (f"it trained seeds {seeds}" if seeds
+                       else "its metrics.json records no seeds")
+            raise ConfigError(
+                f"The run folder {folder!r} has no student of seed {seed}: {trained}. "
+                "Give one of these to --seed."
+            )
+        candidates = [single, os.path.join(folder, f"student_seed{seed}.keras")]
+    else:
+        candidates = [single] + [
+            os.path.join(folder, f"student_seed{each}.keras") for each in seeds
+        ]
+    for path in candidates:
         if os.path.isfile(path):
             return path
     raise ConfigError(
@@ -56,12 +74,14 @@ def run_config(folder):
     return config_lib.load(path)
 
 
-def export_inputs(target, data=None):
+def export_inputs(target, data=None, seed=None):
     """The model file and the data config of `tf-distill export TARGET`.
 
     Args:
         target: A run folder or a `.keras` model file.
         data: The `--data` source, which overrides the run's data.
+        seed: The `--seed` whose student a run folder gives; `None` for its
+            first seed's. Refused for a model file.
 
     Returns:
         `(model_path, data_config, origin)`: the data config is a `data:`
@@ -69,11 +89,17 @@ def export_inputs(target, data=None):
         data comes from.
 
     Raises:
-        ConfigError: for a folder without a student.
+        ConfigError: for a folder without a student (of `seed`), or a `seed`
+            with a model file.
     """
     target = os.fspath(target)
     if os.path.isdir(target):
-        folder, model_path = target, run_student(target)
+        folder, model_path = target, run_student(target, seed)
+    elif seed is not None:
+        raise ConfigError(
+            f"--seed chooses the student of a run folder; {target!r} is a model file. "
+            "Give the run folder, or leave out --seed."
+        )
     else:
         folder, model_path = os.path.dirname(target) or ".", target
     if data is not None:

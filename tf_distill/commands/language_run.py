@@ -295,7 +295,7 @@ class LanguageJob(Job):
             teacher, (data.inputs("train"), *data.windows["train"][1:]),
             self.path("topk_cache"), k=k,
             temperature=topk_loss(self.config).temperature,
-            tokenizer=TOKENIZER_IDENTITY)
+            tokenizer=TOKENIZER_IDENTITY, verbose=self.verbose)
         self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
                  f"token ({4 * data.vocabulary_size} dense)")
         return cache.dataset(self.config["data"]["batch_size"], shuffle=True, seed=seed,

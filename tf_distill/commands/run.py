@@ -309,7 +309,7 @@ class Job:
                 cached_dataset(
                     distiller, data, split, batch, mode=mode, directory=directory,
                     seed=seed if split == "train" else None, log=self.log,
-                    example_indices=indices and split == "train",
+                    example_indices=indices and split == "train", verbose=self.verbose,
                 )
             )
             for split in ("train", "validation")
@@ -566,7 +566,7 @@ class Job:
         report = export_litert(
             student, path, representative_data=data.x_train[:size],
             validation_data=(data.x_test, data.y_test), report_path=self.path("export.md"),
-            **{key: config[key] for key in options},
+            verbose=self.verbose, **{key: config[key] for key in options},
         )
         result = report.to_dict()
         result["markdown"] = report.to_markdown()

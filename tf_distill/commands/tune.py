@@ -205,6 +205,7 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
                 if mode == "disk"
                 else None,
                 log=say,
+                verbose=verbose,
             )
             pipelines.append(
                 teacher_cache.dataset(batch_size, shuffle=shuffle, seed=training["seed"])

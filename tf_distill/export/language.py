@@ -112,6 +112,7 @@ def export_causal_lm(
     latency_runs=20,
     report_path=None,
     num_threads=1,
+    verbose=0,
 ):
     """Converts a causal LM to a fixed-length LiteRT model, verifies it, writes it.
 
@@ -137,6 +138,7 @@ def export_causal_lm(
         report_path: If given, the report is written there as Markdown and
             JSON (see `ExportReport.write`).
         num_threads: Interpreter threads.
+        verbose: As in `verify_causal_lm`.
 
     Returns:
         An `ExportReport` with the perplexity fields filled.
@@ -174,6 +176,7 @@ def export_causal_lm(
         max_perplexity_increase=max_perplexity_increase,
         latency_runs=latency_runs,
         num_threads=num_threads,
+        verbose=verbose,
     )
     return report.commit(litert_model, path, report_path)
 
@@ -231,6 +234,7 @@ def verify_causal_lm(
     max_perplexity_increase=None,
     latency_runs=20,
     num_threads=1,
+    verbose=0,
 ):
     """Runs a fixed-length LiteRT LM on token data and checks it against Keras.
 
@@ -245,6 +249,9 @@ def verify_causal_lm(
             max(1, the largest |Keras logit|).
         max_perplexity_increase, latency_runs, num_threads: As in
             `export_causal_lm`.
+        verbose: As Keras's `verbose`: 0 (the default) is silent, 1 shows a
+            `keras.utils.Progbar` of the sequences run through the
+            interpreter, 2 one line when they are done.
 
     Returns:
         An `ExportReport` with `verified=True` (its `path` is `None`).
@@ -277,9 +284,12 @@ def verify_causal_lm(
     length = runner.sequence_length
     token_ids, padding_mask = check_token_data(token_data, length, _vocabulary_size(model))
     keras_logits = _keras_logits(model, token_ids, padding_mask)
-    litert_logits = np.concatenate(
-        [runner(token_ids[i : i + 1], padding_mask[i : i + 1]) for i in range(len(token_ids))]
-    )
+    progress = keras.utils.Progbar(len(token_ids), verbose=verbose, unit_name="sequence")
+    litert_logits = []
+    for index in range(len(token_ids)):
+        litert_logits.append(runner(token_ids[index : index + 1], padding_mask[index : index + 1]))
+        progress.update(index + 1)
+    litert_logits = np.concatenate(litert_logits)
     report = ExportReport(
         path=None,
         quantization=quantization,

@@ -28,6 +28,7 @@ def export_litert(
     calibration_examples=500,
     num_threads=1,
     per_channel=True,
+    verbose=0,
 ):
     """Converts a student to LiteRT, verifies it, then writes it atomically.
 
@@ -90,6 +91,9 @@ def export_litert(
             a smaller file for a small model (see the module docstring),
             possibly less accurate, which the checks above measure. Only
             `True` is accepted in the float modes.
+        verbose: As Keras's `verbose`: 0 (the default) is silent, 1 shows a
+            `keras.utils.Progbar` of the verification, 2 one line when it is
+            done (see `verify_litert`, `verify_causal_lm`).
 
     Returns:
         An `ExportReport`.
@@ -133,6 +137,7 @@ def export_litert(
             latency_runs=latency_runs,
             report_path=report_path,
             num_threads=num_threads,
+            verbose=verbose,
         )
     # Converting takes seconds: the data is checked before it starts.
     if validation_data is not None:
@@ -164,5 +169,6 @@ def export_litert(
         max_accuracy_drop=max_accuracy_drop,
         latency_runs=latency_runs,
         num_threads=num_threads,
+        verbose=verbose,
     )
     return report.commit(litert_model, path, report_path)

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from tf_distill.backend import keras
 from tf_distill.export.arguments import PER_CHANNEL_MODES
 from tf_distill.export.arguments import check_quantization
 from tf_distill.export.arguments import check_verification_arguments
@@ -42,6 +43,7 @@ def verify_litert(
     max_accuracy_drop=1.0,
     latency_runs=200,
     num_threads=1,
+    verbose=0,
 ):
     """Runs a LiteRT model in the interpreter and checks it against Keras.
 
@@ -55,6 +57,9 @@ def verify_litert(
         max_accuracy_drop: The largest allowed accuracy loss, in points.
         latency_runs: Calls at batch size 1 to time; 0 skips timing.
         num_threads: Interpreter threads.
+        verbose: As Keras's `verbose`: 0 (the default) is silent, 1 shows a
+            `keras.utils.Progbar` of the examples run through the
+            interpreter, 2 one line when they are done.
 
     Returns:
         An `ExportReport` with `verified=True` (its `path` is `None`), or
@@ -102,7 +107,8 @@ def verify_litert(
     report.output_dtype = runner.output_dtype
     if validation_data is not None:
         x, y = validation_xy(validation_data, model)
-        _compare(report, runner, model, x, y)
+        progress = keras.utils.Progbar(len(x), verbose=verbose, unit_name="example")
+        _compare(report, runner, model, x, y, progress)
     if (
         quantization == "float32"
         and report.max_abs_difference is not None
@@ -216,8 +222,10 @@ class _LiteRTRunner:
         scale, zero_point = self._output["quantization"]
         return (y.astype(np.float32) - zero_point) * scale
 
-    def __call__(self, x):
-        """Outputs for float inputs `x`, dequantized to float32."""
+    def __call__(self, x, progress=None):
+        """Outputs for float inputs `x`, dequantized to float32.
+
+        `progress`, a `keras.utils.Progbar`, is advanced by each chunk."""
         batch_size = self._fixed_batch or _EVALUATION_BATCH_SIZE
         outputs = []
         for start in range(0, len(x), batch_size):
@@ -232,6 +240,8 @@ class _LiteRTRunner:
                 self._interpreter.invoke()
                 output = self._interpreter.get_tensor(self._output["index"])
             outputs.append(self._dequantize(output[:size]))
+            if progress is not None:
+                progress.update(start + size)
         return np.concatenate(outputs)
 
     def latency_ms(self, runs):
@@ -252,12 +262,12 @@ class _LiteRTRunner:
         return 1000.0 * statistics.median(timings) / self._batch_size
 
 
-def _compare(report, runner, model, x, y):
+def _compare(report, runner, model, x, y, progress):
     """Fills the report's accuracy and agreement fields."""
     keras_outputs = np.asarray(
         model.predict(x, batch_size=_EVALUATION_BATCH_SIZE, verbose=0), np.float32
     )
-    litert_outputs = runner(x)
+    litert_outputs = runner(x, progress)
     if keras_outputs.ndim != 2 or keras_outputs.shape[-1] < 2:
         raise ValueError(
             "LiteRT verification compares top-1 classes, so the model must "

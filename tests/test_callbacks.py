@@ -1,0 +1,79 @@
+"""Callbacks: the student alone saved during `fit`."""
+
+import numpy as np
+import pytest
+from conftest import build_mlp
+
+from tf_distill import Distiller
+from tf_distill import LogitsDistillation
+from tf_distill import MutualDistiller
+from tf_distill import saving
+from tf_distill.backend import keras
+from tf_distill.callbacks import StudentCheckpoint
+
+
+@pytest.mark.slow
+def test_student_checkpoint_saves_the_student_alone_each_epoch(
+    tiny_data, teacher, student, tmp_path
+):
+    x, y = tiny_data
+    distiller = Distiller(teacher, student, LogitsDistillation(2.0))
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    checkpoint = StudentCheckpoint(tmp_path / "student-{epoch:02d}.keras")
+    distiller.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[checkpoint])
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "student-01.keras", "student-02.keras"
+    ]
+    loaded = saving.load_model(tmp_path / "student-02.keras")
+    assert not isinstance(loaded, Distiller)
+    assert loaded.name == "student"
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               student.predict(x, verbose=0), atol=1e-6)
+
+
+def test_student_checkpoint_saves_a_mutual_distillers_predict_student(tiny_data, tmp_path):
+    x, y = tiny_data
+    students = [build_mlp(f"student_{i}", hidden=4) for i in range(2)]
+    mutual = MutualDistiller(students, predict_student=1)
+    mutual.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    mutual.fit(x, y, batch_size=32, epochs=1, verbose=0,
+               callbacks=[StudentCheckpoint(tmp_path / "student.keras")])
+
+    loaded = saving.load_model(tmp_path / "student.keras")
+    assert loaded.name == "student_1"
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               students[1].predict(x, verbose=0), atol=1e-6)
+
+
+class _Holder(keras.Model):
+    """A stand-in for a distiller: a model with a `student`."""
+
+    def __init__(self, student):
+        super().__init__()
+        self.student = student
+
+
+def test_save_best_only_saves_the_epochs_that_improve_the_monitor(student, tmp_path):
+    checkpoint = StudentCheckpoint(tmp_path / "best-{epoch}-{val_accuracy:.1f}.keras",
+                                   monitor="val_accuracy", save_best_only=True)
+    checkpoint.set_model(_Holder(student))
+    checkpoint.on_train_begin()
+    for epoch, accuracy in enumerate([0.5, 0.4, 0.7, 0.7]):
+        checkpoint.on_epoch_end(epoch, {"val_accuracy": accuracy, "loss": 1.0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best-1-0.5.keras", "best-3-0.7.keras"
+    ]
+    with pytest.warns(UserWarning, match="'val_accuracy' in the logs, skipping epoch 5"):
+        checkpoint.on_epoch_end(4, {"loss": 1.0})
+
+
+def test_student_checkpoint_errors(student, tmp_path):
+    with pytest.raises(ValueError, match=r"`filepath` must end in `\.keras`"):
+        StudentCheckpoint(tmp_path / "student.h5")
+    with pytest.raises(ValueError, match="Invalid value for argument `mode`"):
+        StudentCheckpoint(tmp_path / "student.keras", mode="lowest")
+    checkpoint = StudentCheckpoint(tmp_path / "student.keras")
+    checkpoint.set_model(student)
+    with pytest.raises(ValueError, match="saves `model.student`, which this model lacks"):
+        checkpoint.on_train_begin()
