@@ -128,6 +128,19 @@ def accuracy_from_logits(y_true, logits):
 _ACCURACY_NAMES = ("accuracy", "acc")
 
 
+class LogitsAccuracy(keras.metrics.MeanMetricWrapper):
+    """The accuracy of logits against sparse or one-hot labels, read per
+    batch (`accuracy_from_logits`); higher is better, as Keras's `Accuracy`
+    (so `EarlyStopping(monitor="val_accuracy")` maximizes it)."""
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(accuracy_from_logits, name=name, dtype=dtype)
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
 def resolve_metrics(metrics):
     """The `metrics` given to `compile`, with each accuracy name
     (`"accuracy"`, `"acc"`) made a metric of `accuracy_from_logits`, so that
@@ -143,7 +156,7 @@ def resolve_metrics(metrics):
 
     def resolve(metric):
         if isinstance(metric, str) and metric.lower() in _ACCURACY_NAMES:
-            return keras.metrics.MeanMetricWrapper(accuracy_from_logits, name=metric)
+            return LogitsAccuracy(name=metric)
         return metric
 
     if metrics is None:
