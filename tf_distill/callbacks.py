@@ -1,6 +1,8 @@
 """Callbacks that keep long runs safe: stop on a diverged loss, keep the last
-good student, save the student alone during `fit`."""
+good student, save the student alone during `fit`, and let an interrupted
+`fit` resume as if never interrupted (`EpochOrder`, `EpochLog`)."""
 
+import json
 import math
 import os
 import warnings
@@ -162,3 +164,112 @@ class StudentCheckpoint(keras.callbacks.Callback):
             reason = (f", {self.monitor} improved from {previous:.5f} to {value:.5f}"
                       if self.save_best_only else "")
             print(f"\nEpoch {epoch + 1}: saving the student to {path}{reason}")
+
+class EpochOrder(keras.callbacks.Callback):
+    """Shuffles a pipeline in an order that is a function of `(seed, epoch)`.
+
+    A `shuffle(seed=..., reshuffle_each_iteration=True)` pipeline draws each
+    epoch's order from a generator that `BackupAndRestore` does not restore:
+    a `fit` resumed at epoch N sees epoch 0's order again, and trains another
+    model than the run it resumes. Here the order of epoch `e` is
+    `stateless_shuffle(range(n), seed=(seed, e))`, read when Keras starts the
+    epoch's iterator (after `on_epoch_begin`), so a resumed `fit` sees the
+    same orders as one never interrupted. Pass the callback to `fit` and to
+    the pipeline (`DataSplits.as_tf_dataset(order=...)`,
+    `TeacherCache.dataset(order=...)`).
+
+    Args:
+        seed: An integer: the same seed gives the same orders on every run.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = int(epoch)
+
+    def indices(self, size: int) -> "tf.data.Dataset":
+        """A dataset of the `size` example indices (int64), in this epoch's order."""
+
+        def permutation(_):
+            epoch = tf.py_function(lambda: tf.constant(self.epoch, tf.int64), [], tf.int64)
+            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.reshape(epoch, [])])
+            return tf.data.Dataset.from_tensor_slices(
+                tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed)
+            )
+
+        # A known length: Keras then counts the epoch's steps instead of
+        # warning that the input "ran out of data".
+        return tf.data.Dataset.from_tensors(0).flat_map(permutation).apply(
+            tf.data.experimental.assert_cardinality(size))
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Keeps every epoch's logs in a file, so a resumed `fit` has the whole history.
+
+    Keras's `History` holds only the epochs of one `fit` call: one resumed by
+    `BackupAndRestore` at epoch N forgets epochs 0..N-1. This callback appends
+    each finished epoch's logs to `path` (one JSON line, fsynced) and, when
+    the first epoch of a `fit` is N > 0, keeps the lines of epochs before N
+    (a line written after the last backup, for an epoch that runs again, is
+    dropped). Put it before the `BackupAndRestore` callback, whose folder may
+    hold `path`.
+
+    Attributes:
+        history: `{metric: [value per epoch]}`, every epoch so far.
+        resumed_at: The first epoch (0-based) this `fit` ran, if it resumed
+            one interrupted after some epochs; else `None`.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.epochs = None
+        self.resumed_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epochs is not None:
+            return
+        self.epochs = [entry for entry in _read_lines(self.path) if entry["epoch"] < epoch]
+        self.resumed_at = epoch if epoch > 0 else None
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(entry) + "\n" for entry in self.epochs)
+
+    def on_train_end(self, logs=None):
+        if self.epochs is None:  # resumed after its last epoch: nothing ran
+            self.epochs = _read_lines(self.path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": int(epoch), "logs": {k: float(v) for k, v in (logs or {}).items()}}
+        self.epochs.append(entry)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @property
+    def history(self):
+        merged = {}
+        for entry in self.epochs or ():
+            for key, value in entry["logs"].items():
+                merged.setdefault(key, []).append(value)
+        return merged
+
+
+def _read_lines(path):
+    """The complete JSON lines of `path` (a line cut off by a kill is dropped)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries

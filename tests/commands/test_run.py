@@ -128,8 +128,10 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert "Reusing the teacher" in out
     metrics = json.loads((output / "metrics.json").read_text())
     history = metrics["histories"]["distilled student"]
-    # Only the epochs left after the last finished one were run again.
-    assert len(history["loss"]) <= 40 - finished_epochs
+    # Only the epochs left after the last finished one were run again, and the
+    # history still holds every epoch (those before the kill from the backup).
+    assert metrics["resumed"] == {"distilled student": finished_epochs + 1}
+    assert len(history["loss"]) == 40
     assert (output / "teacher.keras").read_bytes() == teacher_before
     assert not (output / ".backup" / "distill").exists()
 
@@ -499,3 +501,42 @@ def test_a_job_distills_from_a_built_teacher_into_a_student_file(tmp_path, monke
     assert rows["teacher"]["parameters"] == 650
     assert rows["distilled student"]["parameters"] == 64 * 16 + 16 + 16 * 10 + 10
     assert rows["teacher"]["test_accuracy"] > 0.5  # it trained (chance: 0.1)
+
+
+class _InterruptAfterEpoch(keras.callbacks.Callback):
+    """Ctrl-C once epoch `epoch` (0-based) is backed up (it runs after the backup)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
+        tmp_path, monkeypatch):
+    fields = {**FAST, "training": {**FAST["training"], "epochs": 4, "baseline": True}}
+    whole = job.run(config_lib.validate({**fields, "output": str(tmp_path / "whole")}),
+                    verbose=0, log=lambda *_: None)
+    callbacks = job.Job.distillation_callbacks
+    monkeypatch.setattr(job.Job, "distillation_callbacks", lambda self, *args: [
+        *callbacks(self, *args), _InterruptAfterEpoch(1)])
+    config = config_lib.validate({**fields, "output": str(tmp_path / "resumed")})
+    with pytest.raises(KeyboardInterrupt):
+        job.run(config, verbose=0, log=lambda *_: None)
+    monkeypatch.setattr(job.Job, "distillation_callbacks", callbacks)
+    lines = []
+    resumed = job.run(config, verbose=0, log=lines.append)
+
+    assert [row["test_errors"] for row in resumed["models"]] == [
+        row["test_errors"] for row in whole["models"]]
+    # Every epoch, those before the interruption included, with the same values.
+    assert resumed["histories"] == whole["histories"]
+    assert len(resumed["histories"]["distilled student"]["loss"]) == 4
+    assert resumed["resumed"] == {"distilled student": 3} and whole["resumed"] == {}
+    report = (tmp_path / "resumed" / "report.md").read_text()
+    assert "distilled student was interrupted and resumed at epoch 3" in report
+    assert "resumed" not in (tmp_path / "whole" / "report.md").read_text()
+    assert any("resumed at epoch 3" in line for line in lines), lines

@@ -102,6 +102,7 @@ class TeacherCache:
         repeat=False,
         drop_remainder=False,
         example_indices=False,
+        order=None,
     ):
         """The cached examples as a `tf.data` pipeline for `Distiller.fit`.
 
@@ -119,6 +120,10 @@ class TeacherCache:
             example_indices: Also carry each example's position in the data
                 under `"example_indices"`, for losses with a memory bank
                 (`losses.CRDistillation(num_examples=cache.num_examples)`).
+            order: A `tf_distill.callbacks.EpochOrder` (also passed to
+                `fit`): each epoch's order is a function of its seed and the
+                epoch, so a `fit` resumed by `BackupAndRestore` sees the
+                orders of one never interrupted. Replaces `seed`.
 
         Returns:
             A `tf.data.Dataset` of `({"inputs": x, "teacher_outputs": {...}},
@@ -140,7 +145,9 @@ class TeacherCache:
         leaves += [a for a in (source.y, source.sample_weight) if a is not None]
 
         indices = tf.data.Dataset.range(self.num_examples)
-        if shuffle:
+        if shuffle and order is not None:
+            indices = order.indices(self.num_examples)
+        elif shuffle:
             indices = indices.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             indices = indices.repeat()

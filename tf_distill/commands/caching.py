@@ -82,6 +82,7 @@ def cached_dataset(
     log=None,
     example_indices=False,
     verbose=0,
+    order=None,
 ):
     """A job's pipeline for one split: cached (memory or disk) or plain.
 
@@ -98,6 +99,9 @@ def cached_dataset(
         example_indices: Each batch also carries its examples' indices in
             the split (for a loss with a memory bank, CRD).
         verbose: Keras's `verbose` for the progress of building the cache.
+        order: A `callbacks.EpochOrder` for the training split: each
+            epoch's order a function of `(seed, epoch)`, so that a resumed
+            `fit` sees the orders of an uninterrupted one.
 
     Returns:
         A `tf.data.Dataset` for `distiller.fit` / `evaluate`.
@@ -106,7 +110,7 @@ def cached_dataset(
         shuffle = split == "train"
     if mode == "off":
         return data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed,
-                                  example_indices=example_indices)
+                                  example_indices=example_indices, order=order)
     if mode == "disk" and directory is None:
         raise ValueError("A disk cache needs a `directory`. Received: directory=None")
     cache = build_teacher_cache(
@@ -118,4 +122,4 @@ def cached_dataset(
         verbose=verbose,
     )
     return cache.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed,
-                         example_indices=example_indices)
+                         example_indices=example_indices, order=order)

@@ -20,6 +20,8 @@ from tf_distill import architectures
 from tf_distill import data as data_lib
 from tf_distill import saving
 from tf_distill.backend import keras
+from tf_distill.callbacks import EpochLog
+from tf_distill.callbacks import EpochOrder
 from tf_distill.callbacks import TrainingDivergedError
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.config import teacher_sections
@@ -87,11 +89,14 @@ def fingerprint(record, data=None):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def dataset(data, split, batch_size, shuffle=None, seed=None, example_indices=False):
+def dataset(data, split, batch_size, shuffle=None, seed=None, example_indices=False,
+            order=None):
     """`data`'s `split` as a dataset of global batches, sharded by data across
-    workers; with `example_indices`, each batch carries its examples' indices."""
+    workers; with `example_indices`, each batch carries its examples' indices;
+    with `order` (a `callbacks.EpochOrder`), each epoch's order is a function
+    of the seed and the epoch, as a resumed `fit` needs."""
     return shard_by_data(data.as_tf_dataset(split, batch_size, shuffle=shuffle, seed=seed,
-                                            example_indices=example_indices))
+                                            example_indices=example_indices, order=order))
 
 
 def check_model_fits_data(model, role, data):
@@ -309,6 +314,11 @@ def training_callbacks(config):
 def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, callbacks=()):
     """Trains `model` on the labels alone; returns `(history dict, seconds)`.
 
+    The history is `fit`'s, or that of an `EpochLog` in `callbacks` (every
+    epoch of a `fit` resumed by `BackupAndRestore`). Each epoch's order is a
+    function of `(seed, epoch)`, so a resumed `fit` trains as an
+    uninterrupted one.
+
     Raises:
         TrainingDivergedError: if the loss turned NaN or infinite.
     """
@@ -320,15 +330,18 @@ def train_plain(model, config, data, *, epochs, learning_rate, seed, verbose, ca
     )
     batch = config["data"]["batch_size"]
     start = time.perf_counter()
+    order = EpochOrder(seed)
     history = model.fit(
-        dataset(data, "train", batch, shuffle=True, seed=seed),
+        dataset(data, "train", batch, shuffle=True, order=order),
         validation_data=dataset(data, "validation", batch),
         epochs=epochs,
         verbose=verbose,
         shuffle=False,  # the pipeline shuffles, seeded
-        callbacks=[*callbacks, *training_callbacks(config), keras.callbacks.TerminateOnNaN()],
+        callbacks=[order, *callbacks, *training_callbacks(config),
+                   keras.callbacks.TerminateOnNaN()],
     )
-    return history_dict(history), time.perf_counter() - start
+    logs = [callback for callback in callbacks if isinstance(callback, EpochLog)]
+    return (logs[0].history if logs else history_dict(history)), time.perf_counter() - start
 
 
 def teacher_file(name):

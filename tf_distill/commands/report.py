@@ -316,6 +316,27 @@ def verdict_lines(results):
     return lines
 
 
+def resumed_lines(resumed):
+    """The report's lines on trainings resumed after an interruption, if any.
+
+    Args:
+        resumed: `{model: the 1-based epoch its training went on from}`.
+    """
+    if not resumed:
+        return []
+    lines = [
+        f"- The training of the {name} was interrupted and resumed at epoch {epoch} "
+        f"(epochs 1–{epoch - 1} restored from the backup; the data's order and the "
+        "history are those of an uninterrupted run)."
+        if epoch > 2 else
+        f"- The training of the {name} was interrupted and resumed at epoch {epoch} "
+        "(epoch 1 restored from the backup; the data's order and the history are those "
+        "of an uninterrupted run)."
+        for name, epoch in resumed.items()
+    ]
+    return ["**Resumed run.**", "", *lines, ""]
+
+
 def write_report(output_dir, results, histories, config_text=None):
     """Writes `report.md`, `curves.png` and `comparison.png` into `output_dir`.
 
@@ -342,6 +363,7 @@ def write_report(output_dir, results, histories, config_text=None):
         "",
     ]
     lines += verdict_lines(results)
+    lines += resumed_lines(results.get("resumed") or {})
     lines += [
         markdown_table(results["models"], result_columns(results["models"])),
         "",

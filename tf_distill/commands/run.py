@@ -32,6 +32,8 @@ import yaml
 from tf_distill import distribute
 from tf_distill import saving
 from tf_distill.backend import keras
+from tf_distill.callbacks import EpochLog
+from tf_distill.callbacks import EpochOrder
 from tf_distill.callbacks import KeepLastGoodModel
 from tf_distill.callbacks import StopOnNonFiniteLoss
 from tf_distill.callbacks import TrainingDivergedError
@@ -52,6 +54,8 @@ from tf_distill.files import atomic_write
 from tf_distill.files import atomic_write_json
 
 STATE_FILE = "run_state.json"
+# Each epoch's logs of a phase, in its backup folder (the history of a resumed `fit`).
+EPOCH_LOG = "epochs.jsonl"
 # The validated config, as the run used it (defaults filled in).
 CONFIG_FILE = "config.yaml"
 
@@ -96,6 +100,7 @@ class Job:
         self.claimed = False
         self.taught_by = None  # the student's teacher, when `stages` put one between
         self.teacher_accuracy = {}  # each teacher's validation accuracy, by name
+        self.resumed = {}  # the 1-based epoch each resumed training went on from, by model
 
     def path(self, *names):
         """A path in the folder this process writes."""
@@ -189,6 +194,22 @@ class Job:
             shutil.copytree(shared, own, dirs_exist_ok=True)
         return keras.callbacks.BackupAndRestore(own, double_checkpoint=True)
 
+    def resumable(self, phase):
+        """The callbacks that resume an interrupted `phase` with its whole
+        history: an `EpochLog` (first, so that an epoch is logged before it
+        is backed up) and `backup(phase)`; `fit` must shuffle with an
+        `EpochOrder`."""
+        backup = self.backup(phase)
+        return [EpochLog(os.path.join(self.path(".backup", phase), EPOCH_LOG)), backup]
+
+    def note_resumed(self, name, callbacks):
+        """Records (for the report) that `name`'s training resumed, and at which epoch."""
+        for callback in callbacks:
+            if isinstance(callback, EpochLog) and callback.resumed_at is not None:
+                self.resumed[name] = callback.resumed_at + 1
+                self.log(f"{name[0].upper()}{name[1:]} resumed at epoch {callback.resumed_at + 1} "
+                         "(epochs before it restored from the backup)")
+
     def file_bytes(self, filename):
         # A worker that reused a file read it from the shared output folder.
         path = self.path(filename)
@@ -238,7 +259,8 @@ class Job:
         batch = self.config["data"]["batch_size"]
         self.claim()
         start = time.perf_counter()  # a cache build counts in the distillation time
-        train, validation = self.distillation_data(distiller, data, batch, seed)
+        order = EpochOrder(seed)
+        train, validation = self.distillation_data(distiller, data, batch, seed, order=order)
         callbacks = self.distillation_callbacks(config, student, f"distill{self.suffix(seed)}")
         history = distiller.fit(
             train,
@@ -246,9 +268,10 @@ class Job:
             epochs=config["training"]["epochs"],
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
-            callbacks=callbacks,
+            callbacks=[order, *callbacks],
         )
-        return self.distilled_history(config, history, callbacks[0]), time.perf_counter() - start
+        self.note_resumed(f"distilled student{self.seed_text(seed)}", callbacks)
+        return self.distilled_history(config, history, callbacks), time.perf_counter() - start
 
     def compile_arguments(self, config, data):
         """`compile`'s arguments for distilling as a (stage's) config says, a new optimizer."""
@@ -264,16 +287,19 @@ class Job:
 
     def distillation_callbacks(self, config, student, phase):
         """The callbacks of one distillation into `student`: the first, a
-        `StopOnNonFiniteLoss`, goes to `distilled_history` after `fit`."""
+        `StopOnNonFiniteLoss`, and the `EpochLog` go to `distilled_history`
+        after `fit`."""
         return [StopOnNonFiniteLoss(), KeepLastGoodModel(student, self.path("student_last_good.keras")),
-                self.backup(phase), *common.training_callbacks(config)]
+                *self.resumable(phase), *common.training_callbacks(config)]
 
-    def distilled_history(self, config, history, diverged):
-        """The history of a finished distillation, as a dict of the student's metrics.
+    def distilled_history(self, config, history, callbacks):
+        """The history of a finished distillation (every epoch, those before a
+        resumption included), as a dict of the student's metrics.
 
         Raises:
             TrainingDivergedError: if the loss became NaN or infinite.
         """
+        diverged = callbacks[0]
         if diverged.diverged_at is not None:
             epoch, step, loss = diverged.diverged_at
             last_good = self.path("student_last_good.keras")
@@ -287,11 +313,13 @@ class Job:
                 f"step {step}. {kept} Lower `training.learning_rate` or the "
                 "temperature, and check the data for extreme values."
             )
-        return schemes.student_history(config, common.history_dict(history))
+        logs = [callback.history for callback in callbacks if isinstance(callback, EpochLog)]
+        return schemes.student_history(config, logs[0] if logs else common.history_dict(history))
 
-    def distillation_data(self, distiller, data, batch, seed, phase=None):
+    def distillation_data(self, distiller, data, batch, seed, phase=None, order=None):
         """Train and validation pipelines, with the teacher's outputs cached
-        when that is safe (`training.cache`)."""
+        when that is safe (`training.cache`); the training pipeline in
+        `order`'s order (a `callbacks.EpochOrder`), if given."""
         mode, reason = should_cache(self.config, data)
         if not schemes.has_teacher(self.config):
             mode, reason = "off", "Distilling online: this scheme's teachers change every step."
@@ -300,7 +328,7 @@ class Job:
         if mode == "off":
             return (
                 common.dataset(data, "train", batch, shuffle=True, seed=seed,
-                               example_indices=indices),
+                               example_indices=indices, order=order),
                 common.dataset(data, "validation", batch),
             )
         directory = self.path("teacher_cache" + (f"_{phase}" if phase else ""))
@@ -310,6 +338,7 @@ class Job:
                     distiller, data, split, batch, mode=mode, directory=directory,
                     seed=seed if split == "train" else None, log=self.log,
                     example_indices=indices and split == "train", verbose=self.verbose,
+                    order=order if split == "train" else None,
                 )
             )
             for split in ("train", "validation")
@@ -379,6 +408,8 @@ class Job:
             "seeds": self.seeds(),
             "models": rows,
             "histories": histories,
+            # The 1-based epoch each training resumed at, by model (`{}`: none was interrupted).
+            "resumed": self.resumed,
             "warnings": warnings,
         }
         results["comparison"] = self.compare(rows)
@@ -481,8 +512,10 @@ class Job:
         for plan in plans:
             if plan.needs_training:
                 self.claim()
+                callbacks = self.resumable(plan.name)
                 plan.train(self.config, data, self.folder, log=self.log, verbose=self.verbose,
-                           callbacks=[self.backup(plan.name)])
+                           callbacks=callbacks)
+                self.note_resumed(plan.name, callbacks)
                 self.save_phase(plan.name, seconds=plan.seconds)
         teacher = common.teacher_argument(plans)
         for plan in plans:
@@ -516,11 +549,13 @@ class Job:
     def train_alone(self, model, data, seed, phase):
         """Trains the student alone (the baseline `phase`); returns `(history, seconds)`."""
         training = self.config["training"]
+        callbacks = self.resumable(phase)
         history, seconds = common.train_plain(
             model, self.config, data, epochs=training["epochs"],
             learning_rate=training["learning_rate"], seed=seed, verbose=self.verbose,
-            callbacks=[self.backup(phase)],
+            callbacks=callbacks,
         )
+        self.note_resumed(f"student alone{self.seed_text(seed)}", callbacks)
         common.check_finite(history, "student trained alone")
         return history, seconds
 

@@ -16,6 +16,7 @@ import time
 
 from tf_distill import saving
 from tf_distill.backend import keras
+from tf_distill.callbacks import EpochOrder
 from tf_distill.commands import common
 from tf_distill.commands.schemes import distillation_model
 from tf_distill.commands.stages_config import stage_config
@@ -69,6 +70,7 @@ class StageChain:
         self.names = [stage["name"] for stage in job.config["stages"]]
         self.configs = [stage_config(job.config, index) for index in range(len(self.names))]
         self.models, self.callbacks_of, self.started, self.results = {}, {}, {}, {}
+        self.orders = {}
 
     def stages(self):
         """Every stage as a `Stage`."""
@@ -106,18 +108,23 @@ class StageChain:
         self.job.claim()
         self.started[index] = time.perf_counter()  # a cache build counts in the time
         return self.job.distillation_data(distiller, self.data, self.job.config["data"][
-            "batch_size"], self.seed, f"stage_{self.names[index]}")
+            "batch_size"], self.seed, f"stage_{self.names[index]}", order=self.order(index))
+
+    def order(self, index):
+        """The stage's `EpochOrder`: in its pipeline and among its callbacks."""
+        return self.orders.setdefault(index, EpochOrder(self.seed))
 
     def callbacks(self, index, stage):
         self.callbacks_of[index] = self.job.distillation_callbacks(
             self.configs[index], self.models[index], f"stage_{stage.name}")
-        return self.callbacks_of[index]
+        return [self.order(index), *self.callbacks_of[index]]
 
     def finished(self, index, distiller, history):
         """Saves the stage's student at once: a killed run resumes after it."""
         seconds = time.perf_counter() - self.started[index]
+        self.job.note_resumed(f"stage {self.names[index]}", self.callbacks_of[index])
         history = self.job.distilled_history(self.configs[index], history,
-                                             self.callbacks_of[index][0])
+                                             self.callbacks_of[index])
         name = self.names[index]
         saving.save_model(common.without_training_state(distiller.student),
                           self.job.path(stage_file(name)))

@@ -6,6 +6,8 @@ import hashlib
 import numpy as np
 
 from tf_distill.backend import tf
+from tf_distill.batches import EXAMPLE_INDICES
+from tf_distill.batches import INPUTS
 from tf_distill.batches import with_example_indices
 
 SPLITS = ("train", "validation", "test")
@@ -90,6 +92,7 @@ class DataSplits:
         repeat: bool = False,
         drop_remainder: bool = False,
         example_indices: bool = False,
+        order=None,
     ) -> "tf.data.Dataset":
         """A batched, prefetched `tf.data.Dataset` of `(x, y)` pairs.
 
@@ -109,6 +112,10 @@ class DataSplits:
                 (`tf_distill.with_example_indices`, applied before
                 shuffling), for losses with a memory bank
                 (`losses.CRDistillation(num_examples=len(x))`).
+            order: A `tf_distill.callbacks.EpochOrder` (also passed to
+                `fit`): each epoch's order is a function of its seed and
+                the epoch, so a `fit` resumed by `BackupAndRestore` sees the
+                orders of one never interrupted. Replaces `seed`.
 
         Returns:
             A `tf.data.Dataset` yielding `(float32 [batch, *input_shape],
@@ -133,6 +140,20 @@ class DataSplits:
             )
         if shuffle is None:
             shuffle = SPLIT_ALIASES[split] == "train"
+        if shuffle and order is not None:
+            features, labels = tf.constant(x), tf.constant(y)
+
+            def gather(index):
+                batch = (tf.gather(features, index), tf.gather(labels, index))
+                return (({INPUTS: batch[0], EXAMPLE_INDICES: index}, batch[1])
+                        if example_indices else batch)
+
+            dataset = order.indices(len(x))
+            if repeat:
+                dataset = dataset.repeat()
+            dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+            dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return dataset.prefetch(tf.data.AUTOTUNE)
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
         if example_indices:
             dataset = with_example_indices(dataset)
