@@ -547,7 +547,7 @@ class Job:
 
     def compare(self, rows):
         """The distilled students against the students alone, seed by seed."""
-        return seed_comparison(rows)
+        return seed_comparison(rows, self.config["distillation"]["losses"])
 
     def write_report(self, results, histories, config_text):
         """Writes `report.md` and its plots; returns the names of the files written."""
