@@ -72,3 +72,29 @@ def test_the_recipe_writer_makes_valid_configs_of_every_method_row(tmp_path):
     # CRD's negatives are capped as the table capped them; the run fills `num_examples`.
     (crd,) = config_lib.load(str(tmp_path / "crd.yaml"))["distillation"]["losses"]
     assert crd["num_negatives"] == 1000 and "num_examples" not in crd
+
+
+@pytest.mark.slow
+def test_the_applications_recipe_fits_a_mobilenet_v2_teacher_to_mnist(tmp_path):
+    """The recipe's teacher, made as its comment says, passes the run's checks."""
+    from types import SimpleNamespace
+
+    from tf_distill import saving
+    from tf_distill.backend import keras
+    from tf_distill.commands import common
+
+    path = os.path.join(catalog.RECIPES_DIR, "applications", "mnist_from_mobilenet_v2.yaml")
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    assert raw["teacher"]["path"] == "mobilenet_v2_mnist32.keras"
+    teacher = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, alpha=0.35,
+                                             classes=10, classifier_activation=None)
+    saving.save_model(teacher, tmp_path / "mobilenet_v2_mnist32.keras")
+    raw["teacher"]["path"] = str(tmp_path / "mobilenet_v2_mnist32.keras")
+    config = config_lib.validate(raw)
+    loaded = saving.load_model(config["teacher"]["path"])  # safe: no --unsafe needed
+    mnist = SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
+    common.check_model_fits_data(loaded, "teacher", mnist, config["teacher"]["preprocessing"])
+    with pytest.raises(config_lib.ConfigError, match=r"takes inputs of shape \(32, 32, 3\)"):
+        common.check_model_fits_data(loaded, "teacher", mnist)
+    assert common.distiller_arguments(config)["teacher_preprocessing"] is not None

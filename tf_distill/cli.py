@@ -118,21 +118,22 @@ def _losses(args):
 
 def _export(args):
     from tf_distill import saving
-    from tf_distill.commands.common import load_data
+    from tf_distill.commands.export import export_data
     from tf_distill.commands.export import export_inputs
     from tf_distill.export import export_litert
 
     model_path, data_config, origin = export_inputs(args.model, args.data, args.seed)
     model = saving.load_model(model_path, unsafe=args.unsafe)
     print(f"Model: {model_path}\nData: {origin}")
-    data = load_data(data_config)
+    representative_data, validation_data = export_data(
+        model, data_config, args.representative_size)
     output = args.output or os.path.splitext(model_path)[0] + f"_{args.quantization}.tflite"
     report = export_litert(
         model,
         output,
         quantization=args.quantization,
-        representative_data=data.x_train[: args.representative_size],
-        validation_data=(data.x_test, data.y_test),
+        representative_data=representative_data,
+        validation_data=validation_data,
         max_accuracy_drop=args.max_accuracy_drop,
         int8_io=args.int8_io,
         allow_tf_ops=args.allow_tf_ops,

@@ -227,3 +227,36 @@ def test_training_keys_have_defaults_and_are_kept():
         "early_stopping": {"patience": 2}}})["training"]
     assert training["early_stopping"] == {"monitor": "val_accuracy", "patience": 2}
     assert (training["schedule"], training["warmup_epochs"]) == ("cosine", 2)
+
+
+def test_teacher_preprocessing_takes_only_safe_steps(tmp_path):
+    path = tmp_path / "teacher.keras"
+    path.write_bytes(b"")  # only its existence is checked here
+    steps = [{"resize": [32, 32]}, {"repeat_channels": 3}, {"rescale": 255.0, "offset": 0.0}]
+    config = config_lib.validate({"teacher": {"path": str(path), "preprocessing": steps}})
+    assert config["teacher"]["preprocessing"] == steps
+    # Not given, it is not there: older runs keep their fingerprints.
+    assert "preprocessing" not in config_lib.validate({})["teacher"]
+    with pytest.raises(ConfigError) as error:
+        config_lib.validate({"teacher": {"path": str(path),
+                                         "preprocessing": [{"resize": [32, 32]}, {"lambda": "x"}]}})
+    assert str(error.value) == (
+        "Invalid step `teacher.preprocessing[1]`. Expected one of {resize: ...}, "
+        "{repeat_channels: ...}, {rescale: ..., offset: ...}. Received: "
+        "teacher.preprocessing[1]={'lambda': 'x'}")
+    with pytest.raises(ConfigError, match="a teacher loaded from `teacher.path`"):
+        config_lib.validate({"teacher": {"preprocessing": steps}})
+    with pytest.raises(ConfigError, match=r"`teacher\[0\].preprocessing` applies to a single"):
+        config_lib.validate({"teacher": [{"name": "a", "path": str(path), "preprocessing": steps},
+                                         {"name": "b"}]})
+
+
+def test_a_bad_preprocessing_step_is_one_line_from_the_command(tmp_path, capsys):
+    from tf_distill import cli
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"teacher": {"preprocessing": [{"crop": 4}]}}))
+    assert cli.main(["run", str(path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "Invalid step `teacher.preprocessing[0]`" in error[0]
+    assert "{resize: ...}, {repeat_channels: ...}, {rescale: ..., offset: ...}" in error[0]

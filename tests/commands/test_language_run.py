@@ -191,3 +191,23 @@ def test_restart_after_the_text_changed_starts_over_completely(corpus, tmp_path,
     assert "Starting over" in capsys.readouterr().out
     metrics = json.loads((output / "metrics.json").read_text())
     assert [row["model"] for row in metrics["models"]][-1] == "distilled student"
+
+
+def test_export_of_a_run_folder_verifies_the_student_on_the_test_windows(
+    corpus, tmp_path, capsys
+):
+    from tf_distill import saving
+    from tf_distill.language import build_causal_lm
+
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "config.yaml").write_text(yaml.safe_dump(tiny_config(corpus, output)))
+    student = build_causal_lm("gpt2", vocabulary_size=256, num_layers=1, num_heads=2,
+                              hidden_dim=8, intermediate_dim=16, max_sequence_length=8)
+    saving.save_model(student, output / "student.keras")
+    code = cli.main(["export", str(output), "--quantization", "float32", "--latency-runs", "0"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "/text (from " in printed  # the run's own text, not digits
+    assert "LiteRT ppl." in printed and "| 8 |" in printed and "| yes |" in printed
+    assert (output / "student_float32.tflite").stat().st_size > 0

@@ -176,3 +176,16 @@ def test_run_table_shows_percent_with_two_decimals_as_the_export_table_does():
     export = reports_table([ExportReport(path=None, quantization="int8", file_size_bytes=1,
                                          keras_accuracy=1 - 5 / 300)])
     assert "acc. (%)" in export and "| 98.33 |" in export
+
+
+def test_advice_without_a_temperature_names_what_the_losses_have():
+    # FitNets, feature and relation losses have no temperature to search.
+    for losses in ([{"name": "fitnets", "teacher_layer_name": "a", "student_layer_name": "b"}],
+                   ["rkd_distance", {"name": "attention_transfer"}]):
+        for alone, distilled in (([8, 9], [12, 10]), ([8, 9, 10], [12, 9, 11])):
+            sentence = seed_comparison(_rows(alone, distilled), losses)["sentence"]
+            assert "temperature and α" not in sentence
+            assert "search α, and other weights in `distillation.loss_weights`" in sentence
+            assert "no temperature" in sentence
+    sentence = seed_comparison(_rows([8, 9], [12, 10]), ["kd", "fitnets"])["sentence"]
+    assert "search the temperature and α" in sentence

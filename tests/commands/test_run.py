@@ -540,3 +540,38 @@ def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
     assert "distilled student was interrupted and resumed at epoch 3" in report
     assert "resumed" not in (tmp_path / "whole" / "report.md").read_text()
     assert any("resumed at epoch 3" in line for line in lines), lines
+
+
+def test_a_teacher_for_other_images_reads_the_data_through_its_preprocessing(tmp_path):
+    from tf_distill import data as data_lib
+    from tf_distill.teachers import preprocessing_layers
+
+    # A teacher made for 32×32 RGB images, as a keras.applications model is.
+    steps = [{"resize": [32, 32]}, {"repeat_channels": 3}, {"rescale": 1.0, "offset": 0.0}]
+    digits = data_lib.load("digits")
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.AveragePooling2D(4),
+                                keras.layers.Flatten(), keras.layers.Dense(10)])
+    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(preprocessing_layers(steps)(digits.x_train), digits.y_train, epochs=5, verbose=0)
+    saving.save_model(teacher, tmp_path / "rgb32.keras")
+    # The student learns from the teacher alone: it learns only if the teacher reads well.
+    raw = {**FAST, "teacher": {"path": str(tmp_path / "rgb32.keras")},
+           "distillation": {"student_loss_weight": 0.0},
+           "training": {**FAST["training"], "learning_rate": 0.01},
+           "output": str(tmp_path / "run")}
+    with pytest.raises(ConfigError, match=r"takes inputs of shape \(32, 32, 3\) but the data's "
+                       r"inputs have shape \(8, 8, 1\).*`teacher.preprocessing`"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda message: None)
+    raw["teacher"]["preprocessing"] = steps
+    results = job.run(config_lib.validate(raw), verbose=0, log=lambda message: None)
+    teacher_row, student_row = results["models"]
+    assert teacher_row["model"] == "teacher" and teacher_row["test_accuracy"] > 0.8
+    assert student_row["model"] == "distilled student" and student_row["test_accuracy"] > 0.5
+    assert (tmp_path / "run" / "student.keras").exists()
+    # Too few steps for the teacher's shape: refused before training, naming the shapes.
+    raw["teacher"]["preprocessing"] = steps[:1]
+    raw["output"] = str(tmp_path / "other")
+    with pytest.raises(ConfigError, match=r"\(32, 32, 1\) after `teacher.preprocessing` "
+                       r"\(from \(8, 8, 1\)\)"):
+        job.run(config_lib.validate(raw), verbose=0, log=lambda message: None)

@@ -108,3 +108,13 @@ def test_sgd_means_momentum_everywhere():
     with pytest.raises(ValueError, match=r"Expected one of \['adam', 'adamw', 'sgd', 'rmsprop'\]"):
         make_optimizer("adagrad", 0.1)
     assert np.isclose(float(make_optimizer("adam", 0.003).learning_rate), 0.003)
+
+
+def test_tune_refuses_teacher_preprocessing_in_one_line(tmp_path):
+    teacher = tmp_path / "teacher.keras"
+    saving.save_model(architectures.build("mlp", (32, 32, 3), 10, size="small"), teacher)
+    config = config_lib.validate({**RAW, "teacher": {
+        "path": str(teacher), "preprocessing": [{"resize": [32, 32]}, {"repeat_channels": 3}]}})
+    with pytest.raises(ConfigError, match=r"`tf-distill tune` does not search with "
+                       r"`teacher.preprocessing` yet; run it with `tf-distill run`"):
+        tune_command.run_from_config(config, tmp_path / "out", verbose=0)

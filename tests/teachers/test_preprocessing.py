@@ -114,3 +114,43 @@ def test_a_non_callable_preprocessing_is_refused():
             teacher=_teacher(4), student=_student(4), distillation_losses="kd",
             teacher_preprocessing=3,
         )
+
+
+def test_preprocessing_layers_from_safe_steps():
+    from tf_distill.teachers import preprocessed_shape
+    from tf_distill.teachers import preprocessing_layers
+
+    preprocessing = preprocessing_layers(
+        [{"resize": [16, 16]}, {"repeat_channels": 3}, {"rescale": 2.0, "offset": 1.0}])
+    x = np.arange(8 * 8, dtype="float32").reshape(1, 8, 8, 1)
+    y = keras.ops.convert_to_numpy(preprocessing(x))
+    assert y.shape == (1, 16, 16, 3)
+    resized = keras.ops.convert_to_numpy(keras.layers.Resizing(16, 16)(x))
+    for channel in range(3):
+        np.testing.assert_allclose(y[..., channel], resized[..., 0] * 2.0 + 1.0, rtol=1e-6)
+    assert preprocessed_shape(preprocessing, (8, 8, 1)) == (16, 16, 3)
+    assert preprocessed_shape(None, (8, 8, 1)) == (8, 8, 1)
+    assert preprocessing_layers([]) is None
+    # Saved with the Distiller: the layers round-trip through their configs.
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(preprocessing))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps, message", [
+    ([{"resize": [32, 32]}, {"crop": 4}],
+     "Invalid step `teacher_preprocessing[1]`. Expected one of {resize: ...}, "
+     "{repeat_channels: ...}, {rescale: ..., offset: ...}. Received: "
+     "teacher_preprocessing[1]={'crop': 4}"),
+    ([{"resize": [32]}], "`teacher_preprocessing[0].resize` must be [height, width]"),
+    ([{"repeat_channels": 0}], "`teacher_preprocessing[0].repeat_channels` must be a positive"),
+    ([{"rescale": "x"}], "`teacher_preprocessing[0]` must give numbers for `rescale`"),
+    ([{"resize": [8, 8], "repeat_channels": 3}], "Invalid step `teacher_preprocessing[0]`"),
+    ("resize", "`teacher_preprocessing` must be a list of steps"),
+])
+def test_a_bad_preprocessing_step_is_refused_naming_it(steps, message):
+    from tf_distill.teachers import preprocessing_layers
+
+    with pytest.raises(ValueError) as error:
+        preprocessing_layers(steps)
+    assert message in str(error.value)

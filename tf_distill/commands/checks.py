@@ -224,6 +224,17 @@ def section(path, given, fields):
     return result
 
 
+def preprocessing_steps(path, value):
+    """A teacher's `preprocessing:`: a list of safe steps (`teachers.PREPROCESSING_STEPS`)."""
+    from tf_distill.teachers import preprocessing_layers
+
+    try:
+        preprocessing_layers(value, argument_name=path)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return value
+
+
 def loss_list(path, value):
     """A `losses:` entry: a name, a config mapping, or a non-empty list of them."""
     from tf_distill import losses

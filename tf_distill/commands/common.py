@@ -34,6 +34,8 @@ from tf_distill.losses.labels import UNLABELED
 from tf_distill.optimizers import learning_rate_schedule
 from tf_distill.optimizers import make_optimizer
 from tf_distill.teachers import applies_softmax
+from tf_distill.teachers import preprocessed_shape
+from tf_distill.teachers import preprocessing_layers
 
 
 def load_data(data_config):
@@ -99,18 +101,30 @@ def dataset(data, split, batch_size, shuffle=None, seed=None, example_indices=Fa
                                             example_indices=example_indices, order=order))
 
 
-def check_model_fits_data(model, role, data):
-    """Raises `ConfigError` if `model`'s input shape or class count does not fit `data`."""
+def check_model_fits_data(model, role, data, preprocessing=None):
+    """Raises `ConfigError` if `model`'s input shape or class count does not fit `data`.
+
+    With `preprocessing` (a teacher's `teacher.preprocessing` steps), the
+    model must fit the data's inputs as those steps make them.
+    """
     inputs = getattr(model, "inputs", None)
     if inputs and len(inputs) == 1:
         shape = tuple(inputs[0].shape)[1:]
-        expected = tuple(data.input_shape)
+        expected = preprocessed_shape(
+            preprocessing_layers(preprocessing, argument_name=f"{role}.preprocessing"),
+            data.input_shape)
         if len(shape) != len(expected) or any(
             size is not None and size != want for size, want in zip(shape, expected)
         ):
+            after = (f" after `teacher.preprocessing` (from {tuple(data.input_shape)})"
+                     if preprocessing else "")
+            hint = ("" if preprocessing or role == "student" else
+                    " A teacher for other inputs reads them through `teacher.preprocessing` "
+                    "steps (resize, repeat_channels, rescale).")
             raise ConfigError(
                 f"The {role} takes inputs of shape {shape} but the data's inputs have "
-                f"shape {expected}. Received: {role} input shape {tuple(inputs[0].shape)}."
+                f"shape {expected}{after}. Received: {role} input shape "
+                f"{tuple(inputs[0].shape)}.{hint}"
             )
     outputs = getattr(model, "outputs", None)
     shape = tuple(outputs[0].shape) if outputs else None
@@ -395,6 +409,13 @@ class TeacherPlan:
     def needs_training(self):
         return self.source == "trained" and not self.history
 
+    def reading_data(self):
+        """The teacher as it reads the data: behind its `preprocessing` steps, if any."""
+        steps = self.section.get("preprocessing")
+        if not steps:
+            return self.model
+        return keras.Sequential([preprocessing_layers(steps), self.model])
+
     def train(self, config, data, write_folder, *, log, verbose, callbacks=()):
         """Trains the teacher, saves it (without optimizer state) and its record."""
         section = self.section
@@ -477,7 +498,7 @@ def prepare_teachers(config, data, read_folder, *, log, unsafe=False):
                     name=name,
                 )
                 plan = TeacherPlan(name, section, model, "trained", digest=digest)
-        check_model_fits_data(plan.model, role, data)
+        check_model_fits_data(plan.model, role, data, section.get("preprocessing"))
         check_not_softmax(plan.model, role, section)
         plans.append(plan)
     return plans
@@ -528,6 +549,9 @@ def distiller_arguments(config, num_examples=None):
         "student_loss_weight": section["student_loss_weight"],
         "teacher_outputs": teacher_sections(config)[0][1]["teacher_outputs"],
     }
+    preprocessing = teacher_sections(config)[0][1].get("preprocessing")
+    if preprocessing:
+        arguments["teacher_preprocessing"] = preprocessing_layers(preprocessing)
     if isinstance(config["teacher"], list):
         arguments["teacher_weights"] = section["teacher_weights"]
         arguments["ensemble"] = section["ensemble"]

@@ -89,6 +89,10 @@ SCHEMA = {
         "epochs": (checks.number(low=0, integer=True), 10),
         "learning_rate": (checks.number(low=0, low_open=True), 0.002),
         "teacher_outputs": (checks.string(TEACHER_OUTPUT_KINDS), "logits"),
+        # Safe steps that turn the data's inputs into the teacher's:
+        # [{resize: [32, 32]}, {repeat_channels: 3}, {rescale: 255.0, offset: 0.0}].
+        # Kept only when given, so that older runs keep their fingerprints.
+        "preprocessing": (checks.optional(checks.preprocessing_steps), None),
     },
     "student": {
         "architecture": (checks.string(), "cnn"),
@@ -156,7 +160,16 @@ def _teachers(value):
     """The `teacher:` section: one mapping, a list of them, or `{name: mapping}`."""
     fields = SCHEMA["teacher"]
     if value is None or (isinstance(value, dict) and set(value) <= set(fields)):
-        return checks.section("teacher", value, fields)
+        section = checks.section("teacher", value, fields)
+        if section["preprocessing"] is None:
+            del section["preprocessing"]
+        elif section["path"] is None:
+            raise ConfigError(
+                "`teacher.preprocessing` prepares the inputs of a teacher loaded from "
+                "`teacher.path`; a teacher the run trains learns from the data as it is. "
+                f"Received: teacher.preprocessing={show(section['preprocessing'])}, "
+                "teacher.path=None")
+        return section
     if isinstance(value, dict):
         if not all(isinstance(item, dict) for item in value.values()):
             checks.check_keys("teacher", value, fields)  # a misspelt key of one teacher
@@ -179,7 +192,11 @@ def _teachers(value):
         section = errors.run(
             checks.section, path, {k: v for k, v in item.items() if k != "name"}, fields
         )
-        if section is not None:
+        if section is not None and section.pop("preprocessing") is not None:
+            errors.add(f"`{path}.preprocessing` applies to a single teacher (all teachers of "
+                       "a list read the data as it is). Received: "
+                       f"{path}.preprocessing={show(item['preprocessing'])}")
+        elif section is not None:
             teachers.append({"name": name, **section})
     errors.raise_if_any()
     names = [teacher["name"] for teacher in teachers]
@@ -279,7 +296,8 @@ def validate(raw):
     if raw.get("tuning") is not None:
         config["tuning"] = errors.run(validate_tuning, raw["tuning"])
     _check_choices(config, failed, errors)
-    scheme_config.validate_scheme(scheme, raw, config, errors, SCHEMA["teacher"])
+    teacher_fields = {k: v for k, v in SCHEMA["teacher"].items() if k != "preprocessing"}
+    scheme_config.validate_scheme(scheme, raw, config, errors, teacher_fields)
     if raw.get("stages") is not None:  # only when given: older runs keep their fingerprint
         names = [] if "teacher" in failed else [name for name, _ in teacher_sections(config)]
         config["stages"] = errors.run(validate_stages, raw["stages"], config, SCHEMA, {

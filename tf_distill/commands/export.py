@@ -5,7 +5,9 @@
 `config.yaml` the run wrote. `tf-distill export MODEL.keras` does the same
 when the model lies in a run folder, and otherwise uses the `digits` data,
 saying so. `--data` overrides either. A model whose input shape does not fit
-the data is refused by `export_litert` before anything is converted.
+the data is refused by `export_litert` before anything is converted. The
+student of a `task: language` run (a causal LM) is verified on the test
+windows of the run's text (`export_litert` hands it to `export_causal_lm`).
 """
 
 import json
@@ -72,6 +74,27 @@ def run_config(folder):
     if not os.path.isfile(path):
         return None
     return config_lib.load(path)
+
+
+def export_data(model, data_config, representative_size):
+    """`(representative_data, validation_data)` for `export_litert` of `model`.
+
+    A causal LM is verified on the test windows of the text `data_config`
+    names (`{"token_ids", "padding_mask"}`); a classifier is calibrated on the
+    first `representative_size` training examples and verified on the test
+    split.
+    """
+    from tf_distill.export.language import is_causal_lm
+
+    if is_causal_lm(model):
+        from tf_distill.commands.language_run import load_corpus
+
+        corpus = load_corpus({k: v for k, v in data_config.items() if k != "seed"})
+        return None, corpus.inputs("test")
+    from tf_distill.commands.common import load_data
+
+    data = load_data(data_config)
+    return data.x_train[:representative_size], (data.x_test, data.y_test)
 
 
 def export_inputs(target, data=None, seed=None):

@@ -2,6 +2,7 @@
 
 import os
 
+from tf_distill.catalog import DETAILS
 from tf_distill.comparison import format_mean_std
 from tf_distill.comparison import mean_std
 from tf_distill.comparison import paired
@@ -65,11 +66,38 @@ ONE_SEED = ('one seed cannot show one: list 2 or more `training.seeds`; "helped"
             "{measure} on every seed")
 
 
-def seed_comparison(rows):
+def tuning_advice(losses=None):
+    """What to search when distillation made the student worse, for these losses.
+
+    Args:
+        losses: The config's `distillation.losses` (names or `{name: ...}`
+            mappings); None for the usual soft-label losses.
+
+    Returns:
+        The words after "try": the temperature and α when a loss has a
+        temperature (or is not a built-in one), else α and the losses' weights
+        (FitNets, feature and relation losses have no temperature).
+    """
+    names = [
+        str(item if isinstance(item, str) else item.get("name", "")).strip().lower()
+        for item in (losses or [])
+    ]
+    if not names or any(n not in DETAILS or "temperature" in DETAILS[n][1] for n in names):
+        return "`tf-distill tune` to search the temperature and α"
+    return (
+        "`tf-distill tune` to search α, and other weights in `distillation.loss_weights` "
+        f"({', '.join(dict.fromkeys(names))} ha{'s' if len(set(names)) == 1 else 've'} "
+        "no temperature)"
+    )
+
+
+def seed_comparison(rows, losses=None):
     """Compares the distilled student with the student alone, seed by seed.
 
     Args:
         rows: The run's model rows (`model`, `seed`, `test_errors`, ...).
+        losses: The config's `distillation.losses`, which say what the
+            advice after a worse result asks to search (`tuning_advice`).
 
     Returns:
         None without both kinds of rows; else `compare_seeds(rows,
@@ -107,7 +135,7 @@ def seed_comparison(rows):
     elif comparison["verdict"] == "worse":
         sentence = (
             f"Distillation made the student worse: more errors on {worse} of {n} seeds, "
-            f"{counts}. Try `tf-distill tune` to search the temperature and α."
+            f"{counts}. Try {tuning_advice(losses)}."
         )
     else:
         why = (
@@ -118,8 +146,7 @@ def seed_comparison(rows):
         sentence = f"No reliable difference between distilled and alone ({why}): {counts}."
         if comparison["distilled_mean"] > comparison["alone_mean"]:
             sentence += (
-                " On average distillation made the student worse: try `tf-distill tune` "
-                "to search the temperature and α."
+                f" On average distillation made the student worse: try {tuning_advice(losses)}."
             )
     comparison.update(test_examples=total, teachers=teachers, sentence=sentence)
     return comparison

@@ -521,14 +521,15 @@ class Job:
         for plan in plans:
             row = {"model": plan.name, "seed": None,
                    "parameters": int(plan.model.count_params()), "train_seconds": plan.seconds}
-            row.update(common.test_metrics(plan.model, data, batch))
+            row.update(common.test_metrics(plan.reading_data(), data, batch))
             if plan.source != "path":
                 row["file_bytes"] = plan.file_bytes([self.folder, self.output])
             rows.append(row)
             if plan.history:
                 histories[plan.name] = plan.history
         self.teacher_accuracy = {
-            plan.name: common.validation_accuracy(plan.model, data, batch) for plan in plans
+            plan.name: common.validation_accuracy(plan.reading_data(), data, batch)
+            for plan in plans
         }
         if students_data[0] is not data:
             labeled, distilled = students_data
@@ -582,7 +583,7 @@ class Job:
 
     def compare(self, rows):
         """The distilled students against the students alone, seed by seed."""
-        return seed_comparison(rows)
+        return seed_comparison(rows, self.config["distillation"]["losses"])
 
     def write_report(self, results, histories, config_text):
         """Writes `report.md` and its plots; returns the names of the files written."""

@@ -54,6 +54,12 @@ def search_teacher(config, data, output_dir, role, overwrite, say, verbose):
             f"runs with `tf-distill run`. Received: {len(config['stages'])} stage(s)."
         )
     check_scheme_free(config, "tune")
+    if isinstance(config["teacher"], dict) and config["teacher"].get("preprocessing"):
+        raise ConfigError(
+            "`tf-distill tune` does not search with `teacher.preprocessing` yet; run it "
+            "with `tf-distill run`. Received: teacher.preprocessing="
+            f"{config['teacher']['preprocessing']!r}"
+        )
     if any_asks(config["distillation"]["losses"]):
         raise ConfigError(
             "`tf-distill tune` does not search losses with a memory bank indexed by "

@@ -3,7 +3,9 @@
 - `forward`: which teacher output each loss reads (`loss_teacher`,
   `tap_names`) and `TeacherForward`, one inference pass of each teacher;
 - `ensemble`: several teachers as one (`TeacherEnsemble`, `ensemble_logits`);
-- `adapters`: the trainable student→teacher projections of feature losses.
+- `adapters`: the trainable student→teacher projections of feature losses;
+- `preprocessing`: a teacher's input preprocessing from safe steps
+  (`preprocessing_layers`: resize, repeat channels, rescale).
 """
 
 from tf_distill.teachers.ensemble import ENSEMBLE_KINDS
@@ -27,9 +29,15 @@ from tf_distill.teachers.forward import loss_teacher_key
 from tf_distill.teachers.forward import members
 from tf_distill.teachers.forward import reading_model
 from tf_distill.teachers.forward import tap_names
+from tf_distill.teachers.preprocessing import PREPROCESSING_STEPS
+from tf_distill.teachers.preprocessing import RepeatChannels
+from tf_distill.teachers.preprocessing import preprocessed_shape
+from tf_distill.teachers.preprocessing import preprocessing_layers
 
 __all__ = [
     "ENSEMBLE_KINDS",
+    "PREPROCESSING_STEPS",
+    "RepeatChannels",
     "TEACHER_OUTPUT_KINDS",
     "TeacherEnsemble",
     "TeacherForward",
@@ -47,6 +55,8 @@ __all__ = [
     "loss_teacher_key",
     "members",
     "named_teachers",
+    "preprocessed_shape",
+    "preprocessing_layers",
     "reading_model",
     "tap_names",
     "teacher_output_key",
