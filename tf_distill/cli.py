@@ -53,7 +53,14 @@ def _written(folder, report_files):
     }
     listed = {n for group in groups.values() for n in group}
     groups["other"] = [n for n in names if n not in listed]
-    return "\n".join(f"  {kind}: {', '.join(files)}" for kind, files in groups.items() if files)
+    lines = [f"  {kind}: {', '.join(files)}" for kind, files in groups.items() if files]
+    from tf_distill.commands.run import TENSORBOARD_FOLDER
+
+    tensorboard = os.path.join(folder, TENSORBOARD_FOLDER)
+    if os.path.isdir(tensorboard):
+        lines.append(f"  TensorBoard logs: {TENSORBOARD_FOLDER}/ "
+                     f"(tensorboard --logdir {tensorboard})")
+    return "\n".join(lines)
 
 
 def _run(args):

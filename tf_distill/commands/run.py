@@ -7,6 +7,8 @@ distilled from the same initial weights → test metrics, saved students,
 defaults filled in, which `tf-distill export RUN_DIR` reads). `metrics.json` holds
 accuracy and error as fractions in [0, 1] (`test_accuracy`, `test_error`) beside
 the raw counts (`test_errors` of `test_examples`); the tables show them in percent.
+Each training phase writes its history (loss terms, schedule values,
+metrics) with Keras's `TensorBoard` callback to `tensorboard/<phase>/`.
 
 Nothing is written to the output folder until the config, the data and the
 teachers have been checked against each other. A killed run resumes from its
@@ -58,6 +60,9 @@ CONFIG_FILE = "config.yaml"
 
 # Folders a run derives from its teacher and data, removed by `--restart`.
 DERIVED_FOLDERS = ("teacher_cache", "topk_cache")
+
+# Each training phase's TensorBoard logs: `tensorboard/<phase>/{train,validation}`.
+TENSORBOARD_FOLDER = "tensorboard"
 
 
 def config_hash(config, data=None):
@@ -130,10 +135,11 @@ class Job:
                     "delete the folder."
                 )
             self.log(f"Starting over in {self.output} (--restart)")
-            # Over completely: the backups and every cache of the old run's
-            # teacher and data go (a cache of the old text would be refused).
+            # Over completely: the backups, the TensorBoard logs and every
+            # cache of the old run's teacher and data go (a cache of the old
+            # text would be refused).
             for name in os.listdir(self.shared_path()):
-                if name == ".backup" or name.startswith(DERIVED_FOLDERS):
+                if name in (".backup", TENSORBOARD_FOLDER) or name.startswith(DERIVED_FOLDERS):
                     shutil.rmtree(self.shared_path(name), ignore_errors=True)
             return
         if state.get("config_hash") != self.hash:
@@ -188,6 +194,13 @@ class Job:
         if own != shared and os.path.isdir(shared):
             shutil.copytree(shared, own, dirs_exist_ok=True)
         return keras.callbacks.BackupAndRestore(own, double_checkpoint=True)
+
+    def phase_callbacks(self, phase):
+        """The callbacks every training `phase` has: its backup, and Keras's
+        `TensorBoard` writing its history (losses, schedules, metrics) to
+        `tensorboard/<phase>/` in the folder this process writes."""
+        return [self.backup(phase), keras.callbacks.TensorBoard(
+            self.path(TENSORBOARD_FOLDER, phase), write_graph=False)]
 
     def file_bytes(self, filename):
         # A worker that reused a file read it from the shared output folder.
@@ -266,7 +279,7 @@ class Job:
         """The callbacks of one distillation into `student`: the first, a
         `StopOnNonFiniteLoss`, goes to `distilled_history` after `fit`."""
         return [StopOnNonFiniteLoss(), KeepLastGoodModel(student, self.path("student_last_good.keras")),
-                self.backup(phase), *common.training_callbacks(config)]
+                *self.phase_callbacks(phase), *common.training_callbacks(config)]
 
     def distilled_history(self, config, history, diverged):
         """The history of a finished distillation, as a dict of the student's metrics.
@@ -482,7 +495,7 @@ class Job:
             if plan.needs_training:
                 self.claim()
                 plan.train(self.config, data, self.folder, log=self.log, verbose=self.verbose,
-                           callbacks=[self.backup(plan.name)])
+                           callbacks=self.phase_callbacks(plan.name))
                 self.save_phase(plan.name, seconds=plan.seconds)
         teacher = common.teacher_argument(plans)
         for plan in plans:
@@ -519,7 +532,7 @@ class Job:
         history, seconds = common.train_plain(
             model, self.config, data, epochs=training["epochs"],
             learning_rate=training["learning_rate"], seed=seed, verbose=self.verbose,
-            callbacks=[self.backup(phase)],
+            callbacks=self.phase_callbacks(phase),
         )
         common.check_finite(history, "student trained alone")
         return history, seconds
