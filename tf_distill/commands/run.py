@@ -41,6 +41,7 @@ from tf_distill.commands import common
 from tf_distill.commands import schemes
 from tf_distill.commands.caching import cached_dataset
 from tf_distill.commands.caching import should_cache
+from tf_distill.commands.common import TENSORBOARD_FOLDER
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.example_indices import any_asks
 from tf_distill.commands.report import seed_comparison
@@ -60,9 +61,6 @@ CONFIG_FILE = "config.yaml"
 
 # Folders a run derives from its teacher and data, removed by `--restart`.
 DERIVED_FOLDERS = ("teacher_cache", "topk_cache")
-
-# Each training phase's TensorBoard logs: `tensorboard/<phase>/{train,validation}`.
-TENSORBOARD_FOLDER = "tensorboard"
 
 
 def config_hash(config, data=None):
@@ -199,8 +197,8 @@ class Job:
         """The callbacks every training `phase` has: its backup, and Keras's
         `TensorBoard` writing its history (losses, schedules, metrics) to
         `tensorboard/<phase>/` in the folder this process writes."""
-        return [self.backup(phase), keras.callbacks.TensorBoard(
-            self.path(TENSORBOARD_FOLDER, phase), write_graph=False)]
+        return [self.backup(phase),
+                common.tensorboard_callback(self.path(TENSORBOARD_FOLDER, phase))]
 
     def file_bytes(self, filename):
         # A worker that reused a file read it from the shared output folder.
