@@ -10,6 +10,7 @@ and runs trials.
 """
 
 import os
+import shutil
 import time
 
 from tf_distill import saving
@@ -159,6 +160,9 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
         optimizer=training["optimizer"],
         seed=seed,
     )
+    if tuning["overwrite"] and role != "worker":
+        # Afresh: the old search's trial logs would stand beside the new ones.
+        shutil.rmtree(os.path.join(output_dir, common.TENSORBOARD_FOLDER), ignore_errors=True)
     tuner = make_tuner(
         hypermodel,
         tuning["tuner"],
