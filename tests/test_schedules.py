@@ -169,6 +169,21 @@ def test_history_logs_each_scheduled_value_and_the_step_uses_it(teacher, student
         np.testing.assert_allclose(history["loss"][epoch], expected_total, rtol=1e-4)
 
 
+def test_every_callback_of_fit_sees_the_scheduled_values(teacher, student):
+    # TensorBoard and CSVLogger write the logs as they reach them at the
+    # epoch's end: the scheduled values must be there already.
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(dict(logs))
+
+    x, y = _data()
+    distiller = _kd_distiller(teacher, student, Linear(4.0, 1.0, duration=1))
+    distiller.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[Record()])
+    assert [logs["temperature"] for logs in seen] == pytest.approx([4.0, 1.0])
+
+
 def test_step_schedule_is_computed_in_the_step(teacher, student):
     # The same batch 4 times per epoch: each step's KD is the same, so an
     # epoch's mean distillation loss is KD times the mean weight of its steps.

@@ -53,7 +53,14 @@ def _written(folder, report_files):
     }
     listed = {n for group in groups.values() for n in group}
     groups["other"] = [n for n in names if n not in listed]
-    return "\n".join(f"  {kind}: {', '.join(files)}" for kind, files in groups.items() if files)
+    lines = [f"  {kind}: {', '.join(files)}" for kind, files in groups.items() if files]
+    from tf_distill.commands.common import TENSORBOARD_FOLDER
+
+    tensorboard = os.path.join(folder, TENSORBOARD_FOLDER)
+    if os.path.isdir(tensorboard):
+        lines.append(f"  TensorBoard logs: {TENSORBOARD_FOLDER}/ "
+                     f"(tensorboard --logdir {tensorboard})")
+    return "\n".join(lines)
 
 
 def _run(args):
@@ -150,6 +157,7 @@ def _export(args):
 def _tune(args):
     from tf_distill.commands import config as config_lib
     from tf_distill.commands import tune as tuning
+    from tf_distill.commands.common import TENSORBOARD_FOLDER
 
     config = config_lib.load(args.config)
     if config.get("task") == "language":
@@ -169,7 +177,8 @@ def _tune(args):
     _print_table(results)
     print(
         f"\nWrote {output}/: student.keras, best_hyperparameters.json, trials.md, "
-        "trials.csv, search.png, tuning.json"
+        "trials.csv, search.png, tuning.json, and each trial's TensorBoard logs and "
+        f"hyperparameters (tensorboard --logdir {os.path.join(output, TENSORBOARD_FOLDER)})"
     )
     return 0
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import warnings
 
 import pytest
@@ -133,8 +134,14 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     report = (output / "report.md").read_text()
     assert comparison["sentence"] in report and "teacher NLL of own samples" in report
     assert (output / "student_seed0.keras").exists() and (output / "teacher.keras").exists()
+    # Each phase's TensorBoard logs (training only: no validation pass per
+    # epoch); the teacher, untrained here, has none.
+    logs = output / "tensorboard"
+    assert sorted(os.listdir(logs)) == ["baseline_seed0", "distill_seed0"]
+    assert os.listdir(logs / "distill_seed0") == ["train"]
     printed = capsys.readouterr().out
     assert "test perplexity" in printed and str(output) in printed
+    assert f"TensorBoard logs: tensorboard/ (tensorboard --logdir {logs})" in printed
     assert "Distilling into the student (seed 0) (1 epoch)" in printed
     assert "1 epochs" not in printed
 

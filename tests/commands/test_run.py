@@ -265,6 +265,8 @@ def test_changed_data_is_refused_or_restarted(tmp_path):
     job.run(config_lib.validate(raw), verbose=0, log=messages.append, restart=True)
     assert any("Starting over" in m for m in messages)
     assert any(m.startswith("Training the teacher") for m in messages)
+    # The old run's TensorBoard logs went with it: one run's event file.
+    assert len(os.listdir(tmp_path / "out" / job.TENSORBOARD_FOLDER / "teacher" / "train")) == 1
 
 
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path):
@@ -575,3 +577,39 @@ def test_a_teacher_for_other_images_reads_the_data_through_its_preprocessing(tmp
     with pytest.raises(ConfigError, match=r"\(32, 32, 1\) after `teacher.preprocessing` "
                        r"\(from \(8, 8, 1\)\)"):
         job.run(config_lib.validate(raw), verbose=0, log=lambda message: None)
+
+
+def _tensorboard_tags(folder):
+    """The scalar tags of the TensorBoard event files in `folder`."""
+    return {
+        value.tag
+        for name in os.listdir(folder)
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name))
+        for value in event.summary.value
+    }
+
+
+def test_every_phase_writes_its_history_to_tensorboard(tmp_path):
+    config = config_lib.validate({
+        "data": {"source": "digits", "batch_size": 64, "train_size": 200,
+                 "validation_size": 64, "test_size": 64},
+        "teacher": {"architecture": "mlp", "size": "medium", "epochs": 1},
+        "stages": [{"name": "assistant", "student": {"architecture": "mlp", "size": "small"},
+                    "training": {"epochs": 1}}],
+        "student": {"architecture": "mlp", "size": "small"},
+        "distillation": {"losses": [{"name": "kd", "temperature": {
+            "schedule": "linear", "start": 4, "end": 1}}]},
+        "training": {"epochs": 2, "seeds": [0], "cache": "off", "jit_compile": False},
+        "output": str(tmp_path),
+    })
+    job.run(config, verbose=0)
+    logs = tmp_path / job.TENSORBOARD_FOLDER
+    assert sorted(os.listdir(logs)) == ["baseline_seed0", "distill_seed0", "stage_assistant",
+                                        "teacher"]
+    plain = {"epoch_loss", "epoch_accuracy"}
+    distilled = plain | {"epoch_student_loss", "epoch_distillation_loss", "epoch_temperature"}
+    for phase, expected in [("teacher", plain), ("baseline_seed0", plain),
+                            ("stage_assistant", distilled), ("distill_seed0", distilled)]:
+        assert expected <= _tensorboard_tags(logs / phase / "train"), phase
+        assert {"epoch_loss", "epoch_accuracy"} <= _tensorboard_tags(
+            logs / phase / "validation"), phase

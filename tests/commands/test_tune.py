@@ -1,5 +1,6 @@
 """`tf-distill tune` obtains its teacher exactly as `tf-distill run` does."""
 
+import os
 import zipfile
 
 import numpy as np
@@ -118,3 +119,40 @@ def test_tune_refuses_teacher_preprocessing_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"`tf-distill tune` does not search with "
                        r"`teacher.preprocessing` yet; run it with `tf-distill run`"):
         tune_command.run_from_config(config, tmp_path / "out", verbose=0)
+
+
+def _tensorboard_logs(folder):
+    """`(tags, hparams)`: each log folder's scalar tags, and each trial's
+    hyperparameter names, from the event files under `folder`."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from tf_distill.backend import tf
+
+    tags, hparams = {}, {}
+    for log_dir, _, names in os.walk(os.path.join(folder, "tensorboard")):
+        for name in names:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+                for value in event.summary.value:
+                    tags.setdefault(os.path.relpath(log_dir, folder), set()).add(value.tag)
+                    if value.metadata.plugin_data.plugin_name == "hparams":
+                        data = plugin_data_pb2.HParamsPluginData.FromString(
+                            value.metadata.plugin_data.content)
+                        if data.HasField("session_start_info"):
+                            hparams[log_dir] = set(data.session_start_info.hparams)
+    return tags, hparams
+
+
+def test_each_trial_writes_its_hyperparameters_and_history_to_tensorboard(tmp_path):
+    config = config_lib.validate({**RAW, "tuning": {"max_trials": 2}})
+    tune_command.run_from_config(config, tmp_path, verbose=0)
+    tags, hparams = _tensorboard_logs(tmp_path)
+    # Two trials, each with its hyperparameters and its epochs' logs.
+    assert len(hparams) == 2
+    assert all({"temperature", "student_loss_weight"} <= names for names in hparams.values())
+    trained = [tags for folder, tags in tags.items() if folder.endswith(os.sep + "train")]
+    assert len(trained) == 2
+    assert all({"epoch_student_loss", "epoch_distillation_loss"} <= t for t in trained)
+    # Afresh: the old search's trials leave no logs beside the new one's.
+    again = config_lib.validate({**RAW, "tuning": {"max_trials": 1, "overwrite": True}})
+    tune_command.run_from_config(again, tmp_path, verbose=0)
+    assert len(_tensorboard_logs(tmp_path)[1]) == 1

@@ -315,6 +315,17 @@ def training_optimizer(config, data, *, learning_rate, epochs):
                           clipnorm=training["clipnorm"])
 
 
+# The TensorBoard logs of a run (`tensorboard/<phase>/{train,validation}`)
+# or a search (`tensorboard/<trial>/execution0/`, with the trial's hparams).
+TENSORBOARD_FOLDER = "tensorboard"
+
+
+def tensorboard_callback(log_dir):
+    """Keras's `TensorBoard` callback writing each epoch's logs to `log_dir`."""
+    # No graph: a distiller's is its teacher's and student's, at a trace's cost.
+    return keras.callbacks.TensorBoard(log_dir, write_graph=False)
+
+
 def training_callbacks(config):
     """`training.early_stopping` as a Keras callback (the best weights restored), or none."""
     stopping = config["training"]["early_stopping"]

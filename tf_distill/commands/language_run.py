@@ -181,7 +181,7 @@ class LanguageJob(Job):
             steps_per_epoch=steps, epochs=epochs,
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
-            callbacks=[self.backup(phase), keras.callbacks.TerminateOnNaN()],
+            callbacks=[*self.phase_callbacks(phase), keras.callbacks.TerminateOnNaN()],
         )
         seconds = time.perf_counter() - start
         history = common.history_dict(history)

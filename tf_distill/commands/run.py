@@ -7,6 +7,8 @@ distilled from the same initial weights → test metrics, saved students,
 defaults filled in, which `tf-distill export RUN_DIR` reads). `metrics.json` holds
 accuracy and error as fractions in [0, 1] (`test_accuracy`, `test_error`) beside
 the raw counts (`test_errors` of `test_examples`); the tables show them in percent.
+Each training phase writes its history (loss terms, schedule values,
+metrics) with Keras's `TensorBoard` callback to `tensorboard/<phase>/`.
 
 Nothing is written to the output folder until the config, the data and the
 teachers have been checked against each other. A killed run resumes from its
@@ -41,6 +43,7 @@ from tf_distill.commands import common
 from tf_distill.commands import schemes
 from tf_distill.commands.caching import cached_dataset
 from tf_distill.commands.caching import should_cache
+from tf_distill.commands.common import TENSORBOARD_FOLDER
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.example_indices import any_asks
 from tf_distill.commands.report import seed_comparison
@@ -135,10 +138,11 @@ class Job:
                     "delete the folder."
                 )
             self.log(f"Starting over in {self.output} (--restart)")
-            # Over completely: the backups and every cache of the old run's
-            # teacher and data go (a cache of the old text would be refused).
+            # Over completely: the backups, the TensorBoard logs and every
+            # cache of the old run's teacher and data go (a cache of the old
+            # text would be refused).
             for name in os.listdir(self.shared_path()):
-                if name == ".backup" or name.startswith(DERIVED_FOLDERS):
+                if name in (".backup", TENSORBOARD_FOLDER) or name.startswith(DERIVED_FOLDERS):
                     shutil.rmtree(self.shared_path(name), ignore_errors=True)
             return
         if state.get("config_hash") != self.hash:
@@ -194,13 +198,20 @@ class Job:
             shutil.copytree(shared, own, dirs_exist_ok=True)
         return keras.callbacks.BackupAndRestore(own, double_checkpoint=True)
 
+    def phase_callbacks(self, phase):
+        """The callbacks every training `phase` has: its backup, and Keras's
+        `TensorBoard` writing its history (losses, schedules, metrics) to
+        `tensorboard/<phase>/` in the folder this process writes."""
+        return [self.backup(phase),
+                common.tensorboard_callback(self.path(TENSORBOARD_FOLDER, phase))]
+
     def resumable(self, phase):
         """The callbacks that resume an interrupted `phase` with its whole
         history: an `EpochLog` (first, so that an epoch is logged before it
-        is backed up) and `backup(phase)`; `fit` must shuffle with an
-        `EpochOrder`."""
-        backup = self.backup(phase)
-        return [EpochLog(os.path.join(self.path(".backup", phase), EPOCH_LOG)), backup]
+        is backed up), then `phase_callbacks(phase)`; `fit` must shuffle
+        with an `EpochOrder`."""
+        callbacks = self.phase_callbacks(phase)  # the backup is made first
+        return [EpochLog(os.path.join(self.path(".backup", phase), EPOCH_LOG)), *callbacks]
 
     def note_resumed(self, name, callbacks):
         """Records (for the report) that `name`'s training resumed, and at which epoch."""

@@ -10,6 +10,7 @@ and runs trials.
 """
 
 import os
+import shutil
 import time
 
 from tf_distill import saving
@@ -165,6 +166,9 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
         optimizer=training["optimizer"],
         seed=seed,
     )
+    if tuning["overwrite"] and role != "worker":
+        # Afresh: the old search's trial logs would stand beside the new ones.
+        shutil.rmtree(os.path.join(output_dir, common.TENSORBOARD_FOLDER), ignore_errors=True)
     tuner = make_tuner(
         hypermodel,
         tuning["tuner"],
@@ -218,7 +222,11 @@ def run_from_config(config, output_dir, verbose=1, role=None, log=print):
             )
         ran = record_trials(tuner)
         start = time.perf_counter()
-        search(tuner, pipelines[0], pipelines[1], training["epochs"], verbose=verbose)
+        # Keras Tuner gives each trial its own folder under the TensorBoard
+        # callback's, with the trial's hyperparameters for the HParams dashboard.
+        search(tuner, pipelines[0], pipelines[1], training["epochs"], verbose=verbose,
+               callbacks=[common.tensorboard_callback(
+                   os.path.join(output_dir, common.TENSORBOARD_FOLDER))])
         numbers = ", ".join(f"#{trial_number(trial_id)}" for trial_id in ran) or "none"
         say(f"Search finished in {time.perf_counter() - start:.1f} s; "
             f"this process ran trials {numbers}")

@@ -377,9 +377,12 @@ class DistillerEngine(keras.Model):
     def _with_schedule_callback(self, callbacks):
         if not self.scheduled_values():
             return callbacks
+        # First, so that every other callback (TensorBoard, CSVLogger,
+        # EarlyStopping) runs an epoch at its schedules' values and sees them
+        # in the epoch's logs.
         callback = schedules.ScheduleCallback()
         if isinstance(callbacks, keras.callbacks.CallbackList):
             callback.set_model(self)
-            callbacks.append(callback)
+            callbacks.callbacks.insert(0, callback)
             return callbacks
-        return [*(callbacks or []), callback]
+        return [callback, *(callbacks or [])]
