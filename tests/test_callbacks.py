@@ -110,6 +110,20 @@ def test_an_epochs_order_depends_on_the_seed_and_the_epoch_only():
     assert (_labels(dataset) == orders[0]).all()
 
 
+def test_an_endless_order_resumed_at_an_epoch_reads_on_where_that_epoch_starts():
+    # Epochs of 4 examples over passes of 10: epoch 2 starts mid-pass and
+    # crosses into the next pass; a resumed `fit` starts there.
+    whole = EpochOrder(7, examples_per_epoch=4)
+    stream = [int(i) for i in whole.indices(10).take(30)]
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream[:10] != stream[10:20]
+    resumed = EpochOrder(7, examples_per_epoch=4)
+    resumed.on_epoch_begin(2)
+    assert [int(i) for i in resumed.indices(10).take(22)] == stream[8:30]
+    # Each pass is the order that an epoch of one pass has.
+    assert stream[:10] == [int(i) for i in EpochOrder(7).indices(10)]
+
+
 def test_the_epoch_log_keeps_the_epochs_before_a_resume_and_drops_one_not_backed_up(tmp_path):
     path = tmp_path / "epochs.jsonl"
     first = EpochLog(str(path))

@@ -178,32 +178,53 @@ class EpochOrder(keras.callbacks.Callback):
     the pipeline (`DataSplits.as_tf_dataset(order=...)`,
     `TeacherCache.dataset(order=...)`).
 
+    A `fit(steps_per_epoch=...)` on a repeated pipeline keeps one iterator
+    across epochs, so its epochs need not start a pass over the data: with
+    `examples_per_epoch`, the indices run on forever, pass `p` in the order
+    `stateless_shuffle(range(n), seed=(seed, p))`, and a `fit` starting at
+    epoch `e` starts at index `e * examples_per_epoch` of that stream.
+
     Args:
         seed: An integer: the same seed gives the same orders on every run.
+        examples_per_epoch: The examples one epoch takes (`steps_per_epoch`
+            times the batch size) when the pipeline repeats forever; `None`
+            when each epoch is one pass.
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, examples_per_epoch: int | None = None):
         super().__init__()
         self.seed = int(seed)
+        self.examples_per_epoch = None if examples_per_epoch is None else int(examples_per_epoch)
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = int(epoch)
 
     def indices(self, size: int) -> "tf.data.Dataset":
-        """A dataset of the `size` example indices (int64), in this epoch's order."""
+        """A dataset of the `size` example indices (int64), in this epoch's
+        order; with `examples_per_epoch`, the endless stream from this epoch on."""
 
-        def permutation(_):
-            epoch = tf.py_function(lambda: tf.constant(self.epoch, tf.int64), [], tf.int64)
-            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.reshape(epoch, [])])
+        def permutation(number):
+            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.reshape(number, [])])
             return tf.data.Dataset.from_tensor_slices(
                 tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed)
             )
 
+        def epoch(_):
+            return tf.py_function(lambda: tf.constant(self.epoch, tf.int64), [], tf.int64)
+
+        if self.examples_per_epoch is not None:
+
+            def stream(_):
+                start = epoch(_) * self.examples_per_epoch
+                passes = tf.data.Dataset.range(start // size, tf.int64.max)
+                return passes.flat_map(permutation).skip(start % size)
+
+            return tf.data.Dataset.from_tensors(0).flat_map(stream)
         # A known length: Keras then counts the epoch's steps instead of
         # warning that the input "ran out of data".
-        return tf.data.Dataset.from_tensors(0).flat_map(permutation).apply(
-            tf.data.experimental.assert_cardinality(size))
+        return tf.data.Dataset.from_tensors(0).flat_map(
+            lambda _: permutation(epoch(_))).apply(tf.data.experimental.assert_cardinality(size))
 
 
 class EpochLog(keras.callbacks.Callback):

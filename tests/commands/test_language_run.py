@@ -9,10 +9,13 @@ import pytest
 import yaml
 
 from tf_distill import cli
+from tf_distill.backend import keras
 from tf_distill.commands import config as config_lib
 from tf_distill.commands import language_config
 from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.language_report import language_comparison
+from tf_distill.commands.language_run import LanguageJob
+from tf_distill.commands.language_run import run as language_run
 from tf_distill.commands.language_run import weak_teacher_warnings
 
 pytestmark = pytest.mark.slow  # language runs end to end
@@ -144,6 +147,50 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     assert f"TensorBoard logs: tensorboard/ (tensorboard --logdir {logs})" in printed
     assert "Distilling into the student (seed 0) (1 epoch)" in printed
     assert "1 epochs" not in printed
+
+
+class _InterruptAfterEpoch(keras.callbacks.Callback):
+    """Ctrl-C once epoch `epoch` (0-based) is backed up (it runs after the backup)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
+        corpus, tmp_path, monkeypatch):
+    raw = tiny_config(corpus, tmp_path / "whole")
+    # 104 training windows, epochs of 40: epoch 3 starts mid-pass and crosses
+    # into the next pass.
+    raw["training"] = {**raw["training"], "epochs": 4, "steps_per_epoch": 5}
+    whole = language_run(config_lib.validate(raw), verbose=0, log=lambda *_: None)
+    resumable = LanguageJob.resumable
+    monkeypatch.setattr(LanguageJob, "resumable", lambda self, phase: [
+        *resumable(self, phase), *([_InterruptAfterEpoch(1)] if phase == "distill_seed0" else [])])
+    config = config_lib.validate({**raw, "output": str(tmp_path / "resumed")})
+    with pytest.raises(KeyboardInterrupt):
+        language_run(config, verbose=0, log=lambda *_: None)
+    monkeypatch.setattr(LanguageJob, "resumable", resumable)
+    lines = []
+    resumed = language_run(config, verbose=0, log=lines.append)
+
+    numbers = ("test_perplexity", "validation_perplexity", "sample_nll")
+    assert [[row.get(key) for key in numbers] for row in resumed["models"]] == [
+        [row.get(key) for key in numbers] for row in whole["models"]]
+    # Every epoch, those before the interruption included, with the same values.
+    assert resumed["histories"] == whole["histories"]
+    assert len(resumed["histories"]["distilled student (seed 0)"]["loss"]) == 4
+    assert resumed["resumed"] == {"distilled student (seed 0)": 3} and whole["resumed"] == {}
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert metrics["resumed"] == {"distilled student (seed 0)": 3}
+    report = (tmp_path / "resumed" / "report.md").read_text()
+    assert "distilled student (seed 0) was interrupted and resumed at epoch 3" in report
+    assert "resumed" not in (tmp_path / "whole" / "report.md").read_text()
+    assert any("resumed at epoch 3" in line for line in lines), lines
 
 
 def test_a_teacher_no_better_than_the_student_alone_is_warned_about():

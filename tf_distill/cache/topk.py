@@ -141,7 +141,8 @@ class TopKCache(TeacherCache):
         tokens = int(np.prod(self.outputs["rest"].shape))
         return self.nbytes / tokens
 
-    def dataset(self, batch_size=32, shuffle=True, seed=None, repeat=False, drop_remainder=False):
+    def dataset(self, batch_size=32, shuffle=True, seed=None, repeat=False, drop_remainder=False,
+                order=None):
         """The cached examples and packed targets as a `tf.data` pipeline.
 
         Args: as `TeacherCache.dataset`.
@@ -155,7 +156,7 @@ class TopKCache(TeacherCache):
             )
             return ({**x, TEACHER_OUTPUTS: {LOGITS: packed}}, *rest)
 
-        batches = super().dataset(batch_size, shuffle, seed, repeat, drop_remainder)
+        batches = super().dataset(batch_size, shuffle, seed, repeat, drop_remainder, order=order)
         return batches.map(pack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def __repr__(self):

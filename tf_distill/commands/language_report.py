@@ -6,6 +6,7 @@ from tf_distill.commands.report import ONE_SEED
 from tf_distill.commands.report import compare_seeds
 from tf_distill.commands.report import markdown_table
 from tf_distill.commands.report import plot_curves
+from tf_distill.commands.report import resumed_lines
 from tf_distill.commands.report import rows_by_seed
 from tf_distill.commands.report import verdict_lines
 from tf_distill.comparison import format_mean_std
@@ -83,6 +84,7 @@ def write_language_report(output_dir, results, histories, config_text=None):
         "",
     ]
     lines += verdict_lines(results)
+    lines += resumed_lines(results.get("resumed") or {})
     lines += [
         markdown_table(results["models"], LANGUAGE_COLUMNS),
         "",

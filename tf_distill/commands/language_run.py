@@ -18,6 +18,7 @@ from tf_distill import data as data_lib
 from tf_distill import saving
 from tf_distill.backend import keras
 from tf_distill.cache.topk import build_topk_cache
+from tf_distill.callbacks import EpochOrder
 from tf_distill.commands import common
 from tf_distill.commands.config import ConfigError
 from tf_distill.commands.language_report import language_comparison
@@ -137,7 +138,7 @@ class LanguageJob(Job):
         training = self.config["training"]
         keras.utils.set_random_seed(seed)
         return self.fit_alone(model, data, seed, training["epochs"], training["learning_rate"],
-                              phase)
+                              phase, f"student alone{self.seed_text(seed)}")
 
     def save_student(self, student, filename):
         saving.save_model(common.without_training_state(student), self.path(filename))
@@ -163,32 +164,45 @@ class LanguageJob(Job):
     # ------------------------------------------------------------------
     # Causal LMs: training, distilling, measuring.
 
-    def train_dataset(self, data, seed):
-        batch = self.config["data"]["batch_size"]
-        return data.dataset("train", batch, shuffle=True, seed=seed).repeat()
+    def epoch_order(self, data, seed):
+        """The training windows' order, a function of `seed` and the epoch.
 
-    def fit(self, model, data, seed, epochs, phase, train=None):
-        """Fits a compiled model (or distiller); returns `(history, seconds)`."""
+        Epochs of `steps_per_epoch` batches read on through one endless
+        stream of shuffled passes, so that a resumed `fit` reads the batches
+        that an uninterrupted one reads."""
+        examples = steps_per_epoch(self.config, data) * self.config["data"]["batch_size"]
+        return EpochOrder(seed, examples_per_epoch=examples)
+
+    def fit(self, model, data, order, epochs, phase, name, train=None):
+        """Fits a compiled model (or distiller) on the training windows in
+        `order` (or on `train`, which reads them in `order`); returns
+        `(history, seconds)`, the history of every epoch (those before a
+        resumption included). The training of `name` resumes if `phase` was
+        interrupted."""
         steps = steps_per_epoch(self.config, data)
         if epochs == 0:
             return {}, 0.0
         self.claim()
         start = time.perf_counter()
+        if train is None:
+            train = data.dataset("train", self.config["data"]["batch_size"], order=order)
+        callbacks = self.resumable(phase)
         # No validation pass per epoch: the validation perplexity is measured
         # once at the end, and each evaluation graph costs a trace.
-        history = model.fit(
-            self.train_dataset(data, seed) if train is None else train,
+        model.fit(
+            train,
             steps_per_epoch=steps, epochs=epochs,
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
-            callbacks=[*self.phase_callbacks(phase), keras.callbacks.TerminateOnNaN()],
+            callbacks=[order, *callbacks, keras.callbacks.TerminateOnNaN()],
         )
         seconds = time.perf_counter() - start
-        history = common.history_dict(history)
+        self.note_resumed(name, callbacks)
+        history = callbacks[0].history  # the `EpochLog`
         common.check_finite(history, phase)
         return history, seconds
 
-    def fit_alone(self, model, data, seed, epochs, learning_rate, phase):
+    def fit_alone(self, model, data, seed, epochs, learning_rate, phase, name):
         """Trains a causal LM on the next token alone; returns `(history, seconds)`."""
         model.compile(
             optimizer=language_optimizer(self.config, data, learning_rate=learning_rate,
@@ -197,7 +211,7 @@ class LanguageJob(Job):
             weighted_metrics=[],
             jit_compile=common.jit_compile(self.config),
         )
-        return self.fit(model, data, seed, epochs, phase)
+        return self.fit(model, data, self.epoch_order(data, seed), epochs, phase, name)
 
     def teacher(self, data):
         """The teacher: loaded, reused or trained; returns `(model, history, seconds)`."""
@@ -220,7 +234,7 @@ class LanguageJob(Job):
                  f"{counted(section['epochs'], 'epoch')})")
         history, seconds = self.fit_alone(
             teacher, data, self.config["training"]["seed"], section["epochs"],
-            section["learning_rate"], "teacher")
+            section["learning_rate"], "teacher", "teacher")
         saving.save_model(common.without_training_state(teacher), self.path("teacher.keras"))
         self.save_phase("teacher", history=history, seconds=seconds)
         return teacher, history, seconds
@@ -284,13 +298,16 @@ class LanguageJob(Job):
         )
         start = time.perf_counter()
         k = self.config["distillation"]["top_k"]
-        train = None if k is None else self.topk_dataset(teacher, data, k, seed)
-        history, _ = self.fit(distiller, data, seed, training["epochs"],
-                              f"distill{self.suffix(seed)}", train=train)
+        order = self.epoch_order(data, seed)
+        train = None if k is None else self.topk_dataset(teacher, data, k, order)
+        history, _ = self.fit(distiller, data, order, training["epochs"],
+                              f"distill{self.suffix(seed)}",
+                              f"distilled student{self.seed_text(seed)}", train=train)
         return history, time.perf_counter() - start
 
-    def topk_dataset(self, teacher, data, k, seed):
-        """The training windows with the teacher's top-`k` log-probabilities, cached."""
+    def topk_dataset(self, teacher, data, k, order):
+        """The training windows with the teacher's top-`k` log-probabilities,
+        cached, in `order` (a `callbacks.EpochOrder`)."""
         cache = build_topk_cache(
             teacher, (data.inputs("train"), *data.windows["train"][1:]),
             self.path("topk_cache"), k=k,
@@ -298,8 +315,7 @@ class LanguageJob(Job):
             tokenizer=TOKENIZER_IDENTITY, verbose=self.verbose)
         self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
                  f"token ({4 * data.vocabulary_size} dense)")
-        return cache.dataset(self.config["data"]["batch_size"], shuffle=True, seed=seed,
-                             repeat=True)
+        return cache.dataset(self.config["data"]["batch_size"], shuffle=True, order=order)
 
     def tokens_per_second(self, data, epochs, seconds):
         """Training tokens per second of `epochs` that took `seconds` (None if none)."""

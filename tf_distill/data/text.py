@@ -70,7 +70,7 @@ class TextSplits:
         token_ids, _, mask = self.windows[_check_split(split)]
         return {"token_ids": token_ids, "padding_mask": mask > 0}
 
-    def dataset(self, split, batch_size, shuffle=None, seed=None):
+    def dataset(self, split, batch_size, shuffle=None, seed=None, order=None):
         """A `tf.data.Dataset` of `(inputs, labels, sample_weight)` batches.
 
         `inputs` is `{"token_ids": int32 [b, L], "padding_mask": bool [b, L]}`,
@@ -83,6 +83,10 @@ class TextSplits:
             shuffle: Shuffle the windows, reshuffled each epoch; defaults to
                 True for `"train"` only.
             seed: The shuffle's seed.
+            order: A `tf_distill.callbacks.EpochOrder` (also passed to
+                `fit`): the windows in its orders, so a `fit` resumed by
+                `BackupAndRestore` sees the batches of one never
+                interrupted. Replaces `seed`.
         """
         split = _check_split(split)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -90,8 +94,14 @@ class TextSplits:
                 f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}"
             )
         token_ids, labels, mask = self.windows[split]
+        shuffle = (split == "train") if shuffle is None else shuffle
+        if shuffle and order is not None:
+            tensors = tf.nest.map_structure(tf.constant, (self.inputs(split), labels, mask))
+            return order.indices(len(token_ids)).batch(batch_size).map(
+                lambda index: tf.nest.map_structure(lambda t: tf.gather(t, index), tensors),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = tf.data.Dataset.from_tensor_slices((self.inputs(split), labels, mask))
-        if (split == "train") if shuffle is None else shuffle:
+        if shuffle:
             dataset = dataset.shuffle(max(len(token_ids), 1), seed=seed,
                                       reshuffle_each_iteration=True)
         return dataset.batch(batch_size)
