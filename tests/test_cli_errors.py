@@ -184,6 +184,30 @@ def test_an_os_error_during_a_run_is_one_line_naming_the_file(tmp_path, capsys, 
     assert line == f"tf-distill: error: {str(tmp_path / 'out' / 'x.keras')!r}: No space left on device"
 
 
+@pytest.mark.parametrize("claimed", [False, True])
+def test_ctrl_c_during_a_run_says_in_one_line_whether_it_resumes(
+        tmp_path, capsys, monkeypatch, claimed):
+    from tf_distill.commands import run as job
+
+    def interrupted(config, **kwargs):
+        if claimed:  # as a run does before its first training
+            job.Job(config, verbose=0, log=lambda *_: None).claim()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run", interrupted)
+    line = _one_line(capsys, ["run", _config(tmp_path), "--quiet"], status=130,
+                     prefix="tf-distill: interrupted")
+    output = tmp_path / "out"
+    if claimed:
+        assert line == (
+            "tf-distill: interrupted. Run the same command again to resume from the last "
+            f"finished epoch (the output folder {output} keeps it); delete that folder to "
+            "start over.")
+    else:
+        assert line == "tf-distill: interrupted; nothing was written"
+        assert not output.exists()
+
+
 # Model files.
 
 

@@ -66,6 +66,7 @@ def _written(folder, report_files):
 def _run(args):
     from tf_distill.commands import config as config_lib
     from tf_distill.commands import run
+    from tf_distill.commands.run import interrupted_message
 
     config = config_lib.load(args.config) if args.command == "run" else config_lib.default()
     if args.output:
@@ -74,8 +75,11 @@ def _run(args):
         config["unsafe"] = True
     if config.get("task") == "language":
         from tf_distill.commands import language_run as run
-    results = run.run(config, verbose=_progress(args),
-                      restart=getattr(args, "restart", False))
+    try:
+        results = run.run(config, verbose=_progress(args),
+                          restart=getattr(args, "restart", False))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted_message(config["output"])) from None
     _print_table(results)
     print(f"\nWrote {config['output']}/:\n{_written(config['output'], results['files'])}")
     return 0
@@ -346,8 +350,9 @@ def _handle(args):
         where = f"{error.filename!r}: " if getattr(error, "filename", None) else ""
         _error("error", f"{where}{error.strerror or error}")
         return 2
-    except KeyboardInterrupt:
-        print("tf-distill: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # A command that can say what an interruption leaves says it (`_run`).
+        print(f"tf-distill: {str(interrupt) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -629,6 +629,19 @@ def _is_json(path):
     return True
 
 
+def interrupted_message(output):
+    """What the user reads when a run into `output` is interrupted (Ctrl-C).
+
+    A run resumes only once it has claimed its folder (written its state
+    file, before its first training); the same config then resumes there,
+    `--restart` or not (that flag starts over only a folder of another config).
+    """
+    if not os.path.exists(os.path.join(output, STATE_FILE)):
+        return "interrupted; nothing was written"
+    return (f"interrupted. Run the same command again to resume from the last finished "
+            f"epoch (the output folder {output} keeps it); delete that folder to start over.")
+
+
 def run(config, verbose=1, log=print, restart=False):
     """Runs a validated config (see `tf_distill.commands.config`); returns the metrics."""
     return Job(config, verbose=verbose, log=log, restart=restart).run()
