@@ -22,13 +22,16 @@ demo: $(STAMP)
 # The suite runs twice: on Keras 3, then the TensorFlow Model Optimization
 # tests on tf_keras (TF_USE_LEGACY_KERAS=1 must be set before TensorFlow loads).
 # `make test-fast` leaves out the tests marked slow (end-to-end runs,
-# distributed runs, examples): the loop while changing code.
+# distributed runs, examples): the loop while changing code. The Keras 3
+# suite runs in 2 processes (pytest-xdist), each test file in one of them.
+PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not legacy_keras'
+	$(BIN)/python -m pytest -q $(PARALLEL) -m 'not legacy_keras'
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python -m pytest -q -m legacy_keras
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not legacy_keras and not slow'
+	$(BIN)/python -m pytest -q $(PARALLEL) -m 'not legacy_keras and not slow'
 
 test-legacy: $(STAMP)
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python -m pytest -q -m legacy_keras
