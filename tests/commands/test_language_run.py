@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import yaml
+from interruptions import InterruptAfterEpoch
 
 from tf_distill import cli
-from tf_distill.backend import keras
 from tf_distill.commands import config as config_lib
 from tf_distill.commands import language_config
 from tf_distill.commands.checks import ConfigError
@@ -149,18 +149,6 @@ def test_run_end_to_end(corpus, tmp_path, capsys):
     assert "1 epochs" not in printed
 
 
-class _InterruptAfterEpoch(keras.callbacks.Callback):
-    """Ctrl-C once epoch `epoch` (0-based) is backed up (it runs after the backup)."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
         corpus, tmp_path, monkeypatch):
     raw = tiny_config(corpus, tmp_path / "whole")
@@ -170,7 +158,7 @@ def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
     whole = language_run(config_lib.validate(raw), verbose=0, log=lambda *_: None)
     resumable = LanguageJob.resumable
     monkeypatch.setattr(LanguageJob, "resumable", lambda self, phase: [
-        *resumable(self, phase), *([_InterruptAfterEpoch(1)] if phase == "distill_seed0" else [])])
+        *resumable(self, phase), *([InterruptAfterEpoch(1)] if phase == "distill_seed0" else [])])
     config = config_lib.validate({**raw, "output": str(tmp_path / "resumed")})
     with pytest.raises(KeyboardInterrupt):
         language_run(config, verbose=0, log=lambda *_: None)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from interruptions import InterruptAfterEpoch
 from processes import HANG_SECONDS
 
 from tf_distill import losses
@@ -505,18 +506,6 @@ def test_a_job_distills_from_a_built_teacher_into_a_student_file(tmp_path, monke
     assert rows["teacher"]["test_accuracy"] > 0.5  # it trained (chance: 0.1)
 
 
-class _InterruptAfterEpoch(keras.callbacks.Callback):
-    """Ctrl-C once epoch `epoch` (0-based) is backed up (it runs after the backup)."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
         tmp_path, monkeypatch):
     fields = {**FAST, "training": {**FAST["training"], "epochs": 4, "baseline": True}}
@@ -524,7 +513,7 @@ def test_run_interrupted_in_distillation_resumes_to_the_uninterrupted_numbers(
                     verbose=0, log=lambda *_: None)
     callbacks = job.Job.distillation_callbacks
     monkeypatch.setattr(job.Job, "distillation_callbacks", lambda self, *args: [
-        *callbacks(self, *args), _InterruptAfterEpoch(1)])
+        *callbacks(self, *args), InterruptAfterEpoch(1)])
     config = config_lib.validate({**fields, "output": str(tmp_path / "resumed")})
     with pytest.raises(KeyboardInterrupt):
         job.run(config, verbose=0, log=lambda *_: None)
