@@ -35,6 +35,7 @@ from tf_distill.cache.fingerprint import TeacherSpec
 from tf_distill.cache.fingerprint import combine
 from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
+from tf_distill.cache.store import file_sha256
 from tf_distill.cache.teacher_cache import TeacherCache
 from tf_distill.files import atomic_path
 from tf_distill.files import atomic_write_json
@@ -391,14 +392,6 @@ def _fingerprint(identity):
     )
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _damage(record, fingerprint):
     """Why a shard's or manifest's record (its JSON) cannot be trusted, or None."""
     if record.get("version") != TOPK_FORMAT_VERSION:
@@ -421,7 +414,7 @@ def _shard_damage(folder, info, fingerprint):
         path = os.path.join(folder, f"{name}.npy")
         if not os.path.isfile(path):
             return f"{name}.npy is missing"
-        if checksums.get(name) != _file_sha256(path):
+        if checksums.get(name) != file_sha256(path):
             return f"{name}.npy does not match its checksum (cut short or changed)"
         array = np.load(path, mmap_mode="r", allow_pickle=False)
         wrong_k = name != "rest" and array.shape[-1] != info["k"]
@@ -484,7 +477,7 @@ def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint,
         for array in arrays.values():
             array.flush()
         arrays.clear()
-        checksums = {name: _file_sha256(os.path.join(staging, f"{name}.npy")) for name in _ARRAYS}
+        checksums = {name: file_sha256(os.path.join(staging, f"{name}.npy")) for name in _ARRAYS}
         info = {"format": TOPK_FORMAT, "version": TOPK_FORMAT_VERSION, "fingerprint": fingerprint,
                 "start": start, "stop": stop, "checksums": checksums, **identity}
         atomic_write_json(os.path.join(staging, _SHARD_INFO), info)
