@@ -313,16 +313,16 @@ def open_topk_cache(teacher, data, directory, *, split="train", tokenizer=None):
             f"No joined top-k cache in {directory}: build every shard with `build_topk_cache`."
         )
     problem = _damage(manifest, manifest.get("fingerprint"))
-    if problem:
-        raise StaleCacheError(
-            f"The top-k cache in {directory} is damaged (its manifest: {problem}). Rebuild "
-            "it with build_topk_cache, which writes damaged shards anew."
-        )
+    if problem:  # Before its k and vocabulary are trusted below.
+        raise _damaged(directory, f"its manifest: {problem}")
     _, source, fingerprint, _ = _resolve(
         teacher, data, split, manifest["k"], manifest["temperature"], tokenizer,
         vocabulary_size=manifest["vocabulary_size"],
     )
     _check_existing(directory, fingerprint)
+    damage = _manifest_damage(directory, manifest)
+    if damage:
+        raise _damaged(directory, damage)
     return _open(directory, manifest, source)
 
 
@@ -538,13 +538,16 @@ def _manifest_damage(directory, manifest):
     return None
 
 
+def _damaged(directory, damage):
+    return StaleCacheError(
+        f"The top-k cache in {directory} is damaged ({damage}). Rebuild it with "
+        "build_topk_cache, which writes damaged shards anew."
+    )
+
+
 def _open(directory, manifest, source):
-    damage = _manifest_damage(directory, manifest)
-    if damage:
-        raise StaleCacheError(
-            f"The top-k cache in {directory} is damaged ({damage}). Rebuild it with "
-            "build_topk_cache, which writes damaged shards anew."
-        )
+    """The cache a checked manifest describes (`_join` and `open_topk_cache`
+    check it, each once)."""
     parts = {name: [] for name in _ARRAYS}
     for shard in manifest["shards"]:
         for name in _ARRAYS:
