@@ -117,6 +117,10 @@ given to distillation without their labels (the common case of a big model
 and plenty of unlabeled data), it helped on every seed.
 
 {CANDIDATES}
+The candidates were measured before each epoch's order became a function of
+(seed, epoch) (so that a resumed run repeats an uninterrupted one); the
+figures below are of the order runs use now.
+
 Test errors (count of {own['test_examples']}) on the demo's own seeds
 {own['seeds']}: **{own['verdict']}**, fewer errors on {own['improved']} of
 {len(own['seeds'])} ({own_time(own)}).
