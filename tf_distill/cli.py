@@ -131,11 +131,20 @@ def _export(args):
     from tf_distill import saving
     from tf_distill.commands.export import export_data
     from tf_distill.commands.export import export_inputs
+    from tf_distill.commands.export import export_language
     from tf_distill.export import export_litert
+    from tf_distill.export.language import is_causal_lm
 
     model_path, data_config, origin = export_inputs(args.model, args.data, args.seed)
     model = saving.load_model(model_path, unsafe=args.unsafe)
     print(f"Model: {model_path}\nData: {origin}")
+    if is_causal_lm(model):
+        output = args.output or f"{os.path.splitext(model_path)[0]}_{args.quantization}.litertlm"
+        report = export_language(model, output, data_config, args.quantization,
+                                 latency_runs=args.latency_runs)
+        print(report.to_markdown())
+        print(f"\nWrote {output}")
+        return 0
     representative_data, validation_data = export_data(
         model, data_config, args.representative_size)
     output = args.output or os.path.splitext(model_path)[0] + f"_{args.quantization}.tflite"
@@ -192,7 +201,9 @@ QUANTIZATION_HELP = {
     "float32": "no quantization",
     "dynamic": "int8 weights, float activations",
     "float16": "half-precision weights",
-    "int8": "full integer: int8 weights and activations, calibrated on training data",
+    "int8": "full integer: int8 weights and activations, calibrated on training data "
+            "(a language run's .litertlm: int8 weights, one scale per channel)",
+    "int4": "a language run's .litertlm only: int4 weights, one scale per 32 values",
 }
 
 
@@ -241,7 +252,9 @@ def build_parser():
         parents=[common],
         help="export a student to LiteRT, verified",
         description="Convert a student to LiteRT (.tflite), quantized, and verify it\n"
-        "against the Keras model on held-out data before writing it.",
+        "against the Keras model on held-out data before writing it. The student of a\n"
+        "`task: language` run becomes a .litertlm for the LiteRT-LM runtime, its\n"
+        "tokenizer packed in, checked in that runtime too.",
         epilog=f"quantization modes:\n{modes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -250,7 +263,8 @@ def build_parser():
         help="a `tf-distill run` output folder (its student and its data), or a "
         "student .keras file",
     )
-    export.add_argument("--quantization", default="int8", choices=list(catalog.QUANTIZATION_MODES),
+    export.add_argument("--quantization", default="int8",
+                        choices=[*catalog.QUANTIZATION_MODES, "int4"],
                         help="the quantization mode, listed below (default: %(default)s)")
     export.add_argument(
         "--data",
@@ -261,7 +275,7 @@ def build_parser():
                         help="the seed whose student to export, for a run trained over "
                         "several (default: the run's first seed)")
     export.add_argument("--output", help="the .tflite file (default: beside the model, "
-                        "MODEL_QUANTIZATION.tflite)")
+                        "MODEL_QUANTIZATION.tflite; .litertlm for a language run)")
     export.add_argument("--max-accuracy-drop", type=float, default=1.0,
                         help="refuse the export if accuracy drops more, in percentage "
                         "points (default: %(default)s)")

@@ -252,4 +252,5 @@ def test_export_of_a_run_folder_verifies_the_student_on_the_test_windows(
     printed = capsys.readouterr().out
     assert "/text (from " in printed  # the run's own text, not digits
     assert "LiteRT ppl." in printed and "| 8 |" in printed and "| yes |" in printed
-    assert (output / "student_float32.tflite").stat().st_size > 0
+    assert (output / "student_float32.litertlm").stat().st_size > 0
+    assert (output / "student_float32.md").exists()

@@ -139,3 +139,52 @@ def export_inputs(target, data=None, seed=None):
         )
     return (model_path, {"source": DEFAULT_DATA, "seed": 0},
             f"{DEFAULT_DATA} (the default; give --data for other data)")
+
+
+# The `.litertlm` export of a language run: prompts of the runtime check and
+# at most this many test windows to verify on (each token is one decode call).
+LANGUAGE_PROMPTS = ("the", "a", "once upon a time")
+LANGUAGE_VERIFY_WINDOWS = 16
+
+
+def language_tokenizer(model, data_config):
+    """The tokenizer a language run's student reads: its preprocessor's, else the
+    byte tokenizer of the run's text (`tf_distill.data.load_text`)."""
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    if tokenizer is not None:
+        return tokenizer
+    import keras_hub
+
+    return keras_hub.tokenizers.ByteTokenizer(lowercase=bool(data_config.get("lowercase", False)))
+
+
+def export_language(model, output, data_config, quantization, latency_runs=20):
+    """Writes a language run's student as a verified `.litertlm` and its report.
+
+    The cache is the student's `max_sequence_length` long, a prefill call
+    takes up to 32 tokens (half the cache for short models), and the
+    student is verified on the first test windows of the run's text, cut to
+    the runtime's context, and on the prompts of `LANGUAGE_PROMPTS` that fit.
+
+    Returns:
+        The `ExportReport`.
+    """
+    from tf_distill.export.litertlm import export_litertlm
+    from tf_distill.export.quantizer import check_language_quantization
+
+    check_language_quantization(quantization)
+    cache_length = int(model.backbone.max_sequence_length)
+    prefill_length = min(32, cache_length // 2)
+    context = cache_length - prefill_length
+    inputs = export_data(model, data_config, 0)[1]
+    token_data = {key: value[:LANGUAGE_VERIFY_WINDOWS, :context] for key, value in inputs.items()}
+    tokenizer = language_tokenizer(model, data_config)
+    # A prompt has at most one token per character, and a start token.
+    prompts = [prompt for prompt in LANGUAGE_PROMPTS if len(prompt) + 1 < context] or ["a"]
+    num_tokens = max(1, min(32, context - max(len(prompt) for prompt in prompts) - 1))
+    return export_litertlm(
+        model, output, token_data, tokenizer=tokenizer, quantization=quantization,
+        cache_length=cache_length, prefill_length=prefill_length, prompts=prompts,
+        num_tokens=num_tokens, latency_runs=latency_runs,
+        report_path=os.path.splitext(output)[0] + ".md",
+    )

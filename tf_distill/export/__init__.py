@@ -8,7 +8,11 @@ and its tables), `pipeline` (`export_litert`: convert, verify, write),
 `CausalLM`: a fixed-length signature, perplexity in the report), `decode`
 (`greedy_decode` over the interpreter), `tokens` (token data checks,
 perplexity) and `weight_only` (int8 weight-only
-quantization).
+quantization). For phones, `litertlm` (`export_litertlm`: a `.litertlm` file
+that the LiteRT-LM runtime runs, with `prefill` and `decode` signatures over a
+KV cache from `kv_cache`, checked by `cached_verify` through
+`cached_decode`'s `CachedLMRunner`, quantized by `quantizer`
+(`ai-edge-quantizer`), its tokenizer from `litertlm_tokenizer`).
 
 `export_litert` converts the student with the TFLite converter, runs the
 converted model in the LiteRT interpreter (`ai_edge_litert`) on held-out data,
@@ -39,15 +43,22 @@ Runs under Keras 3 and, with `TF_USE_LEGACY_KERAS=1`, with tf_keras models
 """
 
 from tf_distill.export.arguments import QUANTIZATION_MODES
+from tf_distill.export.cached_decode import CachedLMRunner
+from tf_distill.export.cached_decode import keras_generate
+from tf_distill.export.cached_verify import verify_cached_lm
 from tf_distill.export.convert import convert_to_litert
 from tf_distill.export.decode import greedy_decode
 from tf_distill.export.decode import keras_greedy_decode
 from tf_distill.export.errors import AccuracyDropError
 from tf_distill.export.errors import ExportError
 from tf_distill.export.errors import UnsupportedOpsError
+from tf_distill.export.kv_cache import convert_cached_lm
 from tf_distill.export.language import export_causal_lm
 from tf_distill.export.language import verify_causal_lm
+from tf_distill.export.litertlm import export_litertlm
+from tf_distill.export.litertlm import runtime_generate
 from tf_distill.export.pipeline import export_litert
+from tf_distill.export.quantizer import LANGUAGE_QUANTIZATION_MODES
 from tf_distill.export.report import ExportReport
 from tf_distill.export.report import reports_table
 from tf_distill.export.tokens import token_perplexity
@@ -70,4 +81,11 @@ __all__ = [
     "greedy_decode",
     "keras_greedy_decode",
     "token_perplexity",
+    "LANGUAGE_QUANTIZATION_MODES",
+    "export_litertlm",
+    "convert_cached_lm",
+    "verify_cached_lm",
+    "CachedLMRunner",
+    "keras_generate",
+    "runtime_generate",
 ]

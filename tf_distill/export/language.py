@@ -50,18 +50,12 @@ signature its names. Verification still runs the interpreter on every
 export, so a conversion that produces NaN again is an `ExportError` naming
 the NaN, and nothing is written.
 
-LiteRT-LM (`litert-lm-builder`)
--------------------------------
-Not offered. `litert-lm-builder` 0.18.1 (pure Python: protobuf, flatbuffers)
-can pack any `.tflite` into a `.litertlm` container offline, but the
-LiteRT-LM runtime would not run the result: its executors look up the
-signatures `prefill` and `decode`, which take an explicit KV cache
-(`kv_cache_k_<layer>`, `kv_cache_v_<layer>`) and `input_pos`, while this
-export is a stateless fixed-length `[1, L] -> [1, L, V]` function; the
-runtime also needs a SentencePiece or Hugging Face `tokenizer.json`
-tokenizer and an `LlmMetadata` proto, which a KerasHub `ByteTokenizer` does
-not have. A container that packages a model its runtime cannot execute
-would pass every check here and fail on the phone, so none is written.
+LiteRT-LM
+---------
+This file is for the `ai_edge_litert` interpreter. The LiteRT-LM runtime
+(what phone apps run) needs `prefill` and `decode` signatures with an
+explicit KV cache and the tokenizer packed beside them in a `.litertlm`:
+`export_litertlm` (in `export.litertlm`) writes that.
 """
 
 import os
@@ -205,7 +199,10 @@ def convert_causal_lm(model, sequence_length=None, quantization="float32"):
     with tempfile.TemporaryDirectory() as directory:
         try:
             archive = keras.export.ExportArchive()
-            archive.track(model)
+            # The backbone holds every weight; a preset-loaded model's
+            # preprocessor (a tokenizer with a lookup table LiteRT cannot
+            # run) is left out.
+            archive.track(getattr(model, "backbone", model))
             archive.add_endpoint(SIGNATURE, logits, input_signature=specs)
             archive.write_out(directory, verbose=False)
             converter = tf.lite.TFLiteConverter.from_saved_model(directory)

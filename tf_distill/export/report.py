@@ -51,6 +51,19 @@ class ExportReport:
             the same tokens.
         perplexity_change_percent: `100 * (litert / keras - 1)`: positive
             when the LiteRT model is worse.
+        cache_length: For a prefill/decode LM (`export_litertlm`): the rows
+            of each KV cache.
+        prefill_length: For a prefill/decode LM: the tokens of one prefill
+            call.
+        greedy_agreement: For a prefill/decode LM: the fraction of greedy
+            tokens equal to Keras's `generate` (1.0 in float32).
+        greedy_tokens: For a prefill/decode LM: the greedy ids the LiteRT
+            model generated after each verification prompt.
+        late_latency_ms: For a prefill/decode LM: the median `decode` time
+            at the last position of the context (`latency_ms` is at
+            position 1).
+        runtime_texts: For a `.litertlm`: the greedy text the LiteRT-LM
+            runtime generated after each verification prompt.
     """
 
     path: str | None
@@ -77,6 +90,12 @@ class ExportReport:
     keras_perplexity: float | None = None
     litert_perplexity: float | None = None
     perplexity_change_percent: float | None = None
+    cache_length: int | None = None
+    prefill_length: int | None = None
+    greedy_agreement: float | None = None
+    greedy_tokens: list = dataclasses.field(default_factory=list)
+    late_latency_ms: float | None = None
+    runtime_texts: list = dataclasses.field(default_factory=list)
 
     def to_dict(self):
         """The report as a JSON-serializable dict."""
@@ -163,6 +182,7 @@ _LANGUAGE_TABLE_COLUMNS = (
         ("LiteRT ppl.", lambda r: _number(r.litert_perplexity, "{:.4f}")),
         ("Ppl. change (%)", lambda r: _number(r.perplexity_change_percent, "{:+.3f}")),
         ("Top-1 agreement (%)", lambda r: _percent(r.top1_agreement)),
+        ("Greedy agreement (%)", lambda r: _percent(r.greedy_agreement)),
     )
     + _TABLE_COLUMNS[6:]
 )

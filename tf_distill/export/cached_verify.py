@@ -1,0 +1,180 @@
+"""Checking a prefill/decode LiteRT LM against the Keras model it came from.
+
+`verify_cached_lm` runs the file in the `ai_edge_litert` interpreter
+(`CachedLMRunner`, the way the LiteRT-LM runtime calls it) and compares it
+with Keras on three things:
+
+- **logits** of real token sequences, fed one token at a time through
+  `decode` (so every cache row is written and read): no NaN or infinite
+  value, float32 within `FLOAT32_TOLERANCE` x max(1, largest |Keras
+  logit|), and the perplexity change;
+- **greedy tokens** after each prompt (prefill, then decode), against
+  KerasHub's `generate` with a greedy sampler: all equal in float32, the
+  agreement reported in the quantized modes;
+- the **decode latency** per token at two positions, to show it does not
+  grow with the context.
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+from tf_distill.export.cached_decode import CachedLMRunner
+from tf_distill.export.cached_decode import keras_generate
+from tf_distill.export.errors import AccuracyDropError
+from tf_distill.export.errors import ExportError
+from tf_distill.export.inputs import unwrap_student
+from tf_distill.export.report import ExportReport
+from tf_distill.export.tokens import check_token_data
+from tf_distill.export.tokens import token_perplexity
+from tf_distill.export.verify import FLOAT32_TOLERANCE
+
+
+def verify_cached_lm(
+    litert_model,
+    model,
+    token_data,
+    prompt_ids,
+    num_tokens=32,
+    quantization="float32",
+    max_perplexity_increase=None,
+    latency_runs=20,
+    num_threads=1,
+):
+    """Verifies a prefill/decode LiteRT LM (see the module docstring).
+
+    Args:
+        litert_model: `.tflite` bytes with `prefill_<T>` and `decode`.
+        model: The KerasHub causal LM it was converted from (or a
+            `Distiller`).
+        token_data: Real token sequences: an int array `[n, length]` or a
+            dict with `"token_ids"` and `"padding_mask"`; `length` at most
+            the file's context (`cache_length - prefill_length`).
+        prompt_ids: A list of 1-D token id prompts for the greedy check.
+        num_tokens: Greedy tokens generated after each prompt.
+        quantization: The file's mode; only `"float32"` is held to the
+            logit tolerance and to equal greedy tokens.
+        max_perplexity_increase: If given, the largest allowed perplexity
+            increase over Keras, in percent.
+        latency_runs: Decode calls timed at each of two positions (0 skips).
+        num_threads: Interpreter threads.
+
+    Returns:
+        An `ExportReport` with `verified=True`, its `path` `None`.
+
+    Raises:
+        ValueError: For token data or prompts longer than the context.
+        ExportError: For a NaN or infinite logit, float32 logits away from
+            Keras's, or float32 greedy tokens that differ from `generate`.
+        AccuracyDropError: If the perplexity rises more than
+            `max_perplexity_increase`.
+    """
+    model = unwrap_student(model)
+    runner = CachedLMRunner(litert_model, num_threads=num_threads)
+    vocabulary_size = int(model.backbone.vocabulary_size)
+    token_ids, padding_mask = check_token_data(token_data, runner.max_num_tokens, vocabulary_size)
+    real = padding_mask.astype(bool)
+    keras_logits = np.asarray(
+        model({"token_ids": token_ids, "padding_mask": real}, training=False), np.float32
+    )
+    litert_logits = np.zeros_like(keras_logits)
+    for index, length in enumerate(real.sum(axis=1)):
+        litert_logits[index, :length] = runner.score(token_ids[index, :length])
+    report = ExportReport(
+        path=None,
+        quantization=quantization,
+        file_size_bytes=len(litert_model),
+        num_examples=len(token_ids),
+        num_threads=num_threads,
+        input_dtype="int32",
+        output_dtype="float32",
+        sequence_length=runner.cache_length,
+        cache_length=runner.cache_length,
+        prefill_length=runner.prefill_length,
+    )
+    _check_finite(keras_logits[real], "The Keras model itself", report)
+    _check_finite(litert_logits[real], f"The {quantization} LiteRT model", report)
+    difference = np.abs(keras_logits - litert_logits)[real]
+    report.max_abs_difference = float(difference.max())
+    report.top1_agreement = float(
+        np.mean(keras_logits.argmax(-1)[real] == litert_logits.argmax(-1)[real])
+    )
+    report.keras_perplexity, report.num_tokens = token_perplexity(keras_logits, token_ids, real)
+    report.litert_perplexity, _ = token_perplexity(litert_logits, token_ids, real)
+    report.perplexity_change_percent = 100.0 * (
+        report.litert_perplexity / report.keras_perplexity - 1.0
+    )
+    scale = max(1.0, float(np.abs(keras_logits[real]).max()))
+    if quantization == "float32" and report.max_abs_difference > FLOAT32_TOLERANCE * scale:
+        raise ExportError(
+            f"The float32 LiteRT logits differ from Keras by {report.max_abs_difference:.3g} "
+            f"> {FLOAT32_TOLERANCE:g} x {scale:.3g}: the cached conversion changed the "
+            "model's computation. Nothing was written.",
+            report=report,
+        )
+    if (
+        max_perplexity_increase is not None
+        and report.perplexity_change_percent > max_perplexity_increase
+    ):
+        raise AccuracyDropError(
+            f"The {quantization} LiteRT model's perplexity is {report.litert_perplexity:.4g} "
+            f"against Keras's {report.keras_perplexity:.4g} "
+            f"({report.perplexity_change_percent:+.2f} %), more than "
+            f"max_perplexity_increase={max_perplexity_increase}. Nothing was written. "
+            "Try a milder quantization ('int8' or 'float32').",
+            report=report,
+        )
+    report.greedy_tokens = _greedy_check(runner, model, prompt_ids, num_tokens, quantization,
+                                         report)
+    if latency_runs:
+        report.latency_runs = latency_runs
+        report.latency_ms = decode_latency_ms(runner, 1, latency_runs)
+        report.late_latency_ms = decode_latency_ms(runner, runner.max_num_tokens - 1, latency_runs)
+    report.verified = True
+    return report
+
+
+def decode_latency_ms(runner, position, runs):
+    """The median time of one `decode` call at `position`, in milliseconds."""
+    runner.decode(1, position)  # Warm-up: the first call prepares kernels.
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.decode(1, position)
+        timings.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(timings)
+
+
+def _greedy_check(runner, model, prompt_ids, num_tokens, quantization, report):
+    """Greedy ids per prompt from the file; float32 must equal `generate`'s."""
+    generated, equal, total = [], 0, 0
+    for prompt in prompt_ids:
+        litert_ids = runner.generate(prompt, num_tokens)
+        keras_ids = keras_generate(model, prompt, num_tokens)
+        equal += int((litert_ids == keras_ids).sum())
+        total += num_tokens
+        generated.append(litert_ids.tolist())
+        if quantization == "float32" and not np.array_equal(litert_ids, keras_ids):
+            first = int(np.argmax(litert_ids != keras_ids))
+            report.greedy_agreement = equal / total
+            raise ExportError(
+                f"The float32 LiteRT model's greedy tokens differ from Keras's generate "
+                f"from token {first} on, after the prompt {list(map(int, prompt))[:8]}: "
+                f"{litert_ids[first:first + 4].tolist()} against "
+                f"{keras_ids[first:first + 4].tolist()}. Nothing was written.",
+                report=report,
+            )
+    report.greedy_agreement = equal / total if total else None
+    return generated
+
+
+def _check_finite(logits, who, report):
+    broken = ~np.isfinite(logits)
+    if broken.any():
+        nan = int(np.isnan(logits[broken]).sum())
+        raise ExportError(
+            f"{who} gives non-finite logits: {nan} NaN and {int(broken.sum()) - nan} "
+            f"infinite values of {logits.size}. Nothing was written.",
+            report=report,
+        )
