@@ -27,6 +27,7 @@ from tf_distill.export.kv_cache import convert_cached_lm
 from tf_distill.export.litertlm_tokenizer import write_tokenizer
 from tf_distill.export.quantizer import check_language_quantization
 from tf_distill.export.quantizer import quantize_language_model
+from tf_distill.export.tokens import check_token_data
 
 # Prompts of the greedy checks when none are given.
 DEFAULT_PROMPTS = ("the", "once upon a time", "a b c")
@@ -105,6 +106,8 @@ def export_litertlm(
         )
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
         raise ValueError(f"`num_tokens` must be an integer >= 1. Received: num_tokens={num_tokens!r}")
+    # Converting takes seconds: the data is checked before it starts.
+    check_token_data(token_data, spec.max_num_tokens, int(model.backbone.vocabulary_size))
     with tempfile.TemporaryDirectory() as directory:
         tokenizer_file = write_tokenizer(tokenizer, directory)
         prompt_ids = [
