@@ -14,11 +14,26 @@ held-out sequences. Reported, side by side in one run:
    model as trackable object): its file size and the `ExportError` that
    verification raises on it.
 
-Usage (from the repository root; about 5 minutes on 2 shared CPU cores):
+With `--part litertlm`, the `.litertlm` export (`export_litertlm`: prefill
+and decode signatures over a KV cache, run by the LiteRT-LM runtime):
+
+4. a GPT-2 of the same shape but 1,024 positions, trained the same way, in
+   float32, int8 and int4: perplexity change, greedy tokens equal to
+   Keras's `generate` (64 tokens after 3 prompts), the interpreter's decode
+   latency per token at positions 32 and 512 (one 1,024-row cache: the
+   goal is a ratio <= 1.5), and the runtime's own prefill and decode tokens
+   per second (`litert_lm.Benchmark`) beside Keras's;
+5. a wider, untrained GPT-2 (4 layers, hidden 512: 12.9M parameters) in the
+   three modes: file size and the peak RSS of a process that loads the file
+   in `litert_lm.Engine` and generates 64 tokens (nothing else imported).
+
+Usage (from the repository root; about 5 minutes each on 2 shared CPU cores):
 
     python bench/bench_export_language.py
+    python bench/bench_export_language.py --part litertlm
 
-Writes section "export_language" of docs/BENCHMARKS.md unless --no-write.
+Writes section "export_language" (or "export_litertlm") of docs/BENCHMARKS.md
+unless --no-write.
 """
 
 import argparse
@@ -50,7 +65,7 @@ def corpus_sequences(folder, length):
     return tokens[: count * length].reshape(count, length)
 
 
-def train_model(train, epochs, seed):
+def train_model(train, epochs, seed, max_sequence_length=SEQUENCE_LENGTH):
     import keras
     import keras_hub
 
@@ -61,7 +76,7 @@ def train_model(train, epochs, seed):
         num_heads=2,
         hidden_dim=64,
         intermediate_dim=128,
-        max_sequence_length=SEQUENCE_LENGTH,
+        max_sequence_length=max_sequence_length,
     )
     model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     model.compile(
@@ -102,7 +117,13 @@ def main(argv=None):
     parser.add_argument("--held-out", type=int, default=64, help="held-out sequences")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.md")
+    parser.add_argument("--part", choices=("fixed", "litertlm"), default="fixed",
+                        help="the fixed-window .tflite export, or the .litertlm one")
     args = parser.parse_args(argv)
+    if args.part == "litertlm":
+        import bench_litertlm
+
+        return bench_litertlm.main(args, argv)
 
     from tf_distill import export
 
