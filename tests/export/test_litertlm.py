@@ -7,7 +7,7 @@ import os
 import keras_hub
 import numpy as np
 import pytest
-import tiny_tokenizers
+import litertlm_tokenizers as tiny_tokenizers
 
 import tf_distill
 from tf_distill.backend import keras
