@@ -18,7 +18,7 @@ def corpus_lines():
         return [line for line in handle.read().splitlines() if line.strip()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bpe_vocabulary(vocabulary_size=400):
     """`(vocabulary, merges)` of a byte-level BPE, GPT-2's format."""
     from tokenizers import Tokenizer
@@ -44,7 +44,7 @@ def gpt2_tokenizer(vocabulary_size=400):
     return keras_hub.models.GPT2Tokenizer(vocabulary=dict(vocabulary), merges=list(merges))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sentencepiece_proto(vocabulary_size=300, model_type="bpe", start="<s>", end="</s>"):
     """A serialized SentencePiece model: pad 0, unk 1, start 2, end 3."""
     import sentencepiece

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 import tiny_tokenizers
+
 from tf_distill import data as data_lib
 from tf_distill.data import instructions
 

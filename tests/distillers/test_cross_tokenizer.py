@@ -4,11 +4,10 @@ teacher's outputs to the student's positions and trains with ULD."""
 import json
 
 import numpy as np
-import pytest
-import tensorflow as tf
-
 import numpy_reference as reference
+import pytest
 import tiny_tokenizers
+
 import tf_distill
 from tf_distill import data as data_lib
 from tf_distill.language import build_causal_lm

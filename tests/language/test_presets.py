@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 import tiny_tokenizers
+
 from tf_distill.language import presets
 
 keras_hub = pytest.importorskip("keras_hub")

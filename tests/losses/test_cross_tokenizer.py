@@ -1,10 +1,10 @@
 """Universal Logit Distillation against the paper's formula (NumPy)."""
 
 import numpy as np
+import numpy_reference as reference
 import pytest
 import tensorflow as tf
 
-import numpy_reference as reference
 from tf_distill import losses
 
 

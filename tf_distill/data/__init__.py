@@ -41,9 +41,9 @@ loader per source), `text` (`load_text`), `instructions`
 from tf_distill.data.arrays import from_arrays
 from tf_distill.data.arrays import stratified_indices
 from tf_distill.data.idx import IDX_IMAGES_MAGIC
-from tf_distill.data.instructions import load_instructions
 from tf_distill.data.idx import IDX_LABELS_MAGIC
 from tf_distill.data.idx import read_idx
+from tf_distill.data.instructions import load_instructions
 from tf_distill.data.sources import load
 from tf_distill.data.splits import SPLITS
 from tf_distill.data.splits import DataSplits
