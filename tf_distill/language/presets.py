@@ -263,3 +263,15 @@ def save_causal_lm_preset(model, folder, preprocessor=None):
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def without_preprocessor(model):
+    """`model` (a `CausalLM`) without its preprocessor: a task of its class
+    around the same backbone (the same weights), which reads token ids.
+
+    KerasHub's `fit`, `evaluate` and `predict` run a task's preprocessor on
+    their data; a model trained on token ids must not have one.
+    """
+    if getattr(model, "preprocessor", None) is None:
+        return model
+    return type(model)(backbone=model.backbone, preprocessor=None, name=model.name)
