@@ -75,14 +75,16 @@ TOKENIZERS = {"gpt2": gpt2_tokenizer, "llama": llama_tokenizer, "gemma": gemma_t
 
 
 def causal_lm(architecture="gpt2", num_layers=2, hidden_dim=16, num_heads=2,
-              sequence_length=32, seed=0, name=None):
-    """A tiny `CausalLM` with its preprocessor and a real tokenizer."""
+              sequence_length=32, seed=0, name=None, vocabulary_size=None):
+    """A tiny `CausalLM` with its preprocessor and a real tokenizer (of the
+    tokenizer's default size unless `vocabulary_size` is given)."""
     import keras
 
     from tf_distill.language import build_causal_lm
     from tf_distill.language import presets
 
-    tokenizer = TOKENIZERS[architecture]()
+    make = TOKENIZERS[architecture]
+    tokenizer = make() if vocabulary_size is None else make(vocabulary_size)
     keras.utils.set_random_seed(seed)
     model = build_causal_lm(architecture, tokenizer.vocabulary_size(), num_layers=num_layers,
                             hidden_dim=hidden_dim, num_heads=num_heads,
