@@ -20,12 +20,14 @@ and decode signatures over a KV cache, run by the LiteRT-LM runtime):
 4. a GPT-2 of the same shape but 1,024 positions, trained the same way, in
    float32, int8 and int4: perplexity change, greedy tokens equal to
    Keras's `generate` (64 tokens after 3 prompts), the interpreter's decode
-   latency per token at positions 32 and 512 (one 1,024-row cache: the
-   goal is a ratio <= 1.5), and the runtime's own prefill and decode tokens
-   per second (`litert_lm.Benchmark`) beside Keras's;
+   latency per token at positions 32 and 512 (one 576-row cache: the
+   goal is a ratio <= 1.5) beside the fixed-window file's at L = 32 and
+   512 and the cached step's by cache length, and the runtime's own prefill
+   and decode tokens per second (`litert_lm.Benchmark`) beside Keras's;
 5. a wider, untrained GPT-2 (4 layers, hidden 512: 12.9M parameters) in the
    three modes: file size and the peak RSS of a process that loads the file
-   in `litert_lm.Engine` and generates 64 tokens (nothing else imported).
+   in `litert_lm.Engine` and generates 64 tokens (nothing else imported),
+   also less that process's RSS right after `import litert_lm`.
 
 Usage (from the repository root; about 5 minutes each on 2 shared CPU cores):
 

@@ -140,7 +140,7 @@ def _export(args):
     print(f"Model: {model_path}\nData: {origin}")
     if is_causal_lm(model):
         output = args.output or f"{os.path.splitext(model_path)[0]}_{args.quantization}.litertlm"
-        report = export_language(model, output, data_config, args.quantization,
+        report = export_language(model, model_path, output, data_config, args.quantization,
                                  latency_runs=args.latency_runs)
         print(report.to_markdown())
         print(f"\nWrote {output}")

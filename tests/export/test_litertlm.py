@@ -5,9 +5,9 @@ import json
 import os
 
 import keras_hub
+import litertlm_tokenizers as tiny_tokenizers
 import numpy as np
 import pytest
-import litertlm_tokenizers as tiny_tokenizers
 
 import tf_distill
 from tf_distill.backend import keras
@@ -92,21 +92,27 @@ def test_the_runtime_generates_kerass_greedy_text(tmp_path, architecture, family
     assert written["runtime_texts"] == texts and written["quantization"] == quantization
 
 
-@pytest.mark.slow  # exports twice
-def test_int8_and_int4_files_are_smaller(tmp_path):
+@pytest.mark.slow  # a conversion
+def test_int8_and_int4_weights_shrink_the_file_and_keep_the_predictions():
+    from tf_distill.export.quantizer import quantize_language_model
+
     tokenizer = _tokenizer("llama")
     keras.utils.set_random_seed(0)
     # Wide enough for the weights to outweigh the file's fixed parts.
     model = build_causal_lm("llama", vocabulary_size=int(tokenizer.vocabulary_size()),
                             num_layers=2, hidden_dim=128, num_heads=2,
                             max_sequence_length=MAX_SEQUENCE_LENGTH)
-    sizes = {}
-    for quantization in ("float32", "int8", "int4"):
-        report = export_litertlm(model, tmp_path / f"{quantization}.litertlm",
-                                 _token_data(tokenizer), tokenizer=tokenizer,
-                                 quantization=quantization, prompts=("a b c",), num_tokens=8,
-                                 latency_runs=0)
-        sizes[quantization] = report.file_size_bytes
+    float_model, _ = tf_distill.export.convert_cached_lm(model, prefill_length=16)
+    tokens = _token_data(tokenizer)[0]
+    reference = tf_distill.export.CachedLMRunner(float_model).score(tokens)
+    sizes = {"float32": len(float_model)}
+    for quantization in ("int8", "int4"):
+        quantized = quantize_language_model(float_model, quantization)
+        sizes[quantization] = len(quantized)
+        logits = tf_distill.export.CachedLMRunner(quantized).score(tokens)
+        assert np.isfinite(logits).all()
+        assert np.mean(logits.argmax(-1) == reference.argmax(-1)) >= 0.9
+        assert np.abs(logits - reference).max() < 0.5 * np.abs(reference).max()
     assert sizes["int8"] < 0.4 * sizes["float32"]
     assert sizes["int4"] < 0.75 * sizes["int8"]
 

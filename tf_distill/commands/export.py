@@ -76,11 +76,12 @@ def run_config(folder):
     return config_lib.load(path)
 
 
-def export_data(model, data_config, representative_size):
+def export_data(model, data_config, representative_size, tokenizer=None):
     """`(representative_data, validation_data)` for `export_litert` of `model`.
 
     A causal LM is verified on the test windows of the text `data_config`
-    names (`{"token_ids", "padding_mask"}`); a classifier is calibrated on the
+    names (`{"token_ids", "padding_mask"}`), in `tokenizer`'s tokens (bytes
+    when `None`, see `run_tokenizer`); a classifier is calibrated on the
     first `representative_size` training examples and verified on the test
     split.
     """
@@ -89,7 +90,7 @@ def export_data(model, data_config, representative_size):
     if is_causal_lm(model):
         from tf_distill.commands.language_run import load_corpus
 
-        corpus = load_corpus({k: v for k, v in data_config.items() if k != "seed"})
+        corpus = load_corpus({k: v for k, v in data_config.items() if k != "seed"}, tokenizer)
         return None, corpus.inputs("test")
     from tf_distill.commands.common import load_data
 
@@ -147,24 +148,32 @@ LANGUAGE_PROMPTS = ("the", "a", "once upon a time")
 LANGUAGE_VERIFY_WINDOWS = 16
 
 
-def language_tokenizer(model, data_config):
-    """The tokenizer a language run's student reads: its preprocessor's, else the
-    byte tokenizer of the run's text (`tf_distill.data.load_text`)."""
+def run_tokenizer(model, model_path):
+    """The tokenizer of a language run's student, or `None` for bytes.
+
+    Its preprocessor's, else that of the preset folder a run writes beside a
+    student with a tokenizer (`student_preset/` beside `student.keras`).
+    """
     tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     if tokenizer is not None:
         return tokenizer
+    folder = os.path.splitext(os.fspath(model_path))[0] + "_preset"
+    if not os.path.isdir(folder):
+        return None
     import keras_hub
 
-    return keras_hub.tokenizers.ByteTokenizer(lowercase=bool(data_config.get("lowercase", False)))
+    return keras_hub.tokenizers.Tokenizer.from_preset(folder)
 
 
-def export_language(model, output, data_config, quantization, latency_runs=20):
+def export_language(model, model_path, output, data_config, quantization, latency_runs=20):
     """Writes a language run's student as a verified `.litertlm` and its report.
 
-    The cache is the student's `max_sequence_length` long, a prefill call
-    takes up to 32 tokens (half the cache for short models), and the
-    student is verified on the first test windows of the run's text, cut to
-    the runtime's context, and on the prompts of `LANGUAGE_PROMPTS` that fit.
+    The tokenizer is the student's (`run_tokenizer`; the byte tokenizer of
+    `tf_distill.data.load_text` when it has none). The cache is the
+    student's `max_sequence_length` long, a prefill call takes up to 32
+    tokens (half the cache for short models), and the student is verified on
+    the first test windows of the run's text, cut to the runtime's context,
+    and on the prompts of `LANGUAGE_PROMPTS` that fit.
 
     Returns:
         The `ExportReport`.
@@ -176,9 +185,14 @@ def export_language(model, output, data_config, quantization, latency_runs=20):
     cache_length = int(model.backbone.max_sequence_length)
     prefill_length = min(32, cache_length // 2)
     context = cache_length - prefill_length
-    inputs = export_data(model, data_config, 0)[1]
+    tokenizer = run_tokenizer(model, model_path)
+    inputs = export_data(model, data_config, 0, tokenizer)[1]
     token_data = {key: value[:LANGUAGE_VERIFY_WINDOWS, :context] for key, value in inputs.items()}
-    tokenizer = language_tokenizer(model, data_config)
+    if tokenizer is None:
+        import keras_hub
+
+        tokenizer = keras_hub.tokenizers.ByteTokenizer(
+            lowercase=bool(data_config.get("lowercase", False)))
     # A prompt has at most one token per character, and a start token.
     prompts = [prompt for prompt in LANGUAGE_PROMPTS if len(prompt) + 1 < context] or ["a"]
     num_tokens = max(1, min(32, context - max(len(prompt) for prompt in prompts) - 1))

@@ -10,6 +10,7 @@ with a greedy sampler, on token ids.
 """
 
 import os
+import weakref
 
 import numpy as np
 
@@ -19,6 +20,10 @@ from tf_distill.export.kv_cache import INPUT_POSITIONS
 from tf_distill.export.kv_cache import LOGITS
 from tf_distill.export.kv_cache import PREFILL_PREFIX
 from tf_distill.export.kv_cache import TOKENS
+
+_LENGTH_BUCKET = 64
+# Each model's greedy generate function, traced once per length bucket.
+_GREEDY_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 class CachedLMRunner:
@@ -149,20 +154,31 @@ def keras_generate(model, prompt_ids, num_tokens):
     import keras_hub
 
     prompt = _check_prompt(prompt_ids, num_tokens, None, "keras_generate")
-    length = len(prompt) + num_tokens
+    # Lengths rounded up to a multiple of 64 share one trace of the model's
+    # greedy generate function (kept per model); the tokens past
+    # `num_tokens` are generated and dropped. GPT-2 has no positions past
+    # its `max_sequence_length`.
+    needed = len(prompt) + num_tokens
+    length = -(-needed // _LENGTH_BUCKET) * _LENGTH_BUCKET
+    maximum = getattr(model.backbone, "max_sequence_length", None)
+    if maximum is not None:
+        length = max(needed, min(length, int(maximum)))
     token_ids = np.zeros((1, length), np.int32)
     padding_mask = np.zeros((1, length), bool)
     token_ids[0, : len(prompt)] = prompt
     padding_mask[0, : len(prompt)] = True
     sampler, function = model.sampler, model.generate_function
-    model.sampler, model.generate_function = keras_hub.samplers.GreedySampler(), None
+    model.sampler = keras_hub.samplers.GreedySampler()
+    model.generate_function = _GREEDY_FUNCTIONS.get(model)
     try:
-        outputs = model.make_generate_function()(
+        greedy_function = model.make_generate_function()
+        _GREEDY_FUNCTIONS[model] = greedy_function
+        outputs = greedy_function(
             {"token_ids": token_ids, "padding_mask": padding_mask}, stop_token_ids=None
         )
     finally:
         model.sampler, model.generate_function = sampler, function
-    return np.asarray(outputs["token_ids"], np.int32)[0, len(prompt) :]
+    return np.asarray(outputs["token_ids"], np.int32)[0, len(prompt) : len(prompt) + num_tokens]
 
 
 def _check_prompt(prompt_ids, num_tokens, vocabulary_size, caller):

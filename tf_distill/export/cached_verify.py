@@ -15,6 +15,7 @@ with Keras on three things:
   grow with the context.
 """
 
+import os
 import statistics
 import time
 
@@ -45,7 +46,7 @@ def verify_cached_lm(
     """Verifies a prefill/decode LiteRT LM (see the module docstring).
 
     Args:
-        litert_model: `.tflite` bytes with `prefill_<T>` and `decode`.
+        litert_model: `.tflite` bytes or path, with `prefill_<T>` and `decode`.
         model: The KerasHub causal LM it was converted from (or a
             `Distiller`).
         token_data: Real token sequences: an int array `[n, length]` or a
@@ -71,6 +72,9 @@ def verify_cached_lm(
             `max_perplexity_increase`.
     """
     model = unwrap_student(model)
+    if isinstance(litert_model, (str, os.PathLike)):
+        with open(litert_model, "rb") as handle:
+            litert_model = handle.read()
     runner = CachedLMRunner(litert_model, num_threads=num_threads)
     vocabulary_size = int(model.backbone.vocabulary_size)
     token_ids, padding_mask = check_token_data(token_data, runner.max_num_tokens, vocabulary_size)

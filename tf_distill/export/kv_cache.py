@@ -90,18 +90,15 @@ class CacheSpec:
 
 def cached_architecture(model):
     """The class name of a supported KerasHub causal LM, else `ValueError`."""
-    keras_hub = sys.modules.get("keras_hub")
-    name = type(model).__name__
-    supported = [
-        getattr(keras_hub.models, each) for each in SUPPORTED_ARCHITECTURES
-    ] if keras_hub is not None else []
-    for each in supported:
-        if isinstance(model, each):
-            return each.__name__
+    keras_hub = sys.modules.get("keras_hub")  # Only a loaded KerasHub can have made it.
+    if keras_hub is not None:
+        for name in SUPPORTED_ARCHITECTURES:
+            if isinstance(model, getattr(keras_hub.models, name)):
+                return name
     raise ValueError(
         "The cached (prefill/decode) export supports KerasHub causal LMs of the classes "
         f"{', '.join(SUPPORTED_ARCHITECTURES)} (or a Distiller whose student is one). "
-        f"Received: a {name}"
+        f"Received: a {type(model).__name__}"
     )
 
 

@@ -118,7 +118,8 @@ def export_litertlm(
             raise ValueError(
                 f"The longest prompt ({longest} tokens) and `num_tokens`={num_tokens} exceed "
                 f"the context of {spec.max_num_tokens} tokens (cache_length - "
-                "prefill_length). Received: shorter prompts, fewer tokens or a longer cache."
+                "prefill_length). Give shorter `prompts`, a smaller `num_tokens` or a "
+                "longer `cache_length`."
             )
         litert_model, spec = convert_cached_lm(model, spec.cache_length, spec.prefill_length)
         litert_model = quantize_language_model(litert_model, quantization)
