@@ -13,6 +13,7 @@ import numpy as np
 MODES = ("float32", "int8", "int4")
 # Room for position 512 and a prefill chunk; the model has 1,024 positions.
 CACHE_LENGTH = 576
+MODEL_POSITIONS = 1024
 PREFILL_LENGTH = 32
 PROMPTS = ("This License ", "the software is provided ", "you may ")
 NUM_TOKENS = 64
@@ -94,7 +95,6 @@ def main(args, argv):
     from bench_export_language import train_model
 
     from tf_distill import export
-    from tf_distill.export.cached_verify import decode_latency_ms
     from tf_distill.export.decode import CausalLMRunner
     from tf_distill.export.language import convert_causal_lm
     from tf_distill.export.quantizer import quantize_language_model
@@ -104,7 +104,7 @@ def main(args, argv):
     train, held_out = sequences[: -args.held_out], sequences[-args.held_out:]
     held_out = held_out[:16]  # each token is one decode call
     conditions = common.machine_conditions()
-    model = train_model(train, args.epochs, args.seed, max_sequence_length=CACHE_LENGTH)
+    model = train_model(train, args.epochs, args.seed, max_sequence_length=MODEL_POSITIONS)
     tokenizer = keras_hub.tokenizers.ByteTokenizer(lowercase=False)
     prompt_ids = np.frombuffer(PROMPTS[0].encode(), np.uint8).astype("int32")
     keras_prefill, keras_decode = keras_throughput(model, prompt_ids)
@@ -121,7 +121,11 @@ def main(args, argv):
             reports.append(report)
             litert_model, _ = export.convert_cached_lm(model, CACHE_LENGTH, PREFILL_LENGTH)
             runner = export.CachedLMRunner(quantize_language_model(litert_model, mode))
-            latencies = [decode_latency_ms(runner, position, 200) for position in POSITIONS]
+            # Interleaved, so that the other processes' load falls on both alike.
+            times = common.median_times(
+                {position: (lambda runner=runner, position=position: runner.decode(1, position))
+                 for position in POSITIONS}, 200)
+            latencies = [1000 * times[position] for position in POSITIONS]
             runtime = run_runtime(path, PROMPTS[0], benchmark=True)
             rows.append({
                 "mode": f"`{mode}`",
@@ -136,16 +140,21 @@ def main(args, argv):
                 "text": f"`{runtime['text'][:40]!r}`",
             })
         common.log("fixed window and cache lengths")
-        fixed = {}
-        for length in POSITIONS:
-            runner = CausalLMRunner(convert_causal_lm(model, length))
-            ids = np.ones((1, length), np.int32)
-            call = lambda runner=runner, ids=ids: runner(ids, ids)  # noqa: E731
-            fixed[length] = common.median_times({"call": call}, 50)["call"]
-        by_cache = {}
-        for cache_length in (128, 256, 576, 1024):
-            litert_model, _ = export.convert_cached_lm(model, cache_length, PREFILL_LENGTH)
-            by_cache[cache_length] = decode_latency_ms(export.CachedLMRunner(litert_model), 20, 200)
+        fixed_runners = {length: CausalLMRunner(convert_causal_lm(model, length))
+                         for length in POSITIONS}
+        fixed_ids = {length: np.ones((1, length), np.int32) for length in POSITIONS}
+        fixed = common.median_times(
+            {length: (lambda runner=runner, ids=fixed_ids[length]: runner(ids, ids))
+             for length, runner in fixed_runners.items()}, 50)
+        runners = {
+            cache_length: export.CachedLMRunner(
+                export.convert_cached_lm(model, cache_length, PREFILL_LENGTH)[0])
+            for cache_length in (128, 256, 576, 1024)
+        }
+        by_cache = common.median_times(
+            {length: (lambda runner=runner: runner.decode(1, 20))
+             for length, runner in runners.items()}, 200)
+        by_cache = {length: 1000 * seconds for length, seconds in by_cache.items()}
         common.log("wide model")
         wide = wide_model(args.seed)
         wide_rows, baseline = [], None
@@ -191,12 +200,13 @@ def main(args, argv):
         f"`export_litertlm` (cache {CACHE_LENGTH:,} rows, prefill {PREFILL_LENGTH} tokens); "
         f"perplexity on {len(held_out)} held-out sequences, greedy tokens after "
         f"{len(PROMPTS)} prompts. Decode latency: the `ai_edge_litert` interpreter, "
-        "1 thread, median of 200 calls. Runtime throughput: `litert_lm.Benchmark` "
+        "1 thread, median of 200 calls at each position, interleaved. Runtime throughput: `litert_lm.Benchmark` "
         "(256 prefill, 128 decode tokens, 1 thread). Keras on the same model: "
         f"{keras_prefill:.0f} prefill tok/s (one forward pass of 256 tokens), "
         f"{keras_decode:.0f} decode tok/s (`generate`, 128 tokens).",
         "",
         table,
+        "",
         "The fixed-window file (`export_causal_lm`, no cache) on the same model, in the "
         "same run, re-runs its whole window per token: "
         f"{1000 * fixed[32]:.3f} ms at L = 32, {1000 * fixed[512]:.3f} ms at L = 512 "
@@ -212,6 +222,7 @@ def main(args, argv):
         f"`import litert_lm` and its library loaded ({runtime['imported_mb']:.0f} MB).",
         "",
         wide_table,
+        "",
         common.conditions_markdown(conditions, load_after=common.current_load()),
     ])
     common.publish("export_litertlm", markdown, write=not args.no_write)
