@@ -111,8 +111,9 @@ def test_int8_and_int4_weights_shrink_the_file_and_keep_the_predictions():
         sizes[quantization] = len(quantized)
         logits = tf_distill.export.CachedLMRunner(quantized).score(tokens)
         assert np.isfinite(logits).all()
-        assert np.mean(logits.argmax(-1) == reference.argmax(-1)) >= 0.9
-        assert np.abs(logits - reference).max() < 0.5 * np.abs(reference).max()
+        # An untrained model's logits are near ties: their values are compared.
+        correlation = np.corrcoef(logits.ravel(), reference.ravel())[0, 1]
+        assert correlation > (0.999 if quantization == "int8" else 0.95), correlation
     assert sizes["int8"] < 0.4 * sizes["float32"]
     assert sizes["int4"] < 0.75 * sizes["int8"]
 

@@ -39,12 +39,12 @@ def test_a_byte_level_run_exports_a_litertlm_the_runtime_runs(tmp_path, capsys):
     student = build_causal_lm("gpt2", vocabulary_size=256, num_layers=1, hidden_dim=16,
                               num_heads=2, max_sequence_length=48)
     saving.save_model(student, output / "student.keras")
-    code = cli.main(["export", str(output), "--quantization", "int4", "--latency-runs", "0"])
+    code = cli.main(["export", str(output), "--quantization", "int8", "--latency-runs", "0"])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    path = output / "student_int4.litertlm"
-    assert f"Wrote {path}" in printed and "| `int4` |" in printed and "| yes |" in printed
-    report = json.loads((output / "student_int4.json").read_text())
+    path = output / "student_int8.litertlm"
+    assert f"Wrote {path}" in printed and "| `int8` |" in printed and "| yes |" in printed
+    report = json.loads((output / "student_int8.json").read_text())
     assert report["cache_length"] == 48 and report["prefill_length"] == 24
     # Opened anew, the file writes what the export's runtime check saw after "the".
     num_tokens = len(report["greedy_tokens"][0])
@@ -80,4 +80,9 @@ def test_a_mode_without_a_litertlm_form_is_refused_in_one_line(tmp_path, capsys)
     assert cli.main(["export", str(output), "--quantization", "float16"]) == 2
     error = capsys.readouterr().err
     assert "Expected one of ('float32', 'int8', 'int4'). Received: quantization='float16'" in error
+    # int4's blocks of 32 do not divide a width of 16.
+    assert cli.main(["export", str(output), "--quantization", "int4"]) == 2
+    error = capsys.readouterr().err
+    assert "widths must be multiples of 32. Received: hidden_dim=16, " in error
+    assert "Use 'int8' for this model." in error
     assert not list(output.glob("*.litertlm"))

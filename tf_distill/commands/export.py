@@ -16,6 +16,7 @@ import os
 from tf_distill.commands import config as config_lib
 from tf_distill.commands.checks import ConfigError
 from tf_distill.commands.run import CONFIG_FILE
+from tf_distill.language import models as language_models
 
 # The data of a model exported outside any run folder, without `--data`.
 DEFAULT_DATA = "digits"
@@ -146,6 +147,8 @@ def export_inputs(target, data=None, seed=None):
 # at most this many test windows to verify on (each token is one decode call).
 LANGUAGE_PROMPTS = ("the", "a", "once upon a time")
 LANGUAGE_VERIFY_WINDOWS = 16
+# The cache of a student that records no maximum length, exported with --data.
+DEFAULT_LANGUAGE_CACHE_LENGTH = 128
 
 
 def run_tokenizer(model, model_path):
@@ -170,7 +173,9 @@ def export_language(model, model_path, output, data_config, quantization, latenc
 
     The tokenizer is the student's (`run_tokenizer`; the byte tokenizer of
     `tf_distill.data.load_text` when it has none). The cache is the
-    student's `max_sequence_length` long, a prefill call takes up to 32
+    student's `max_sequence_length` long (the run's `data.sequence_length`
+    for a Gemma or Llama student, whose `.keras` file does not record it),
+    a prefill call takes up to 32
     tokens (half the cache for short models), and the student is verified on
     the first test windows of the run's text, cut to the runtime's context,
     and on the prompts of `LANGUAGE_PROMPTS` that fit.
@@ -182,7 +187,9 @@ def export_language(model, model_path, output, data_config, quantization, latenc
     from tf_distill.export.quantizer import check_language_quantization
 
     check_language_quantization(quantization)
-    cache_length = int(model.backbone.max_sequence_length)
+    # Gemma and Llama record no maximum in a .keras file: the run's windows.
+    cache_length = (language_models.max_sequence_length(model)
+                    or data_config.get("sequence_length") or DEFAULT_LANGUAGE_CACHE_LENGTH)
     prefill_length = min(32, cache_length // 2)
     context = cache_length - prefill_length
     tokenizer = run_tokenizer(model, model_path)

@@ -25,6 +25,7 @@ from tf_distill.export.inputs import unwrap_student
 from tf_distill.export.kv_cache import cache_spec
 from tf_distill.export.kv_cache import convert_cached_lm
 from tf_distill.export.litertlm_tokenizer import write_tokenizer
+from tf_distill.export.quantizer import check_block_dimensions
 from tf_distill.export.quantizer import check_language_quantization
 from tf_distill.export.quantizer import quantize_language_model
 from tf_distill.export.tokens import check_token_data
@@ -84,7 +85,8 @@ def export_litertlm(
         ValueError: Before converting, for an architecture the cached
             export does not support, a cache longer than the model's
             maximum, a tokenizer the container cannot hold, no tokenizer,
-            or prompts or token data longer than the context.
+            prompts or token data longer than the context, or `"int4"` for
+            widths that are not multiples of its blocks of 32.
         ExportError: If conversion, verification or the runtime fails
             (with the runtime's own message); nothing is written.
 
@@ -97,6 +99,7 @@ def export_litertlm(
     model = unwrap_student(model)
     check_language_quantization(quantization)
     spec = cache_spec(model, cache_length, prefill_length)
+    check_block_dimensions(model, quantization)
     if tokenizer is None:
         tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     if tokenizer is None:

@@ -21,6 +21,8 @@ import io
 from tf_distill.export.errors import ExportError
 
 LANGUAGE_QUANTIZATION_MODES = ("float32", "int8", "int4")
+# The input values that share one int4 scale.
+_BLOCK_SIZE = 32
 
 
 def check_language_quantization(quantization):
@@ -29,6 +31,36 @@ def check_language_quantization(quantization):
         raise ValueError(
             "Invalid value for argument `quantization`. Expected one of "
             f"{LANGUAGE_QUANTIZATION_MODES}. Received: quantization={quantization!r}"
+        )
+
+
+def check_block_dimensions(model, quantization):
+    """Raises `ValueError` if `"int4"`'s blocks of 32 do not divide the weights.
+
+    Every matrix product's input dimension (the width, the feed-forward
+    width, the attention heads' total width) must be a multiple of 32.
+
+    Args:
+        model: A KerasHub causal LM (GPT-2, Gemma or Llama).
+        quantization: The mode; only `"int4"` is checked.
+    """
+    if quantization != "int4":
+        return
+    backbone = model.backbone
+    heads = getattr(backbone, "num_query_heads", None) or getattr(backbone, "num_heads", None)
+    head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // heads
+    dimensions = {
+        "hidden_dim": backbone.hidden_dim,
+        "intermediate_dim": backbone.intermediate_dim,
+        "heads x head_dim": heads * head_dim,
+    }
+    uneven = {name: int(value) for name, value in dimensions.items() if value % _BLOCK_SIZE}
+    if uneven:
+        raise ValueError(
+            f"`quantization='int4'` quantizes weights in blocks of {_BLOCK_SIZE} input "
+            f"values, so the model's widths must be multiples of {_BLOCK_SIZE}. Received: "
+            + ", ".join(f"{name}={value}" for name, value in uneven.items())
+            + ". Use 'int8' for this model."
         )
 
 
