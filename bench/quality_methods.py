@@ -53,7 +53,8 @@ class Method:
         alpha: `student_loss_weight`.
         setting: The paper's setting, in words.
         warmup_epochs: Linear ramp of the distillation weight over the first
-            epochs (DKD: `min(epoch / warmup, 1)`, as its reference code).
+            epochs (DKD: `min(epoch / warmup, 1)` with epochs from 1, as its
+            reference code; `tf_distill.schedules.linear_warmup`).
         scheme: `"teacher"` (a `Distiller` from the cached teacher),
             `"mutual"` (a `MutualDistiller` of the student and a peer of the
             same architecture, another seed; the row scores the student; the
@@ -304,7 +305,16 @@ def teacher_cache(teacher, data):
     )
 
 
-def _distiller(teacher, student, method, factor, ramp=1.0, num_examples=None):
+def distillation_weights(method, factor, epochs):
+    """A row's weights × `factor`; with a warm-up, each ramped up as DKD's
+    `min(epoch / warmup, 1)` (epochs from 1), a `schedules.linear_warmup`."""
+    warmup = min(method.warmup_epochs, epochs)
+    if warmup <= 1:
+        return [w * factor for w in method.weights]
+    return [tf_distill.schedules.linear_warmup(w * factor, warmup) for w in method.weights]
+
+
+def _distiller(teacher, student, method, factor, epochs=1, num_examples=None):
     if method is None:  # The student alone: CE only, through the same pipeline.
         return tf_distill.Distiller(
             teacher=teacher,
@@ -319,7 +329,7 @@ def _distiller(teacher, student, method, factor, ramp=1.0, num_examples=None):
         distillation_losses=[
             tf_distill.losses.get(loss_config(config, num_examples)) for config in method.losses
         ],
-        distillation_loss_weights=[w * factor * ramp for w in method.weights],
+        distillation_loss_weights=distillation_weights(method, factor, epochs),
         student_loss_weight=method.alpha,
     )
 
@@ -353,10 +363,9 @@ def _online_model(student, method, factor, data, seed):
 def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
     """One student run; returns `{"test", "validation", "seconds"}` (error counts).
 
-    A warm-up builds one Distiller per warm-up epoch, at weight
-    `min(epoch / warmup, 1)`, all sharing the student and the optimizer
-    (so its schedule and moments run on), then one for the rest. A row
-    without a teacher (`scheme`) trains its own model on the same batches.
+    A warm-up ramps the distillation weights within the one Distiller (see
+    `distillation_weights`). A row without a teacher (`scheme`) trains its
+    own model on the same batches.
     """
     start = time.perf_counter()
     student = build_student(data, seed)
@@ -380,13 +389,9 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
             teacher, student, data, settings, seed, method, factor, optimizer, batches
         )
     else:
-        warmup = min(method.warmup_epochs, epochs) if method is not None else 0
-        stages = [(1, (epoch + 1) / warmup) for epoch in range(warmup - 1)]
-        stages.append((epochs - len(stages), 1.0))
-        for stage_epochs, ramp in stages:
-            distiller = _distiller(teacher, student, method, factor, ramp, len(data.x_train))
-            distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-            distiller.fit(batches, epochs=stage_epochs, verbose=0)
+        distiller = _distiller(teacher, student, method, factor, epochs, len(data.x_train))
+        distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        distiller.fit(batches, epochs=epochs, verbose=0)
     return {
         "test": count_errors(student, data.x_test, data.y_test),
         "validation": count_errors(student, data.x_val, data.y_val),

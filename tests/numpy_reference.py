@@ -41,14 +41,17 @@ def masked_mean(values, mask=None):
 # --- Soft labels (Hinton et al. 2015; MiniLLM; GKD; Sun et al. 2024) -------
 
 
-def standardize(logits, epsilon=1e-7):
+def standardize(logits, epsilon=1e-7, ddof=1):
+    """Sun et al. 2024, as their code's `normalize`: `torch.std` is the sample
+    standard deviation (ddof = 1) by default."""
     z = np.asarray(logits, np.float64)
-    return (z - z.mean(axis=-1, keepdims=True)) / (z.std(axis=-1, keepdims=True) + epsilon)
+    std = z.std(axis=-1, ddof=ddof, keepdims=True)
+    return (z - z.mean(axis=-1, keepdims=True)) / (std + epsilon)
 
 
-def kd(teacher, student, temperature, mask=None, standardized=False):
+def kd(teacher, student, temperature, mask=None, standardized=False, ddof=1):
     if standardized:
-        teacher, student = standardize(teacher), standardize(student)
+        teacher, student = standardize(teacher, ddof=ddof), standardize(student, ddof=ddof)
     p_t = softmax(teacher, temperature)
     p_s = softmax(student, temperature)
     return masked_mean(temperature**2 * kl(p_t, p_s), mask)
