@@ -221,6 +221,62 @@ METHODS = [
     ),
 ]
 METHOD_KEYS = [method.key for method in METHODS]
+
+
+@dataclasses.dataclass
+class Change:
+    """A change to a row's method in the library since an earlier measurement.
+
+    Attributes:
+        revision: The row's revision from this change on (the first is 1).
+        what: In a few words, for the table's verdict cells.
+        why: The sentence below the table: what changed, and what the
+            earlier measurement ran.
+    """
+
+    revision: int
+    what: str
+    why: str
+
+
+# Issue 23: methods as their authors ran them. A result records the revision
+# of its row (`run_methods`); the report marks a row measured at an earlier
+# revision "changed since measured", until it is measured again.
+CHANGES = {
+    "kd_standardized": [Change(
+        2,
+        "sample std, as the authors",
+        "logit standardization divides by the sample standard deviation (the authors' "
+        "`torch.std`, ddof = 1); the row was measured with the population one (ddof = 0), "
+        "with which T = 2 acted as the authors' T = 1.90 with the KD weight ×1.11 on 10 "
+        "classes",
+    )],
+    "ctkd": [Change(
+        2,
+        "λ from epoch 1, as the official script",
+        "CTKD's reversal weight λ counts epochs from 1, as the official script does; the row "
+        "was measured with λ one epoch late (0 in the first epoch, 1 from the 11th epoch "
+        "instead of the 10th)",
+    )],
+    "crd": [Change(
+        2,
+        "negatives from other classes, as RepDistiller",
+        "CRD draws its negatives from the examples of other classes only (RepDistiller's "
+        "`contrast_idx`, mode `exact`; the bench records every example's class up front); "
+        "the row was measured drawing them from all rows, about a tenth of which share the "
+        "anchor's class",
+    )],
+}
+
+
+def revision(key):
+    """The current revision of a row's method (1 unless `CHANGES` says more)."""
+    return max((change.revision for change in CHANGES.get(key, ())), default=1)
+
+
+def changes_since(key, measured_revision):
+    """The changes to a row's method after the revision it was measured at."""
+    return [change for change in CHANGES.get(key, ()) if change.revision > measured_revision]
 # CRD's negatives: at most this many, and at most a quarter of the examples.
 CRD_NEGATIVES = 4096
 
@@ -314,7 +370,10 @@ def distillation_weights(method, factor, epochs):
     return [tf_distill.schedules.linear_warmup(w * factor, warmup) for w in method.weights]
 
 
-def _distiller(teacher, student, method, factor, epochs=1, num_examples=None):
+def _distiller(teacher, student, method, factor, epochs=1, train_labels=None):
+    """A row's Distiller. CRD's memory gets the training set's classes up
+    front (`train_labels`, in the cache's order of example indices), so its
+    negatives come from other classes from the first step, as RepDistiller's."""
     if method is None:  # The student alone: CE only, through the same pipeline.
         return tf_distill.Distiller(
             teacher=teacher,
@@ -323,15 +382,19 @@ def _distiller(teacher, student, method, factor, epochs=1, num_examples=None):
             distillation_loss_weights=[0.0],
             student_loss_weight=1.0,
         )
-    return tf_distill.Distiller(
+    num_examples = None if train_labels is None else len(train_labels)
+    losses = [tf_distill.losses.get(loss_config(config, num_examples)) for config in method.losses]
+    distiller = tf_distill.Distiller(
         teacher=teacher,
         student=student,
-        distillation_losses=[
-            tf_distill.losses.get(loss_config(config, num_examples)) for config in method.losses
-        ],
+        distillation_losses=losses,
         distillation_loss_weights=distillation_weights(method, factor, epochs),
         student_loss_weight=method.alpha,
     )
+    for loss in losses:
+        if getattr(loss, "negatives", None) == "other_classes":
+            loss.set_example_labels(train_labels)
+    return distiller
 
 
 def _without_teacher_outputs(x, y):
@@ -389,7 +452,7 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
             teacher, student, data, settings, seed, method, factor, optimizer, batches
         )
     else:
-        distiller = _distiller(teacher, student, method, factor, epochs, len(data.x_train))
+        distiller = _distiller(teacher, student, method, factor, epochs, data.y_train)
         distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
         distiller.fit(batches, epochs=epochs, verbose=0)
     return {
@@ -441,7 +504,8 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):
     Returns:
         `{"alone": {"test": [...], "validation": [...]}, "methods": {key:
         {"runs": {factor: {"test": {seed: n}, "validation": {seed: n}}},
-        "chosen_factor": f}}}`.
+        "chosen_factor": f, "revision": r}}}` (`r`: the method's `revision`;
+        results without it were measured at revision 1).
     """
     cache = teacher_cache(teacher, data)
     common.log(f"Methods: {cache}")
@@ -478,5 +542,5 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):
         for seed in seeds[1:]:
             if seed not in runs[chosen]["test"]:
                 record(float(chosen), seed)
-        results[key] = {"runs": runs, "chosen_factor": float(chosen)}
+        results[key] = {"runs": runs, "chosen_factor": float(chosen), "revision": revision(key)}
     return {"alone": alone, "methods": results}

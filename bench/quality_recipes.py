@@ -15,6 +15,7 @@ import argparse
 import copy
 import json
 import os
+import textwrap
 
 import yaml
 
@@ -154,6 +155,12 @@ def recipe_text(name, row, alone, settings, command):
         )
     if name != RECIPE_ROWS[name]:
         lines.append(f"# Measured together with the other losses below ({RECIPE_ROWS[name]}).")
+    for why in row.get("changed_since_measured", ()):
+        lines.extend(
+            "# " + line
+            for line in textwrap.wrap(f"Changed since measured: {why}; this recipe runs the "
+                                      "method as it runs now.", 98)
+        )
     config = recipe_config(name, row, settings)
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
@@ -161,8 +168,6 @@ def recipe_text(name, row, alone, settings, command):
 def unmeasured_text(name, settings):
     """A recipe of a row the table has not measured yet: the paper's weights,
     and "not yet measured" where the evidence goes."""
-    import textwrap
-
     import quality_methods
 
     method = quality_methods.methods_by_key()[RECIPE_ROWS[name]]

@@ -252,3 +252,18 @@ def crd(teacher, student, teacher_bank, student_bank, contrast_idx, temperature,
 
     rows = contrast_loss(out_v1 / z_student) + contrast_loss(out_v2 / z_teacher)
     return rows, z_teacher, z_student
+
+
+def crd_negative_pools(labels, num_classes):
+    """RepDistiller's `CIFAR100InstanceSample` (mode `exact`): `cls_negative[c]`,
+    the indices of the examples of every class but `c`, from which each
+    example of class `c` draws its negatives."""
+    cls_positive = [[] for _ in range(num_classes)]
+    for i, label in enumerate(labels):
+        cls_positive[label].append(i)
+    cls_negative = [[] for _ in range(num_classes)]
+    for i in range(num_classes):
+        for j in range(num_classes):
+            if j != i:
+                cls_negative[i].extend(cls_positive[j])
+    return [np.asarray(sorted(pool)) for pool in cls_negative]

@@ -95,6 +95,7 @@ DETAILS = {
             "nce_temperature": 0.07,
             "momentum": 0.5,
             "num_examples": None,
+            "negatives": "other_classes",
             "teacher": None,
         },
     ),

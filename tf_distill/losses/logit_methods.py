@@ -10,6 +10,7 @@ import numpy as np
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
+from tf_distill.losses.labels import class_indices
 from tf_distill.losses.registry import register
 from tf_distill.losses.registry import register_former_name
 from tf_distill.schedules import number_or_schedule
@@ -49,20 +50,7 @@ def _target_mask(labels, teacher_logits):
     if labels is None:
         indices = tf.argmax(teacher_logits, axis=-1)
     else:
-        labels = tf.convert_to_tensor(labels)
-        rank = labels.shape.rank
-        last = labels.shape[-1] if rank else None
-        if rank == 2 and last != 1:
-            indices = tf.argmax(labels, axis=-1)
-        elif rank == 2 or rank == 1:
-            indices = tf.reshape(labels, [-1])
-        else:
-            raise ValueError(
-                "`labels` must be class indices `[batch]` or one-hot "
-                f"`[batch, classes]`. Received: labels of shape {tuple(labels.shape)}."
-            )
-        if not indices.dtype.is_integer:
-            indices = tf.cast(indices, tf.int64)
+        indices = class_indices(labels)
     return tf.one_hot(indices, num_classes, on_value=True, off_value=False)
 
 
