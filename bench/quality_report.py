@@ -419,6 +419,14 @@ from the same batches with the teacher's outputs removed; chains (teacher
 assistant, born-again) read their teachers online from the same seeded
 pipeline; CRD's batches carry example indices.
 
+Each row runs in a process of its own, and each run starts from a global seed
+of its own (a function of the method, the weight factor and the seed), so no
+row's result depends on which rows ran before it (CRD's negatives are drawn
+from that seed). Each run's errors are cached in `--cache-dir` under a
+fingerprint of what shapes them (settings, the method and its revision, the
+data's content, the teacher's file, the library's and the bench's code): a
+rerun, or a merge, with the same fingerprint reads them instead of training.
+
 {footer(results)}
 """
 
