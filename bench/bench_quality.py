@@ -162,6 +162,14 @@ def parse_args(argv=None):
         default=os.path.join(tempfile.gettempdir(), "tf_distill_bench_quality"),
         help="where the trained teachers and the method table's runs are cached",
     )
+    parser.add_argument(
+        "--row-processes",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="run each method row in a process of its own (auto: yes, except with --quick, "
+        "where starting 16 processes would take longer than the rows; each run has a seed "
+        "of its own either way, so the figures do not depend on it)",
+    )
     parser.add_argument("--note", default=None, help="a sentence on the run's conditions")
     parser.add_argument(
         "--merge-into",
@@ -359,6 +367,7 @@ def main(argv=None):
         part = quality_methods.run_methods(
             method_teacher, method_data, method_settings, method_seeds, args.methods,
             cache_dir=args.cache_dir, teacher_path=info["path"],
+            isolate={"yes": True, "no": False, "auto": not args.quick}[args.row_processes],
             data_args={
                 "train_size": method_settings["train_size"],
                 "validation_size": method_settings["validation_size"],
