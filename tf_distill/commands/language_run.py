@@ -26,10 +26,10 @@ from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_report import write_language_report
 from tf_distill.commands.run import Job
 from tf_distill.comparison import counted
+from tf_distill.data import tokenization
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.on_policy import OnPolicyDistiller
 from tf_distill.language import build_causal_lm
-from tf_distill.data import tokenization
 from tf_distill.language import models as language_models
 from tf_distill.language import presets
 from tf_distill.language.evaluation import perplexity
