@@ -267,3 +267,16 @@ def crd_negative_pools(labels, num_classes):
             if j != i:
                 cls_negative[i].extend(cls_positive[j])
     return [np.asarray(sorted(pool)) for pool in cls_negative]
+
+
+def uld(teacher, student, temperature=1.0, mask=None):
+    """Universal Logit Distillation (Boizard et al. 2024): at each position,
+    both probability vectors sorted in decreasing order, the shorter padded
+    with zeros, and the L1 distance between them; averaged over `mask`."""
+    p = np.sort(softmax(teacher, temperature), axis=-1)[..., ::-1]
+    q = np.sort(softmax(student, temperature), axis=-1)[..., ::-1]
+    size = max(p.shape[-1], q.shape[-1])
+    pad = [(0, 0)] * (p.ndim - 1)
+    p = np.pad(p, pad + [(0, size - p.shape[-1])])
+    q = np.pad(q, pad + [(0, size - q.shape[-1])])
+    return masked_mean(np.abs(p - q).sum(axis=-1), mask)
