@@ -106,7 +106,8 @@ METHODS = [
         [{"name": "kd", "temperature": 2.0, "standardize": True}],
         [10.0],
         0.1,
-        "standardize=True, T = 2; CE 0.1 + KD 9 (Sun et al. 2024)",
+        "standardize=True (the sample std, as the authors' code), T = 2; CE 0.1 + KD 9 "
+        "(Sun et al. 2024)",
     ),
     Method(
         "ctkd",
@@ -115,7 +116,8 @@ METHODS = [
         [1.0],
         0.1,
         "global T = 1 + 20·sigmoid(θ) learned through gradient reversal, λ: 0 → 1 "
-        "on a cosine over 10 epochs; CE 0.1 + KD 0.9 (Li et al. 2023, official script)",
+        "on a cosine over 10 epochs counted from 1; CE 0.1 + KD 0.9 (Li et al. 2023, "
+        "official script)",
     ),
     Method(
         "dkd",
@@ -183,9 +185,9 @@ METHODS = [
           "momentum": 0.5}],
         [0.8],
         0.5,
-        "`features`, 128-d heads, τ = 0.07, momentum 0.5, K = 4096 negatives capped at "
-        "a quarter of the training set (paper: 16,384 of 50,000); CE 1 + CRD 0.8 "
-        "(Tian et al. 2020)",
+        "`features`, 128-d heads, τ = 0.07, momentum 0.5, K = 4096 negatives of other "
+        "classes capped at a quarter of the training set (paper: 16,384 of 50,000); "
+        "CE 1 + CRD 0.8 (Tian et al. 2020)",
     ),
     Method(
         "mutual",
