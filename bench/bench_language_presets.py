@@ -15,7 +15,8 @@ losses and in the perplexity. Two pairs, each through `tf-distill run`
 2. **Different tokenizers, both subword.** A Llama teacher with a
    SentencePiece tokenizer, as a preset; a GPT-2 student preset with the BPE
    tokenizer of pair 1 (`student: {preset: DIR}`, untrained), alone and
-   distilled by Universal Logit Distillation (`uld`): the paper's setting.
+   distilled by Universal Logit Distillation (`uld`): the paper's setting,
+   at α = 0.5 and at α = 0.9 (ULD weighed at 1/9 of the cross-entropy).
 3. **Different tokenizers, bytes.** The same teacher; a byte-level GPT-2
    student (`student.tokenizer: bytes`), alone and distilled by `uld`.
 
@@ -119,7 +120,8 @@ def train_teacher_preset(folder, architecture, source, settings):
     return folder
 
 
-def run_pair(name, folder, teacher_preset, student, losses, source, settings):
+def run_pair(name, folder, teacher_preset, student, losses, source, settings,
+             student_loss_weight=0.5):
     from tf_distill.commands import config as config_lib
     from tf_distill.commands.language_run import run as language_run
 
@@ -130,7 +132,7 @@ def run_pair(name, folder, teacher_preset, student, losses, source, settings):
                  "batch_size": 32, "validation_fraction": 0.1, "test_fraction": 0.1},
         "teacher": {"preset": teacher_preset},
         "student": student,
-        "distillation": {"losses": losses, "student_loss_weight": 0.5},
+        "distillation": {"losses": losses, "student_loss_weight": student_loss_weight},
         "training": {"epochs": settings["epochs"], "learning_rate": 2e-3,
                      "seeds": settings["seeds"], "jit_compile": False,
                      "steps_per_epoch": settings["steps_per_epoch"]},
@@ -144,6 +146,7 @@ def run_pair(name, folder, teacher_preset, student, losses, source, settings):
         "alone": [row["test_perplexity"] for row in rows if row["model"] == "student alone"],
         "distilled": [row["test_perplexity"] for row in rows
                       if row["model"] == "distilled student"],
+        "student_loss_weight": student_loss_weight,
         "comparison": metrics["comparison"],
     }
 
@@ -183,10 +186,16 @@ def main(argv=None):
         results["cross_tokenizer_subword"] = run_pair(
             "cross_subword", folder, sentencepiece, {"preset": student_preset},
             [{"name": "uld"}], source, settings)
+        # The paper weighs ULD against the cross-entropy (its λ); a light
+        # weight, α = 0.9 (ULD at 1/9 of the cross-entropy).
+        results["cross_tokenizer_subword_light"] = run_pair(
+            "cross_subword_light", folder, sentencepiece, {"preset": student_preset},
+            [{"name": "uld"}], source, settings, student_loss_weight=0.9)
         results["cross_tokenizer_bytes"] = run_pair(
             "cross_bytes", folder, sentencepiece, {**student, "tokenizer": "bytes"},
             [{"name": "uld"}], source, settings)
-    for name in ("same_tokenizer", "cross_tokenizer_subword", "cross_tokenizer_bytes"):
+    for name in ("same_tokenizer", "cross_tokenizer_subword", "cross_tokenizer_subword_light",
+                 "cross_tokenizer_bytes"):
         common.log(f"{name}: {results[name]['comparison']['sentence']}")
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2)
