@@ -79,7 +79,11 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
     likely token is always kept.
     """
     check_sampling(temperature, top_k, top_p)
-    logits = tf.cast(logits, tf.float32) / temperature
+    logits = tf.cast(logits, tf.float32)
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is None and (top_p is None or top_p == 1.0):
+        return logits
     minus_infinity = tf.fill(tf.shape(logits), float("-inf"))
     if top_k is not None:
         k = tf.minimum(top_k, tf.shape(logits)[-1])
@@ -154,6 +158,9 @@ class StatelessSampler:
         self.top_p = top_p
         self.greedy = greedy
         self.end_token_id = end_token_id
+        # Whether prompts may differ in length (else every row's prompt ends
+        # where generation starts, and the loop need not look).
+        self.ragged_prompts = True
         self.final_index = None
 
     def __call__(self, next, prompt, cache=None, index=0, mask=None, **kwargs):
@@ -166,6 +173,8 @@ class StatelessSampler:
         done = tf.zeros([tf.shape(prompt)[0]], tf.bool)
 
         def keep_going(ids, cache, index, done):
+            if self.end_token_id is None:
+                return index < length
             return tf.logical_and(index < length, tf.logical_not(tf.reduce_all(done)))
 
         def step(ids, cache, index, done):
@@ -173,8 +182,13 @@ class StatelessSampler:
             tokens = next_tokens(
                 logits, self.seed, index, self.temperature, self.top_k, self.top_p, self.greedy
             )
-            in_prompt = tf.gather(mask, index, axis=1)
-            tokens = tf.where(in_prompt, tf.gather(ids, index, axis=1), tf.cast(tokens, ids.dtype))
+            tokens = tf.cast(tokens, ids.dtype)
+            if self.ragged_prompts:
+                # Rows with a longer prompt keep theirs.
+                in_prompt = tf.gather(mask, index, axis=1)
+                tokens = tf.where(in_prompt, tf.gather(ids, index, axis=1), tokens)
+            else:
+                in_prompt = tf.zeros_like(done)
             if self.end_token_id is not None:
                 ended = tf.logical_and(tf.logical_not(in_prompt), tokens == self.end_token_id)
                 done = tf.logical_or(done, ended)
@@ -295,6 +309,7 @@ def generate_continuations(
         in_prompt = tf.logical_and(in_prompt, real)
     in_prompt = tf.broadcast_to(in_prompt, tf.shape(token_ids))
     sampler = StatelessSampler(seed, temperature, top_k, top_p, greedy, end_token_id)
+    sampler.ragged_prompts = padding_mask is not None
     if cached:
         with _sampler_of(model, sampler):
             generated = model.generate_step({TOKEN_IDS: token_ids, PADDING_MASK: in_prompt})
