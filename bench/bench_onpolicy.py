@@ -15,16 +15,17 @@ Two parts, side by side in one run (issue 20, items 1 and 5):
 2. **Quality** (GKD starts from a supervised student): a teacher trained on
    the byte text of /usr/share/common-licenses (as `examples/lm_distillation.py`
    does, fewer steps); for each seed a student first trained alone on the
-   data (`--warm-steps`), then `--steps` more steps from those weights,
-   each variant on the same batches: alone (cross-entropy), off-policy
-   forward KL, on-policy GKD (λ = 0.5) with forward KL and with JSD(β = 0.5),
-   all with α = 0 (the divergence alone, as GKD) and the token-level mean.
+   data (250 steps), then 150 more steps from those weights, each variant
+   on the same batches: alone (cross-entropy), off-policy forward KL,
+   on-policy GKD (λ = 0.5) with forward KL and with JSD(β = 0.5), and
+   on-policy alone (λ = 1) with reverse KL (a review's setting), all with
+   α = 0 (the divergence alone, as GKD) and the token-level mean.
    Reported: held-out perplexity and the teacher's NLL of the student's own
    continuations of test prompts, mean ± std and per seed, and the paired
    comparisons of `tf_distill.comparison` (3 seeds: "better" needs every
    seed and a paired t beyond 4.30).
 
-Usage (from the repository root; about 12 minutes on 2 shared CPU cores):
+Usage (from the repository root; about 14 minutes on 2 shared CPU cores):
 
     python bench/bench_onpolicy.py [--write] [--seeds 0 1 2] [--quick]
 
@@ -63,12 +64,20 @@ TEXT = "/usr/share/common-licenses"
 TEACHER = {"num_layers": 3, "hidden_dim": 64, "num_heads": 2}
 STUDENT = {"num_layers": 1, "hidden_dim": 48, "num_heads": 2}
 VOCABULARY = 256
-VARIANTS = ("alone", "forward_kl", "gkd_forward_kl", "gkd_jsd")
+VARIANTS = ("alone", "forward_kl", "gkd_forward_kl", "gkd_jsd", "on_policy_reverse_kl")
+ON_POLICY = VARIANTS[2:]
 LABELS = {
     "alone": "alone (cross-entropy)",
     "forward_kl": "off-policy forward KL",
     "gkd_forward_kl": "on-policy GKD, λ = 0.5, forward KL",
     "gkd_jsd": "on-policy GKD, λ = 0.5, JSD(β = 0.5)",
+    "on_policy_reverse_kl": "on-policy, λ = 1, reverse KL",
+}
+# Each on-policy variant: (λ, divergence, β of the JSD).
+ON_POLICY_SETTINGS = {
+    "gkd_forward_kl": (0.5, "forward_kl", 0.5),
+    "gkd_jsd": (0.5, "generalized_jsd", 0.5),
+    "on_policy_reverse_kl": (1.0, "reverse_kl", 0.5),
 }
 
 
@@ -161,10 +170,9 @@ def variant_model(variant, teacher, student, settings, seed):
     if variant == "forward_kl":
         return Distiller(teacher, student, TokenDistillation("forward_kl"),
                          student_loss_weight=0.0)
-    divergence = (TokenDistillation("forward_kl") if variant == "gkd_forward_kl"
-                  else TokenDistillation("generalized_jsd", beta=0.5))
+    fraction, divergence, beta = ON_POLICY_SETTINGS[variant]
     return OnPolicyDistiller(
-        teacher, student, divergence, on_policy_fraction=0.5,
+        teacher, student, TokenDistillation(divergence, beta=beta), on_policy_fraction=fraction,
         prompt_length=settings["length"] // 2, sampling_temperature=1.0, seed=seed,
         student_loss_weight=0.0, reduction="token")
 
@@ -218,7 +226,7 @@ def quality(settings, seeds, log):
 
     for variant in VARIANTS[1:]:
         compare(f"{variant}_vs_alone_perplexity", "alone", variant, "test_perplexity")
-    for variant in ("gkd_forward_kl", "gkd_jsd"):
+    for variant in ON_POLICY:
         compare(f"{variant}_vs_forward_kl_sample_nll", "forward_kl", variant, "sample_nll")
         compare(f"{variant}_vs_forward_kl_perplexity", "forward_kl", variant, "test_perplexity")
     return {"teacher_test_perplexity": teacher_perplexity, "settings": settings,
@@ -311,11 +319,28 @@ def markdown(results, command, conditions, load_after):
     for variant in VARIANTS[1:]:
         lines.append(f"| perplexity, alone − {LABELS[variant]} | "
                      f"{_comparison(c[f'{variant}_vs_alone_perplexity'])} |")
-    for variant in ("gkd_forward_kl", "gkd_jsd"):
+    for variant in ON_POLICY:
         lines.append(f"| teacher NLL of own samples, forward KL − {LABELS[variant]} | "
                      f"{_comparison(c[f'{variant}_vs_forward_kl_sample_nll'], 4)} |")
         lines.append(f"| perplexity, forward KL − {LABELS[variant]} | "
                      f"{_comparison(c[f'{variant}_vs_forward_kl_perplexity'])} |")
+    lines += ["", "Goals of issue 20, item 5, as this run measured them:", ""]
+    for variant in ON_POLICY:
+        nll = c[f"{variant}_vs_forward_kl_sample_nll"]
+        worse = c[f"{variant}_vs_forward_kl_perplexity"]["verdict"] == "worse"
+        lines.append(
+            f"- {LABELS[variant]}: teacher NLL of own samples below off-policy forward KL's "
+            f"beyond the noise: {'met' if nll['verdict'] == 'better' else '**not met**'} "
+            f"({nll['mean']:+.4f} ± {nll['std']:.4f}); held-out perplexity not worse beyond "
+            f"the noise: {'**not met**' if worse else 'met'}."
+        )
+    alone = [variant for variant in VARIANTS[1:]
+             if c[f"{variant}_vs_alone_perplexity"]["mean"] < 0]
+    lines.append(
+        "- Every distilled variant's mean perplexity ≤ the student alone's: "
+        + ("met." if not alone else
+           "**not met** (" + ", ".join(LABELS[variant] for variant in alone) + ").")
+    )
     lines += ["", common.conditions_markdown(conditions, load_after)]
     return "\n".join(lines)
 
@@ -329,7 +354,7 @@ QUICK = {"length": 16, "batch": 8, "max_bytes_per_file": 3000, "teacher_steps": 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="a smoke test of a minute")
     parser.add_argument("--skip-quality", action="store_true", help="the speed part alone")
     parser.add_argument("--write", action="store_true", help="write docs/BENCHMARKS.md")
@@ -349,10 +374,11 @@ def main(argv=None):
         return results
     results["quality"] = quality(settings, seeds, common.log)
     results["seconds"] = time.perf_counter() - start
+    results.update(conditions=conditions, load_after=common.current_load())
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=1, default=float)
-    text = markdown(results, common.command_line(argv), conditions, common.current_load())
+    text = markdown(results, common.command_line(argv), conditions, results["load_after"])
     common.publish("onpolicy", text, write=args.write and not args.quick)
     return results
 

@@ -339,3 +339,25 @@ def test_sampling_temperature_is_the_new_name_and_old_configs_load(teacher):
 def test_sampler_settings_out_of_range_are_refused(teacher, kwargs, message):
     with pytest.raises(ValueError, match=message):
         OnPolicyDistiller(teacher, tiny_gpt2("student", seed=2), prompt_length=PROMPT, **kwargs)
+
+
+@pytest.mark.slow
+def test_sequence_level_continuations_stop_at_the_end_token(teacher):
+    x, _, _ = batch(2)
+    prompts = np.asarray(x["token_ids"])[:, :PROMPT]
+    (inputs, _, _), = list(sequence_level_dataset(teacher, prompts, LENGTH - 1))
+    end = int(np.asarray(inputs["token_ids"])[0, PROMPT + 1])
+    (inputs, labels, weights), = list(
+        sequence_level_dataset(teacher, prompts, LENGTH - 1, end_token_id=end)
+    )
+    ids = np.concatenate([np.asarray(inputs["token_ids"]), np.asarray(labels)[:, -1:]], axis=1)
+    stop = PROMPT + int(np.argmax(ids[0, PROMPT:] == end))
+    assert stop <= PROMPT + 1 and (ids[0, stop:] == end).all()
+    expected = np.zeros(LENGTH - 1, "float32")
+    expected[PROMPT - 1 : stop] = 1.0
+    np.testing.assert_array_equal(np.asarray(weights)[0], expected)
+    assert not np.asarray(inputs["padding_mask"])[0, stop + 1 :].any()
+    with pytest.raises(ValueError, match=r"Received: end_token_id=-2"):
+        sequence_level_dataset(teacher, prompts, LENGTH - 1, end_token_id=-2)
+    with pytest.raises(ValueError, match=r"Received: top_k=0"):
+        sequence_level_dataset(teacher, prompts, LENGTH - 1, greedy=False, top_k=0)

@@ -146,10 +146,13 @@ class StatelessSampler:
     token with `next_tokens` (stateless, seeded by position), keeps the
     prompt where `mask` is true, and stops once every row has written
     `end_token_id`. It also serves models without a cache (`cache=()`).
+    `ragged_prompts=False` promises that every row's prompt ends where
+    generation starts (no lookup of the prompt per token). After a call,
+    `final_index` is the position where the loop stopped.
     """
 
     def __init__(self, seed, temperature=1.0, top_k=None, top_p=None, greedy=False,
-                 end_token_id=None):
+                 end_token_id=None, ragged_prompts=True):
         check_sampling(temperature, top_k, top_p)
         check_end_token_id(end_token_id)
         self.seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
@@ -158,9 +161,7 @@ class StatelessSampler:
         self.top_p = top_p
         self.greedy = greedy
         self.end_token_id = end_token_id
-        # Whether prompts may differ in length (else every row's prompt ends
-        # where generation starts, and the loop need not look).
-        self.ragged_prompts = True
+        self.ragged_prompts = ragged_prompts
         self.final_index = None
 
     def __call__(self, next, prompt, cache=None, index=0, mask=None, **kwargs):
@@ -308,8 +309,10 @@ def generate_continuations(
         real = tf.logical_or(tf.cast(padding_mask, tf.bool), positions == 0)
         in_prompt = tf.logical_and(in_prompt, real)
     in_prompt = tf.broadcast_to(in_prompt, tf.shape(token_ids))
-    sampler = StatelessSampler(seed, temperature, top_k, top_p, greedy, end_token_id)
-    sampler.ragged_prompts = padding_mask is not None
+    sampler = StatelessSampler(
+        seed, temperature, top_k, top_p, greedy, end_token_id,
+        ragged_prompts=padding_mask is not None,
+    )
     if cached:
         with _sampler_of(model, sampler):
             generated = model.generate_step({TOKEN_IDS: token_ids, PADDING_MASK: in_prompt})
