@@ -125,7 +125,9 @@ class OnPolicyDistiller(Distiller):
         reduction: `"sequence"` (default): each sequence's mean over its
             tokens, averaged over the batch; `"token"`: the sum over all
             tokens of the batch ÷ their count (TRL's), so longer sequences
-            weigh more. Applies to every step and to `evaluate`.
+            weigh more. Applies to every step and to `evaluate`. Under
+            `tf.distribute`, each replica's batch is averaged over its own
+            tokens.
         use_cache: `None` (default) samples with the KV cache when the
             student has one, else with a full forward pass per token;
             `True` requires the cache; `False` never uses it.
