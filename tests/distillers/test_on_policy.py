@@ -361,3 +361,11 @@ def test_sequence_level_continuations_stop_at_the_end_token(teacher):
         sequence_level_dataset(teacher, prompts, LENGTH - 1, end_token_id=-2)
     with pytest.raises(ValueError, match=r"Received: top_k=0"):
         sequence_level_dataset(teacher, prompts, LENGTH - 1, greedy=False, top_k=0)
+
+
+def test_batches_in_the_teachers_own_tokens_are_refused(teacher):
+    x, y, weight = batch()
+    gkd = on_policy(teacher, 0.5)
+    wrapped = {"inputs": x, "teacher_inputs": {**x, "alignment": np.zeros((4, LENGTH, 2), "int32")}}
+    with pytest.raises(ValueError, match="batches carrying the teacher's own tokens"):
+        gkd.prepare_batch(tf_distill.batches.unpack((wrapped, y, weight)), training=True)

@@ -267,6 +267,12 @@ class OnPolicyDistiller(Distiller):
                 "OnPolicyDistiller needs the live teacher to score the student's samples: "
                 "cached teacher outputs cannot be used (on_policy_fraction > 0)."
             )
+        if batch.teacher_inputs is not None:
+            raise ValueError(
+                "OnPolicyDistiller samples in the student's tokens, which the teacher must "
+                "read: batches carrying the teacher's own tokens (another tokenizer, "
+                "`teacher_inputs`) cannot be sampled (on_policy_fraction > 0)."
+            )
         x = batch.x
         if not language_models.is_token_batch(x):
             raise ValueError(
