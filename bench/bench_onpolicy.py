@@ -30,7 +30,7 @@ Usage (from the repository root; about 14 minutes on 2 shared CPU cores):
     python bench/bench_onpolicy.py [--write] [--seeds 0 1 2] [--quick]
 
 `--write` puts the Markdown section into docs/BENCHMARKS.md; `--quick` is a
-smoke test of a minute. Not a timed test.
+smoke test of a few minutes. Not a timed test.
 """
 
 import argparse
@@ -355,7 +355,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="a smoke test of a minute")
+    parser.add_argument("--quick", action="store_true", help="a smoke test of a few minutes")
     parser.add_argument("--skip-quality", action="store_true", help="the speed part alone")
     parser.add_argument("--write", action="store_true", help="write docs/BENCHMARKS.md")
     parser.add_argument("--output", default=None, help="a JSON file for the results")
