@@ -437,6 +437,17 @@ class Distiller(DistillerEngine):
             total = values if total is None else total + values
         return total
 
+    def example_weights(self, sample_weight, mask):
+        """Hook: each example's weight in the batch mean, `[batch]`, or `None`.
+
+        By default the sample weight per example (`None` when it is a
+        `[batch, time]` mask of positions: each example is the mean over its
+        positions, and examples weigh alike). The on-policy distiller can
+        weigh examples by their count of positions instead (TRL's token-level
+        mean).
+        """
+        return labels_lib.example_weights(sample_weight, mask)
+
     def loss_terms(self, batch, teacher_outputs, training):
         """One student pass and its loss:
 
@@ -450,7 +461,7 @@ class Distiller(DistillerEngine):
         student_outputs = self.student_forward(x, training=training)
         logits = student_outputs[taps.LOGITS]
         mask = labels_lib.label_mask(logits, sample_weight)
-        example_weights = labels_lib.example_weights(sample_weight, mask)
+        example_weights = self.example_weights(sample_weight, mask)
         alpha = scheduled(self.student_loss_weight)
         if y is not None:
             # Refuses labels that fit neither the sparse nor the one-hot form
