@@ -1,5 +1,6 @@
 """Tests of the LM head applied in chunks (`tf_distill.losses.lm_head`)."""
 
+import functools
 import math
 
 import numpy as np
@@ -138,14 +139,18 @@ def _dense_and_chunked(tensors, divergence, compiled):
         student = HeadOutputs(student_hidden, LinearHead(kernel, bias))
         return chunked_head_divergence(teacher, student, divergence, 2.0, mask=MASK, chunk_size=2)
 
-    results = []
-    for function in (dense, tf.function(chunked) if compiled else chunked):
+    def value_and_gradients(function):
         with tf.GradientTape() as tape:
             # Weighted, so that each example's gradient counts differently.
             value = function()
             loss = tf.reduce_sum(value * [1.0, 2.0, 3.0])
-        results.append((value, tape.gradient(loss, [student_hidden, kernel, bias])))
-    return results
+        return value, tape.gradient(loss, [student_hidden, kernel, bias])
+
+    chunked_step = functools.partial(value_and_gradients, chunked)
+    return [
+        value_and_gradients(dense),
+        tf.function(chunked_step)() if compiled else chunked_step(),
+    ]
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "generalized_jsd"])

@@ -124,6 +124,9 @@ def check_chunk_size(chunk_size):
     check_positive_integer("chunk_size", chunk_size)
 
 
+# Plain TensorFlow (its loops are `tf.while_loop`s): converting these functions
+# with AutoGraph, as `fit`'s step would, only costs seconds of tracing.
+@tf.autograph.experimental.do_not_convert
 def chunked_token_values(function, hidden_states, head, per_token=(), chunk_size=256):
     """Per-token values of `function` on a head's logits, chunk by chunk.
 
@@ -245,6 +248,7 @@ def _check_rank(argument, outputs):
         )
 
 
+@tf.autograph.experimental.do_not_convert
 def chunked_head_divergence(
     teacher_outputs,
     student_outputs,
@@ -317,6 +321,7 @@ def chunked_head_divergence(
     return _per_example(values, indices, shape, mask)
 
 
+@tf.autograph.experimental.do_not_convert
 def chunked_head_crossentropy(labels, student_outputs, mask=None, chunk_size=DEFAULT_CHUNK_SIZE):
     """The student's cross-entropy on next-token labels, its head applied in chunks.
 
