@@ -222,3 +222,22 @@ def test_other_errors(tensors):
     one_hot = np.eye(VOCABULARY, dtype=np.float32)[np.zeros([BATCH, TIME], int)]
     with pytest.raises(ValueError, match=r"argument `labels`.*token ids.*\(3, 7, 11\)"):
         chunked_head_crossentropy(one_hot, student)
+
+
+def test_a_batch_of_padding_only_gives_zero_and_zero_gradients(tensors):
+    teacher, student = outputs(tensors)
+    hidden = tf.Variable(tensors["student_hidden"])
+
+    def step():
+        with tf.GradientTape() as tape:
+            value = chunked_head_divergence(
+                teacher,
+                HeadOutputs(hidden, student.head),
+                mask=np.zeros([BATCH, TIME]),
+                chunk_size=2,
+            )
+        return value, tape.gradient(value, hidden)
+
+    for value, gradient in (step(), tf.function(step)()):
+        np.testing.assert_array_equal(value.numpy(), np.zeros(BATCH))
+        np.testing.assert_array_equal(gradient.numpy(), np.zeros_like(tensors["student_hidden"]))

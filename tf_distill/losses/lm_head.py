@@ -158,7 +158,8 @@ def chunked_token_values(function, hidden_states, head, per_token=(), chunk_size
     @tf.custom_gradient
     def values_of(hidden, *parameters):
         rows = tf.shape(hidden)[0]
-        chunks = (rows + chunk_size - 1) // chunk_size
+        # At least one (empty) chunk: a TensorArray of none cannot be concatenated.
+        chunks = tf.maximum((rows + chunk_size - 1) // chunk_size, 1)
 
         def forward(index, values):
             start = index * chunk_size
