@@ -94,6 +94,21 @@ def test_fit_follows_the_dense_distillers_trajectory():
     np.testing.assert_allclose(chunked_logits, dense_logits, atol=1e-3)
 
 
+def test_without_labels_or_label_weight_the_step_is_the_distillation_term():
+    teacher = causal_lm("gpt2", 1, 8, "teacher")
+    student = causal_lm("gpt2", 1, 8, "student")
+    x, y, weight = batch()
+    values = []
+    for loss in (TokenDistillation(), ChunkedHeadDistillation(chunk_size=4)):
+        distiller = tf_distill.Distiller(teacher, student, loss, student_loss_weight=0.0)
+        distiller.compile(loss="sparse_categorical_crossentropy")
+        unlabeled = distiller.compute_loss_terms(x, sample_weight=weight, training=True)
+        labeled = distiller.compute_loss_terms(x, y, weight, training=True)
+        assert float(unlabeled["student_loss"]) == 0.0
+        values.append([float(unlabeled["loss"]), float(labeled["loss"])])
+    np.testing.assert_allclose(values[1], values[0], atol=1e-6)
+
+
 def test_a_functional_model_ending_in_dense_is_split_at_that_layer():
     inputs = keras.Input([LENGTH], dtype="int32")
     hidden = keras.layers.Embedding(VOCABULARY, 4, name="embedding")(inputs)

@@ -497,7 +497,7 @@ class Distiller(DistillerEngine):
             else:
                 student_values = self.label_loss(y, logits, mask, labeled)
         else:
-            student_values = tf.zeros([tf.shape(logits)[0]], tf.float32)
+            student_values = tf.zeros([tf.shape(predictions)[0]], tf.float32)
         distillation_values = self.distillation_values(
             teacher_outputs, student_outputs, y, mask, training, batch.example_indices
         )
