@@ -249,3 +249,16 @@ def crd(teacher, student, teacher_bank, student_bank, contrast_idx, temperature,
 
     rows = contrast_loss(out_v1 / z_student) + contrast_loss(out_v2 / z_teacher)
     return rows, z_teacher, z_student
+
+
+def uld(teacher, student, temperature=1.0, mask=None):
+    """Universal Logit Distillation (Boizard et al. 2024): at each position,
+    both probability vectors sorted in decreasing order, the shorter padded
+    with zeros, and the L1 distance between them; averaged over `mask`."""
+    p = np.sort(softmax(teacher, temperature), axis=-1)[..., ::-1]
+    q = np.sort(softmax(student, temperature), axis=-1)[..., ::-1]
+    size = max(p.shape[-1], q.shape[-1])
+    pad = [(0, 0)] * (p.ndim - 1)
+    p = np.pad(p, pad + [(0, size - p.shape[-1])])
+    q = np.pad(q, pad + [(0, size - q.shape[-1])])
+    return masked_mean(np.abs(p - q).sum(axis=-1), mask)

@@ -10,7 +10,11 @@ with the inputs under `INPUTS` and, beside them:
   forward pass;
 - `EXAMPLE_INDICES`: each example's index in the data set, `[batch]`
   integers, for losses that keep per-example state (a memory bank, see
-  `tf_distill.losses.CRDistillation`). `with_example_indices` adds them.
+  `tf_distill.losses.CRDistillation`). `with_example_indices` adds them;
+- `TEACHER_INPUTS`: the teacher's own inputs, when its tokenizer differs
+  from the student's: `{"token_ids", "padding_mask", "alignment"}` (see
+  `tf_distill.language.alignment`); the teacher reads them instead of the
+  student's inputs, and its outputs are aligned to the student's positions.
 
 Token batches (KerasHub's `{"token_ids", "padding_mask"}`) are checked
 against the models' maximum length, and weighted by their padding mask when
@@ -27,8 +31,9 @@ from tf_distill.language import models as language_models
 INPUTS = "inputs"
 TEACHER_OUTPUTS = "teacher_outputs"
 EXAMPLE_INDICES = "example_indices"
+TEACHER_INPUTS = "teacher_inputs"
 
-_CARRIED = (TEACHER_OUTPUTS, EXAMPLE_INDICES)
+_CARRIED = (TEACHER_OUTPUTS, EXAMPLE_INDICES, TEACHER_INPUTS)
 
 
 def is_wrapped(x):
@@ -63,6 +68,9 @@ class Batch(NamedTuple):
             distiller that trains on batches without labels (the on-policy
             distiller's samples), or `None`: every label counts, but those
             marked unlabeled (see `tf_distill.losses.labels.UNLABELED`).
+        teacher_inputs: The teacher's own inputs (another tokenizer's
+            tokens, with their alignment to the student's), or `None`: the
+            teacher reads `x`.
     """
 
     x: Any
@@ -71,6 +79,7 @@ class Batch(NamedTuple):
     teacher_outputs: Any = None
     example_indices: Any = None
     labeled: Any = None
+    teacher_inputs: Any = None
 
 
 def unpack(data, models=()):
@@ -89,10 +98,12 @@ def unpack(data, models=()):
         A `Batch`.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    teacher_inputs = x.get(TEACHER_INPUTS) if is_wrapped(x) else None
     x, teacher_outputs, example_indices = split_inputs(x)
     language_models.check_sequence_length(models, x)
     sample_weight = language_models.padding_sample_weight(x, sample_weight)
-    return Batch(x, y, sample_weight, teacher_outputs, example_indices)
+    return Batch(x, y, sample_weight, teacher_outputs, example_indices,
+                 teacher_inputs=teacher_inputs)
 
 
 def with_example_indices(dataset):

@@ -75,6 +75,10 @@ LOSSES = {
         "TokenDistillation",
         "Token-level KD for language models: forward/reverse KL, GKD's JSD(β), skew KL (α)",
     ),
+    "uld": (
+        "UniversalLogitDistillation",
+        "Universal Logit Distillation: teacher and student with different tokenizers",
+    ),
     "topk_kd": (
         "TopKDistillation",
         "KD from a top-k teacher cache: KL over the k kept classes and the rest",
@@ -176,6 +180,10 @@ DETAILS = {
             "chunk_size": None,
             "teacher": None,
         },
+    ),
+    "uld": (
+        "Universal Logit Distillation (Boizard et al. 2024) across tokenizers.",
+        {"temperature": 1.0, "teacher": None},
     ),
     "topk_kd": (
         "Hinton's KD from a top-k teacher cache, bucketed (Hinton et al. 2015).",

@@ -141,3 +141,13 @@ def test_what_a_chunked_head_distiller_cannot_do_is_refused_in_one_line():
     with pytest.raises(ValueError, match="cross-entropy of its logits.*Received: loss='mse'"):
         distiller.compile(loss="mse")
     distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y, _ = batch()
+    cached = {"inputs": x, "teacher_outputs": {"logits": np.zeros([BATCH, LENGTH, VOCABULARY])}}
+    with pytest.raises(ValueError, match="hidden states.*Received: a batch with cached teacher"):
+        distiller.compute_loss_terms(cached, y)
+    alignment = np.zeros([BATCH, LENGTH, 2], "int32")
+    other_tokens = {"inputs": x, "teacher_inputs": {**x, "alignment": alignment}}
+    with pytest.raises(
+        ValueError, match="another tokenizer.*Received: a batch with teacher_inputs"
+    ):
+        distiller.compute_loss_terms(other_tokens, y)

@@ -22,6 +22,18 @@ distillation:
 training: {epochs: 4, learning_rate: 0.001, seeds: [0, 1, 2]}
 output: runs/lm
 ```
+
+KerasHub presets and instruction data:
+
+```yaml
+task: language
+data: {source: train.jsonl, sequence_length: 128}   # {"prompt", "response"} lines
+teacher: {preset: my_teacher_preset/}      # a folder, or "hf://..." (downloads)
+student: {from_teacher: {layers: [0, 2]}}  # DistilBERT's initialisation
+# or: student: {preset: my_student_preset/}
+# or sizes, with the teacher's tokenizer or (`tokenizer: bytes`, with the
+# `uld` loss) the byte tokenizer: different tokenizers need instruction data.
+```
 """
 
 from tf_distill.commands import checks
@@ -35,6 +47,8 @@ from tf_distill.optimizers import SCHEDULES
 LANGUAGE_TASK = "language"
 TASKS = ("classification", LANGUAGE_TASK)
 LANGUAGE_ARCHITECTURES = ("gpt2", "gemma", "llama")
+STUDENT_TOKENIZERS = ("teacher", "bytes")
+DATA_FORMATS = ("auto", "text", "instructions")
 
 
 def _model_fields(epochs):
@@ -50,6 +64,9 @@ def _model_fields(epochs):
         "max_sequence_length": (checks.optional(checks.number(low=1, integer=True)), None),
         "dropout": (checks.number(low=0, high=0.9), 0.0),
     }
+    # A KerasHub preset folder (or a published handle), with its tokenizer,
+    # used as it is: the sizes above do not apply.
+    fields["preset"] = (checks.optional(checks.string()), None)
     if epochs:
         fields.update({
             # A saved `.keras` CausalLM, used as it is (not trained).
@@ -57,7 +74,35 @@ def _model_fields(epochs):
             "epochs": (checks.number(low=0, integer=True), 4),
             "learning_rate": (checks.number(low=0, low_open=True), 0.001),
         })
+    else:
+        fields.update({
+            # The teacher's blocks the student starts from: `{layers: [0, 2]}`.
+            "from_teacher": (checks.optional(_from_teacher), None),
+            # A student built from sizes reads the teacher's tokenizer
+            # ("teacher", the default) or bytes ("bytes": a cross-tokenizer
+            # loss, `uld`, and instruction data).
+            "tokenizer": (checks.string(STUDENT_TOKENIZERS), "teacher"),
+        })
     return fields
+
+
+def _layer_list(path, value):
+    if not isinstance(value, list) or not value or not all(
+        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+    ):
+        raise ConfigError(
+            f"`{path}` must be a non-empty list of the teacher's block indices (integers "
+            f">= 0). Received: {path}={show(value)}"
+        )
+    if value != sorted(set(value)):
+        raise ConfigError(
+            f"`{path}` must be increasing, each block once. Received: {path}={show(value)}"
+        )
+    return value
+
+
+def _from_teacher(path, value):
+    return checks.section(path, value, {"layers": (_layer_list, None)})
 
 
 def _sampling(path, value):
@@ -103,6 +148,11 @@ LANGUAGE_SCHEMA = {
         "train_stride": (checks.optional(checks.number(low=1, integer=True)), None),
         "max_bytes_per_file": (checks.optional(checks.number(low=1, integer=True)), None),
         "lowercase": (checks.boolean, False),
+        # "instructions": JSONL prompt–response pairs, the response alone in
+        # the loss; "auto": instructions for `.jsonl` / `.jsonl.gz` files.
+        "format": (checks.string(DATA_FORMATS), "auto"),
+        "prompt_key": (checks.string(), "prompt"),
+        "response_key": (checks.string(), "response"),
     },
     "teacher": _model_fields(epochs=True),
     "student": _model_fields(epochs=False),
@@ -157,14 +207,47 @@ def validate(raw):
             if role not in failed:
                 errors.run(_check_model, role, config[role], config["data"])
     if "distillation" not in failed:
-        errors.run(_check_distillation, config["distillation"], config.get("data"))
+        errors.run(_check_distillation, config["distillation"], config.get("data"),
+                   not failed & {"teacher", "student"} and uses_presets(config))
+        if not failed & {"data", "teacher", "student"}:
+            errors.run(_check_tokenizers, config)
     if "training" not in failed:
         errors.run(checks.check_training, config["training"])
     errors.raise_if_any()
     return config
 
 
+def data_format(data):
+    """`"text"` or `"instructions"`: the `data.format`, or the source's extension."""
+    if data["format"] != "auto":
+        return data["format"]
+    source = data["source"].lower()
+    return "instructions" if source.endswith((".jsonl", ".jsonl.gz")) else "text"
+
+
 def _check_model(role, section, data):
+    if role == "teacher" and section["preset"] is not None and section["path"] is not None:
+        raise ConfigError(
+            "`teacher.preset` and `teacher.path` name two teachers: give one. Received: "
+            f"teacher.preset={section['preset']!r}, teacher.path={section['path']!r}"
+        )
+    if role == "student" and section["from_teacher"] is not None:
+        if section["preset"] is not None:
+            raise ConfigError(
+                "`student.from_teacher` and `student.preset` name two starting points: "
+                f"give one. Received: student.preset={section['preset']!r}"
+            )
+        if section["from_teacher"]["layers"] is None:
+            raise ConfigError(
+                "`student.from_teacher.layers` is required: the teacher's blocks the "
+                "student keeps, e.g. [0, 2]. Received: student.from_teacher="
+                f"{show(section['from_teacher'])}"
+            )
+        if section["tokenizer"] != "teacher":
+            raise ConfigError(
+                "A student made from the teacher's blocks reads the teacher's tokens. "
+                f"Received: student.tokenizer={section['tokenizer']!r}"
+            )
     length = data["sequence_length"]
     if section["max_sequence_length"] is None:
         section["max_sequence_length"] = length
@@ -187,7 +270,40 @@ def _check_model(role, section, data):
         )
 
 
-def _check_distillation(distillation, data):
+def uses_presets(config):
+    """Whether a model comes from a KerasHub preset (a tokenizer of its own)."""
+    return (config["teacher"]["preset"] is not None or config["student"]["preset"] is not None
+            or config["student"]["from_teacher"] is not None)
+
+
+def _check_tokenizers(config):
+    """A byte-level student of a preset teacher needs a cross-tokenizer loss,
+    and instruction data to align the two tokenizations."""
+    if config["teacher"]["preset"] is None or config["student"]["tokenizer"] != "bytes":
+        return
+    names = [loss if isinstance(loss, str) else loss.get("name")
+             for loss in config["distillation"]["losses"]]
+    if any(name != "uld" for name in names):
+        raise ConfigError(
+            "A byte-level student (`student.tokenizer: bytes`) of a preset teacher reads "
+            "other tokens than the teacher: every loss must compare different tokenizers "
+            f"('uld'). Received: distillation.losses={show(names)}"
+        )
+    if data_format(config["data"]) != "instructions":
+        raise ConfigError(
+            "Different tokenizers are aligned on instruction data (a JSONL file of "
+            "prompts and responses). Received: data.source="
+            f"{config['data']['source']!r} (format {data_format(config['data'])!r})"
+        )
+    if config["distillation"]["top_k"] is not None:
+        raise ConfigError(
+            "`distillation.top_k` caches the teacher's outputs on the student's tokens; "
+            "with different tokenizers the teacher reads its own. Received: "
+            f"top_k={config['distillation']['top_k']}"
+        )
+
+
+def _check_distillation(distillation, data, presets_used=False):
     weights = distillation["loss_weights"]
     if weights is not None and len(weights) != len(distillation["losses"]):
         raise ConfigError(
@@ -197,7 +313,14 @@ def _check_distillation(distillation, data):
     if distillation["sampling"] is None:
         distillation["sampling"] = _sampling("distillation.sampling", None)
     top_k = distillation["top_k"]
-    if top_k is not None and top_k >= BYTE_VOCABULARY_SIZE:
+    if data is not None and distillation["on_policy"] and data_format(data) == "instructions":
+        raise ConfigError(
+            "`distillation.on_policy` samples after a prompt of one length for every "
+            "window; instruction data's prompts have their own lengths. Use text data "
+            f"(`data.format: text`) for on-policy runs. Received: on_policy="
+            f"{distillation['on_policy']}, data.source={data['source']!r}"
+        )
+    if top_k is not None and top_k >= BYTE_VOCABULARY_SIZE and not presets_used:
         raise ConfigError(
             f"`distillation.top_k` must be < the vocabulary size "
             f"{BYTE_VOCABULARY_SIZE} (bytes): a top-k cache of every token is the "

@@ -21,14 +21,17 @@ from tf_distill.cache.topk import build_topk_cache
 from tf_distill.callbacks import EpochOrder
 from tf_distill.commands import common
 from tf_distill.commands.config import ConfigError
+from tf_distill.commands.language_config import data_format
 from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_report import write_language_report
 from tf_distill.commands.run import Job
 from tf_distill.comparison import counted
+from tf_distill.data import tokenization
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.on_policy import OnPolicyDistiller
 from tf_distill.language import build_causal_lm
 from tf_distill.language import models as language_models
+from tf_distill.language import presets
 from tf_distill.language.evaluation import perplexity
 from tf_distill.language.evaluation import teacher_nll_of_samples
 from tf_distill.losses.topk import TopKDistillation
@@ -41,13 +44,43 @@ MODEL_SIZES = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim",
                "num_key_value_heads", "max_sequence_length", "dropout")
 
 
-def load_corpus(data_config):
-    """The text a config's `data:` section names, as `TextSplits`."""
-    options = {k: v for k, v in data_config.items() if k not in ("source", "batch_size")}
+INSTRUCTION_KEYS = ("format", "prompt_key", "response_key")
+
+
+def load_corpus(data_config, tokenizer=None, teacher_tokenizer=None):
+    """The text a config's `data:` section names, as `TextSplits`: windows of
+    text, or instruction data (see `language_config.data_format`), in the
+    student's tokens (`tokenizer`, bytes when `None`) and, when it differs,
+    the teacher's (`teacher_tokenizer`)."""
     try:
-        return data_lib.load_text(data_config["source"], **options)
+        if data_format(data_config) == "instructions":
+            return data_lib.load_instructions(
+                data_config["source"], tokenizer,
+                sequence_length=data_config["sequence_length"],
+                validation_fraction=data_config["validation_fraction"],
+                test_fraction=data_config["test_fraction"],
+                prompt_key=data_config["prompt_key"], response_key=data_config["response_key"],
+                teacher_tokenizer=teacher_tokenizer)
+        if teacher_tokenizer is not None:
+            raise ConfigError(
+                "Different tokenizers are aligned on instruction data (a JSONL file of "
+                f"prompts and responses). Received: data.source={data_config['source']!r}")
+        options = {k: v for k, v in data_config.items()
+                   if k not in ("source", "batch_size", *INSTRUCTION_KEYS)}
+        return data_lib.load_text(data_config["source"], tokenizer=tokenizer, **options)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"`data`: {error}") from None
+
+
+def preset_tokenizer(preset, argument):
+    """The tokenizer of a KerasHub preset (checked first)."""
+    import keras_hub
+
+    try:
+        presets.check_preset(preset, argument)
+        return keras_hub.tokenizers.Tokenizer.from_preset(preset)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def build_model(section, vocabulary_size, name, seed=None):
@@ -103,12 +136,50 @@ class LanguageJob(Job):
     """
 
     def load_data(self):
-        return load_corpus(self.config["data"])
+        student_tokenizer, teacher_tokenizer = self.tokenizers()
+        if teacher_tokenizer is not None:
+            losses = [loss if isinstance(loss, str) else loss.get("name")
+                      for loss in self.config["distillation"]["losses"]]
+            if any(name != "uld" for name in losses):
+                raise ConfigError(
+                    "The teacher's and the student's tokenizers differ: every loss must "
+                    f"compare different tokenizers ('uld'). Received: distillation.losses="
+                    f"{losses}")
+        self.student_tokenizer = student_tokenizer
+        return load_corpus(self.config["data"], student_tokenizer, teacher_tokenizer)
+
+    def tokenizers(self):
+        """`(student's tokenizer, teacher's tokenizer when it differs)`.
+
+        `None` for the student's is the byte tokenizer. A teacher without a
+        preset reads the run's tokens (it is trained on them, or a `.keras`
+        file of the byte-level demo)."""
+        teacher, student = self.config["teacher"], self.config["student"]
+        teacher_tokenizer = (None if teacher["preset"] is None
+                             else preset_tokenizer(teacher["preset"], "teacher.preset"))
+        if student["preset"] is not None:
+            student_tokenizer = preset_tokenizer(student["preset"], "student.preset")
+        elif student["tokenizer"] == "bytes":
+            student_tokenizer = None
+        else:
+            student_tokenizer = teacher_tokenizer
+        if teacher_tokenizer is None:
+            return student_tokenizer, None
+        student_identity = tokenization.tokenizer_fingerprint(
+            student_tokenizer or tokenization.byte_tokenizer())
+        if student_identity == tokenization.tokenizer_fingerprint(teacher_tokenizer):
+            return student_tokenizer, None
+        return student_tokenizer, teacher_tokenizer
 
     def describe_data(self, data):
+        tokens = ("byte tokens" if data.tokenizer == "bytes"
+                  else f"{data.tokenizer.split(':')[0]} tokens")
+        kind = "examples" if data.padding is not None else "windows"
+        teacher = ("" if data.teacher is None else
+                   f"; the teacher reads its own {data.teacher.tokenizer.split(':')[0]} tokens")
         return (f"Text: {data.name}: {data.sizes['train']} train, "
                 f"{data.sizes['validation']} validation, {data.sizes['test']} test "
-                f"windows of {data.sequence_length} byte tokens")
+                f"{kind} of {data.sequence_length} {tokens}{teacher}")
 
     def data_summary(self, data):
         return {"name": data.name, "identity": data.fingerprint,
@@ -120,7 +191,8 @@ class LanguageJob(Job):
         """The teacher: loaded, reused from an interrupted run, or trained; the
         students learn from all the training text."""
         teacher, history, seconds = self.teacher(data)
-        self.check_teacher(teacher, data)
+        self.check_teacher(teacher, data.teacher_splits())
+        self.teacher_model = teacher
         if history:
             histories["teacher"] = history
         seed = self.config["training"]["seed"]
@@ -128,11 +200,24 @@ class LanguageJob(Job):
                      "parameters": int(teacher.count_params()), "train_seconds": seconds,
                      "tokens_per_second": self.tokens_per_second(
                          data, self.config["teacher"]["epochs"], seconds),
-                     **self.perplexities(teacher, None, data, seed)})
+                     **self.perplexities(teacher, None, data.teacher_splits(), seed)})
         return teacher, (data, data)
 
     def build_student(self, data, name, seed=None):
-        return build_model(self.config["student"], data.vocabulary_size, name, seed=seed)
+        """The student: from its preset, from the teacher's blocks, or from sizes
+        (seeded); without preprocessor (it reads token ids)."""
+        section = self.config["student"]
+        if section["preset"] is not None:
+            student = load_preset_model(section["preset"], "student.preset")
+            self.student_preprocessor = student.preprocessor
+            return presets.without_preprocessor(student)
+        if section["from_teacher"] is not None:
+            try:
+                return presets.student_from_teacher(
+                    self.teacher_model, section["from_teacher"]["layers"], name=name)
+            except ValueError as error:
+                raise ConfigError(f"`student.from_teacher`: {error}") from None
+        return build_model(section, data.vocabulary_size, name, seed=seed)
 
     def train_alone(self, model, data, seed, phase):
         training = self.config["training"]
@@ -141,7 +226,23 @@ class LanguageJob(Job):
                               phase, f"student alone{self.seed_text(seed)}")
 
     def save_student(self, student, filename):
+        """Saves the distilled student as a `.keras` file and, when it has a
+        tokenizer, as a KerasHub preset folder beside it (`student_preset/`)
+        that `keras_hub.models.CausalLM.from_preset` loads."""
         saving.save_model(common.without_training_state(student), self.path(filename))
+        preprocessor = self.student_preprocessor_for(student)
+        if preprocessor is not None:
+            presets.save_causal_lm_preset(
+                student, self.path(filename.replace(".keras", "_preset")), preprocessor)
+
+    def student_preprocessor_for(self, student):
+        """The preprocessor a student's preset is saved with, or `None` (bytes,
+        or a tokenizer its class's preprocessor does not take)."""
+        preprocessor = getattr(self, "student_preprocessor", None)
+        if preprocessor is not None:
+            return preprocessor
+        tokenizer = getattr(self, "student_tokenizer", None)
+        return presets.preprocessor_for(student, tokenizer, self.config["data"]["sequence_length"])
 
     def score(self, model, data, *, seed, teacher, seconds, filename):
         """Training tokens per second, perplexity, and the teacher's NLL of samples."""
@@ -216,6 +317,11 @@ class LanguageJob(Job):
     def teacher(self, data):
         """The teacher: loaded, reused or trained; returns `(model, history, seconds)`."""
         section = self.config["teacher"]
+        if section["preset"] is not None:
+            teacher = presets.without_preprocessor(
+                load_preset_model(section["preset"], "teacher.preset"))
+            self.log(f"Teacher: loaded the preset {section['preset']}")
+            return teacher, None, 0.0
         if section["path"] is not None:
             if not os.path.isfile(section["path"]):
                 raise ConfigError(f"`teacher.path` is not a readable file. Received: "
@@ -245,7 +351,7 @@ class LanguageJob(Job):
         if vocabulary is not None and vocabulary != data.vocabulary_size:
             raise ConfigError(
                 f"The teacher's vocabulary ({vocabulary} tokens) differs from the text's "
-                f"tokenizer ({data.vocabulary_size} byte tokens): their token ids mean "
+                f"tokenizer ({data.vocabulary_size} tokens): their token ids mean "
                 "different things."
             )
         limit = language_models.max_sequence_length(teacher)
@@ -299,7 +405,14 @@ class LanguageJob(Job):
         start = time.perf_counter()
         k = self.config["distillation"]["top_k"]
         order = self.epoch_order(data, seed)
-        train = None if k is None else self.topk_dataset(teacher, data, k, order)
+        if k is not None:
+            train = self.topk_dataset(teacher, data, k, order)
+        elif data.teacher is not None:
+            # The teacher reads its own tokens, aligned to the student's.
+            train = data.dataset("train", self.config["data"]["batch_size"], order=order,
+                                 with_teacher=True)
+        else:
+            train = None
         history, _ = self.fit(distiller, data, order, training["epochs"],
                               f"distill{self.suffix(seed)}",
                               f"distilled student{self.seed_text(seed)}", train=train)
@@ -312,7 +425,8 @@ class LanguageJob(Job):
             teacher, (data.inputs("train"), *data.windows["train"][1:]),
             self.path("topk_cache"), k=k,
             temperature=topk_loss(self.config).temperature,
-            tokenizer=TOKENIZER_IDENTITY, verbose=self.verbose)
+            tokenizer=TOKENIZER_IDENTITY if data.tokenizer == "bytes" else data.tokenizer,
+            verbose=self.verbose)
         self.log(f"Top-k teacher cache: k={k}, {cache.bytes_per_token:.0f} bytes per "
                  f"token ({4 * data.vocabulary_size} dense)")
         return cache.dataset(self.config["data"]["batch_size"], shuffle=True, order=order)
@@ -335,12 +449,23 @@ class LanguageJob(Job):
         row["test_nll"] = math.log(row["test_perplexity"])
         sampling = self.config["distillation"]["sampling"]
         windows = sampling["sample_windows"]
-        if windows and teacher is not None and model is not teacher:
+        # Sampled continuations need one prompt length for every window, and
+        # the teacher's tokens: not instruction data, nor another tokenizer.
+        comparable = data.padding is None and data.teacher is None
+        if windows and comparable and teacher is not None and model is not teacher:
             row["sample_nll"] = teacher_nll_of_samples(
                 teacher, model, data.windows["test"][0][:windows], prompt_length(self.config),
                 seed=seed, temperature=sampling["temperature"], top_k=sampling["top_k"],
                 top_p=sampling["top_p"], batch_size=batch)
         return row
+
+
+def load_preset_model(preset, argument):
+    """A causal LM from a KerasHub preset; a `ConfigError` names what is wrong."""
+    try:
+        return presets.load_causal_lm(preset, argument)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def weak_teacher_warnings(rows):

@@ -26,11 +26,16 @@ Every loaded data set carries a `fingerprint` of its source's content (see
 
 Text for language models: `load_text(source, sequence_length=...)` reads a
 local corpus (default `/usr/share/common-licenses`) with KerasHub's byte
-tokenizer as next-token windows (`TextSplits`), split by position.
+tokenizer, or any KerasHub tokenizer (`tokenizer=`, a preset's), as
+next-token windows (`TextSplits`), split by position. Instruction data:
+`load_instructions(path, tokenizer)` reads JSONL prompt–response pairs, one
+sequence each, whose loss counts the response tokens only; with a
+`teacher_tokenizer` the batches also carry the teacher's own tokens.
 
 Modules: `splits` (`DataSplits`), `arrays` (`from_arrays`: checks and
 stratified splitting), `idx` (MNIST's file format), `sources` (`load` and one
-loader per source), `text` (`load_text`).
+loader per source), `text` (`load_text`), `instructions`
+(`load_instructions`) and `tokenization` (end tokens, fingerprints).
 """
 
 from tf_distill.data.arrays import from_arrays
@@ -38,6 +43,7 @@ from tf_distill.data.arrays import stratified_indices
 from tf_distill.data.idx import IDX_IMAGES_MAGIC
 from tf_distill.data.idx import IDX_LABELS_MAGIC
 from tf_distill.data.idx import read_idx
+from tf_distill.data.instructions import load_instructions
 from tf_distill.data.sources import load
 from tf_distill.data.splits import SPLITS
 from tf_distill.data.splits import DataSplits
@@ -57,4 +63,5 @@ __all__ = [
     "stratified_indices",
     "TextSplits",
     "load_text",
+    "load_instructions",
 ]

@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from tf_distill.backend import tf
+from tf_distill.data import tokenization
 
 DEFAULT_TEXT_SOURCE = "/usr/share/common-licenses"
 PYTHON_STDLIB = "python-stdlib"
@@ -47,6 +48,19 @@ class TextSplits:
         fingerprint: `"text:sha256:..."` of the file names and bytes read:
             it changes when the corpus does (not with the split options).
         files: The files read, in order.
+        padding: `{split: bool [n, L]}`, the real tokens of each window, or
+            `None`: the positions `mask` keeps. Instruction data has both:
+            a prompt's tokens are real but count in no loss.
+        teacher: The same examples in the teacher's tokens (a `TextSplits`)
+            when its tokenizer differs, or `None` (see `load_instructions`).
+        alignment: `{split: int32 [n, L]}` with `teacher`: the teacher
+            position aligned to each position (see
+            `tf_distill.language.alignment.response_alignment`).
+        tokenizer: The tokenizer's fingerprint (see
+            `tf_distill.data.tokenization.tokenizer_fingerprint`), or
+            `"bytes"`.
+        end_token_id: The id that ends an example, or `None` for text
+            windows (which end mid-text).
     """
 
     windows: dict
@@ -55,6 +69,11 @@ class TextSplits:
     name: str = "text"
     fingerprint: str = ""
     files: tuple = ()
+    padding: dict = None
+    teacher: "TextSplits" = None
+    alignment: dict = None
+    tokenizer: str = "bytes"
+    end_token_id: int = None
 
     def tokens(self, split):
         """The number of real (unpadded) label tokens in `split`."""
@@ -68,9 +87,26 @@ class TextSplits:
     def inputs(self, split):
         """KerasHub's `{"token_ids", "padding_mask"}` for every window of `split`."""
         token_ids, _, mask = self.windows[_check_split(split)]
-        return {"token_ids": token_ids, "padding_mask": mask > 0}
+        padding = mask > 0 if self.padding is None else self.padding[split]
+        return {"token_ids": token_ids, "padding_mask": padding}
 
-    def dataset(self, split, batch_size, shuffle=None, seed=None, order=None):
+    def teacher_splits(self):
+        """What the teacher reads: the same examples in its own tokens when
+        its tokenizer differs (to score the teacher), else `self`."""
+        return self if self.teacher is None else self.teacher
+
+    def model_inputs(self, split, with_teacher=False):
+        """`inputs(split)`, wrapped with the teacher's own tokens and their
+        alignment when `with_teacher` and the teacher tokenizes otherwise
+        (see `tf_distill.batches.TEACHER_INPUTS`)."""
+        inputs = self.inputs(split)
+        if not with_teacher or self.teacher is None:
+            return inputs
+        return {"inputs": inputs, "teacher_inputs": {
+            **self.teacher.inputs(split), "alignment": self.alignment[split]}}
+
+    def dataset(self, split, batch_size, shuffle=None, seed=None, order=None,
+                with_teacher=False):
         """A `tf.data.Dataset` of `(inputs, labels, sample_weight)` batches.
 
         `inputs` is `{"token_ids": int32 [b, L], "padding_mask": bool [b, L]}`,
@@ -87,6 +123,9 @@ class TextSplits:
                 `fit`): the windows in its orders, so a `fit` resumed by
                 `BackupAndRestore` sees the batches of one never
                 interrupted. Replaces `seed`.
+            with_teacher: Wrap the inputs with the teacher's own tokens when
+                its tokenizer differs (for the `Distiller`; see
+                `model_inputs`).
         """
         split = _check_split(split)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -95,12 +134,13 @@ class TextSplits:
             )
         token_ids, labels, mask = self.windows[split]
         shuffle = (split == "train") if shuffle is None else shuffle
+        inputs = self.model_inputs(split, with_teacher)
         if shuffle and order is not None:
-            tensors = tf.nest.map_structure(tf.constant, (self.inputs(split), labels, mask))
+            tensors = tf.nest.map_structure(tf.constant, (inputs, labels, mask))
             return order.indices(len(token_ids)).batch(batch_size).map(
                 lambda index: tf.nest.map_structure(lambda t: tf.gather(t, index), tensors),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = tf.data.Dataset.from_tensor_slices((self.inputs(split), labels, mask))
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, labels, mask))
         if shuffle:
             dataset = dataset.shuffle(max(len(token_ids), 1), seed=seed,
                                       reshuffle_each_iteration=True)
@@ -195,16 +235,17 @@ def read_text_file(path, max_bytes=None):
     return data
 
 
-def tokenize(data, lowercase=False):
-    """Byte-level token ids of `data` (bytes) with KerasHub's `ByteTokenizer`."""
-    import keras_hub
-
-    if not data:
-        return np.zeros((0,), np.int32)
-    tokenizer = keras_hub.tokenizers.ByteTokenizer(lowercase=lowercase)
+def tokenize(data, lowercase=False, tokenizer=None):
+    """Token ids of `data` (bytes): with `tokenizer` (any KerasHub tokenizer),
+    else byte-level with KerasHub's `ByteTokenizer`."""
+    text = data.decode("utf-8", errors="replace")
+    if tokenizer is None:
+        tokenizer = tokenization.byte_tokenizer(lowercase=lowercase)
+    elif lowercase:
+        text = text.lower()
     # Decoded as UTF-8 with errors replaced, then re-encoded by the tokenizer:
     # the tokenizer sees text, as it would at inference.
-    return np.asarray(tokenizer(data.decode("utf-8", errors="replace")), np.int32)
+    return tokenization.encode(tokenizer, text)
 
 
 def split_by_position(length, validation_fraction, test_fraction):
@@ -261,6 +302,7 @@ def load_text(
     max_bytes_per_file=None,
     lowercase=False,
     name=None,
+    tokenizer=None,
 ) -> TextSplits:
     """Reads a local text corpus as byte-level next-token windows.
 
@@ -276,6 +318,10 @@ def load_text(
         max_bytes_per_file: Keep only the start of each file (for quick runs).
         lowercase: Lowercase the text before tokenizing.
         name: The corpus's name in reports (by default the source's).
+        tokenizer: A KerasHub tokenizer (a preset's BPE, SentencePiece or
+            WordPiece tokenizer); byte-level (`ByteTokenizer`) when `None`.
+            Each file's text ends with the tokenizer's end token (none for
+            bytes).
 
     Gzipped files (`.gz`, or any file starting with gzip's magic number) are
     read decompressed; every file must be UTF-8 text.
@@ -319,7 +365,9 @@ def load_text(
         relative = os.path.relpath(path, root) if root else os.path.basename(path)
         digest.update(f"{relative}\0{len(data)}\0".encode())
         digest.update(data)
-        ids = tokenize(data, lowercase=lowercase)
+        ids = tokenize(data, lowercase=lowercase, tokenizer=tokenizer)
+        if tokenizer is not None and getattr(tokenizer, "end_token_id", None) is not None:
+            ids = np.append(ids, np.int32(tokenizer.end_token_id))
         bounds = split_by_position(len(ids), validation_fraction, test_fraction)
         for split, (start, end) in zip(TEXT_SPLITS, bounds):
             stride = train_stride if split == "train" else None
@@ -336,11 +384,20 @@ def load_text(
     if name is None:
         name = PYTHON_STDLIB if source == PYTHON_STDLIB else (
             os.path.basename(os.path.normpath(os.fspath(source))) or "text")
+    identity = "bytes"
+    if tokenizer is not None:
+        # The same text in other tokens is another corpus (byte-level
+        # fingerprints stay those of earlier versions).
+        identity = tokenization.tokenizer_fingerprint(tokenizer)
+        digest.update(f"\0tokenizer\0{identity}".encode())
     return TextSplits(
         windows=windows,
         sequence_length=sequence_length,
+        vocabulary_size=(BYTE_VOCABULARY_SIZE if tokenizer is None
+                         else tokenization.vocabulary_size(tokenizer)),
         name=name,
         fingerprint=f"text:sha256:{digest.hexdigest()}",
         files=tuple(files),
+        tokenizer=identity,
     )
 

@@ -23,6 +23,7 @@ from tf_distill.distillers.engine import DistillerEngine
 from tf_distill.distillers.engine import LossTerms
 from tf_distill.distillers.engine import average_loss
 from tf_distill.distillers.engine import regularization_loss
+from tf_distill.language import alignment as alignment_lib
 from tf_distill.language import models as language_models
 from tf_distill.language.heads import LMHeadSplit
 from tf_distill.language.heads import head_outputs_stop_gradient
@@ -188,7 +189,6 @@ class Distiller(DistillerEngine):
             )
         self.teacher = teacher
         self.student = student
-        language_models.check_causal_lms(self.teachers, student)
         self.teacher.trainable = False
         for _, model in teachers_lib.members(teacher):
             model.trainable = False
@@ -241,6 +241,11 @@ class Distiller(DistillerEngine):
                 "distillation_losses=[]"
             )
         resolved = [losses_lib.get(loss) for loss in distillation_losses]
+        # Whether a teacher tokenizes text otherwise than the student (with
+        # a cross-tokenizer loss): its batches must carry the teacher's tokens.
+        # Checked before the logits' shapes, whose message would not say why.
+        self.tokenizers_differ = language_models.check_causal_lms(
+            self.teachers, self.student, resolved)
         weights = check_loss_weights(weights, len(resolved))
         names = list(self.teachers)
         loss_teachers = [
@@ -429,15 +434,37 @@ class Distiller(DistillerEngine):
     def compute_teacher_outputs(self, batch):
         """The teachers' outputs for `batch`: cached ones completed, or one
         inference pass of each teacher (see `teacher_forward`)."""
-        if batch.teacher_outputs is None:
-            return self.teacher_forward(batch.x)
-        if self._head_splits is not None:
+        if self._head_splits is not None and (
+            batch.teacher_outputs is not None or batch.teacher_inputs is not None
+        ):
             raise ValueError(
                 "A loss that applies the LM head in chunks reads the teacher's hidden "
-                "states, which no cache holds. Received: a batch with cached teacher outputs "
-                f"{sorted(batch.teacher_outputs)}"
+                "states on the student's tokens: no cache holds them, and a teacher of "
+                "another tokenizer has other positions. Received: a batch with "
+                f"{'cached teacher outputs' if batch.teacher_outputs is not None else 'teacher_inputs'}"
             )
+        if batch.teacher_outputs is None:
+            if batch.teacher_inputs is not None:
+                return self.aligned_teacher_forward(batch.teacher_inputs)
+            if self.tokenizers_differ:
+                raise ValueError(
+                    "The teacher's tokenizer differs from the student's: each batch must "
+                    "carry the teacher's own tokens and their alignment, as "
+                    "`tf_distill.data.load_instructions(..., teacher_tokenizer=...)` "
+                    "gives them (`x = {'inputs': ..., 'teacher_inputs': {'token_ids', "
+                    "'padding_mask', 'alignment'}}`). Received: x without 'teacher_inputs'"
+                )
+            return self.teacher_forward(batch.x)
         return self._teacher_forward.complete(batch.teacher_outputs, self._teacher_keys)
+
+    def aligned_teacher_forward(self, teacher_inputs):
+        """The teacher's outputs on its own tokens, aligned to the student's
+        positions (see `tf_distill.language.alignment`)."""
+        inputs = {key: teacher_inputs[key]
+                  for key in (language_models.TOKEN_IDS, language_models.PADDING_MASK)}
+        language_models.check_sequence_length([self.teacher], inputs)
+        return alignment_lib.align_teacher_outputs(
+            self.teacher_forward(inputs), teacher_inputs[alignment_lib.ALIGNMENT])
 
     # ------------------------------------------------------------------
     # The loss of one batch.
@@ -499,7 +526,9 @@ class Distiller(DistillerEngine):
         else:
             student_values = tf.zeros([tf.shape(predictions)[0]], tf.float32)
         distillation_values = self.distillation_values(
-            teacher_outputs, student_outputs, y, mask, training, batch.example_indices
+            teacher_outputs, student_outputs, y,
+            alignment_lib.distillation_mask(teacher_outputs, mask), training,
+            batch.example_indices,
         )
         total_values = alpha * student_values + (1.0 - alpha) * distillation_values
         loss, total = average_loss(total_values, example_weights)

@@ -8,6 +8,10 @@ turns token ids into `(x, y, sample_weight)`. `sequence_level_dataset` is
 sequence-level KD; it samples with `sample_continuations`, as
 `tf_distill.OnPolicyDistiller` (GKD) does. `perplexity` and `teacher_nll_of_samples`
 (the exposure-bias measure) score a trained LM (see `evaluation`).
+KerasHub presets come in with `load_causal_lm` and go out with
+`save_causal_lm_preset`; `student_from_teacher` keeps some of a teacher's
+blocks (see `presets`). A teacher with another tokenizer is aligned to the
+student's positions (see `alignment`).
 
 Names load on first use (PEP 562): `tf_distill.batches` imports `models`.
 """
@@ -17,6 +21,9 @@ import importlib
 _PUBLIC = {
     "build_causal_lm": "tf_distill.language.builders",
     "check_tokenizers": "tf_distill.language.models",
+    "load_causal_lm": "tf_distill.language.presets",
+    "save_causal_lm_preset": "tf_distill.language.presets",
+    "student_from_teacher": "tf_distill.language.presets",
     "next_token_batch": "tf_distill.language.models",
     "perplexity": "tf_distill.language.evaluation",
     "sample_continuations": "tf_distill.language.sampling",

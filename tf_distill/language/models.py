@@ -101,30 +101,54 @@ def check_tokenizers(teacher_tokenizer, student_tokenizer):
     )
 
 
-def check_causal_lms(teachers, student):
+def is_cross_tokenizer(losses):
+    """Whether every loss of `losses` compares models of different tokenizers
+    (`tf_distill.losses.UniversalLogitDistillation`)."""
+    return bool(losses) and all(getattr(loss, "cross_tokenizer", False) for loss in losses)
+
+
+def check_causal_lms(teachers, student, losses=()):
     """Raises if the student and any teacher are causal LMs that cannot be compared.
 
     Args:
         teachers: `{name: model}`, the Distiller's teachers.
         student: The student model.
+        losses: The distillation losses. When every one of them compares
+            different tokenizers (see `is_cross_tokenizer`), tokenizers and
+            vocabularies may differ.
+
+    Returns:
+        Whether a teacher's tokenizer differs from the student's (its
+        batches must then carry the teacher's own tokens).
 
     Raises:
         ValueError: in one line, for tokenizers that differ (see
-            `check_tokenizers`) or vocabulary sizes that differ, naming both.
+            `check_tokenizers`) or vocabulary sizes that differ, naming both,
+            unless the losses compare different tokenizers.
     """
     if not is_causal_lm(student):
-        return
+        return False
+    differ = False
     for name, teacher in teachers.items():
         if not is_causal_lm(teacher):
             continue
-        check_tokenizers(model_tokenizer(teacher), model_tokenizer(student))
-        teacher_size, student_size = vocabulary_size(teacher), vocabulary_size(student)
-        if None not in (teacher_size, student_size) and teacher_size != student_size:
-            raise ValueError(
-                "The teacher and the student must have the same vocabulary. Received: "
-                f"teacher {name!r} with vocabulary_size={teacher_size} and student "
-                f"{student.name!r} with vocabulary_size={student_size}"
-            )
+        try:
+            check_tokenizers(model_tokenizer(teacher), model_tokenizer(student))
+            teacher_size, student_size = vocabulary_size(teacher), vocabulary_size(student)
+            if None not in (teacher_size, student_size) and teacher_size != student_size:
+                raise ValueError(
+                    "The teacher and the student must have the same vocabulary. Received: "
+                    f"teacher {name!r} with vocabulary_size={teacher_size} and student "
+                    f"{student.name!r} with vocabulary_size={student_size}"
+                )
+        except ValueError as error:
+            if not is_cross_tokenizer(losses):
+                raise ValueError(
+                    f"{error}. Teacher and student with different tokenizers need a "
+                    "cross-tokenizer loss, such as 'uld' (Universal Logit Distillation)."
+                ) from None
+            differ = True
+    return differ
 
 
 def check_sequence_length(models, x):

@@ -2,7 +2,8 @@
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
 token-level divergences of language models (`tokens`; `lm_head` for large
-vocabularies, the LM heads applied in chunks), KD from a top-k
+vocabularies, the LM heads applied in chunks), across tokenizers
+(`cross_tokenizer`), KD from a top-k
 teacher cache (`topk`), other logit-based methods (`logit_methods`, `ctkd`),
 features (`features`), relations between examples (`relations`) and
 contrast against memory banks of embeddings (`contrastive`, its state in
@@ -19,6 +20,8 @@ from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.contrastive import CRDistillation
 from tf_distill.losses.contrastive import crd_loss
 from tf_distill.losses.contrastive import nce_contrast_loss
+from tf_distill.losses.cross_tokenizer import UniversalLogitDistillation
+from tf_distill.losses.cross_tokenizer import universal_logit_distillation
 from tf_distill.losses.ctkd import CTKD
 from tf_distill.losses.ctkd import CurriculumTemperatureDistillation
 from tf_distill.losses.ctkd import GlobalTemperature
@@ -91,6 +94,8 @@ from tf_distill.losses.topk import unpack_topk
 check_catalog()
 
 __all__ = [
+    "UniversalLogitDistillation",
+    "universal_logit_distillation",
     "AttentionDistillation",
     "AttentionTransfer",
     "CRDistillation",

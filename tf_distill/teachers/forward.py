@@ -345,6 +345,8 @@ def check_logit_shapes(teacher, student, distillation_losses, loss_teachers):
         teacher_name
         for loss, teacher_name in zip(distillation_losses, loss_teachers)
         if loss.teacher_layer_name is None and loss.student_layer_name is None
+        # A cross-tokenizer loss compares logits of different vocabularies.
+        and not getattr(loss, "cross_tokenizer", False)
     ]
     if not readers:
         return
