@@ -12,9 +12,13 @@ losses and in the perplexity. Two pairs, each through `tf-distill run`
    folder; the config names it (`teacher: {preset: DIR}`). The student (a
    quarter of its width, one block) is trained alone and distilled with
    token-level forward KL.
-2. **Different tokenizers.** A Llama teacher with a SentencePiece tokenizer,
-   as a preset; a byte-level GPT-2 student (`student.tokenizer: bytes`),
-   alone and distilled by Universal Logit Distillation (`uld`).
+2. **Different tokenizers, both subword.** A Llama teacher with a
+   SentencePiece tokenizer, as a preset; a GPT-2 student preset with the BPE
+   tokenizer of pair 1 (`student: {preset: DIR}`, untrained), alone and
+   distilled by Universal Logit Distillation (`uld`): the paper's setting,
+   at α = 0.5 and at α = 0.9 (ULD weighed at 1/9 of the cross-entropy).
+3. **Different tokenizers, bytes.** The same teacher; a byte-level GPT-2
+   student (`student.tokenizer: bytes`), alone and distilled by `uld`.
 
 The figure is the held-out perplexity of the responses (each model in its
 own tokens), mean ± std over seeds with the raw numbers, and the paired
@@ -116,7 +120,8 @@ def train_teacher_preset(folder, architecture, source, settings):
     return folder
 
 
-def run_pair(name, folder, teacher_preset, student, losses, source, settings):
+def run_pair(name, folder, teacher_preset, student, losses, source, settings,
+             student_loss_weight=0.5):
     from tf_distill.commands import config as config_lib
     from tf_distill.commands.language_run import run as language_run
 
@@ -127,7 +132,7 @@ def run_pair(name, folder, teacher_preset, student, losses, source, settings):
                  "batch_size": 32, "validation_fraction": 0.1, "test_fraction": 0.1},
         "teacher": {"preset": teacher_preset},
         "student": student,
-        "distillation": {"losses": losses, "student_loss_weight": 0.5},
+        "distillation": {"losses": losses, "student_loss_weight": student_loss_weight},
         "training": {"epochs": settings["epochs"], "learning_rate": 2e-3,
                      "seeds": settings["seeds"], "jit_compile": False,
                      "steps_per_epoch": settings["steps_per_epoch"]},
@@ -141,6 +146,7 @@ def run_pair(name, folder, teacher_preset, student, losses, source, settings):
         "alone": [row["test_perplexity"] for row in rows if row["model"] == "student alone"],
         "distilled": [row["test_perplexity"] for row in rows
                       if row["model"] == "distilled student"],
+        "student_loss_weight": student_loss_weight,
         "comparison": metrics["comparison"],
     }
 
@@ -171,10 +177,25 @@ def main(argv=None):
             "same", folder, bpe, settings["student"], [{"name": "token_kd"}], source, settings)
         sentencepiece = train_teacher_preset(os.path.join(folder, "llama_teacher"), "llama",
                                              source, settings)
-        results["cross_tokenizer"] = run_pair(
-            "cross", folder, sentencepiece, {**settings["student"], "tokenizer": "bytes"},
+        student_preset = os.path.join(folder, "gpt2_student")
+        student = settings["student"]
+        tiny_tokenizers.write_preset(
+            student_preset, "gpt2", num_layers=student["num_layers"],
+            hidden_dim=student["hidden_dim"], num_heads=student["num_heads"],
+            sequence_length=settings["length"], vocabulary_size=settings["vocabulary"])
+        results["cross_tokenizer_subword"] = run_pair(
+            "cross_subword", folder, sentencepiece, {"preset": student_preset},
             [{"name": "uld"}], source, settings)
-    for name in ("same_tokenizer", "cross_tokenizer"):
+        # The paper weighs ULD against the cross-entropy (its λ); a light
+        # weight, α = 0.9 (ULD at 1/9 of the cross-entropy).
+        results["cross_tokenizer_subword_light"] = run_pair(
+            "cross_subword_light", folder, sentencepiece, {"preset": student_preset},
+            [{"name": "uld"}], source, settings, student_loss_weight=0.9)
+        results["cross_tokenizer_bytes"] = run_pair(
+            "cross_bytes", folder, sentencepiece, {**student, "tokenizer": "bytes"},
+            [{"name": "uld"}], source, settings)
+    for name in ("same_tokenizer", "cross_tokenizer_subword", "cross_tokenizer_subword_light",
+                 "cross_tokenizer_bytes"):
         common.log(f"{name}: {results[name]['comparison']['sentence']}")
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2)

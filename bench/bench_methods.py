@@ -81,6 +81,7 @@ import common  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import quality_methods  # noqa: E402
 from keras import distillation as keras_distillation  # noqa: E402
 
 import tf_distill  # noqa: E402
@@ -478,7 +479,8 @@ def run_rounds(teacher, data, args):
 
     Returns `{"keys": [...], "samples": {key: [{"wall", "cpu"}]}, "errors":
     {key: [test error per seed]}, "train_errors": {key: [...]},
-    "first_epoch": {key: [logs of each seed's first epoch]}}`.
+    "first_epoch": {key: [logs of each seed's first epoch]}, "revisions":
+    {key: revision of the row's method}}`.
     """
     total_steps = args.epochs * steps_per_epoch(data, args)
     attention_size = int(np.prod(teacher.get_layer("block3_relu").output.shape[1:3]))
@@ -543,6 +545,9 @@ def run_rounds(teacher, data, args):
         "errors": errors,
         "train_errors": train_errors,
         "first_epoch": first_epoch,
+        # What each row's method was at (quality_methods.CHANGES): the table
+        # marks rows measured before a change.
+        "revisions": {key: quality_methods.revision(key) for key in keys},
     }
 
 
@@ -672,10 +677,13 @@ def seed_summary(rounds):
         if method.key not in errors:
             continue
         differences = paired(alone, errors[method.key])
+        label = method.label
+        if quality_methods.changes_since(method.key, rounds.get("revisions", {}).get(method.key, 1)):
+            label += " (changed since measured)"
         if differences["improved"] == differences["n"]:
-            better.append(method.label)
+            better.append(label)
         elif differences["worsened"] == differences["n"]:
-            worse.append(method.label)
+            worse.append(label)
     seeds = len(alone)
     compared = sum(method.key in errors for method in METHODS[1:])
     mixed = compared - len(better) - len(worse)
@@ -699,8 +707,12 @@ def methods_table(rounds, args):
         d_mean, d_std = percent_mean_std(difference)
         logs = first[method.key]
         ce_key = "student_loss" if method.alpha is not None else "loss"
+        changes = quality_methods.changes_since(
+            method.key, rounds.get("revisions", {}).get(method.key, 1)
+        )
+        mark = f" (changed since measured: {'; '.join(c.what for c in changes)})" if changes else ""
         row = {
-            "method": method.label,
+            "method": method.label + mark,
             "setting": method.setting,
             "error": f"{mean:.2f} ± {std:.2f}",
             "seeds": " / ".join(f"{100 * e:.2f}" for e in errors[method.key]),

@@ -30,7 +30,10 @@ Usage (from the repository root):
     python bench/bench_quality.py --parts tuning --write   # part 5 (runs/quality_tuning.json)
 
 Teachers are cached under `--cache-dir` (default: a folder in the
-temporary directory), so a rerun skips their training. The figures are
+temporary directory), so a rerun skips their training; so are the method
+table's runs (the student alone's too), each under a fingerprint of what
+shapes it, and each of its rows runs in a process of its own
+(`quality_methods.run_methods`). The figures are
 saved as JSON (`--results`, default `runs/quality.json`, or
 `runs/quality_quick.json` with `--quick`) with the plots beside it.
 """
@@ -157,7 +160,15 @@ def parse_args(argv=None):
     parser.add_argument(
         "--cache-dir",
         default=os.path.join(tempfile.gettempdir(), "tf_distill_bench_quality"),
-        help="where the trained teachers are cached",
+        help="where the trained teachers and the method table's runs are cached",
+    )
+    parser.add_argument(
+        "--row-processes",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="run each method row in a process of its own (auto: yes, except with --quick, "
+        "where starting 16 processes would take longer than the rows; each run has a seed "
+        "of its own either way, so the figures do not depend on it)",
     )
     parser.add_argument("--note", default=None, help="a sentence on the run's conditions")
     parser.add_argument(
@@ -352,8 +363,17 @@ def main(argv=None):
         method_teacher, info = quality_methods.method_teacher(
             method_data, method_settings, args.cache_dir
         )
+        # Each row in a process of its own, each run cached under its fingerprint.
         part = quality_methods.run_methods(
-            method_teacher, method_data, method_settings, method_seeds, args.methods
+            method_teacher, method_data, method_settings, method_seeds, args.methods,
+            cache_dir=args.cache_dir, teacher_path=info["path"],
+            isolate={"yes": True, "no": False, "auto": not args.quick}[args.row_processes],
+            data_args={
+                "train_size": method_settings["train_size"],
+                "validation_size": method_settings["validation_size"],
+                "test_size": method_settings["test_size"],
+                "path": args.data,
+            },
         )
         part.update(
             {

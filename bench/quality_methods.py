@@ -23,7 +23,15 @@ epochs, and reads its teacher online (the cache holds the big teacher's
 outputs only), from the same seeded pipeline.
 """
 
+import argparse
 import dataclasses
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import common
@@ -31,6 +39,7 @@ from quality_mnist import count_errors
 
 import tf_distill
 from tf_distill.backend import keras
+from tf_distill.backend import tf
 
 TEACHER_SIZE = "large"
 ASSISTANT_SIZE = "medium"
@@ -53,7 +62,8 @@ class Method:
         alpha: `student_loss_weight`.
         setting: The paper's setting, in words.
         warmup_epochs: Linear ramp of the distillation weight over the first
-            epochs (DKD: `min(epoch / warmup, 1)`, as its reference code).
+            epochs (DKD: `min(epoch / warmup, 1)` with epochs from 1, as its
+            reference code; `tf_distill.schedules.linear_warmup`).
         scheme: `"teacher"` (a `Distiller` from the cached teacher),
             `"mutual"` (a `MutualDistiller` of the student and a peer of the
             same architecture, another seed; the row scores the student; the
@@ -96,7 +106,8 @@ METHODS = [
         [{"name": "kd", "temperature": 2.0, "standardize": True}],
         [10.0],
         0.1,
-        "standardize=True, T = 2; CE 0.1 + KD 9 (Sun et al. 2024)",
+        "standardize=True (the sample std, as the authors' code), T = 2; CE 0.1 + KD 9 "
+        "(Sun et al. 2024)",
     ),
     Method(
         "ctkd",
@@ -105,7 +116,8 @@ METHODS = [
         [1.0],
         0.1,
         "global T = 1 + 20·sigmoid(θ) learned through gradient reversal, λ: 0 → 1 "
-        "on a cosine over 10 epochs; CE 0.1 + KD 0.9 (Li et al. 2023, official script)",
+        "on a cosine over 10 epochs counted from 1; CE 0.1 + KD 0.9 (Li et al. 2023, "
+        "official script)",
     ),
     Method(
         "dkd",
@@ -173,9 +185,9 @@ METHODS = [
           "momentum": 0.5}],
         [0.8],
         0.5,
-        "`features`, 128-d heads, τ = 0.07, momentum 0.5, K = 4096 negatives capped at "
-        "a quarter of the training set (paper: 16,384 of 50,000); CE 1 + CRD 0.8 "
-        "(Tian et al. 2020)",
+        "`features`, 128-d heads, τ = 0.07, momentum 0.5, K = 4096 negatives of other "
+        "classes capped at a quarter of the training set (paper: 16,384 of 50,000); "
+        "CE 1 + CRD 0.8 (Tian et al. 2020)",
     ),
     Method(
         "mutual",
@@ -220,6 +232,62 @@ METHODS = [
     ),
 ]
 METHOD_KEYS = [method.key for method in METHODS]
+
+
+@dataclasses.dataclass
+class Change:
+    """A change to a row's method in the library since an earlier measurement.
+
+    Attributes:
+        revision: The row's revision from this change on (the first is 1).
+        what: In a few words, for the table's verdict cells.
+        why: The sentence below the table: what changed, and what the
+            earlier measurement ran.
+    """
+
+    revision: int
+    what: str
+    why: str
+
+
+# Issue 23: methods as their authors ran them. A result records the revision
+# of its row (`run_methods`); the report marks a row measured at an earlier
+# revision "changed since measured", until it is measured again.
+CHANGES = {
+    "kd_standardized": [Change(
+        2,
+        "sample std, as the authors",
+        "logit standardization divides by the sample standard deviation (the authors' "
+        "`torch.std`, ddof = 1); the row was measured with the population one (ddof = 0), "
+        "with which T = 2 acted as the authors' T = 1.90 with the KD weight ×1.11 on 10 "
+        "classes",
+    )],
+    "ctkd": [Change(
+        2,
+        "λ from epoch 1, as the official script",
+        "CTKD's reversal weight λ counts epochs from 1, as the official script does; the row "
+        "was measured with λ one epoch late (0 in the first epoch, 1 from the 11th epoch "
+        "instead of the 10th)",
+    )],
+    "crd": [Change(
+        2,
+        "negatives from other classes, as RepDistiller",
+        "CRD draws its negatives from the examples of other classes only (RepDistiller's "
+        "`contrast_idx`, mode `exact`; the bench records every example's class up front); "
+        "the row was measured drawing them from all rows, about a tenth of which share the "
+        "anchor's class",
+    )],
+}
+
+
+def revision(key):
+    """The current revision of a row's method (1 unless `CHANGES` says more)."""
+    return max((change.revision for change in CHANGES.get(key, ())), default=1)
+
+
+def changes_since(key, measured_revision):
+    """The changes to a row's method after the revision it was measured at."""
+    return [change for change in CHANGES.get(key, ()) if change.revision > measured_revision]
 # CRD's negatives: at most this many, and at most a quarter of the examples.
 CRD_NEGATIVES = 4096
 
@@ -304,7 +372,19 @@ def teacher_cache(teacher, data):
     )
 
 
-def _distiller(teacher, student, method, factor, ramp=1.0, num_examples=None):
+def distillation_weights(method, factor, epochs):
+    """A row's weights × `factor`; with a warm-up, each ramped up as DKD's
+    `min(epoch / warmup, 1)` (epochs from 1), a `schedules.linear_warmup`."""
+    warmup = min(method.warmup_epochs, epochs)
+    if warmup <= 1:
+        return [w * factor for w in method.weights]
+    return [tf_distill.schedules.linear_warmup(w * factor, warmup) for w in method.weights]
+
+
+def _distiller(teacher, student, method, factor, epochs=1, train_labels=None):
+    """A row's Distiller. CRD's memory gets the training set's classes up
+    front (`train_labels`, in the cache's order of example indices), so its
+    negatives come from other classes from the first step, as RepDistiller's."""
     if method is None:  # The student alone: CE only, through the same pipeline.
         return tf_distill.Distiller(
             teacher=teacher,
@@ -313,15 +393,19 @@ def _distiller(teacher, student, method, factor, ramp=1.0, num_examples=None):
             distillation_loss_weights=[0.0],
             student_loss_weight=1.0,
         )
-    return tf_distill.Distiller(
+    num_examples = None if train_labels is None else len(train_labels)
+    losses = [tf_distill.losses.get(loss_config(config, num_examples)) for config in method.losses]
+    distiller = tf_distill.Distiller(
         teacher=teacher,
         student=student,
-        distillation_losses=[
-            tf_distill.losses.get(loss_config(config, num_examples)) for config in method.losses
-        ],
-        distillation_loss_weights=[w * factor * ramp for w in method.weights],
+        distillation_losses=losses,
+        distillation_loss_weights=distillation_weights(method, factor, epochs),
         student_loss_weight=method.alpha,
     )
+    for loss in losses:
+        if getattr(loss, "negatives", None) == "other_classes":
+            loss.set_example_labels(train_labels)
+    return distiller
 
 
 def _without_teacher_outputs(x, y):
@@ -353,10 +437,9 @@ def _online_model(student, method, factor, data, seed):
 def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
     """One student run; returns `{"test", "validation", "seconds"}` (error counts).
 
-    A warm-up builds one Distiller per warm-up epoch, at weight
-    `min(epoch / warmup, 1)`, all sharing the student and the optimizer
-    (so its schedule and moments run on), then one for the rest. A row
-    without a teacher (`scheme`) trains its own model on the same batches.
+    A warm-up ramps the distillation weights within the one Distiller (see
+    `distillation_weights`). A row without a teacher (`scheme`) trains its
+    own model on the same batches.
     """
     start = time.perf_counter()
     student = build_student(data, seed)
@@ -380,16 +463,12 @@ def train_one(teacher, cache, data, settings, seed, method=None, factor=1.0):
             teacher, student, data, settings, seed, method, factor, optimizer, batches
         )
     else:
-        warmup = min(method.warmup_epochs, epochs) if method is not None else 0
-        stages = [(1, (epoch + 1) / warmup) for epoch in range(warmup - 1)]
-        stages.append((epochs - len(stages), 1.0))
-        for stage_epochs, ramp in stages:
-            distiller = _distiller(teacher, student, method, factor, ramp, len(data.x_train))
-            distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-            distiller.fit(batches, epochs=stage_epochs, verbose=0)
+        distiller = _distiller(teacher, student, method, factor, epochs, data.y_train)
+        distiller.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        distiller.fit(batches, epochs=epochs, verbose=0)
     return {
-        "test": count_errors(student, data.x_test, data.y_test),
-        "validation": count_errors(student, data.x_val, data.y_val),
+        "test": int(count_errors(student, data.x_test, data.y_test)),
+        "validation": int(count_errors(student, data.x_val, data.y_val)),
         "seconds": time.perf_counter() - start,
     }
 
@@ -430,48 +509,269 @@ def train_chain(teacher, student, data, settings, seed, method, factor, optimize
     return tf_distill.distill_stages(first, chain, plain, verbose=0).students[-1]
 
 
-def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS):
+# ----------------------------------------------------------------------
+# Running the rows: each in a process of its own, each run cached.
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+# The bench's own modules whose code shapes a run's result.
+BENCH_SOURCES = ("common.py", "quality_methods.py", "quality_mnist.py")
+
+
+def code_fingerprint():
+    """sha256 of the library's and the bench's source: a cached result is
+    of this code, as a teacher cache is of its teacher (`tf_distill.cache`)."""
+    digest = hashlib.sha256()
+    library = os.path.join(REPO_ROOT, "tf_distill")
+    paths = sorted(glob.glob(os.path.join(library, "**", "*.py"), recursive=True))
+    paths += [os.path.join(BENCH_DIR, name) for name in BENCH_SOURCES]
+    for path in paths:
+        digest.update(os.path.relpath(path, REPO_ROOT).encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def file_digest(path):
+    """sha256 of a file's bytes (the cached teacher: its weights, not its name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprints(data, teacher_path):
+    """What every run of the part shares: the data's content, the teacher's
+    file, the code and the versions."""
+    from tf_distill.data import fingerprint_arrays
+
+    return {
+        "data": fingerprint_arrays(
+            data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test
+        ),
+        "teacher": file_digest(teacher_path),
+        "code": code_fingerprint(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def run_description(key, factor, seed, settings, shared):
+    """Everything that shapes one run's result (JSON-able)."""
+    method = methods_by_key().get(key)
+    return {
+        "kind": "methods_run",
+        "key": key,
+        "factor": float(factor),
+        "seed": seed,
+        "settings": settings,
+        "method": None if method is None else dataclasses.asdict(method),
+        "revision": None if method is None else revision(key),
+        **shared,
+    }
+
+
+def run_seed(description):
+    """The global seed of one run: a function of the run alone, so its
+    unseeded random ops (CRD's negatives) do not depend on what ran before."""
+    text = json.dumps([description["key"], description["factor"], description["seed"]])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+class NotCached(Exception):
+    """A run asked for from the cache only (`compute=None`) is not in it."""
+
+
+def cached_run(cache_dir, description, compute):
+    """Loads the run's result saved under its fingerprint, or computes and saves it.
+
+    Args:
+        cache_dir: The folder (runs go in `methods_runs/` there), or None.
+        description: `run_description(...)`.
+        compute: A function of no arguments returning the run's result, or
+            None to raise `NotCached` on a miss.
+
+    Returns:
+        The result, with `"cached": True` when it was loaded.
+    """
+    text = json.dumps(description, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    name = f"{description['key'] or 'alone'}_{digest}.json"
+    path = os.path.join(cache_dir, "methods_runs", name) if cache_dir else None
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            return {**json.load(handle), "cached": True}
+    if compute is None:
+        raise NotCached(description["key"])
+    keras.utils.set_random_seed(run_seed(description))
+    result = compute()
+    if path:
+        from tf_distill.files import atomic_write
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, json.dumps(result))
+    return {**result, "cached": False}
+
+
+def run_row(teacher, cache, data, settings, seeds, key, factors, shared, cache_dir=None,
+            cached_only=False):
+    """One row: the student alone (`key=None`) on every seed, or a method at
+    its paper's setting on every seed, its search factors on the first seed
+    and the chosen factor on the others.
+
+    With `cached_only`, every run must be in the cache (else `NotCached`):
+    the teacher, its cache and the data's arrays are not read.
+
+    Returns:
+        For the alone row, `{"test": [...], "validation": [...], "seconds":
+        [...]}`; for a method, `{"runs": ..., "chosen_factor": f,
+        "revision": r}` (see `run_methods`).
+    """
+    method = methods_by_key().get(key)
+
+    def one(factor, seed):
+        description = run_description(key, factor, seed, settings, shared)
+        run = cached_run(
+            cache_dir, description,
+            None if cached_only else (
+                lambda: train_one(teacher, cache, data, settings, seed, method, factor)
+            ),
+        )
+        origin = "cached" if run["cached"] else f"{run['seconds']:.0f} s"
+        common.log(
+            f"methods seed {seed} {key or 'alone'}"
+            + ("" if method is None else f" ×{factor:g}")
+            + f": {run['test']} test, {run['validation']} validation errors ({origin})"
+        )
+        return run
+
+    if method is None:
+        runs = [one(1.0, seed) for seed in seeds]
+        return {name: [run[name] for run in runs] for name in ("test", "validation", "seconds")}
+    runs = {}
+
+    def record(factor, seed):
+        run = one(factor, seed)
+        entry = runs.setdefault(repr(float(factor)), {"test": {}, "validation": {}})
+        entry["test"][seed] = run["test"]
+        entry["validation"][seed] = run["validation"]
+
+    for seed in seeds:
+        record(1.0, seed)
+    for factor in factors:
+        if factor != 1.0:
+            record(factor, seeds[0])
+    # Fewest validation errors on the first seed; ties go to the paper's.
+    candidates = sorted(runs, key=lambda f: (runs[f]["validation"][seeds[0]], float(f) != 1.0))
+    chosen = candidates[0]
+    for seed in seeds[1:]:
+        if seed not in runs[chosen]["test"]:
+            record(float(chosen), seed)
+    return {"runs": runs, "chosen_factor": float(chosen), "revision": revision(key)}
+
+
+def _row_in_process(spec):
+    """The worker's side: loads the data and the cached teacher, runs one row."""
+    data = common.load_mnist(**spec["data_args"])
+    teacher = keras.saving.load_model(spec["teacher_path"])
+    cache = teacher_cache(teacher, data)
+    return run_row(
+        teacher, cache, data, spec["settings"], spec["seeds"], spec["key"], spec["factors"],
+        spec["shared"], spec["cache_dir"],
+    )
+
+
+def _row_in_subprocess(spec):
+    """Runs one row in a fresh Python process (`--worker`); returns its result."""
+    with tempfile.TemporaryDirectory() as folder:
+        spec_path = os.path.join(folder, "spec.json")
+        out_path = os.path.join(folder, "result.json")
+        with open(spec_path, "w", encoding="utf-8") as handle:
+            json.dump(spec, handle)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [REPO_ROOT, BENCH_DIR] + [p for p in [environment.get("PYTHONPATH")] if p]
+        )
+        subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--worker", spec_path, out_path],
+            check=True, env=environment,
+        )
+        with open(out_path, encoding="utf-8") as handle:
+            return _int_seeds(json.load(handle))
+
+
+def _int_seeds(row):
+    """JSON turned the seeds (dict keys) into strings; back to ints."""
+    for entry in row.get("runs", {}).values():
+        for split in ("test", "validation"):
+            entry[split] = {int(seed): n for seed, n in entry[split].items()}
+    return row
+
+
+def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS,
+                cache_dir=None, teacher_path=None, data_args=None, isolate=None):
     """Trains the student alone and every method; returns the raw results.
+
+    Each row (the student alone, then each method) runs in a process of its
+    own when `isolate` (the default given `teacher_path` and `data_args`,
+    which the process needs to load the teacher and the data), so no row's
+    result depends on which rows ran before it; each run also starts from a
+    global seed of its own (`run_seed`). With `cache_dir`, each run's errors
+    are saved under the fingerprint of everything that shapes them
+    (`run_description`: settings, method, data, teacher file, code), and a
+    later part or run with the same fingerprint reads them instead of
+    training again.
 
     Returns:
         `{"alone": {"test": [...], "validation": [...]}, "methods": {key:
         {"runs": {factor: {"test": {seed: n}, "validation": {seed: n}}},
-        "chosen_factor": f}}}`.
+        "chosen_factor": f, "revision": r}}}` (`r`: the method's `revision`;
+        results without it were measured at revision 1).
     """
-    cache = teacher_cache(teacher, data)
-    common.log(f"Methods: {cache}")
-    alone = {"test": [], "validation": [], "seconds": []}
-    for seed in seeds:
-        run = train_one(teacher, cache, data, settings, seed)
-        for name in alone:
-            alone[name].append(run[name])
-        common.log(f"methods seed {seed} alone: {run['test']} test errors ({run['seconds']:.0f} s)")
-    chosen_methods = methods_by_key()
-    results = {}
-    for key in keys:
-        method = chosen_methods[key]
-        runs = {}
+    if isolate is None:
+        isolate = teacher_path is not None and data_args is not None
+    if teacher_path is None:
+        cache_dir = None  # No fingerprint of the teacher: nothing is cached.
+    shared = fingerprints(data, teacher_path) if teacher_path else {}
+    spec = {"data_args": data_args, "teacher_path": teacher_path, "settings": settings,
+            "seeds": list(seeds), "factors": list(factors), "shared": shared,
+            "cache_dir": cache_dir}
+    if isolate:
+        def row(key):
+            # A row whose every run is cached needs no process of its own.
+            if cache_dir is not None:
+                try:
+                    return run_row(None, None, None, settings, seeds, key, factors, shared,
+                                   cache_dir, cached_only=True)
+                except NotCached:
+                    pass
+            return _row_in_subprocess({**spec, "key": key})
+    else:
+        cache = teacher_cache(teacher, data)
+        common.log(f"Methods: {cache}")
 
-        def record(factor, seed, method=method, runs=runs, key=key):
-            run = train_one(teacher, cache, data, settings, seed, method, factor)
-            entry = runs.setdefault(repr(float(factor)), {"test": {}, "validation": {}})
-            entry["test"][seed] = run["test"]
-            entry["validation"][seed] = run["validation"]
-            common.log(
-                f"methods seed {seed} {key} ×{factor:g}: {run['test']} test, "
-                f"{run['validation']} validation errors ({run['seconds']:.0f} s)"
-            )
+        def row(key):
+            return run_row(teacher, cache, data, settings, seeds, key, factors, shared, cache_dir)
 
-        for seed in seeds:
-            record(1.0, seed)
-        for factor in factors:
-            if factor != 1.0:
-                record(factor, seeds[0])
-        # Fewest validation errors on the first seed; ties go to the paper's.
-        candidates = sorted(runs, key=lambda f: (runs[f]["validation"][seeds[0]], float(f) != 1.0))
-        chosen = candidates[0]
-        for seed in seeds[1:]:
-            if seed not in runs[chosen]["test"]:
-                record(float(chosen), seed)
-        results[key] = {"runs": runs, "chosen_factor": float(chosen)}
-    return {"alone": alone, "methods": results}
+    alone = row(None)
+    return {"alone": alone, "methods": {key: row(key) for key in keys}}
+
+
+def _worker(argv):
+    """`quality_methods.py --worker SPEC OUT`: one row, its result written to OUT."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), required=True)
+    spec_path, out_path = parser.parse_args(argv).worker
+    with open(spec_path, encoding="utf-8") as handle:
+        spec = json.load(handle)
+    result = _row_in_process(spec)
+    from tf_distill.files import atomic_write
+
+    atomic_write(out_path, json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(_worker(sys.argv[1:]))

@@ -15,9 +15,11 @@ import argparse
 import copy
 import json
 import os
+import textwrap
 
 import yaml
 
+from tf_distill import schedules
 from tf_distill.comparison import mean_std
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,10 +60,20 @@ def _losses(losses, train_size):
     return [{k: v for k, v in config.items() if k != "num_examples"} for config in completed]
 
 
+def _rounded(schedule):
+    return {key: float(f"{value:.10g}") if isinstance(value, float) else value
+            for key, value in schedule.items()}
+
+
 def recipe_config(name, row, settings):
     """The `tf-distill run` config of one row, in the table's setting."""
     # Rounded: the chosen weight is the paper's times 0.1 or 10 (no 0.08000000000000002).
     weights = [float(f"{float(w):.10g}") for w in row["best_weights"]]
+    warmup = min(row.get("warmup_epochs") or 0, settings["epochs"])
+    if warmup > 1:
+        # DKD's warm-up, as the table ran it: min(epoch / warmup, 1), epochs from 1.
+        weights = [_rounded(schedules.serialize(schedules.linear_warmup(w, warmup)))
+                   for w in weights]
     distillation = {
         "student_loss_weight": float(row["student_loss_weight"]),
         "losses": _losses(row["losses"], settings["train_size"]),
@@ -136,12 +148,19 @@ def recipe_text(name, row, alone, settings, command):
             "dist.yaml, the one method that helped beyond the noise here."
         )
     if row.get("warmup_epochs"):
+        warmup = row["warmup_epochs"]
         lines.append(
-            f"# The table ramped the distillation weight up over {row['warmup_epochs']} epochs "
-            "(DKD's warm-up); configs have no warm-up yet, so this recipe runs without it."
+            f"# DKD's warm-up as the table ran it: the weight times min(epoch / {warmup}, 1), "
+            f"epochs from 1,\n# the `linear` schedule below (tf_distill.schedules.linear_warmup)."
         )
     if name != RECIPE_ROWS[name]:
         lines.append(f"# Measured together with the other losses below ({RECIPE_ROWS[name]}).")
+    for why in row.get("changed_since_measured", ()):
+        lines.extend(
+            "# " + line
+            for line in textwrap.wrap(f"Changed since measured: {why}; this recipe runs the "
+                                      "method as it runs now.", 98)
+        )
     config = recipe_config(name, row, settings)
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
@@ -149,13 +168,12 @@ def recipe_text(name, row, alone, settings, command):
 def unmeasured_text(name, settings):
     """A recipe of a row the table has not measured yet: the paper's weights,
     and "not yet measured" where the evidence goes."""
-    import textwrap
-
     import quality_methods
 
     method = quality_methods.methods_by_key()[RECIPE_ROWS[name]]
     row = {"label": method.label, "losses": method.losses, "student_loss_weight": method.alpha,
            "best_weights": method.weights, "scheme": method.scheme,
+           "warmup_epochs": method.warmup_epochs,
            "options": quality_methods.scheme_options(method)}
     setting = textwrap.wrap(method.setting.format(warmup=method.warmup_epochs), 76)
     lines = [

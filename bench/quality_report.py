@@ -274,8 +274,25 @@ def method_summary(part):
             "best_weights": [w * factor for w in method.weights],
             "paper": _scored(paper, alone),
             "best": _scored(best, alone),
+            "changed_since_measured": [
+                change.why
+                for change in quality_methods.changes_since(key, entry.get("revision", 1))
+            ],
         }
     return summary
+
+
+def changed_text(changed):
+    """The paragraph on rows whose method changed since they were measured."""
+    if not changed:
+        return ""
+    lines = [
+        "Changed since measured: these rows' verdicts are of the method as it ran then; "
+        "rerun them (`--methods` and `--merge-into`) to measure the method as it runs now."
+    ]
+    for label, changes in changed:
+        lines.append(f"- {label}: {'; '.join(change.why for change in changes)}.")
+    return "\n".join(lines) + "\n\n"
 
 
 def _scored(values, alone):
@@ -310,12 +327,18 @@ def methods_section(results):
         ]
     ]
     verdicts = []
+    changed = []
     for key, entry in summary.items():
         method = quality_methods.methods_by_key()[key]
         search = ", ".join(
             f"×{float(f):g}: {n}" for f, n in entry["search_validation_errors"].items()
         )
         paper, best = entry["paper"], entry["best"]
+        changes = quality_methods.changes_since(key, part["methods"][key].get("revision", 1))
+        mark = ""
+        if changes:
+            mark = f" (changed since measured: {'; '.join(c.what for c in changes)})"
+            changed.append((method.label, changes))
 
         def delta(scored):
             p = scored["paired"]
@@ -328,17 +351,19 @@ def methods_section(results):
                 f"α = {method.alpha:g}, w = {', '.join(f'{w:g}' for w in method.weights)}",
                 f"{format_mean_std(paper['test_errors'])} ({_seeds(paper['test_errors'])})",
                 delta(paper),
-                paper["verdict"],
+                paper["verdict"] + mark,
                 search,
                 f"×{entry['chosen_factor']:g}",
                 f"{format_mean_std(best['test_errors'])} ({_seeds(best['test_errors'])})",
-                f"{delta(best)}: {best['verdict']}",
+                f"{delta(best)}: {best['verdict']}{mark}",
             ]
         )
-        verdicts.append((method.label, paper["verdict"], best["verdict"]))
+        label = method.label + (" (changed since measured)" if changes else "")
+        verdicts.append((label, paper["verdict"], best["verdict"]))
     better = [label for label, p, b in verdicts if "better" in (p, b)]
     worse_paper = [label for label, p, _ in verdicts if p == "worse"]
     worse_best = [label for label, _, b in verdicts if b == "worse"]
+    warmup = quality_methods.methods_by_key()["dkd"].warmup_epochs
     table = common.rows_table(
         [
             "method",
@@ -384,17 +409,23 @@ Beat the student alone beyond the noise (at the paper's or the chosen setting):
 setting: {", ".join(worse_paper) or "none"}; at the chosen setting:
 {", ".join(worse_best) or "none"}. All the others: no reliable difference.
 
-DKD's warm-up: the bench ramps the weight through the public API, one
-Distiller per warm-up epoch at
-`min(epoch / {quality_methods.methods_by_key()["dkd"].warmup_epochs}, 1)` sharing the student and its
-optimizer (the paper: 20 of 240 epochs), as it did before loss weights
-could be schedules; `distillation_loss_weights=[schedules.Linear(0, 1, 3)]`
-now does the same in one Distiller.
+{changed_text(changed)}DKD's warm-up: the DKD weight times `min(epoch / {warmup}, 1)`, epochs
+counted from 1 as in the authors' code (the paper: 20 of 240 epochs), is the
+schedule `tf_distill.schedules.linear_warmup(w, {warmup})` = `Linear(w / {warmup}, w, {warmup - 1})`
+on the loss weight, in one Distiller (`examples/recipes/dkd.yaml` has it).
 
 Rows without a teacher (deep mutual learning, EMA self-distillation) train
 from the same batches with the teacher's outputs removed; chains (teacher
 assistant, born-again) read their teachers online from the same seeded
 pipeline; CRD's batches carry example indices.
+
+Each row runs in a process of its own, and each run starts from a global seed
+of its own (a function of the method, the weight factor and the seed), so no
+row's result depends on which rows ran before it (CRD's negatives are drawn
+from that seed). Each run's errors are cached in `--cache-dir` under a
+fingerprint of what shapes them (settings, the method and its revision, the
+data's content, the teacher's file, the library's and the bench's code): a
+rerun, or a merge, with the same fingerprint reads them instead of training.
 
 {footer(results)}
 """

@@ -41,14 +41,17 @@ def masked_mean(values, mask=None):
 # --- Soft labels (Hinton et al. 2015; MiniLLM; GKD; Sun et al. 2024) -------
 
 
-def standardize(logits, epsilon=1e-7):
+def standardize(logits, epsilon=1e-7, ddof=1):
+    """Sun et al. 2024, as their code's `normalize`: `torch.std` is the sample
+    standard deviation (ddof = 1) by default."""
     z = np.asarray(logits, np.float64)
-    return (z - z.mean(axis=-1, keepdims=True)) / (z.std(axis=-1, keepdims=True) + epsilon)
+    std = z.std(axis=-1, ddof=ddof, keepdims=True)
+    return (z - z.mean(axis=-1, keepdims=True)) / (std + epsilon)
 
 
-def kd(teacher, student, temperature, mask=None, standardized=False):
+def kd(teacher, student, temperature, mask=None, standardized=False, ddof=1):
     if standardized:
-        teacher, student = standardize(teacher), standardize(student)
+        teacher, student = standardize(teacher, ddof=ddof), standardize(student, ddof=ddof)
     p_t = softmax(teacher, temperature)
     p_s = softmax(student, temperature)
     return masked_mean(temperature**2 * kl(p_t, p_s), mask)
@@ -249,6 +252,21 @@ def crd(teacher, student, teacher_bank, student_bank, contrast_idx, temperature,
 
     rows = contrast_loss(out_v1 / z_student) + contrast_loss(out_v2 / z_teacher)
     return rows, z_teacher, z_student
+
+
+def crd_negative_pools(labels, num_classes):
+    """RepDistiller's `CIFAR100InstanceSample` (mode `exact`): `cls_negative[c]`,
+    the indices of the examples of every class but `c`, from which each
+    example of class `c` draws its negatives."""
+    cls_positive = [[] for _ in range(num_classes)]
+    for i, label in enumerate(labels):
+        cls_positive[label].append(i)
+    cls_negative = [[] for _ in range(num_classes)]
+    for i in range(num_classes):
+        for j in range(num_classes):
+            if j != i:
+                cls_negative[i].extend(cls_positive[j])
+    return [np.asarray(sorted(pool)) for pool in cls_negative]
 
 
 def uld(teacher, student, temperature=1.0, mask=None):

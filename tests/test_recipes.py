@@ -3,6 +3,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 import yaml
 
@@ -98,3 +99,28 @@ def test_the_applications_recipe_fits_a_mobilenet_v2_teacher_to_mnist(tmp_path):
     with pytest.raises(config_lib.ConfigError, match=r"takes inputs of shape \(32, 32, 3\)"):
         common.check_model_fits_data(loaded, "teacher", mnist)
     assert common.distiller_arguments(config)["teacher_preprocessing"] is not None
+
+
+def test_the_recipe_writer_gives_dkd_its_warm_up_as_a_schedule():
+    """The table's DKD warm-up, min(epoch / 3, 1) from epoch 1, reaches the
+    recipe as the equivalent `linear` schedule on the loss weight."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    import quality_recipes
+
+    from tf_distill import schedules
+
+    settings = {"train_size": 4000, "validation_size": 5000, "batch_size": 128, "epochs": 15,
+                "learning_rate": 0.01, "teacher_epochs": 15, "teacher_learning_rate": 0.005}
+    row = {"best_weights": [0.1], "warmup_epochs": 3, "student_loss_weight": 0.5,
+           "losses": [{"name": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 4.0}]}
+    config = config_lib.validate(quality_recipes.recipe_config("dkd", row, settings))
+    (weight,) = config["distillation"]["loss_weights"]
+    schedule = schedules.get(weight)
+    values = [float(schedule.value(0, epoch)) for epoch in range(5)]
+    np.testing.assert_allclose(values, [0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1], rtol=1e-6)
+    # The shipped recipe is the writer's.
+    with open(os.path.join(catalog.RECIPES_DIR, "dkd.yaml"), encoding="utf-8") as handle:
+        shipped = yaml.safe_load(handle)
+    assert shipped["distillation"]["loss_weights"] == [weight]

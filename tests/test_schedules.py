@@ -249,5 +249,77 @@ def test_schedules_and_ctkd_run_on_tf_keras(teacher, student):
     np.testing.assert_allclose(history["student_loss_weight"], [0.5, 0.3, 0.1], rtol=1e-6)
     # Two steps an epoch: the weight at steps 1, 3 and 5.
     np.testing.assert_allclose(history["distillation_loss_weight_0"], [0.25, 0.75, 1.0], rtol=1e-6)
-    np.testing.assert_allclose(history["reversal_lambda"], [0.0, 1.0, 1.0], atol=1e-6)
+    # CTKD counts epochs from 1, as its official script: λ(1) = 1 over E = 1.
+    np.testing.assert_allclose(history["reversal_lambda"], [1.0, 1.0, 1.0], atol=1e-6)
     assert len(history["temperature_1"]) == 3
+
+
+# --- DKD's warm-up --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight,warmup", [(1.0, 20), (0.1, 3), (8.0, 2)])
+def test_linear_warmup_is_dkds_min_epoch_over_warmup(weight, warmup):
+    # mdistiller's DKD: min(epoch / warmup, 1) with epoch counted from 1.
+    schedule = schedules.linear_warmup(weight, warmup)
+    assert isinstance(schedule, Linear)
+    for keras_epoch in range(warmup + 5):
+        expected = weight * min((keras_epoch + 1) / warmup, 1.0)
+        assert float(schedule.value(step=0, epoch=keras_epoch)) == pytest.approx(expected, rel=1e-6)
+    assert schedule == Linear(weight / warmup, weight, warmup - 1)
+    assert schedules.get(schedules.serialize(schedule)) == schedule
+
+
+def test_linear_warmup_of_one_epoch_is_the_weight():
+    assert schedules.linear_warmup(0.5, 1) == 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"weight": -1.0, "warmup_epochs": 3}, r"`weight` must be >= 0. Received: weight=-1.0"),
+        ({"weight": 1.0, "warmup_epochs": 0},
+         r"`warmup_epochs` must be a whole number of epochs >= 1. Received: warmup_epochs=0"),
+        ({"weight": 1.0, "warmup_epochs": 2.5},
+         r"`warmup_epochs` must be a whole number of epochs >= 1. Received: warmup_epochs=2.5"),
+        ({"weight": "1", "warmup_epochs": 2},
+         r"`weight` must be a finite number. Received: weight='1'"),
+    ],
+)
+def test_linear_warmup_refuses_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        schedules.linear_warmup(**kwargs)
+
+
+def test_dkd_with_linear_warmup_trains_as_the_loss_scaled_per_epoch(teacher, student):
+    """One Distiller with the warm-up schedule gives the weights of training
+    each epoch e (from 1) at DKD · min(e / W, 1), as mdistiller scales it."""
+    x, y = _data(32)
+    warmup, epochs = 3, 4
+    initial = student.get_weights()
+    twin = keras.models.clone_model(student)
+    twin.set_weights(initial)
+
+    def dkd():
+        return tf_distill.losses.DecoupledDistillation(alpha=1.0, beta=8.0, temperature=4.0)
+
+    scheduled = tf_distill.Distiller(
+        teacher, student, dkd(), student_loss_weight=0.5,
+        distillation_loss_weights=[schedules.linear_warmup(1.0, warmup)],
+    )
+    scheduled.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+    history = scheduled.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(
+        history["distillation_loss_weight_0"], [1 / 3, 2 / 3, 1.0, 1.0], rtol=1e-6
+    )
+
+    optimizer = keras.optimizers.SGD(0.05)
+    for epoch in range(1, epochs + 1):
+        per_epoch = tf_distill.Distiller(
+            teacher, twin, dkd(), student_loss_weight=0.5,
+            distillation_loss_weights=[min(epoch / warmup, 1.0)],
+        )
+        per_epoch.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        per_epoch.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for got, expected in zip(student.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(student.get_weights()[0], initial[0])  # it trained

@@ -23,6 +23,10 @@ LOSSES = {
         "AttentionDistillation",
         "Attention transfer: distance between normalized spatial attention maps",
     ),
+    "chunked_head_kd": (
+        "ChunkedHeadDistillation",
+        "Token-level KD of large vocabularies: the LM heads applied in chunks of positions",
+    ),
     "crd": (
         "CRDistillation",
         "Contrastive representation distillation: NCE against memory banks",
@@ -89,6 +93,17 @@ DETAILS = {
         "Attention transfer (Zagoruyko & Komodakis, ICLR 2017).",
         {"power": 2.0, "teacher_layer_name": None, "student_layer_name": None, "teacher": None},
     ),
+    "chunked_head_kd": (
+        "Token-level distillation with the LM heads applied in chunks (large vocabularies).",
+        {
+            "divergence": "forward_kl",
+            "temperature": 1.0,
+            "beta": 0.5,
+            "alpha": 0.1,
+            "chunk_size": 256,
+            "teacher": None,
+        },
+    ),
     "crd": (
         "Contrastive representation distillation (Tian et al., ICLR 2020).",
         {
@@ -99,6 +114,7 @@ DETAILS = {
             "nce_temperature": 0.07,
             "momentum": 0.5,
             "num_examples": None,
+            "negatives": "other_classes",
             "teacher": None,
         },
     ),

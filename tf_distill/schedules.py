@@ -205,8 +205,10 @@ class Cosine(Linear):
 
         value(t) = end + (start − end) · (1 + cos(π · min(t / duration, 1))) / 2
 
-    It changes slowly at both ends: CTKD's curriculum for its
-    gradient-reversal weight (Li et al., AAAI 2023) is `Cosine(0, 1, 10)`.
+    It changes slowly at both ends. CTKD's curriculum for its
+    gradient-reversal weight (Li et al., AAAI 2023) is this cosine from 0 to
+    1 over 10 epochs, with epochs counted from 1 as its official script
+    counts them (`tf_distill.losses.ctkd.ReversalCurriculum`).
 
     Args: as `Linear`.
 
@@ -270,6 +272,54 @@ class Step(Schedule):
 
     def get_config(self):
         return {"values": list(self.values), "boundaries": list(self.boundaries), "unit": self.unit}
+
+
+def linear_warmup(weight, warmup_epochs):
+    """A loss weight ramped up as `weight · min(e / W, 1)`, epochs `e` from 1.
+
+    DKD's warm-up (Zhao et al., CVPR 2022; mdistiller's `DKD.forward_train`
+    scales its loss by `min(epoch / warmup, 1)`, warm-up 20, with `epoch`
+    counted from 1): the first epoch trains at `weight / W`, epoch `W` and
+    the following ones at `weight`. As a schedule over Keras's 0-based epochs
+    `t` it is exactly
+
+        Linear(weight / W, weight, duration=W − 1):
+        weight / W + (weight − weight / W) · min(t / (W − 1), 1)
+            = weight · min((t + 1) / W, 1)
+
+    (`Linear(0, weight, W)` would start at 0 and reach `weight` one epoch
+    late.) Give it as the loss's weight: `Distiller(...,
+    distillation_loss_weights=[linear_warmup(1.0, 20)])`, or in a config
+    `loss_weights: [{schedule: linear, start: 0.05, end: 1.0, duration: 19}]`.
+
+    Args:
+        weight: The weight after the warm-up, a number >= 0.
+        warmup_epochs: `W`, a whole number of epochs >= 1 (1: no warm-up).
+
+    Returns:
+        A `Linear` schedule, or `weight` as a float when `W = 1`.
+
+    Raises:
+        ValueError: for a negative weight or a `warmup_epochs` that is not a
+            whole number >= 1.
+
+    Example:
+
+    >>> schedule = linear_warmup(1.0, 4)
+    >>> [float(schedule.value(step=0, epoch=t)) for t in range(6)]
+    [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    """
+    weight = _check_number("weight", weight)
+    if weight < 0:
+        raise ValueError(f"`weight` must be >= 0. Received: weight={weight!r}")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 1:
+        raise ValueError(
+            "`warmup_epochs` must be a whole number of epochs >= 1. "
+            f"Received: warmup_epochs={warmup_epochs!r}"
+        )
+    if warmup_epochs == 1:
+        return weight
+    return Linear(weight / warmup_epochs, weight, warmup_epochs - 1)
 
 
 SCHEDULES = {cls.name: cls for cls in (Constant, Linear, Cosine, Step)}
@@ -457,6 +507,7 @@ __all__ = [
     "check_loss_weights",
     "check_range",
     "get",
+    "linear_warmup",
     "number_or_schedule",
     "scheduled",
     "serialize",

@@ -123,8 +123,10 @@ def test_bytes_per_token_on_disk(tmp_path, data, teacher):
     cache = build_topk_cache(teacher, data, tmp_path, k=K, shard=(0, 1))
     on_disk = sum(os.path.getsize(path) for path in glob.glob(str(tmp_path / "shard-*" / "*.npy")))
     tokens = EXAMPLES * LENGTH
-    assert cache.bytes_per_token == K * 6 + 4
-    assert on_disk / tokens <= K * 6 + 8
+    # float16 log-probabilities, uint16 ids (V = 64 <= 65,536), a float32 rest.
+    assert cache.bytes_per_token == K * 4 + 4
+    assert on_disk / tokens <= K * 4 + 8
+    assert np.load(tmp_path / "shard-00000-of-00001" / "indices.npy").dtype == np.uint16
 
 
 def test_writing_a_shard_shows_a_progress_bar_only_when_verbose(tmp_path, data, teacher,
@@ -170,8 +172,14 @@ def test_argument_errors(tmp_path, data, teacher):
         build_topk_cache(teacher, data, tmp_path, shard=(2, 2))
     with pytest.raises(ValueError, match=r"`k` must be an integer >= 1. Received: k=0"):
         build_topk_cache(teacher, data, tmp_path, k=0)
-    with pytest.raises(ValueError, match="must be `\\(x, y\\)`.*Received: a tf.data.Dataset"):
-        build_topk_cache(teacher, tf.data.Dataset.from_tensor_slices(data), tmp_path)
+    with pytest.raises(ValueError, match="Cannot cache an infinite pipeline"):
+        build_topk_cache(teacher, tf.data.Dataset.from_tensor_slices(data).repeat(), tmp_path)
+    with pytest.raises(ValueError, match="random augmentation"):
+        noisy = tf.data.Dataset.from_tensor_slices(data).map(
+            lambda x, y, w: (x, y, w * tf.random.uniform([]))
+        )
+        build_topk_cache(teacher, noisy, tmp_path)
+    assert not os.path.exists(tmp_path / "manifest.json")
 
     class Tokenizer:
         def vocabulary_size(self):
@@ -251,3 +259,108 @@ def test_a_damaged_cache_is_refused_in_one_line_and_rebuilt(tmp_path, data, teac
     for name, value in expected.items():
         np.testing.assert_array_equal(np.load(shard / f"{name}.npy"), value)
     assert open_topk_cache(teacher, data, tmp_path, tokenizer="bytes").k == K
+
+
+# --- At scale: uint16 ids, old caches, pipelines and text files -----------------
+
+
+def _packed(cache):
+    """Every example's packed target, in the data's order."""
+    (x, _, _), = cache.dataset(batch_size=EXAMPLES, shuffle=False).take(1)
+    return x["teacher_outputs"]["logits"].numpy()
+
+
+def test_ids_are_int32_above_65536_tokens(tmp_path):
+    vocabulary = (1 << 16) + 1
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input([4], dtype="int32"),
+                                keras.layers.Embedding(vocabulary, 2),
+                                keras.layers.Dense(vocabulary)])
+    tokens = np.random.default_rng(0).integers(0, vocabulary, size=[3, 4]).astype(np.int32)
+    cache = build_topk_cache(teacher, (tokens, tokens), tmp_path, k=2)
+    assert cache.bytes_per_token == 2 * 6 + 4
+    indices = np.load(tmp_path / "shard-00000-of-00001" / "indices.npy")
+    assert indices.dtype == np.int32
+    _, expected, _ = topk_targets(teacher(tokens), 2)
+    np.testing.assert_array_equal(indices, expected.numpy())
+
+
+def _as_format_2(directory):
+    """Rewrites a cache as format 2 wrote it: int32 ids, no dtypes in the records."""
+    from tf_distill.cache.store import file_sha256
+
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for shard in manifest["shards"]:
+        folder = directory / shard["folder"]
+        path = folder / "indices.npy"
+        np.save(path, np.load(path).astype(np.int32))
+        info = json.loads((folder / "shard.json").read_text())
+        info["version"] = 2
+        info.pop("arrays")
+        info["checksums"]["indices"] = file_sha256(path)
+        (folder / "shard.json").write_text(json.dumps(info))
+        shard["checksums"] = info["checksums"]
+        shard.pop("arrays")
+    manifest.update(version=2, arrays={"log_probs": "float16", "indices": "int32",
+                                       "rest": "float32"})
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_cache_of_format_2_with_int32_ids_still_opens(tmp_path, data, teacher):
+    new = build_topk_cache(teacher, data, tmp_path / "new", k=K, shard=(0, 1))
+    build_topk_cache(teacher, data, tmp_path / "old", k=K, shard=(0, 2))
+    build_topk_cache(teacher, data, tmp_path / "old", k=K, shard=(1, 2))
+    _as_format_2(tmp_path / "old")
+    old = open_topk_cache(teacher, data, tmp_path / "old")
+    assert old.fingerprint == new.fingerprint
+    assert old.bytes_per_token == K * 6 + 4
+    np.testing.assert_array_equal(_packed(old), _packed(new))
+    # Building again finds its shards written, as they are, and joins them.
+    messages = []
+    again = build_topk_cache(teacher, data, tmp_path / "old", k=K, shard=(0, 2),
+                             log=messages.append)
+    assert "already written" in messages[0]
+    assert np.load(tmp_path / "old" / "shard-00000-of-00002" / "indices.npy").dtype == np.int32
+    np.testing.assert_array_equal(_packed(again), _packed(new))
+
+
+def test_a_pipeline_gives_the_cache_of_its_arrays(tmp_path, data, teacher):
+    arrays = build_topk_cache(teacher, data, tmp_path / "arrays", k=K)
+    # Batched or not, in two shards: the same fingerprint and targets.
+    batched = tf.data.Dataset.from_tensor_slices(data).batch(7)
+    assert build_topk_cache(teacher, batched, tmp_path / "pipeline", k=K, shard=(0, 2)) is None
+    single = tf.data.Dataset.from_tensor_slices(data)
+    cache = build_topk_cache(teacher, single, tmp_path / "pipeline", k=K, shard=(1, 2))
+    assert cache.fingerprint == arrays.fingerprint
+    np.testing.assert_array_equal(_packed(cache), _packed(arrays))
+    (x, y, weight), = cache.dataset(batch_size=EXAMPLES, shuffle=False).take(1)
+    np.testing.assert_array_equal(x["inputs"].numpy(), data[0])
+    np.testing.assert_array_equal(y.numpy(), data[1])
+    np.testing.assert_array_equal(weight.numpy(), data[2])
+    # Either opens the other's cache.
+    assert open_topk_cache(teacher, data, tmp_path / "pipeline").fingerprint == cache.fingerprint
+    assert open_topk_cache(teacher, batched, tmp_path / "arrays").fingerprint == cache.fingerprint
+    # Another order is other data: the outputs would not line up.
+    reordered = tf.data.Dataset.from_tensor_slices(tuple(a[::-1] for a in data))
+    with pytest.raises(StaleCacheError, match="has fingerprint"):
+        open_topk_cache(teacher, reordered, tmp_path / "arrays")
+
+
+def test_text_files_give_the_cache_of_their_windows(tmp_path):
+    from tf_distill.data import load_text
+    from tf_distill.language import build_causal_lm
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 12)
+    corpus = load_text(str(text), sequence_length=LENGTH)
+    teacher = build_causal_lm("gpt2", vocabulary_size=256, num_layers=1, num_heads=2,
+                              hidden_dim=8, intermediate_dim=16, max_sequence_length=LENGTH)
+    cache = build_topk_cache(teacher, corpus, tmp_path / "text", k=K, split="validation")
+    token_ids, labels, mask = corpus.windows["validation"]
+    arrays = (corpus.inputs("validation"), labels, mask)
+    assert open_topk_cache(teacher, arrays, tmp_path / "text").fingerprint == cache.fingerprint
+    assert cache.num_examples == len(token_ids)
+    assert cache.bytes_per_token == K * 4 + 4
+    with pytest.raises(ValueError, match=r"argument `split`.*Received: split='dev'"):
+        build_topk_cache(teacher, corpus, tmp_path / "bad", k=K, split="dev")

@@ -4,9 +4,9 @@ import json
 
 import keras_hub
 import pytest
+import tiny_tokenizers
 import yaml
 
-import tiny_tokenizers
 from tf_distill import cli
 from tf_distill.commands import config as config_lib
 from tf_distill.commands.checks import ConfigError

@@ -136,3 +136,19 @@ def test_alignment_hand_example():
     np.testing.assert_array_equal(response_alignment(student, teacher),
                                   [[-1, 2, 3, -1, -1, -1], [-1, -1, 0, 1, -1, -1]])
     assert instructions.read_jsonl  # the public reader
+
+
+def test_a_wordpiece_tokenizer_needs_its_end_token_named(tmp_path):
+    import keras_hub
+
+    vocabulary = ["[PAD]", "[UNK]", "[SEP]", "count", "from", "one", "two", "three", ":", "."]
+    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary)
+    path = _write(tmp_path / "a.jsonl",
+                  [{"prompt": "count from one :", "response": "two three ."}] * 10)
+    with pytest.raises(ValueError, match="has no end token: give `end_token_id`"):
+        data_lib.load_instructions(path, tokenizer, sequence_length=8)
+    data = data_lib.load_instructions(path, tokenizer, sequence_length=8, end_token_id=2)
+    token_ids, labels, mask = (array[0] for array in data.windows["train"])
+    np.testing.assert_array_equal(token_ids, [3, 4, 5, 8, 6, 7, 9, 0])
+    np.testing.assert_array_equal(labels, [4, 5, 8, 6, 7, 9, 2, 0])
+    np.testing.assert_array_equal(mask, [0, 0, 0, 1, 1, 1, 1, 0])

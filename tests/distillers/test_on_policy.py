@@ -219,3 +219,153 @@ def test_sequence_level_dataset_holds_the_teachers_greedy_continuations(teacher)
     np.testing.assert_array_equal(weights, expected)
     with pytest.raises(ValueError, match="max_sequence_length=16. Received: sequence length 17"):
         sequence_level_dataset(teacher, prompts, LENGTH)
+
+
+@pytest.mark.slow
+def test_on_policy_steps_report_no_metric_against_the_students_own_samples(teacher):
+    x, y, weight = batch()
+    gkd = OnPolicyDistiller(
+        teacher, tiny_gpt2("student", seed=2), "kd", on_policy_fraction=0.5,
+        prompt_length=PROMPT, seed=3,  # Draws: off-policy, then on-policy twice.
+    )
+    gkd.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"], run_eagerly=True)
+    draws = [bool(gkd.is_on_policy(step)) for step in range(3)]
+    assert draws == [False, True, True]
+    expected = keras.metrics.SparseCategoricalAccuracy()
+    expected.update_state(y, gkd.student(x), sample_weight=weight)
+    history = gkd.fit(x, y, sample_weight=weight, batch_size=4, epochs=3, verbose=0).history
+    # The first epoch's accuracy is on the real batch; the sampled epochs
+    # update no metric (their accuracy against the student's own samples
+    # would be inflated).
+    np.testing.assert_allclose(history["accuracy"][0], float(expected.result()), rtol=1e-6)
+    assert history["accuracy"][1:] == [0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_the_cached_step_equals_the_full_forward_step_compiled(teacher):
+    x, y, weight = batch()
+    histories = []
+    for use_cache, eager in ((False, True), (True, False)):
+        gkd = OnPolicyDistiller(
+            teacher, tiny_gpt2("student", seed=2), "kd", on_policy_fraction=1.0,
+            prompt_length=PROMPT, seed=3, use_cache=use_cache,
+        )
+        gkd.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                    run_eagerly=eager, jit_compile=False)
+        histories.append(gkd.fit(x, y, sample_weight=weight, batch_size=4, verbose=0).history)
+    np.testing.assert_allclose(histories[0]["loss"], histories[1]["loss"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_end_token_ends_the_on_policy_loss(teacher):
+    x, y, weight = batch()
+    probe = on_policy(teacher, 1.0, top_k=1)  # top_k=1: the student's greedy tokens.
+    greedy, _ = probe.on_policy_batch(x, step=0)
+    end = int(np.asarray(greedy["token_ids"])[0, PROMPT + 1])
+    gkd = on_policy(teacher, 1.0, top_k=1, end_token_id=end)
+    sampled_x, mask = gkd.on_policy_batch(x, step=0)
+    tokens, mask = np.asarray(sampled_x["token_ids"]), np.asarray(mask)
+    stop = PROMPT + int(np.argmax(tokens[0, PROMPT:] == end))
+    assert stop <= PROMPT + 1
+    expected = np.zeros(LENGTH, "float32")
+    expected[PROMPT - 1 : stop] = 1.0
+    np.testing.assert_array_equal(mask[0], expected)
+    assert (tokens[0, stop:] == end).all()
+    expected_terms = gkd.compute_loss_terms(sampled_x, None, mask, training=True)
+    history = gkd.fit(x, y, sample_weight=weight, batch_size=4, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(
+        history["distillation_loss"], expected_terms["distillation_loss"], rtol=1e-5
+    )
+
+
+def test_token_reduction_is_the_mean_over_all_tokens(teacher):
+    x, y, _ = batch()
+    # Rows keep 3, 6, 9 and 15 positions: their per-sequence means weigh
+    # alike, their tokens do not.
+    mask = np.zeros((4, LENGTH), "float32")
+    for row, count in enumerate((3, 6, 9, 15)):
+        mask[row, :count] = 1.0
+    token = on_policy(teacher, 0.0, reduction="token")
+    sequence = on_policy(teacher, 0.0)
+    terms = token.compute_loss_terms(x, y, mask)
+    rows = [
+        sequence.compute_loss_terms(
+            {key: value[row : row + 1] for key, value in x.items()}, y[row : row + 1],
+            mask[row : row + 1],
+        )
+        for row in range(4)
+    ]
+    counts = mask.sum(axis=1)
+    for name in ("student_loss", "distillation_loss"):
+        per_row = np.array([float(row[name]) for row in rows])
+        np.testing.assert_allclose(terms[name], (per_row * counts).sum() / counts.sum(), rtol=1e-5)
+        mean = sequence.compute_loss_terms(x, y, mask)[name]
+        np.testing.assert_allclose(mean, per_row.mean(), rtol=1e-5)
+
+
+def test_sampling_temperature_is_the_new_name_and_old_configs_load(teacher):
+    gkd = on_policy(teacher, 0.5, sampling_temperature=0.7, end_token_id=3, reduction="token")
+    assert gkd.sampling_temperature == gkd.temperature == 0.7
+    config = gkd.get_config()
+    assert "temperature" not in config
+    restored = OnPolicyDistiller.from_config(config)
+    assert (restored.sampling_temperature, restored.end_token_id, restored.reduction) == (
+        0.7, 3, "token")
+    # A config saved before these arguments: `temperature`, no new keys.
+    old = {key: value for key, value in config.items()
+           if key not in ("sampling_temperature", "end_token_id", "reduction", "use_cache")}
+    old["temperature"] = 0.7
+    restored = OnPolicyDistiller.from_config(old)
+    assert (restored.sampling_temperature, restored.end_token_id, restored.reduction) == (
+        0.7, None, "sequence")
+    with pytest.raises(ValueError, match="`temperature` is the old name of `sampling_temperature`"):
+        on_policy(teacher, 0.5, temperature=0.5, sampling_temperature=0.7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sampling_temperature": 0.0}, r"`sampling_temperature` must be > 0. Received: "
+                                        r"sampling_temperature=0.0"),
+        ({"top_k": 0}, r"Received: top_k=0"),
+        ({"top_p": 1.5}, r"Received: top_p=1.5"),
+        ({"end_token_id": VOCABULARY}, rf"< {VOCABULARY} \(the vocabulary\). Received: "
+                                       rf"end_token_id={VOCABULARY}"),
+        ({"reduction": "mean"}, r"Received: reduction='mean'"),
+        ({"use_cache": 1}, r"Received: use_cache=1"),
+    ],
+)
+def test_sampler_settings_out_of_range_are_refused(teacher, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OnPolicyDistiller(teacher, tiny_gpt2("student", seed=2), prompt_length=PROMPT, **kwargs)
+
+
+@pytest.mark.slow
+def test_sequence_level_continuations_stop_at_the_end_token(teacher):
+    x, _, _ = batch(2)
+    prompts = np.asarray(x["token_ids"])[:, :PROMPT]
+    (inputs, _, _), = list(sequence_level_dataset(teacher, prompts, LENGTH - 1))
+    end = int(np.asarray(inputs["token_ids"])[0, PROMPT + 1])
+    (inputs, labels, weights), = list(
+        sequence_level_dataset(teacher, prompts, LENGTH - 1, end_token_id=end)
+    )
+    ids = np.concatenate([np.asarray(inputs["token_ids"]), np.asarray(labels)[:, -1:]], axis=1)
+    stop = PROMPT + int(np.argmax(ids[0, PROMPT:] == end))
+    assert stop <= PROMPT + 1 and (ids[0, stop:] == end).all()
+    expected = np.zeros(LENGTH - 1, "float32")
+    expected[PROMPT - 1 : stop] = 1.0
+    np.testing.assert_array_equal(np.asarray(weights)[0], expected)
+    assert not np.asarray(inputs["padding_mask"])[0, stop + 1 :].any()
+    with pytest.raises(ValueError, match=r"Received: end_token_id=-2"):
+        sequence_level_dataset(teacher, prompts, LENGTH - 1, end_token_id=-2)
+    with pytest.raises(ValueError, match=r"Received: top_k=0"):
+        sequence_level_dataset(teacher, prompts, LENGTH - 1, greedy=False, top_k=0)
+
+
+def test_batches_in_the_teachers_own_tokens_are_refused(teacher):
+    x, y, weight = batch()
+    gkd = on_policy(teacher, 0.5)
+    wrapped = {"inputs": x, "teacher_inputs": {**x, "alignment": np.zeros((4, LENGTH, 2), "int32")}}
+    with pytest.raises(ValueError, match="batches carrying the teacher's own tokens"):
+        gkd.prepare_batch(tf_distill.batches.unpack((wrapped, y, weight)), training=True)

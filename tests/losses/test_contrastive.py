@@ -133,8 +133,9 @@ def test_gradients_reach_the_student_and_heads_not_the_teacher():
     assert tape.gradient(loss, teacher_outputs) is None
     for gradient in tape.gradient(loss, heads):
         assert gradient is not None and np.all(np.isfinite(gradient.numpy()))
-    # The banks and normalizers are state, not trained.
-    assert not crd.memory.trainable_weights and len(crd.memory.non_trainable_weights) == 4
+    # The banks, normalizers and the rows' classes are state, not trained.
+    assert not crd.memory.trainable_weights and len(crd.memory.non_trainable_weights) == 5
+    assert len(_crd(negatives="uniform").memory.non_trainable_weights) == 4
 
 
 def _models():
@@ -225,7 +226,7 @@ def test_config_round_trip_and_registry():
     assert config == {
         "name": "crd", "teacher_layer_name": "f", "student_layer_name": None,
         "feature_dim": 16, "num_negatives": 50, "nce_temperature": 0.07, "momentum": 0.5,
-        "num_examples": 100, "teacher": "t1",
+        "num_examples": 100, "negatives": "other_classes", "teacher": "t1",
     }
     assert losses.get(config).get_config() == crd.get_config()
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(crd))
@@ -277,11 +278,185 @@ def test_num_examples_is_required_in_a_distiller():
         ({"num_examples": 2.5}, r"`num_examples` must be an integer > 0"),
         ({"nce_temperature": 0.0}, r"`nce_temperature` must be > 0"),
         ({"momentum": 1.5}, r"`momentum` must be in \[0, 1\]"),
+        ({"negatives": "exact"},
+         r"Invalid value for argument `negatives`. Expected one of "
+         r"\['other_classes', 'uniform'\]. Received: negatives='exact'"),
     ],
 )
 def test_invalid_arguments_raise(arguments, message):
     with pytest.raises(ValueError, match=message):
         losses.CRDistillation(**arguments)
+
+
+# --- Negatives from other classes (RepDistiller's contrast_idx, mode "exact") --
+
+
+def _classes(num_examples=60, num_classes=4, seed=0):
+    return np.random.default_rng(seed).integers(0, num_classes, num_examples)
+
+
+def test_negatives_come_from_other_classes_only_and_cover_the_pool_uniformly():
+    labels = _classes()
+    crd = _crd(num_examples=60, num_negatives=40)
+    crd.set_example_labels(labels)
+    pools = ref.crd_negative_pools(labels, 4)
+    anchors = np.array([0, 1, 2, 3] * 50)
+    tf.random.set_seed(11)
+    drawn = crd.memory.sample_negatives(len(anchors), tf.constant(anchors)).numpy()
+    assert drawn.shape == (200, 40)
+    # No negative shares its anchor's class.
+    assert not np.any(labels[drawn] == anchors[:, None])
+    # Every draw lies in RepDistiller's pool, and the pool is covered about
+    # uniformly: 50 anchors × 40 draws per class, 2,000 draws over each pool.
+    for target in range(4):
+        rows = drawn[anchors == target].ravel()
+        assert set(rows) <= set(pools[target])
+        counts = np.bincount(rows, minlength=60)[pools[target]]
+        expected = rows.size / len(pools[target])
+        assert np.all(counts > 0)
+        assert np.abs(counts - expected).max() < 6 * np.sqrt(expected)
+
+
+def test_without_labels_or_uniform_the_draw_is_over_all_rows():
+    labels = _classes()
+    anchors = np.array([0, 1, 2, 3] * 50)
+    crd = _crd(num_examples=60, num_negatives=40)
+    crd.set_example_labels(labels)
+    tf.random.set_seed(12)
+    without_labels = crd.memory.sample_negatives(len(anchors)).numpy()
+    # About a quarter of the negatives share the anchor's class.
+    shared = np.mean(labels[without_labels] == anchors[:, None])
+    assert 0.15 < shared < 0.35
+    # `negatives="uniform"` ignores labels: the draw of tf_distill 0.1.0.
+    uniform = _crd(num_examples=60, num_negatives=40, negatives="uniform")
+    tf.random.set_seed(12)
+    with_labels = uniform.memory.sample_negatives(len(anchors), tf.constant(anchors)).numpy()
+    np.testing.assert_array_equal(with_labels, without_labels)
+    with pytest.raises(ValueError, match=r"only with `negatives='other_classes'`. "
+                                         r"Received: negatives='uniform'"):
+        uniform.set_example_labels(labels)
+
+
+def test_a_class_every_row_shares_draws_from_all_rows():
+    crd = _crd(num_examples=10, num_negatives=5)
+    crd.set_example_labels(np.zeros(10, np.int64))
+    drawn = crd.memory.sample_negatives(3, tf.constant([0, 0, 1])).numpy()
+    assert drawn.min() >= 0 and drawn.max() < 10
+
+
+def test_set_example_labels_checks_its_length_and_takes_one_hot_rows():
+    crd = _crd(num_examples=10, num_negatives=5)
+    with pytest.raises(ValueError, match=r"one class per example \(10\). "
+                                         r"Received: labels of length 9"):
+        crd.set_example_labels(np.zeros(9, np.int64))
+    labels = _classes(10, 3)
+    crd.set_example_labels(np.eye(3, dtype="float32")[labels])
+    np.testing.assert_array_equal(crd.memory.example_labels.numpy(), labels)
+
+
+def test_the_loss_learns_the_classes_in_training_and_draws_from_other_classes():
+    """Without labels set up front, a training call records its batch's
+    classes before the draw; its negatives never hold an embedding of the
+    anchor's class, and the loss is RepDistiller's on that draw."""
+    rng = np.random.default_rng(5)
+    labels = _classes(30, 3, seed=5)
+    crd = _crd()
+    memory = crd.memory
+    np.testing.assert_array_equal(memory.example_labels.numpy(), -np.ones(30))
+    indices = np.array([4, 0, 29, 11, 7, 3, 17, 22])
+    teacher_outputs = tf.constant(rng.normal(size=(8, 4)), tf.float32)
+    student_outputs = tf.constant(rng.normal(size=(8, 3)), tf.float32)
+    teacher = crd.teacher_head(teacher_outputs).numpy().astype("float64")
+    student = crd.student_head(student_outputs).numpy().astype("float64")
+    banks = {role: getattr(memory, f"{role}_bank").numpy().astype("float64")
+             for role in ("teacher", "student")}
+    known = np.full(30, -1)
+    known[indices] = labels[indices]
+    shadow = _crd(num_negatives=7)
+    shadow.set_example_labels(np.where(known >= 0, known, -1))
+    # `set_example_labels` takes -1 (unknown) as a class of its own: the
+    # same table the call builds.
+    tf.random.set_seed(9)
+    negatives = shadow.memory.sample_negatives(8, tf.constant(labels[indices])).numpy()
+    tf.random.set_seed(9)
+    values = crd(teacher_outputs, student_outputs, labels=tf.constant(labels[indices]),
+                 example_indices=tf.constant(indices), training=True)
+    np.testing.assert_array_equal(memory.example_labels.numpy(), known)
+    # No drawn row is known to share its anchor's class (unknown rows hold
+    # their random initial vectors).
+    assert not np.any(known[negatives] == labels[indices][:, None])
+    contrast_idx = np.concatenate([indices[:, None], negatives], axis=1)
+    reference, _, _ = ref.crd(
+        teacher, student, banks["teacher"], banks["student"], contrast_idx, 0.07, 30
+    )
+    np.testing.assert_allclose(values.numpy(), reference, rtol=2e-5)
+    # Evaluation reads the classes but records none.
+    before = memory.example_labels.numpy().copy()
+    crd(teacher_outputs, student_outputs, labels=tf.constant([0] * 8), training=False)
+    np.testing.assert_array_equal(memory.example_labels.numpy(), before)
+
+
+def test_fit_with_labels_keeps_every_negative_out_of_the_anchors_class():
+    keras.utils.set_random_seed(2)
+    x, y = _data(24)
+    teacher, student = _models()
+    crd = losses.CRDistillation("features", "features", feature_dim=4, num_negatives=6,
+                                num_examples=len(x))
+    seen = []
+    original = crd.memory.sample_negatives
+
+    def recording(batch_size, classes=None):
+        drawn = original(batch_size, classes)
+        seen.append((drawn, classes))
+        return drawn
+
+    crd.memory.sample_negatives = recording
+    distiller = tf_distill.Distiller(teacher, student, crd)
+    distiller.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy",
+                      run_eagerly=True)
+    data = tf_distill.with_example_indices(tf.data.Dataset.from_tensor_slices((x, y)))
+    distiller.fit(data.shuffle(24, seed=0).batch(8), epochs=2, verbose=0)
+    np.testing.assert_array_equal(crd.memory.example_labels.numpy(), y)
+    # From the second epoch every class is known: no negative shares its
+    # anchor's class.
+    second_epoch = seen[3:]
+    assert len(second_epoch) == 3
+    for drawn, classes in second_epoch:
+        assert not np.any(y[drawn.numpy()] == classes.numpy()[:, None])
+
+
+def test_a_crd_distiller_saved_before_the_classes_were_kept_loads(tmp_path):
+    """A Distiller saved by tf_distill 0.1.0 (its config has no `negatives`,
+    its memory four variables) loads, its banks intact, its classes unknown."""
+    import zipfile
+
+    keras.utils.set_random_seed(3)
+    x, y = _data()
+    teacher, student = _models()
+    crd = losses.CRDistillation("features", "features", feature_dim=4, num_negatives=6,
+                                num_examples=len(x), negatives="uniform")
+    distiller = tf_distill.Distiller(teacher, student, crd)
+    distiller.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    data = tf_distill.with_example_indices(tf.data.Dataset.from_tensor_slices((x, y)))
+    distiller.fit(data.batch(8), epochs=1, verbose=0)
+    saved = str(tmp_path / "new.keras")
+    distiller.save(saved)
+    old = str(tmp_path / "old.keras")
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "config.json":
+                text = content.decode("utf-8")
+                assert text.count(', "negatives": "uniform"') == 1
+                content = text.replace(', "negatives": "uniform"', "").encode("utf-8")
+            target.writestr(item, content)
+    restored = saving.load_model(old).distillation_losses[0]
+    assert restored.negatives == "other_classes"
+    np.testing.assert_array_equal(restored.memory.student_bank.numpy(),
+                                  crd.memory.student_bank.numpy())
+    np.testing.assert_array_equal(restored.memory.teacher_normalizer.numpy(),
+                                  crd.memory.teacher_normalizer.numpy())
+    np.testing.assert_array_equal(restored.memory.example_labels.numpy(), -np.ones(len(x)))
 
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -341,6 +516,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "banks": {r: local(getattr(memory, r + "_bank")) for r in ("teacher", "student")},
         "normalizers": {r: local(getattr(memory, r + "_normalizer"))
                         for r in ("teacher", "student")},
+        "labels": y.tolist(),
+        "example_labels": local(memory.example_labels),
     }))
     """
 )
@@ -369,3 +546,5 @@ def test_mirrored_replicas_update_every_row_of_every_copy(tmp_path):
             np.testing.assert_allclose(copy, expected, rtol=1e-5, atol=1e-6)
         first, second = result["normalizers"][role]
         assert first == second and first > 0.0
+    # Every replica recorded every example's class.
+    assert result["example_labels"] == [result["labels"]] * 2

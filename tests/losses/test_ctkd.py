@@ -11,6 +11,7 @@ from tf_distill.backend import keras
 from tf_distill.backend import tf
 from tf_distill.losses import CurriculumTemperatureDistillation
 from tf_distill.losses import reverse_gradient
+from tf_distill.losses.ctkd import ReversalCurriculum
 
 
 def _sigmoid(x):
@@ -54,7 +55,8 @@ def test_temperature_gradient_is_reversed_and_scaled_by_lambda():
     teacher, student = _logits(1)
     loss = CurriculumTemperatureDistillation(lambda_max=0.8, curriculum_epochs=10, min_temperature=1.0,
                 temperature_range=20.0, initial_temperature=5.0)
-    lam = loss.reversal_lambda.update(step=0, epoch=5)  # halfway: λ = 0.4
+    # Keras's epoch 4 is the official script's epoch 5: halfway, λ = 0.4.
+    lam = loss.reversal_lambda.update(step=0, epoch=4)
     assert lam == pytest.approx(0.4, rel=1e-6)
     assert loss.temperature() == pytest.approx(5.0, rel=1e-6)  # builds θ
     theta = loss.temperature_layer.logit
@@ -95,13 +97,45 @@ def test_fit_learns_the_temperature_against_the_student_and_logs_it(teacher, stu
     assert not any(w.name.endswith("logit") for w in distiller.student.weights)
     distiller.compile(optimizer=keras.optimizers.SGD(1.0), loss="sparse_categorical_crossentropy")
     history = distiller.fit(x, y, batch_size=8, epochs=3, verbose=0).history
-    # λ's cosine curriculum: 0, ½, 1 at epochs 0, 1, 2.
-    np.testing.assert_allclose(history["reversal_lambda"], [0.0, 0.5, 1.0], atol=1e-6)
-    # λ = 0 in the first epoch: the temperature did not move; then it did.
-    assert history["temperature"][0] == pytest.approx(4.0, rel=1e-6)
-    assert abs(history["temperature"][2] - 4.0) > 1e-4
+    # λ's cosine curriculum over E = 2 epochs counted from 1, as the
+    # official script: ½, 1, 1 in Keras's epochs 0, 1, 2.
+    np.testing.assert_allclose(history["reversal_lambda"], [0.5, 1.0, 1.0], atol=1e-6)
+    # λ > 0 from the first epoch: the temperature moved in it already.
+    assert abs(history["temperature"][0] - 4.0) > 1e-4
     assert history["temperature"][-1] == pytest.approx(loss.temperature(), rel=1e-6)
     assert 1.0 < loss.temperature() < 21.0
+
+
+def _official_lambda(epoch, lambda_max, curriculum_epochs):
+    """CTKD's train_student.py: CosineDecay(max_value=0, min_value=-1,
+    num_loops=E).get_value(epoch), epoch from 1; the reversal weight is its
+    magnitude, scaled to lambda_max."""
+    i = min(max(epoch, 0), curriculum_epochs)
+    value = (math.cos(i * math.pi / curriculum_epochs) + 1.0) * 0.5
+    value = value * (0.0 - -1.0) + -1.0
+    return -value * lambda_max
+
+
+@pytest.mark.parametrize("lambda_max,curriculum_epochs", [(1.0, 10), (0.5, 3), (2.0, 1)])
+def test_reversal_lambda_per_epoch_is_the_official_schedule(lambda_max, curriculum_epochs):
+    loss = CurriculumTemperatureDistillation(
+        lambda_max=lambda_max, curriculum_epochs=curriculum_epochs
+    )
+    for keras_epoch in range(curriculum_epochs + 3):
+        expected = _official_lambda(keras_epoch + 1, lambda_max, curriculum_epochs)
+        value = float(loss.reversal_lambda.value(step=0, epoch=keras_epoch))
+        assert value == pytest.approx(expected, abs=1e-6), keras_epoch
+    # The first epoch's λ is not 0; the variable starts there before `fit`.
+    first = _official_lambda(1, lambda_max, curriculum_epochs)
+    assert first > 0.0
+    assert float(loss.reversal_lambda.read()) == pytest.approx(first, abs=1e-6)
+
+
+def test_reversal_lambda_at_the_papers_setting_by_hand():
+    # λ_max = 1 over 10 epochs: (1 − cos(π e / 10)) / 2 for e = 1, 5, 10.
+    schedule = ReversalCurriculum(0.0, 1.0, 10)
+    values = [float(schedule.value(0, epoch)) for epoch in (0, 4, 9, 20)]
+    np.testing.assert_allclose(values, [0.0244717, 0.5, 1.0, 1.0], atol=1e-6)
 
 
 def test_temperature_climbs_the_loss(teacher, student):

@@ -1,6 +1,7 @@
 """Tests of the soft-label losses (Hinton's KD, reverse KL, JSD)."""
 
 import math
+import re
 
 import numpy as np
 import numpy_reference as ref
@@ -109,18 +110,75 @@ def test_jensen_shannon_matches_numpy(temperature, beta):
 
 
 def test_standardize_logits_matches_numpy():
+    # The authors' form: torch.std, the sample standard deviation (ddof = 1).
     logits = random_logits([3, 4, 9], 8)
     standardized = standardize_logits(logits).numpy()
-    np.testing.assert_allclose(standardized, ref.standardize(logits), atol=1e-5)
+    np.testing.assert_allclose(standardized, ref.standardize(logits, ddof=1), atol=1e-5)
     np.testing.assert_allclose(standardized.mean(axis=-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(standardized.std(axis=-1, ddof=1), 1.0, atol=1e-4)
+
+
+def test_standardize_logits_population_form_matches_numpy():
+    logits = random_logits([3, 4, 9], 8)
+    standardized = standardize_logits(logits, ddof=0).numpy()
+    np.testing.assert_allclose(standardized, ref.standardize(logits, ddof=0), atol=1e-5)
     np.testing.assert_allclose(standardized.std(axis=-1), 1.0, atol=1e-4)
+
+
+def test_standardize_logits_two_classes_by_hand():
+    # Two classes: ±sqrt(1/2) with the authors' sample std, ±1 with the
+    # population one.
+    logits = np.array([[3.0, 1.0], [-2.0, 5.0]], np.float32)
+    half = math.sqrt(0.5)
+    np.testing.assert_allclose(
+        standardize_logits(logits), [[half, -half], [-half, half]], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        standardize_logits(logits, ddof=0), [[1.0, -1.0], [-1.0, 1.0]], atol=1e-6
+    )
+    np.testing.assert_allclose(standardize_logits(logits), ref.standardize(logits), atol=1e-6)
+
+
+def test_standardize_logits_one_class_is_zero():
+    np.testing.assert_array_equal(standardize_logits(np.array([[4.0]], np.float32)), [[0.0]])
+    np.testing.assert_array_equal(
+        standardize_logits(np.array([[4.0]], np.float32), ddof=0), [[0.0]]
+    )
+
+
+@pytest.mark.parametrize("ddof", [2, -1, True, 0.5])
+def test_standardize_logits_rejects_ddof(ddof):
+    with pytest.raises(ValueError, match=rf"`ddof` must be 0 or 1. Received: ddof={ddof!r}"):
+        standardize_logits(np.zeros([1, 3], np.float32), ddof=ddof)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+@pytest.mark.parametrize("function", ["kd", "loss_class"])
+def test_standardized_kd_follows_the_authors_and_keeps_the_population_form(
+    num_classes, function
+):
+    teacher = random_logits([6, num_classes], 41)
+    student = random_logits([6, num_classes], 42)
+    for form, ddof in ((True, 1), ("sample", 1), ("population", 0)):
+        if function == "kd":
+            values = soft_label_kl(teacher, student, temperature=2.0, standardize=form)
+        else:
+            values = LogitsDistillation(temperature=2.0, standardize=form)(teacher, student)
+        np.testing.assert_allclose(
+            values, ref.kd(teacher, student, 2.0, standardized=True, ddof=ddof), atol=1e-5
+        )
+    authors = soft_label_kl(teacher, student, temperature=2.0, standardize=True)
+    population = soft_label_kl(teacher, student, temperature=2.0, standardize="population")
+    assert np.abs(np.asarray(authors) - np.asarray(population)).max() > 1e-3
 
 
 def test_standardized_kd_matches_numpy_and_ignores_logit_range():
     teacher = random_logits([4, 6], 9)
     student = random_logits([4, 6], 10)
     values = soft_label_kl(teacher, student, temperature=2.0, standardize=True)
-    np.testing.assert_allclose(values, ref.kd(teacher, student, 2.0, standardized=True), atol=1e-5)
+    np.testing.assert_allclose(
+        values, ref.kd(teacher, student, 2.0, standardized=True, ddof=1), atol=1e-5
+    )
     # A student with the teacher's logits shifted and rescaled per row matches
     # it exactly once standardized.
     affine = teacher * np.array([[3.0], [0.5], [1.0], [7.0]], np.float32) - 2.0
@@ -353,11 +411,12 @@ def test_logits_distillation_docstring_example():
         LogitsDistillation(),
         LogitsDistillation(temperature=2.0, loss="jensen_shannon", beta=0.2),
         LogitsDistillation(temperature=5.0, loss="reverse_kl", standardize=True),
+        LogitsDistillation(temperature=2.0, standardize="population"),
         LogitsDistillation(temperature=2.0, loss=keras.losses.KLDivergence()),
         LogitsDistillation(temperature=2.0, loss=keras.losses.MeanSquaredError()),
         LogitsDistillation(temperature=2.0, loss=total_variation),
     ],
-    ids=["default", "jsd", "reverse", "keras_kl", "keras_mse", "callable"],
+    ids=["default", "jsd", "reverse", "population", "keras_kl", "keras_mse", "callable"],
 )
 def test_logits_distillation_serialization_round_trip(loss):
     teacher = random_logits([3, 6], 35)
@@ -413,6 +472,37 @@ def test_logits_distillation_rejects_bad_loss():
         LogitsDistillation(loss="hinge_thing")
     with pytest.raises(ValueError, match=r"Expected a name, .*Received: loss=5"):
         LogitsDistillation(loss=5)
+
+
+@pytest.mark.parametrize("standardize", ["zscore", 2, None, 1.0])
+def test_logits_distillation_rejects_bad_standardize(standardize):
+    message = (
+        r"Invalid value for argument `standardize`. Expected one of "
+        r"\[False, True, 'sample', 'population'\]. "
+        rf"Received: standardize={re.escape(repr(standardize))}"
+    )
+    with pytest.raises(ValueError, match=message):
+        LogitsDistillation(standardize=standardize)
+
+
+def test_standardize_config_forms_and_an_old_config():
+    # A config saved before the sample form: `standardize: true` loads, and
+    # now means the authors' form; "population" gives the old numbers.
+    teacher = random_logits([4, 10], 51)
+    student = random_logits([4, 10], 52)
+    old = losses.get({"name": "kd", "temperature": 2.0, "standardize": True})
+    np.testing.assert_allclose(
+        old(teacher, student), ref.kd(teacher, student, 2.0, standardized=True, ddof=1),
+        atol=1e-5,
+    )
+    assert LogitsDistillation(standardize="sample").get_config()["standardize"] is True
+    assert LogitsDistillation(standardize="Population").get_config()["standardize"] == "population"
+    population = losses.get({"name": "kd", "temperature": 2.0, "standardize": "population"})
+    np.testing.assert_allclose(
+        population(teacher, student),
+        ref.kd(teacher, student, 2.0, standardized=True, ddof=0),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, 1.5])

@@ -1,10 +1,12 @@
 """A top-k teacher cache for large vocabularies, built in shards.
 
 Per token it stores the teacher's k largest log-probabilities (float16),
-their ids (int32) and the log of the mass of all other ids (float32):
-`k·6 + 4` bytes, against `4·V` for full logits (1/100 of them or less at
-V ≥ 32k and k ≤ 32). `tf_distill.losses.TopKDistillation` computes the KD
-loss from it (see `tf_distill.losses.topk`).
+their ids (uint16 where V ≤ 65,536, else int32) and the log of the mass of
+all other ids (float32): `k·4 + 4` bytes (`k·6 + 4` above 65,536 ids),
+against `4·V` for full logits (132 bytes at k = 32 against 128,000 at
+V = 32k). `tf_distill.losses.TopKDistillation` computes the KD loss from it
+(see `tf_distill.losses.topk`). Caches of format version 2 (int32 ids
+whatever V) still open.
 
 The teacher's inference can be spread over machines: each worker calls
 `build_topk_cache(teacher, data, directory, k=..., shard=(index, count))`,
@@ -15,9 +17,13 @@ joins the shards. The cache is fingerprinted like `build_teacher_cache`'s
 temperature and the tokenizer's identity: a cache made for another teacher,
 data or tokenizer is refused, naming both fingerprints.
 
-Examples are not stored: the cache is read with the data it was built from
-(`open_topk_cache(teacher, data, directory)`), and its fingerprint checks
-they are the same.
+The data are arrays, a `DataSplits`, a `TextSplits` of text files
+(`tf_distill.data.load_text`) or a finite `tf.data` pipeline, read once in
+order (random augmentation is refused, see `check_cacheable`). Examples are
+not stored: the cache is read with the data it was built from
+(`open_topk_cache(teacher, data, directory)`), and its fingerprint, of the
+examples in order, checks they are the same. A pipeline and the arrays it
+yields have one fingerprint, so either opens a cache built from the other.
 """
 
 import hashlib
@@ -37,6 +43,7 @@ from tf_distill.cache.sources import resolve_source
 from tf_distill.cache.store import StaleCacheError
 from tf_distill.cache.store import file_sha256
 from tf_distill.cache.teacher_cache import TeacherCache
+from tf_distill.data.text import TextSplits
 from tf_distill.files import atomic_path
 from tf_distill.files import atomic_write_json
 from tf_distill.language import models as language_models
@@ -47,12 +54,45 @@ from tf_distill.validation import check_positive_integer
 
 TOPK_FORMAT = "tf_distill.topk_cache"
 # 2: every array carries its SHA-256, checked when the cache is opened.
-TOPK_FORMAT_VERSION = 2
+# 3: ids are uint16 where V <= 65,536; each record names its arrays' dtypes.
+TOPK_FORMAT_VERSION = 3
+# The versions this code reads: a version-2 cache (int32 ids) still opens.
+READABLE_VERSIONS = (2, 3)
 TOPK_MANIFEST = "manifest.json"
 _SHARD_INFO = "shard.json"
-# Array name -> dtype on disk: `k·2 + k·4 + 4` bytes per token.
+# Array name -> dtype on disk (format 2): `k·2 + k·4 + 4` bytes per token.
 _ARRAYS = {"log_probs": np.float16, "indices": np.int32, "rest": np.float32}
 _FLOAT16_MIN = float(np.finfo(np.float16).min)
+# Token ids below 2^16 fit in uint16.
+UINT16_VOCABULARY = 1 << 16
+
+
+def array_dtypes(vocabulary_size):
+    """`{array name: NumPy dtype}` a new cache of vocabulary `V` writes.
+
+    Ids are uint16 where `V ≤ 65,536`, int32 above: `k·4 + 4` or `k·6 + 4`
+    bytes per token.
+    """
+    indices = np.uint16 if vocabulary_size <= UINT16_VOCABULARY else np.int32
+    return {"log_probs": np.float16, "indices": indices, "rest": np.float32}
+
+
+def _record_dtypes(record):
+    """The dtypes a shard's or manifest's record says its arrays have, or None
+    for names or dtypes this code does not write."""
+    if record.get("version") == 2:
+        return dict(_ARRAYS)
+    names = record.get("arrays")
+    if not isinstance(names, dict) or set(names) != set(_ARRAYS):
+        return None
+    allowed = {
+        "log_probs": ("float16",),
+        "indices": ("uint16", "int32"),
+        "rest": ("float32",),
+    }
+    if any(names[name] not in allowed[name] for name in _ARRAYS):
+        return None
+    return {name: np.dtype(names[name]).type for name in _ARRAYS}
 
 
 def tokenizer_identity(tokenizer):
@@ -214,9 +254,14 @@ def build_topk_cache(
         teacher: The teacher `keras.Model` (logits `[..., V]`), or a
             `Distiller` (its teacher).
         data: `(x, y)` or `(x, y, sample_weight)` arrays (e.g. token ids,
-            next-token labels and the padding mask), or a `DataSplits` (see
-            `split`). A `tf.data` pipeline is refused: the cache does not
-            store examples, so it is read with the same arrays.
+            next-token labels and the padding mask), a `DataSplits` or a
+            `TextSplits` of text files (`tf_distill.data.load_text`; see
+            `split`), or a finite `tf.data` pipeline of `(x, y[,
+            sample_weight])` (examples or batches), read once into memory
+            in its order. The cache does not store examples: it is opened
+            with the same data (a pipeline must give the same examples in
+            the same order every pass: no shuffling), or with the arrays
+            the pipeline yields.
         directory: The cache's folder, shared by all workers.
         k: Classes kept per token, `1 ≤ k < V`.
         shard: `(index, count)`: this worker writes the `index`-th of
@@ -239,7 +284,8 @@ def build_topk_cache(
 
     Raises:
         ValueError: for `k ≥ V`, a tokenizer of another vocabulary size, a
-            bad `shard` or `data`, before the teacher runs.
+            bad `shard` or `data` (a pipeline with random augmentation or
+            without end), before the teacher runs.
         StaleCacheError: if `directory` holds a cache or shards of another
             fingerprint (teacher, data, k, temperature or tokenizer).
 
@@ -343,15 +389,22 @@ def _check_token_inputs(model, data):
 
 def _resolve(teacher, data, split, k, temperature, tokenizer, vocabulary_size=None):
     """Checks the arguments; returns `(spec, source, fingerprint, identity)`."""
-    if isinstance(data, tf.data.Dataset):
-        raise ValueError(
-            "A top-k cache is read with the arrays it was built from, so `data` "
-            "must be `(x, y)`, `(x, y, sample_weight)` or a DataSplits. "
-            "Received: a tf.data.Dataset."
-        )
     spec = TeacherSpec(teacher, None, "logits")
-    _check_token_inputs(spec.model, data)
+    if isinstance(data, TextSplits):
+        token_ids, labels, mask = data.windows[split] if split in data.windows else (None,) * 3
+        if token_ids is None:
+            raise ValueError(
+                f"Invalid value for argument `split`. Expected one of {sorted(data.windows)}. "
+                f"Received: split={split!r}"
+            )
+        data = (data.inputs(split), labels, mask)
+    if not isinstance(data, tf.data.Dataset):
+        _check_token_inputs(spec.model, data)
     source = resolve_source(data, split, None, lambda *a, **kw: None, spec.model)
+    # Examples are not stored: the outputs line up with the data by index,
+    # so a pipeline's examples are fingerprinted in order, as arrays are (a
+    # pipeline and its arrays then share one fingerprint).
+    source.order_invariant = False
     if vocabulary_size is None:
         vocabulary_size = _vocabulary_size(spec.model, source)
     if k >= vocabulary_size:
@@ -394,10 +447,15 @@ def _fingerprint(identity):
 
 def _damage(record, fingerprint):
     """Why a shard's or manifest's record (its JSON) cannot be trusted, or None."""
-    if record.get("version") != TOPK_FORMAT_VERSION:
+    if record.get("version") not in READABLE_VERSIONS:
         return f"it was written by another format version ({record.get('version')!r})"
     if any(key not in record for key in _IDENTITY):
         return "its identity is incomplete"
+    dtypes = _record_dtypes(record)
+    if dtypes is None:
+        return f"its arrays' dtypes are unknown ({record.get('arrays')!r})"
+    if dtypes["indices"] == np.uint16 and record["vocabulary_size"] > UINT16_VOCABULARY:
+        return "its ids are uint16 for a vocabulary above 65,536"
     if _fingerprint({key: record[key] for key in _IDENTITY}) != fingerprint:
         return "its k, temperature, vocabulary or tokenizer were edited after it was written"
     return None
@@ -410,7 +468,7 @@ def _shard_damage(folder, info, fingerprint):
         return problem
     checksums = info.get("checksums") or {}
     rows = info["stop"] - info["start"]
-    for name, dtype in _ARRAYS.items():
+    for name, dtype in _record_dtypes(info).items():
         path = os.path.join(folder, f"{name}.npy")
         if not os.path.isfile(path):
             return f"{name}.npy is missing"
@@ -451,6 +509,7 @@ def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint,
     with atomic_path(folder, suffix="") as staging:
         os.makedirs(staging)
         arrays = {}
+        dtypes = array_dtypes(identity["vocabulary_size"])
         progress = keras.utils.Progbar(stop - start, verbose=verbose, unit_name="example")
         for first in range(start, stop, batch_size):
             last = min(stop, first + batch_size)
@@ -469,17 +528,19 @@ def _write_shard(folder, spec, source, start, stop, k, temperature, fingerprint,
                     arrays[name] = np.lib.format.open_memmap(
                         os.path.join(staging, f"{name}.npy"),
                         mode="w+",
-                        dtype=_ARRAYS[name],
+                        dtype=dtypes[name],
                         shape=(stop - start,) + value.shape[1:],
                     )
-                arrays[name][first - start : last - start] = value.astype(_ARRAYS[name])
+                arrays[name][first - start : last - start] = value.astype(dtypes[name])
             progress.update(last - start)
         for array in arrays.values():
             array.flush()
         arrays.clear()
         checksums = {name: file_sha256(os.path.join(staging, f"{name}.npy")) for name in _ARRAYS}
         info = {"format": TOPK_FORMAT, "version": TOPK_FORMAT_VERSION, "fingerprint": fingerprint,
-                "start": start, "stop": stop, "checksums": checksums, **identity}
+                "start": start, "stop": stop, "checksums": checksums,
+                "arrays": {name: np.dtype(dtype).name for name, dtype in dtypes.items()},
+                **identity}
         atomic_write_json(os.path.join(staging, _SHARD_INFO), info)
 
 
@@ -499,14 +560,17 @@ def _join(directory, fingerprint, count, num_examples, identity):
         if _shard_damage(os.path.join(directory, name), info, fingerprint):
             return None  # its worker writes it anew (see `build_topk_cache`)
         shards.append({"folder": name, "start": info["start"], "stop": info["stop"],
-                       "checksums": info["checksums"]})
+                       "checksums": info["checksums"],
+                       "arrays": {name: np.dtype(dtype).name
+                                  for name, dtype in _record_dtypes(info).items()}})
     manifest = {
         "format": TOPK_FORMAT,
         "version": TOPK_FORMAT_VERSION,
         "fingerprint": fingerprint,
         "num_examples": num_examples,
         "shards": shards,
-        "arrays": {name: np.dtype(dtype).name for name, dtype in _ARRAYS.items()},
+        "arrays": {name: np.dtype(dtype).name
+                   for name, dtype in array_dtypes(identity["vocabulary_size"]).items()},
         **identity,
     }
     atomic_write_json(os.path.join(directory, TOPK_MANIFEST), manifest)

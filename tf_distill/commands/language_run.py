@@ -26,10 +26,10 @@ from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_report import write_language_report
 from tf_distill.commands.run import Job
 from tf_distill.comparison import counted
+from tf_distill.data import tokenization
 from tf_distill.distillers.distiller import Distiller
 from tf_distill.distillers.on_policy import OnPolicyDistiller
 from tf_distill.language import build_causal_lm
-from tf_distill.data import tokenization
 from tf_distill.language import models as language_models
 from tf_distill.language import presets
 from tf_distill.language.evaluation import perplexity
@@ -363,8 +363,9 @@ class LanguageJob(Job):
                 f"Received: data.sequence_length={data.sequence_length}"
             )
 
-    def distiller(self, teacher, student, seed):
-        """The `Distiller` the `distillation:` section asks for (on-policy when λ > 0)."""
+    def distiller(self, teacher, student, seed, end_token_id=None):
+        """The `Distiller` the `distillation:` section asks for (on-policy when λ > 0,
+        its samples stopping at `end_token_id`)."""
         distillation = self.config["distillation"]
         arguments = {
             "teacher": teacher, "student": student,
@@ -381,8 +382,8 @@ class LanguageJob(Job):
         return OnPolicyDistiller(
             on_policy_fraction=distillation["on_policy"],
             prompt_length=prompt_length(self.config),
-            temperature=sampling["temperature"], top_k=sampling["top_k"],
-            top_p=sampling["top_p"], seed=seed, **arguments)
+            sampling_temperature=sampling["temperature"], top_k=sampling["top_k"],
+            top_p=sampling["top_p"], end_token_id=end_token_id, seed=seed, **arguments)
 
     def distill(self, teacher, student, data, seed):
         """Distills into `student`; returns `(history, seconds)`.
@@ -394,7 +395,7 @@ class LanguageJob(Job):
         the distillation time.
         """
         training = self.config["training"]
-        distiller = self.distiller(teacher, student, seed)
+        distiller = self.distiller(teacher, student, seed, data.end_token_id)
         distiller.compile(
             optimizer=language_optimizer(self.config, data,
                                          learning_rate=training["learning_rate"],

@@ -59,8 +59,8 @@ class TextSplits:
         tokenizer: The tokenizer's fingerprint (see
             `tf_distill.data.tokenization.tokenizer_fingerprint`), or
             `"bytes"`.
-        end_token_id: The id that ends an example, or `None` for text
-            windows (which end mid-text).
+        end_token_id: The id that ends an example (or a file, for text read
+            with a tokenizer that has one), or `None` (bytes).
     """
 
     windows: dict
@@ -399,5 +399,6 @@ def load_text(
         fingerprint=f"text:sha256:{digest.hexdigest()}",
         files=tuple(files),
         tokenizer=identity,
+        end_token_id=None if tokenizer is None else getattr(tokenizer, "end_token_id", None),
     )
 

@@ -25,8 +25,12 @@ from tf_distill.distillers.engine import average_loss
 from tf_distill.distillers.engine import regularization_loss
 from tf_distill.language import alignment as alignment_lib
 from tf_distill.language import models as language_models
+from tf_distill.language.heads import LMHeadSplit
+from tf_distill.language.heads import head_outputs_stop_gradient
 from tf_distill.losses import labels as labels_lib
 from tf_distill.losses.base import call_arguments
+from tf_distill.losses.lm_head import HeadOutputs
+from tf_distill.losses.lm_head import chunked_head_crossentropy
 from tf_distill.schedules import Schedule
 from tf_distill.schedules import can_be_positive
 from tf_distill.schedules import check_loss_weight
@@ -279,6 +283,32 @@ class Distiller(DistillerEngine):
         )
         # Built by each loss, at the latest in validate_model_compatibility.
         self.loss_layers = [layer for loss in resolved for layer in loss.layers]
+        self._head_splits = self._split_heads(resolved)
+
+    def _split_heads(self, resolved):
+        """`(teacher split, student split, chunk size)` when the losses apply
+        the LM heads themselves (`ChunkedHeadDistillation`), else `None`."""
+        applying = [bool(getattr(loss, "applies_head", False)) for loss in resolved]
+        if not any(applying):
+            return None
+        if not all(applying):
+            raise ValueError(
+                "A loss that applies the LM head in chunks (ChunkedHeadDistillation) "
+                "reads hidden states, not logits: it must be the only kind of "
+                f"distillation loss. Received: distillation_losses={resolved!r}"
+            )
+        if self.has_several_teachers:
+            raise ValueError(
+                "A loss that applies the LM head in chunks reads one teacher. Received: "
+                f"{len(self.teachers)} teachers {list(self.teachers)}"
+            )
+        if self.teacher_outputs != "logits":
+            raise ValueError(
+                "A loss that applies the LM head in chunks reads a teacher that outputs "
+                f"logits. Received: teacher_outputs={self.teacher_outputs!r}"
+            )
+        student = LMHeadSplit(self.student, "student")
+        return LMHeadSplit(self.teacher, "teacher"), student, resolved[0].chunk_size
 
     # ------------------------------------------------------------------
     # Compile: the keras.distillation form and the keras.io form.
@@ -353,6 +383,8 @@ class Distiller(DistillerEngine):
                 "FeatureDistillation) to the Distiller, or "
                 "`distillation_loss_fn` to `compile`."
             )
+        if self._head_splits is not None:
+            _check_head_compile(loss, metrics)
         if loss is not None and metrics is not None and not isinstance(
             metrics, (list, tuple, dict)
         ):
@@ -379,12 +411,22 @@ class Distiller(DistillerEngine):
         teacher's own outputs are under `"<teacher>/logits"` and
         `"<teacher>/<layer>"` (see `teacher_output_key`). Each teacher runs
         once, in inference mode (see `tf_distill.teachers.TeacherForward`).
+        With a loss that applies the LM head in chunks, `"logits"` holds
+        `HeadOutputs`: the teacher's final hidden states and its head.
         """
+        if self._head_splits is not None:
+            if self.teacher_preprocessing is not None:
+                x = self.teacher_preprocessing(x)
+            outputs = self._head_splits[0].outputs(x, training=False)
+            return {taps.LOGITS: head_outputs_stop_gradient(outputs)}
         return self._teacher_forward(x)
 
     def student_forward(self, x, training=False):
         """The student's logits and tapped layers, `{"logits": ..., name: ...}`,
         from one pass (through its tap model when layers are tapped)."""
+        if self._head_splits is not None:
+            # A loss applies the head: the logits, deferred (`HeadOutputs`).
+            return {taps.LOGITS: self._head_splits[1].outputs(x, training=training)}
         if self._student_taps is not None:
             return dict(self._student_taps(x, training=training))
         return {taps.LOGITS: self.student(x, training=training)}
@@ -392,6 +434,15 @@ class Distiller(DistillerEngine):
     def compute_teacher_outputs(self, batch):
         """The teachers' outputs for `batch`: cached ones completed, or one
         inference pass of each teacher (see `teacher_forward`)."""
+        if self._head_splits is not None and (
+            batch.teacher_outputs is not None or batch.teacher_inputs is not None
+        ):
+            raise ValueError(
+                "A loss that applies the LM head in chunks reads the teacher's hidden "
+                "states on the student's tokens: no cache holds them, and a teacher of "
+                "another tokenizer has other positions. Received: a batch with "
+                f"{'cached teacher outputs' if batch.teacher_outputs is not None else 'teacher_inputs'}"
+            )
         if batch.teacher_outputs is None:
             if batch.teacher_inputs is not None:
                 return self.aligned_teacher_forward(batch.teacher_inputs)
@@ -437,6 +488,17 @@ class Distiller(DistillerEngine):
             total = values if total is None else total + values
         return total
 
+    def example_weights(self, sample_weight, mask):
+        """Hook: each example's weight in the batch mean, `[batch]`, or `None`.
+
+        By default the sample weight per example (`None` when it is a
+        `[batch, time]` mask of positions: each example is the mean over its
+        positions, and examples weigh alike). The on-policy distiller can
+        weigh examples by their count of positions instead (TRL's token-level
+        mean).
+        """
+        return labels_lib.example_weights(sample_weight, mask)
+
     def loss_terms(self, batch, teacher_outputs, training):
         """One student pass and its loss:
 
@@ -449,22 +511,31 @@ class Distiller(DistillerEngine):
         x, y, sample_weight = batch.x, batch.y, batch.sample_weight
         student_outputs = self.student_forward(x, training=training)
         logits = student_outputs[taps.LOGITS]
-        mask = labels_lib.label_mask(logits, sample_weight)
-        example_weights = labels_lib.example_weights(sample_weight, mask)
+        # Deferred logits (a loss applies the head in chunks): the hidden
+        # states have the logits' `[batch, time]` and stand for them here.
+        deferred = isinstance(logits, HeadOutputs)
+        predictions = logits.hidden_states if deferred else logits
+        mask = labels_lib.label_mask(predictions, sample_weight)
+        example_weights = self.example_weights(sample_weight, mask)
         alpha = scheduled(self.student_loss_weight)
-        if y is not None:
+        if y is not None and not deferred:
             # Refuses labels that fit neither the sparse nor the one-hot form
             # at trace time, before a step (even with α = 0 and no metric).
             labels_lib.label_format(y, logits)
-        y, labeled = labels_lib.fill_unlabeled(y, logits, teacher_outputs[taps.LOGITS])
+        y, labeled = labels_lib.fill_unlabeled(y, predictions, teacher_outputs[taps.LOGITS])
         if batch.labeled is not None:
             labeled = batch.labeled if labeled is None else labeled * batch.labeled
         # Evaluation reports the student's loss even when α = 0 (as
         # `val_student_loss`). Without labels it is 0.
         if y is not None and (can_be_positive(self.student_loss_weight) or not training):
-            student_values = self.label_loss(y, logits, mask, labeled)
+            if deferred:
+                student_values = labels_lib.keep_labeled(
+                    chunked_head_crossentropy(y, logits, mask, self._head_splits[2]), labeled
+                )
+            else:
+                student_values = self.label_loss(y, logits, mask, labeled)
         else:
-            student_values = tf.zeros([tf.shape(logits)[0]], tf.float32)
+            student_values = tf.zeros([tf.shape(predictions)[0]], tf.float32)
         distillation_values = self.distillation_values(
             teacher_outputs, student_outputs, y,
             alignment_lib.distillation_mask(teacher_outputs, mask), training,
@@ -584,6 +655,33 @@ class Distiller(DistillerEngine):
         """
         summary_lib.print_summary(
             self, line_length, positions, print_fn, expand_nested, show_trainable, layer_range
+        )
+
+
+def _check_head_compile(loss, metrics):
+    """Raises `ValueError` for what a Distiller whose loss applies the LM head
+    in chunks cannot do: compiled metrics (they read full logits) and a label
+    loss other than the cross-entropy it computes in chunks."""
+    if metrics:
+        raise ValueError(
+            "A Distiller whose loss applies the LM head in chunks never forms the "
+            "student's [batch, time, vocab] logits, which compiled metrics read. Evaluate "
+            f"the student itself (`distiller.student.evaluate`). Received: metrics={metrics!r}"
+        )
+    if loss is None:
+        return
+    crossentropy = labels_lib.resolve_student_loss(loss) is labels_lib.crossentropy_from_logits
+    if isinstance(loss, keras.losses.Loss):
+        config = loss.get_config()
+        crossentropy = "crossentropy" in type(loss).__name__.lower() and config.get(
+            "from_logits", False
+        )
+    if not crossentropy:
+        raise ValueError(
+            "A Distiller whose loss applies the LM head in chunks computes the student's "
+            "label loss as the cross-entropy of its logits, in chunks. Expected "
+            "loss='sparse_categorical_crossentropy' or a Keras crossentropy with "
+            f"from_logits=True. Received: loss={loss!r}"
         )
 
 

@@ -242,10 +242,16 @@ class DistillerEngine(keras.Model):
         Examples marked unlabeled (label -1: `terms.labeled` is 0) count in
         no metric, as in no label loss: they are dropped (Keras's compiled
         metrics would score their placeholder label). A per-position mask
-        (the on-policy distiller's sampled continuations) is left as it is:
-        their metrics read the samples' next tokens.
+        (`[batch, time]`: the on-policy distiller's sampled continuations,
+        which have no labels) weighs the positions: those without a label
+        count in no metric, so metrics come from real data only.
         """
         y, y_pred, sample_weight = batch.y, terms.outputs, batch.sample_weight
+        if y is not None and terms.labeled is not None and terms.labeled.shape.rank == 2:
+            labeled = tf.cast(terms.labeled, tf.float32)
+            if sample_weight is None:
+                return y, y_pred, labeled
+            return y, y_pred, tf.cast(sample_weight, tf.float32) * labeled
         if y is None or terms.labeled is None or terms.labeled.shape.rank != 1:
             return y, y_pred, sample_weight
         keep = terms.labeled > 0

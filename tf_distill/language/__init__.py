@@ -5,7 +5,8 @@ the `Distiller` takes such models as teacher and student (see `models`: the
 padding mask of `{"token_ids", "padding_mask"}` masks every token-level term,
 and vocabularies, tokenizers and lengths are checked); `next_token_batch`
 turns token ids into `(x, y, sample_weight)`. `sequence_level_dataset` is
-sequence-level KD; it samples with `sample_continuations`, as
+sequence-level KD; it decodes with `generate_continuations` (KerasHub's KV
+cache, a seeded sampler, an optional end token), as
 `tf_distill.OnPolicyDistiller` (GKD) does. `perplexity` and `teacher_nll_of_samples`
 (the exposure-bias measure) score a trained LM (see `evaluation`).
 KerasHub presets come in with `load_causal_lm` and go out with
@@ -20,6 +21,7 @@ import importlib
 
 _PUBLIC = {
     "build_causal_lm": "tf_distill.language.builders",
+    "generate_continuations": "tf_distill.language.sampling",
     "check_tokenizers": "tf_distill.language.models",
     "load_causal_lm": "tf_distill.language.presets",
     "save_causal_lm_preset": "tf_distill.language.presets",

@@ -11,8 +11,9 @@ from tf_distill.backend import tf
 from tf_distill.language import models as language_models
 from tf_distill.language.models import PADDING_MASK
 from tf_distill.language.models import TOKEN_IDS
-from tf_distill.language.sampling import continuation_mask
-from tf_distill.language.sampling import sample_continuations
+from tf_distill.language.sampling import check_end_token_id
+from tf_distill.language.sampling import check_sampling
+from tf_distill.language.sampling import generate_continuations
 
 
 def sequence_level_dataset(
@@ -24,6 +25,7 @@ def sequence_level_dataset(
     top_k=None,
     top_p=None,
     seed=0,
+    end_token_id=None,
 ):
     """Sequence-level KD (Kim & Rush 2016): a data set of teacher continuations.
 
@@ -39,20 +41,28 @@ def sequence_level_dataset(
         sequence_length: The training length `time`; `P <= time`.
         greedy: Take the teacher's most likely token; else sample with
             `temperature`, `top_k`, `top_p` and `seed`.
+        end_token_id: Optional end token: a continuation stops at its first
+            one, and the positions after it are padding (weight 0).
+
+    The teacher decodes with its KV cache when it has one (a KerasHub
+    `CausalLM`; see `tf_distill.language.sampling`).
 
     Returns:
         A `tf.data.Dataset` of `(x, y, sample_weight)` batches: `x` is
         `{"token_ids", "padding_mask"}` `[batch, time]`, `y` the next tokens,
         and `sample_weight` 1 on the positions predicting a teacher token.
     """
+    check_sampling(temperature, top_k, top_p)
+    check_end_token_id(end_token_id, language_models.vocabulary_size(teacher))
     if not isinstance(prompts, tf.data.Dataset):
         prompts = tf.data.Dataset.from_tensor_slices(np.asarray(prompts)).batch(32)
     language_models.check_sequence_length(
         [teacher], {TOKEN_IDS: tf.zeros([1, sequence_length + 1]), PADDING_MASK: None}
     )
     generate = tf.function(
-        lambda ids, batch_seed, prompt_length: sample_continuations(
-            teacher, ids, prompt_length, batch_seed, temperature, top_k, top_p, greedy
+        lambda ids, batch_seed, prompt_length: generate_continuations(
+            teacher, ids, prompt_length, batch_seed, temperature, top_k, top_p, greedy,
+            end_token_id=end_token_id,
         )
     )
     batches = []
@@ -66,10 +76,13 @@ def sequence_level_dataset(
             )
         padding = tf.zeros([tf.shape(prompt)[0], sequence_length + 1 - prompt_length], prompt.dtype)
         ids = tf.concat([prompt, padding], axis=1)
-        ids = generate(ids, tf.constant([seed, index], tf.int64), prompt_length)
-        x, y, _ = language_models.next_token_batch(ids)
-        # Position t predicts token t + 1: the teacher's tokens are P ... time.
-        mask = continuation_mask(tf.shape(ids), prompt_length)[:, :-1]
+        continuations = generate(ids, tf.constant([seed, index], tf.int64), prompt_length)
+        x, y, _ = language_models.next_token_batch(
+            continuations.token_ids, continuations.padding_mask
+        )
+        # Position t predicts token t + 1: the teacher's tokens are P ... time
+        # (up to its first end token).
+        mask = continuations.loss_mask[:, :-1]
         batches.append((x, y, mask))
     if not batches:
         raise ValueError("`prompts` is empty.")

@@ -1,7 +1,8 @@
 """Distillation losses: pure tensor functions plus thin serializable classes.
 
 Grouped by the kind of knowledge they transfer: soft labels (`soft_labels`),
-token-level divergences of language models (`tokens`), across tokenizers
+token-level divergences of language models (`tokens`; `lm_head` for large
+vocabularies, the LM heads applied in chunks), across tokenizers
 (`cross_tokenizer`), KD from a top-k
 teacher cache (`topk`), other logit-based methods (`logit_methods`, `ctkd`),
 features (`features`), relations between examples (`relations`) and
@@ -36,6 +37,11 @@ from tf_distill.losses.features import feature_l1
 from tf_distill.losses.features import feature_mse
 from tf_distill.losses.features import fitnets_hint
 from tf_distill.losses.labels import crossentropy_from_logits
+from tf_distill.losses.lm_head import ChunkedHeadDistillation
+from tf_distill.losses.lm_head import HeadOutputs
+from tf_distill.losses.lm_head import LinearHead
+from tf_distill.losses.lm_head import chunked_head_crossentropy
+from tf_distill.losses.lm_head import chunked_head_divergence
 from tf_distill.losses.logit_methods import DIST
 from tf_distill.losses.logit_methods import CorrelationDistillation
 from tf_distill.losses.logit_methods import DecoupledDistillation
@@ -94,6 +100,7 @@ __all__ = [
     "AttentionTransfer",
     "CRDistillation",
     "CTKD",
+    "ChunkedHeadDistillation",
     "ContrastMemory",
     "CorrelationDistillation",
     "CurriculumTemperatureDistillation",
@@ -106,6 +113,8 @@ __all__ = [
     "FitNets",
     "FitNetsDistillation",
     "GlobalTemperature",
+    "HeadOutputs",
+    "LinearHead",
     "LogitsDistillation",
     "PKT",
     "ProbabilisticTransferDistillation",
@@ -119,6 +128,8 @@ __all__ = [
     "TokenDistillation",
     "TopKDistillation",
     "attention_transfer",
+    "chunked_head_crossentropy",
+    "chunked_head_divergence",
     "crd_loss",
     "crossentropy_from_logits",
     "decoupled_kd",

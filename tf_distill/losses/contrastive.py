@@ -7,10 +7,11 @@ embedding heads (linear, then L2 normalization) into one space. Two memory
 banks keep one embedding per training example, one bank for the student's
 embeddings and one for the teacher's. For each example, the student's
 embedding is contrasted with the teacher bank's row of the same example (the
-positive) and `K` rows drawn uniformly (the negatives), and symmetrically the
-teacher's embedding with the student bank. The banks follow the embeddings
-by momentum at the batch's example indices, so the data pipeline must carry
-them (`tf_distill.with_example_indices`).
+positive) and `K` rows of examples of other classes (the negatives, as
+RepDistiller's training script draws them: `contrast_idx`, mode `exact`),
+and symmetrically the teacher's embedding with the student bank. The banks
+follow the embeddings by momentum at the batch's example indices, so the data
+pipeline must carry them (`tf_distill.with_example_indices`).
 
 The pure functions (`contrast_scores`, `nce_contrast_loss`, `crd_loss`) are
 the maths; the Keras layers that hold the state (`EmbeddingHead`,
@@ -23,10 +24,13 @@ from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import static_shape
+from tf_distill.losses.labels import class_indices
+from tf_distill.losses.memory_bank import NEGATIVES
 from tf_distill.losses.memory_bank import ROLES
 from tf_distill.losses.memory_bank import ContrastMemory
 from tf_distill.losses.memory_bank import EmbeddingHead
 from tf_distill.losses.registry import register
+from tf_distill.validation import check_choice
 from tf_distill.validation import check_positive
 from tf_distill.validation import check_positive_integer
 from tf_distill.validation import check_unit_interval
@@ -146,6 +150,27 @@ class CRDistillation(DistillationLoss):
     needs no indices (and should have none: indices always name rows of the
     training set's banks).
 
+    **Negatives.** RepDistiller's training script (`CIFAR100InstanceSample`,
+    mode `exact`, with which the paper's results were obtained) draws each
+    example's `K` negatives from the examples of *other classes*; drawn
+    uniformly from all rows, about `1/C` of them would share the anchor's
+    class and push apart embeddings of one class. With
+    `negatives="other_classes"` (the default) the loss reads the batch's
+    labels (the `Distiller` passes them), records each example's class at its
+    row when training sees it, and draws the negatives from the rows whose
+    class differs from the anchor's (see `ContrastMemory.sample_negatives`).
+    Until an example is first seen its row's class is unknown and the row
+    may be drawn: it still holds its random initial vector, not an
+    embedding, so no drawn row holds an embedding of the anchor's class at
+    any step; `set_example_labels(y_train)` records every class up front,
+    as RepDistiller's data set knows them. Differences that remain: the
+    draws are with replacement (RepDistiller's without: the same expected
+    loss, see `sample_negatives`), and a batch **without labels** (`y` is
+    `None`: unlabeled data) draws from all rows, as
+    `negatives="uniform"` always does (tf_distill 0.1.0's behaviour). An
+    unlabeled example within a labeled batch (label -1) counts as of the
+    teacher's predicted class, as the `Distiller` fills it in.
+
     The paper weighs CRD 0.8 next to the task loss (and KD); set that with
     the `Distiller`'s loss weights. It uses `K = 16384` negatives; the
     default here, 4096, keeps small runs cheap.
@@ -160,6 +185,10 @@ class CRDistillation(DistillationLoss):
         momentum: Momentum of the memory banks, in [0, 1].
         num_examples: Size of the training set: the banks' rows, indexed by
             the example indices. Required before training.
+        negatives: `"other_classes"` (default: RepDistiller's draw, from
+            the examples of other classes than the anchor's when the batch
+            has labels) or `"uniform"` (from all examples; tf_distill
+            0.1.0's draw).
         teacher: With several teachers, the one whose outputs the loss
             reads (its name or index); `None` for the ensemble's logits.
 
@@ -184,7 +213,7 @@ class CRDistillation(DistillationLoss):
     ```
     """
 
-    call_arguments = ("example_indices", "training")
+    call_arguments = ("labels", "example_indices", "training")
 
     def __init__(
         self,
@@ -195,9 +224,11 @@ class CRDistillation(DistillationLoss):
         nce_temperature=0.07,
         momentum=0.5,
         num_examples=None,
+        negatives="other_classes",
         teacher=None,
     ):
         super().__init__(teacher=teacher)
+        check_choice("negatives", negatives, NEGATIVES)
         check_positive_integer("feature_dim", feature_dim)
         check_positive_integer("num_negatives", num_negatives)
         if num_examples is not None:
@@ -217,11 +248,14 @@ class CRDistillation(DistillationLoss):
         self.nce_temperature = float(nce_temperature)
         self.momentum = float(momentum)
         self.num_examples = num_examples
+        self.negatives = negatives
         self.teacher_head = EmbeddingHead(feature_dim)
         self.student_head = EmbeddingHead(feature_dim)
         self.memory = None
         if num_examples is not None:
-            self.memory = ContrastMemory(num_examples, feature_dim, num_negatives, self.momentum)
+            self.memory = ContrastMemory(
+                num_examples, feature_dim, num_negatives, self.momentum, negatives=negatives
+            )
 
     @property
     def layers(self):
@@ -265,8 +299,28 @@ class CRDistillation(DistillationLoss):
         if not self.memory.built:
             self.memory.build(None)
 
+    def set_example_labels(self, labels):
+        """Records every training example's class up front (see the class
+        docstring): `labels[i]` is the class of the example of index `i`,
+        the order `tf_distill.with_example_indices` numbers them in. Call it
+        once the `Distiller` is made (it builds the memory, under the
+        Distiller's distribution strategy if any).
+
+        Raises:
+            ValueError: without `num_examples`, with `negatives="uniform"`,
+                or for labels of another length.
+        """
+        self._check_num_examples()
+        self.memory.assign_labels(labels)
+
     def call(
-        self, teacher_outputs, student_outputs, mask=None, example_indices=None, training=None
+        self,
+        teacher_outputs,
+        student_outputs,
+        mask=None,
+        labels=None,
+        example_indices=None,
+        training=None,
     ):
         self._check_num_examples()
         training = bool(training)
@@ -283,7 +337,15 @@ class CRDistillation(DistillationLoss):
             "teacher": self.teacher_head(tf.stop_gradient(tf.cast(teacher_outputs, tf.float32))),
             "student": self.student_head(student_outputs),
         }
-        negatives = memory.sample_negatives(tf.shape(embeddings["student"])[0])
+        classes = None
+        if self.negatives == "other_classes" and labels is not None:
+            classes = class_indices(labels)
+        if example_indices is not None:
+            example_indices = memory.check_indices(example_indices)
+        if training and classes is not None:
+            # Before the draw: this batch's own rows are of known classes.
+            memory.update_labels(example_indices, classes)
+        negatives = memory.sample_negatives(tf.shape(embeddings["student"])[0], classes)
         rows = {}
         if example_indices is None:
             # Evaluation on other data: the positive is the other model's
@@ -292,7 +354,6 @@ class CRDistillation(DistillationLoss):
                 positive = tf.stop_gradient(embeddings[role])[:, None]
                 rows[role] = tf.concat([positive, memory.rows(role, negatives)], axis=1)
         else:
-            example_indices = memory.check_indices(example_indices)
             contrast_indices = tf.concat([example_indices[:, None], negatives], axis=1)
             rows = {role: memory.rows(role, contrast_indices) for role in ROLES}
         # Z for the student's embedding against the teacher bank, and vice
@@ -332,6 +393,7 @@ class CRDistillation(DistillationLoss):
             "nce_temperature": self.nce_temperature,
             "momentum": self.momentum,
             "num_examples": self.num_examples,
+            "negatives": self.negatives,
             **super().get_config(),
         }
 

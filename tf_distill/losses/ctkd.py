@@ -10,7 +10,9 @@ read through a gradient reversal layer: the student minimises the KD loss
 at `T` while `θ` follows the reversed gradient, so it *maximises* the loss
 (makes the task harder). The reversal's weight `λ` follows a cosine
 curriculum from 0 to `lambda_max` over `curriculum_epochs` epochs: easy
-first, harder as the student learns.
+first, harder as the student learns. Epochs count from 1, as in the official
+script (`gradient_decay.get_value(epoch)` for `epoch in range(1, epochs +
+1)`), so the first epoch already trains `θ` at `λ(1) > 0`.
 """
 
 import math
@@ -58,6 +60,31 @@ def reverse_gradient(x, coefficient):
         return tf.identity(value), gradient
 
     return reversed_identity(tf.convert_to_tensor(x))
+
+
+class ReversalCurriculum(Cosine):
+    """CTKD's `λ`: a cosine from `start` to `end`, epochs counted from 1.
+
+        λ(e) = end + (start − end) · (1 + cos(π · min(e / duration, 1))) / 2,
+        e = epoch + 1  (the training's first epoch, 0 for Keras, is e = 1)
+
+    The official code's `CosineDecay.get_value(epoch)`, called with `epoch`
+    from 1 (`train_student.py`): at `start = 0`, `end = 1` and
+    `duration = 10`, λ is 0.024, 0.095, ... in the first epochs and reaches
+    1 at the tenth. A plain `Cosine` counts Keras's 0-based epochs, which
+    would run one epoch late (λ = 0 in the first epoch). In `"step"` units
+    steps count from 1 likewise.
+
+    Args: as `tf_distill.schedules.Cosine`.
+
+    Example:
+
+    >>> [round(float(ReversalCurriculum(0.0, 1.0, 2).value(0, epoch)), 4) for epoch in (0, 1, 2)]
+    [0.5, 1.0, 1.0]
+    """
+
+    def at(self, t):
+        return super().at(t + 1.0)
 
 
 @register_serializable()
@@ -122,8 +149,13 @@ class CurriculumTemperatureDistillation(DistillationLoss):
     `soft_label_kl`), at a temperature that is learned adversarially:
 
         T = min_temperature + temperature_range · sigmoid(θ)
-        λ(epoch) = lambda_max · (1 − cos(π · min(epoch / E, 1))) / 2
+        λ(e) = lambda_max · (1 − cos(π · min(e / E, 1))) / 2
         student: minimises the loss;  θ: its gradient is −λ · ∂loss/∂θ
+
+    with `e` the epoch counted from 1, as the official script counts it
+    (see `ReversalCurriculum`): λ > 0 from the first epoch, `lambda_max`
+    from epoch `E` on. (tf_distill 0.1.0 counted from 0: λ ran one epoch
+    late.)
 
     The temperature is a Keras layer the loss owns (`layers`): the
     `Distiller` trains `θ` with the student's optimizer, and it is not part
@@ -183,7 +215,7 @@ class CurriculumTemperatureDistillation(DistillationLoss):
         self.lambda_max = float(lambda_max)
         self.curriculum_epochs = curriculum_epochs
         self.initial_temperature = initial_temperature
-        self.reversal_lambda = Cosine(0.0, self.lambda_max, curriculum_epochs)
+        self.reversal_lambda = ReversalCurriculum(0.0, self.lambda_max, curriculum_epochs)
         self.temperature_layer = GlobalTemperature(
             float(min_temperature), float(temperature_range), initial_logit, name="ctkd_temperature"
         )

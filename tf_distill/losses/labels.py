@@ -64,6 +64,36 @@ def label_format(y_true, logits):
     )
 
 
+def class_indices(labels):
+    """Each example's class, from the labels a loss is given (DKD, CRD).
+
+    Args:
+        labels: Class indices `[batch]` (or `[batch, 1]`), or one-hot (or
+            soft) labels `[batch, classes]`, whose argmax is the class.
+
+    Returns:
+        An integer `[batch]` tensor (int64 unless the indices were integers).
+
+    Raises:
+        ValueError: for labels of another rank.
+    """
+    labels = tf.convert_to_tensor(labels)
+    rank = labels.shape.rank
+    last = labels.shape[-1] if rank else None
+    if rank == 2 and last != 1:
+        indices = tf.argmax(labels, axis=-1)
+    elif rank == 2 or rank == 1:
+        indices = tf.reshape(labels, [-1])
+    else:
+        raise ValueError(
+            "`labels` must be class indices `[batch]` or one-hot "
+            f"`[batch, classes]`. Received: labels of shape {tuple(labels.shape)}."
+        )
+    if not indices.dtype.is_integer:
+        indices = tf.cast(indices, tf.int64)
+    return indices
+
+
 def _shape(shape):
     return str(tuple(shape.as_list()))
 

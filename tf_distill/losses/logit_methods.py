@@ -10,6 +10,7 @@ import numpy as np
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
 from tf_distill.losses.base import DistillationLoss
+from tf_distill.losses.labels import class_indices
 from tf_distill.losses.registry import register
 from tf_distill.losses.registry import register_former_name
 from tf_distill.schedules import number_or_schedule
@@ -49,20 +50,7 @@ def _target_mask(labels, teacher_logits):
     if labels is None:
         indices = tf.argmax(teacher_logits, axis=-1)
     else:
-        labels = tf.convert_to_tensor(labels)
-        rank = labels.shape.rank
-        last = labels.shape[-1] if rank else None
-        if rank == 2 and last != 1:
-            indices = tf.argmax(labels, axis=-1)
-        elif rank == 2 or rank == 1:
-            indices = tf.reshape(labels, [-1])
-        else:
-            raise ValueError(
-                "`labels` must be class indices `[batch]` or one-hot "
-                f"`[batch, classes]`. Received: labels of shape {tuple(labels.shape)}."
-            )
-        if not indices.dtype.is_integer:
-            indices = tf.cast(indices, tf.int64)
+        indices = class_indices(labels)
     return tf.one_hot(indices, num_classes, on_value=True, off_value=False)
 
 
@@ -256,12 +244,21 @@ class DecoupledDistillation(DistillationLoss):
     as `call(..., labels=labels)`. Without labels (`labels=None`) the
     teacher's argmax stands in for them.
 
+    **Warm-up.** The authors' code (mdistiller) scales the DKD loss by
+    `min(epoch / 20, 1)`, epochs counted from 1 (20 of 240 CIFAR-100
+    epochs). A loss knows nothing of epochs, so the warm-up is the loss's
+    weight: `tf_distill.schedules.linear_warmup(weight, 20)`, the schedule
+    `Linear(weight / 20, weight, 19)`, is exactly that factor at every
+    epoch (in a config: `loss_weights: [{schedule: linear, start: 0.05,
+    end: 1.0, duration: 19}]`). Without it DKD trains at full weight from
+    the first step.
+
     The defaults are the paper's CIFAR-100 values, kept because they are
     what users compare against; they are not a safe default everywhere. On
     the method benchmark (docs/BENCHMARKS.md, Quality 4: MNIST, 4,000
     images, 15 epochs) DKD made the student worse than training alone at
-    every weight tried, with the paper's warm-up; see
-    `examples/recipes/dkd.yaml`, and prefer DIST there.
+    every weight tried, with the paper's warm-up scaled to 3 of 15 epochs;
+    see `examples/recipes/dkd.yaml`, and prefer DIST there.
 
     Args:
         alpha: Weight `α ≥ 0` of the target-class term (TCKD). Defaults to 1.

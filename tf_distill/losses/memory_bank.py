@@ -14,10 +14,20 @@ import math
 from tf_distill.backend import keras
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
+from tf_distill.losses.labels import class_indices
+from tf_distill.validation import check_choice
 
 # `tf.math.l2_normalize` clamps the *squared* norm at this value.
 _NORMALIZE_EPSILON = 1e-12
 ROLES = ("student", "teacher")
+# How negatives are drawn: from the rows of other classes than the anchor's
+# (RepDistiller's `contrast_idx`, mode "exact"), or from all rows.
+NEGATIVES = ("other_classes", "uniform")
+# A row whose class is not known yet (never seen in training, no labels set).
+UNKNOWN_CLASS = -1
+# Draws are uniform integers below this, reduced modulo the pool's size: the
+# bias is below pool / 2³¹.
+_DRAW_RANGE = 2**31 - 1
 
 
 def momentum_update(rows, embeddings, momentum=0.5):
@@ -109,21 +119,37 @@ class ContrastMemory(keras.layers.Layer):
     the updates of all replicas (gathered across them), so the copies stay
     equal.
 
+    With `negatives="other_classes"` it also keeps each row's class
+    (`example_labels`, int64, `UNKNOWN_CLASS` until known), so that
+    negatives can be drawn from the other classes (`sample_negatives`).
+
     Args:
         num_examples: Rows of each bank: the size of the training set.
         feature_dim: The embeddings' width.
-        num_negatives: `K`, rows drawn per example (uniformly, with
-            replacement, from all rows).
+        num_negatives: `K`, rows drawn per example, with replacement.
         momentum: The banks' momentum `m` (see `momentum_update`).
+        negatives: `"other_classes"` (rows of other classes than the
+            anchor's, where its class is known) or `"uniform"` (all rows).
     """
 
-    def __init__(self, num_examples, feature_dim=128, num_negatives=4096, momentum=0.5, **kwargs):
+    def __init__(
+        self,
+        num_examples,
+        feature_dim=128,
+        num_negatives=4096,
+        momentum=0.5,
+        negatives="other_classes",
+        **kwargs,
+    ):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
+        check_choice("negatives", negatives, NEGATIVES)
         self.num_examples = num_examples
         self.feature_dim = feature_dim
         self.num_negatives = num_negatives
         self.momentum = momentum
+        self.negatives = negatives
+        self.example_labels = None
 
     def build(self, input_shape=None):
         bound = 1.0 / math.sqrt(self.feature_dim / 3.0)
@@ -142,7 +168,31 @@ class ContrastMemory(keras.layers.Layer):
             )
             setattr(self, f"{role}_bank", bank)
             setattr(self, f"{role}_normalizer", normalizer)
+        self.example_labels = None
+        if self.negatives == "other_classes":
+            # Created last: a memory saved without it (tf_distill 0.1.0) has
+            # the same first four variables (see `load_own_variables`).
+            self.example_labels = self.add_weight(
+                shape=(self.num_examples,),
+                initializer=keras.initializers.Constant(UNKNOWN_CLASS),
+                dtype="int64",
+                trainable=False,
+                name="example_labels",
+            )
         self.built = True
+
+    def load_own_variables(self, store):
+        """Loads the saved variables; a memory saved before it kept the
+        rows' classes (tf_distill 0.1.0: banks and normalizers only) loads
+        too, its classes unknown until training sees them again."""
+        if self.example_labels is not None and len(store.keys()) == len(self.weights) - 1:
+            for index, variable in enumerate(self.weights[:-1]):
+                variable.assign(store[str(index)])
+            self.example_labels.assign(
+                tf.fill([self.num_examples], tf.constant(UNKNOWN_CLASS, tf.int64))
+            )
+            return
+        super().load_own_variables(store)
 
     def check_indices(self, example_indices):
         """`example_indices` as `[batch]` int64, asserted in `[0, num_examples)`."""
@@ -161,12 +211,83 @@ class ContrastMemory(keras.layers.Layer):
         )
         return example_indices
 
-    def sample_negatives(self, batch_size):
-        """`[batch, K]` rows drawn uniformly (RepDistiller's `contrast_idx`
-        without its positive column)."""
-        return tf.random.uniform(
-            [batch_size, self.num_negatives], 0, self.num_examples, dtype=tf.int64
-        )
+    def sample_negatives(self, batch_size, classes=None):
+        """`[batch, K]` negative rows: RepDistiller's `contrast_idx` without
+        its positive column.
+
+        With `classes` (each anchor's class, `[batch]`) and
+        `negatives="other_classes"`, each anchor's rows are drawn uniformly
+        from those whose class is not the anchor's: the rows of other
+        classes and the rows whose class is not known yet (never seen in
+        training: they hold their random initial vectors, no example's
+        embedding). An anchor whose class every row shares draws from all
+        rows. Otherwise rows are drawn uniformly from all rows.
+
+        Draws are with replacement. RepDistiller draws each example's `K`
+        without replacement (`np.random.choice(..., replace=False)` when
+        `K` is at most the pool): each negative has the same distribution
+        either way, so the loss's expectation is the same, with a little
+        more variance here (about `K / (2 · pool)` of the draws repeat a
+        row); an exact draw without replacement (a top-k over all rows per
+        example) costs 10 to 50 times as much on CPU.
+        """
+        shape = [batch_size, self.num_negatives]
+        if classes is None or self.example_labels is None:
+            return tf.random.uniform(shape, 0, self.num_examples, dtype=tf.int64)
+        row_classes = tf.convert_to_tensor(self.example_labels)
+        classes = tf.cast(tf.reshape(classes, [-1]), tf.int64)
+        # Rows sorted by class: those of an anchor's class are one run
+        # [start, start + count) of `order`; the pool is the rest.
+        order = tf.argsort(row_classes, stable=True)
+        sorted_classes = tf.gather(row_classes, order)
+        start = tf.searchsorted(sorted_classes[None], classes[None], side="left")[0]
+        end = tf.searchsorted(sorted_classes[None], classes[None], side="right")[0]
+        count = end - start
+        count = tf.where(count >= self.num_examples, tf.zeros_like(count), count)
+        pool = self.num_examples - count
+        draws = tf.random.uniform(shape, 0, _DRAW_RANGE, dtype=tf.int64)
+        positions = draws % tf.cast(pool, tf.int64)[:, None]
+        start, count = tf.cast(start, tf.int64)[:, None], tf.cast(count, tf.int64)[:, None]
+        positions = tf.where(positions >= start, positions + count, positions)
+        return tf.cast(tf.gather(order, positions), tf.int64)
+
+    def assign_labels(self, labels):
+        """Sets every row's class at once: `labels[i]` is example `i`'s.
+
+        Makes the draw of negatives exact from the first step, as
+        RepDistiller's (whose data set knows every label). Without it a row's
+        class is learned when training first sees the example.
+
+        Args:
+            labels: `[num_examples]` class indices (or one-hot rows), in the
+                order of the example indices.
+
+        Raises:
+            ValueError: with `negatives="uniform"` (no classes are kept), or
+                for labels of another length.
+        """
+        if self.negatives != "other_classes":
+            raise ValueError(
+                "Example labels are kept only with `negatives='other_classes'`. "
+                f"Received: negatives={self.negatives!r}"
+            )
+        labels = tf.cast(class_indices(labels), tf.int64)
+        if labels.shape[0] != self.num_examples:
+            raise ValueError(
+                f"`labels` must hold one class per example ({self.num_examples}). "
+                f"Received: labels of length {labels.shape[0]}"
+            )
+        if not self.built:
+            self.build(None)
+        _tf_variable(self.example_labels).assign(labels)
+
+    def update_labels(self, example_indices, classes):
+        """Records the classes of the examples at `example_indices` (gathered
+        across replicas, as `update`)."""
+        variable = _tf_variable(self.example_labels)
+        indices = across_replicas(tf.cast(example_indices, tf.int64))
+        classes = across_replicas(tf.cast(tf.reshape(classes, [-1]), tf.int64))
+        return variable.scatter_update(tf.IndexedSlices(classes, indices))
 
     def rows(self, role, indices):
         """The `role` bank's rows at `indices` (any shape), without gradient."""
@@ -209,4 +330,5 @@ class ContrastMemory(keras.layers.Layer):
             "feature_dim": self.feature_dim,
             "num_negatives": self.num_negatives,
             "momentum": self.momentum,
+            "negatives": self.negatives,
         }

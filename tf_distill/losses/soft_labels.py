@@ -22,31 +22,87 @@ from tf_distill.schedules import scheduled
 from tf_distill.schedules import serialize
 from tf_distill.validation import check_positive
 
+# How `standardize` divides: True (or "sample") by the sample standard
+# deviation (`ddof = 1`, `torch.std`'s default, which the authors' code uses),
+# "population" by the population one (`ddof = 0`, tf_distill 0.1.0).
+STANDARDIZE_FORMS = (False, True, "sample", "population")
 
-def standardize_logits(logits, epsilon=1e-7):
+
+def check_standardize(standardize):
+    """`standardize` as `False`, `True` (the sample form) or `"population"`.
+
+    Raises:
+        ValueError: naming the argument, the accepted values and what was
+            received.
+    """
+    if isinstance(standardize, str):
+        form = standardize.lower()
+        if form in ("sample", "population"):
+            return True if form == "sample" else "population"
+    elif isinstance(standardize, (bool, int)) and standardize in (0, 1):
+        return bool(standardize)
+    raise ValueError(
+        "Invalid value for argument `standardize`. Expected one of "
+        f"{list(STANDARDIZE_FORMS)}. Received: standardize={standardize!r}"
+    )
+
+
+def standardize_logits(logits, epsilon=1e-7, ddof=1):
     """Z-scores logits over the class axis (Sun et al. 2024).
 
     "Logit Standardization in Knowledge Distillation" (CVPR 2024): the
     student need not match the teacher's logit *range*, only their relations,
-    so both are mapped to `(z - mean(z)) / std(z)` before the temperature.
+    so both are mapped to a z-score before the temperature:
+
+        Z(z) = (z − mean(z)) / (std(z) + ε),
+        std(z) = sqrt(Σ_k (z_k − mean(z))² / (C − ddof))
+
+    The authors' code (github.com/sunshangquan/logit-standardization-KD,
+    `normalize`) divides by `torch.std`, whose default is the sample
+    standard deviation (`ddof = 1`, over `C − 1`), with ε = 1e-7: the default
+    here. `ddof = 0` (over `C`, `tf.nn.moments`) is the form of tf_distill 0.1.0;
+    it makes the standardized logits `sqrt(C / (C − 1))` times
+    larger: ±1 instead of ±0.71 with 2 classes; at 10 classes, T = 2 acts
+    as the authors' T = 1.90 with the loss weighed ×1.11 (`T²`). With one
+    class both forms give zeros.
 
     Args:
         logits: Tensor `[..., classes]`.
         epsilon: Added to the standard deviation, for constant logits.
+        ddof: `1` (the authors', default) or `0` (population).
 
     Returns:
         Tensor of the same shape, float32.
+
+    Raises:
+        ValueError: for a `ddof` other than 0 or 1.
+
+    Example:
+
+    >>> [round(float(v), 4) for v in standardize_logits(tf.constant([[3.0, 1.0]]))[0]]
+    [0.7071, -0.7071]
     """
+    if isinstance(ddof, bool) or ddof not in (0, 1):
+        raise ValueError(f"`ddof` must be 0 or 1. Received: ddof={ddof!r}")
     logits = tf.cast(logits, tf.float32)
     mean, variance = tf.nn.moments(logits, axes=[-1], keepdims=True)
+    if ddof:
+        count = tf.cast(tf.shape(logits)[-1], tf.float32)
+        # One class: no spread to estimate; the logits standardize to 0.
+        variance = variance * tf.math.divide_no_nan(count, count - 1.0)
     return (logits - mean) / (tf.sqrt(variance) + epsilon)
 
 
 def scaled_log_probs(logits, temperature, standardize=False):
-    """`log_softmax(logits / T)` in float32, optionally standardized first."""
+    """`log_softmax(logits / T)` in float32, optionally standardized first.
+
+    `standardize`: `False`, `True` (or `"sample"`: the authors' sample
+    standard deviation) or `"population"` (see `standardize_logits`).
+    """
     logits = tf.cast(logits, tf.float32)
     if standardize:
-        logits = standardize_logits(logits)
+        ddof = 0 if standardize == "population" else 1
+        logits = standardize_logits(logits, ddof=ddof)
     return tf.nn.log_softmax(logits / temperature, axis=-1)
 
 
@@ -91,7 +147,9 @@ def soft_label_kl(
         mask: Optional `[batch, ...]` tensor; positions where it is 0 or
             False do not count (padding of sequences).
         standardize: Z-score both logits first (logit standardization,
-            Sun et al. 2024).
+            Sun et al. 2024): `True` (or `"sample"`) divides by the sample
+            standard deviation as the authors' code does, `"population"` by
+            the population one (see `standardize_logits`).
 
     Returns:
         A `[batch]` float32 tensor.
@@ -213,7 +271,11 @@ class LogitsDistillation(DistillationLoss):
             unreduced (its `call`), so it too gives per-example values.
         beta: For `"jensen_shannon"`, the interpolation `0 < β < 1`.
         standardize: Z-score the logits before the temperature (logit
-            standardization, Sun et al. 2024).
+            standardization, Sun et al. 2024): `False` (default), `True` or
+            `"sample"` (the authors' form: the sample standard deviation,
+            `torch.std`), or `"population"` (the population standard
+            deviation, tf_distill's form before; see `standardize_logits`).
+            A saved config's `standardize: true` now means the authors' form.
         teacher: With several teachers, the one whose outputs the loss
             reads (its name or index); `None` for the ensemble's logits.
 
@@ -252,7 +314,7 @@ class LogitsDistillation(DistillationLoss):
         self.temperature = temperature
         self.loss = loss
         self.beta = float(beta)
-        self.standardize = bool(standardize)
+        self.standardize = check_standardize(standardize)
 
     def call(self, teacher_outputs, student_outputs, mask=None):
         kwargs = dict(

@@ -3,7 +3,8 @@
 Storing a language model's full next-token distribution costs `4·V` bytes per
 token (200 KB at V = 50k). Keeping the teacher's `k` most likely tokens (as
 the logit caches of DistillKit and ms-swift do) plus the log of the mass of
-all the others costs `k·6 + 4` bytes, and the KL over those `k + 1` buckets is
+all the others costs `k·4 + 4` bytes (uint16 ids; `k·6 + 4` above 65,536
+ids), and the KL over those `k + 1` buckets is
 computed exactly against the student's full logits:
 
     K      = the teacher's top-k token ids (per position)
