@@ -100,3 +100,67 @@ def write_preset(folder, architecture="gpt2", **kwargs):
     model = causal_lm(architecture, **kwargs)
     presets.save_causal_lm_preset(model, folder)
     return model
+
+
+# The export tests' smaller tokenizers.
+
+# A few KB of text: enough for a SentencePiece model of about 70 pieces.
+SHORT_TEXT = (
+    "the quick brown fox jumps over the lazy dog. once upon a time a small model "
+    "learned to write short sentences about foxes, dogs and the weather. it rains "
+    "in the morning and the sun shines in the afternoon. distillation moves "
+    "knowledge from a teacher to a student. a b c d e f g h i j k l m n o p. "
+) * 16
+
+# The special pieces each KerasHub tokenizer looks up by name.
+SPECIAL_PIECES = {
+    "gemma": {"pad_piece": "<pad>", "bos_piece": "<bos>", "eos_piece": "<eos>",
+              "unk_piece": "<unk>"},
+    "llama": {"pad_piece": "<pad>", "bos_piece": "<s>", "eos_piece": "</s>",
+              "unk_piece": "<unk>"},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def small_sentencepiece_proto(family):
+    """The serialized SentencePiece model (bytes) for `"gemma"` or `"llama"`."""
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SHORT_TEXT.split(". ")),
+        model_writer=model,
+        vocab_size=96,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+        character_coverage=1.0,
+        minloglevel=2,
+        **SPECIAL_PIECES[family],
+    )
+    return model.getvalue()
+
+
+def small_sentencepiece_tokenizer(family):
+    """A KerasHub `GemmaTokenizer` or `LlamaTokenizer` of the tiny model."""
+    import keras_hub
+
+    tokenizer_class = {
+        "gemma": keras_hub.models.GemmaTokenizer,
+        "llama": keras_hub.models.LlamaTokenizer,
+    }[family]
+    return tokenizer_class(proto=small_sentencepiece_proto(family))
+
+
+def small_gpt2_tokenizer():
+    """A KerasHub `GPT2Tokenizer`: every byte, a few merges and `<|endoftext|>`."""
+    import keras_hub
+
+    from tf_distill.export.litertlm_tokenizer import byte_characters
+
+    vocabulary = {character: index for index, character in enumerate(byte_characters())}
+    merges = ["t h", "th e", "Ġ th", "Ġth e", "o n", "Ġ a", "e r", "Ġ f", "o x", "Ġf ox"]
+    for merge in merges:
+        vocabulary.setdefault(merge.replace(" ", ""), len(vocabulary))
+    vocabulary["<|endoftext|>"] = len(vocabulary)
+    return keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)

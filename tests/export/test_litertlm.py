@@ -5,7 +5,7 @@ import json
 import os
 
 import keras_hub
-import litertlm_tokenizers as tiny_tokenizers
+import tiny_tokenizers
 import numpy as np
 import pytest
 
@@ -24,10 +24,10 @@ PROMPTS = ("the quick brown fox", "once upon a time", "a b c")
 
 def _tokenizer(family):
     if family == "gpt2":
-        return tiny_tokenizers.gpt2_tokenizer()
+        return tiny_tokenizers.small_gpt2_tokenizer()
     if family == "bytes":
         return keras_hub.tokenizers.ByteTokenizer(lowercase=False)
-    return tiny_tokenizers.sentencepiece_tokenizer(family)
+    return tiny_tokenizers.small_sentencepiece_tokenizer(family)
 
 
 def _model(architecture, tokenizer, seed=3):
@@ -38,7 +38,7 @@ def _model(architecture, tokenizer, seed=3):
 
 
 def _token_data(tokenizer, count=3, length=24):
-    ids = np.asarray(tokenizer(tiny_tokenizers.TEXT[:3000])).reshape(-1)
+    ids = np.asarray(tokenizer(tiny_tokenizers.SHORT_TEXT[:3000])).reshape(-1)
     return ids[: count * length].reshape(count, length).astype("int32")
 
 
@@ -226,6 +226,6 @@ def test_a_sentencepiece_tokenizer_is_packed_as_its_own_model(tmp_path):
     written = write_tokenizer(tokenizer, str(tmp_path))
     assert written.kind == "sentencepiece"
     with open(written.path, "rb") as handle:
-        assert handle.read() == tiny_tokenizers.sentencepiece_proto("gemma")
+        assert handle.read() == tiny_tokenizers.small_sentencepiece_proto("gemma")
     assert written.start_token_id == tokenizer.start_token_id
     assert written.stop_token_ids == (tokenizer.end_token_id,)

@@ -3,7 +3,7 @@
 import json
 
 import keras_hub
-import litertlm_tokenizers
+import tiny_tokenizers
 import pytest
 import yaml
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # each exports through the runtime
 def _run_folder(tmp_path, architecture, max_sequence_length=48):
     corpus = tmp_path / "text"
     corpus.mkdir()
-    (corpus / "a.txt").write_text(litertlm_tokenizers.TEXT)
+    (corpus / "a.txt").write_text(tiny_tokenizers.SHORT_TEXT)
     output = tmp_path / "run"
     output.mkdir()
     config = {
@@ -55,7 +55,7 @@ def test_a_run_with_a_sentencepiece_student_packs_its_preset_tokenizer(tmp_path,
     from tf_distill.language import presets
 
     output = _run_folder(tmp_path, "gemma")
-    tokenizer = litertlm_tokenizers.sentencepiece_tokenizer("gemma")
+    tokenizer = tiny_tokenizers.small_sentencepiece_tokenizer("gemma")
     keras.utils.set_random_seed(0)
     student = build_causal_lm("gemma", vocabulary_size=tokenizer.vocabulary_size(),
                               num_layers=1, hidden_dim=16, num_heads=2, max_sequence_length=48)
