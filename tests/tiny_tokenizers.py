@@ -121,7 +121,7 @@ SPECIAL_PIECES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_sentencepiece_proto(family):
     """The serialized SentencePiece model (bytes) for `"gemma"` or `"llama"`."""
     import sentencepiece

@@ -5,9 +5,9 @@ import json
 import os
 
 import keras_hub
-import tiny_tokenizers
 import numpy as np
 import pytest
+import tiny_tokenizers
 
 import tf_distill
 from tf_distill.backend import keras

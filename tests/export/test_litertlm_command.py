@@ -3,8 +3,8 @@
 import json
 
 import keras_hub
-import tiny_tokenizers
 import pytest
+import tiny_tokenizers
 import yaml
 
 from tf_distill import cli
