@@ -518,13 +518,22 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 BENCH_SOURCES = ("common.py", "quality_methods.py", "quality_mnist.py")
 
 
+def library_fingerprint():
+    """sha256 of the library's source (`tf_distill/**/*.py`)."""
+    return _source_digest([])
+
+
 def code_fingerprint():
     """sha256 of the library's and the bench's source: a cached result is
     of this code, as a teacher cache is of its teacher (`tf_distill.cache`)."""
+    return _source_digest([os.path.join(BENCH_DIR, name) for name in BENCH_SOURCES])
+
+
+def _source_digest(extra_paths):
     digest = hashlib.sha256()
     library = os.path.join(REPO_ROOT, "tf_distill")
     paths = sorted(glob.glob(os.path.join(library, "**", "*.py"), recursive=True))
-    paths += [os.path.join(BENCH_DIR, name) for name in BENCH_SOURCES]
+    paths += extra_paths
     for path in paths:
         digest.update(os.path.relpath(path, REPO_ROOT).encode())
         with open(path, "rb") as handle:
