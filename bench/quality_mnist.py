@@ -507,14 +507,14 @@ def run_small_transfer(runs, settings, seeds, fractions, temperature):
         chosen, _ = stratified_indices(labels, size, seed=0)
         epochs = subset_epochs(size, settings)
         label = f"subset {fraction:.0%}"
-        entry = {"size": size, "epochs": epochs, "temperature": temperature}
+        entry = {"size": size, "epochs": epochs, "temperature": temperature, "seconds": 0.0}
         for variant in ("alone", "distilled"):
-            entry[variant] = [
-                runs.run(label, variant, seed, epochs, indices=chosen, temperature=temperature)[
-                    "test"
-                ]
+            done = [
+                runs.run(label, variant, seed, epochs, indices=chosen, temperature=temperature)
                 for seed in seeds
             ]
+            entry[variant] = [r["test"] for r in done]
+            entry["seconds"] += sum(r["seconds"] for r in done)
         results[fraction] = entry
     return results
 
@@ -530,11 +530,17 @@ def run_unlabeled(runs, settings, seeds, fraction, temperature):
     size = int(round(fraction * len(labels)))
     chosen, rest = stratified_indices(labels, size, seed=0)
     epochs = settings["student_epochs"]
-    errors = [
+    done = [
         runs.run(
             "unlabeled", "distilled", seed, epochs, indices=chosen, temperature=temperature,
             unlabeled=rest,
-        )["test"]
+        )
         for seed in seeds
     ]
-    return {"labeled": size, "unlabeled": len(rest), "epochs": epochs, "distilled": errors}
+    return {
+        "labeled": size,
+        "unlabeled": len(rest),
+        "epochs": epochs,
+        "distilled": [r["test"] for r in done],
+        "seconds": sum(r["seconds"] for r in done),
+    }

@@ -209,14 +209,18 @@ def test_the_hinton_section_names_the_chosen_temperature_and_every_one_tried():
     import quality_report
 
     part = {
-        "teacher": {"path": "t.keras", "seconds": 600.0},
+        "teacher": {"path": "t.keras", "seconds": None, "trained_seconds": 600.0},
         "teacher_errors": 70, "teacher_validation_errors": 40, "train_size": 55000,
         "validation_size": 5000, "test_size": 10000,
         "errors": {"alone": [150, 146, 148], "distilled": [80, 78, 76]},
         "alone_validation": [90, 91, 92],
+        "alone_seconds": [240.0, 250.0, 260.0],
+        "alone_cached": [True, True, False],
         "temperatures": {
-            "3.0": {"validation": [50, 51, 52], "test": [80, 78, 76]},
-            "20.0": {"validation": [60, 61, 62], "test": [85, 84, 83]},
+            "3.0": {"validation": [50, 51, 52], "test": [80, 78, 76],
+                    "seconds": [270.0] * 3, "cached": [True] * 3},
+            "20.0": {"validation": [60, 61, 62], "test": [85, 84, 83],
+                     "seconds": [300.0] * 3, "cached": [True] * 3},
         },
         "chosen_temperature": 3.0,
     }
@@ -233,4 +237,8 @@ def test_the_hinton_section_names_the_chosen_temperature_and_every_one_tried():
     })
     assert "student distilled, T = 3 (chosen on validation) | 74 (T = 20) | 80 / 78 / 76" in text
     assert "| T = 20 | 61.0 ± 1.0 (60 / 61 / 62) | 84.0 ± 1.0 (85 / 84 / 83) |" in text
-    assert "**met**" in text  # (148 - 78) / (148 - 70) = 90 %
+    assert "Teacher goal ≤ 75 test\nerrors: **met**" in text
+    assert "**met** (90 %" in text  # (148 - 78) / (148 - 70) = 90 %
+    assert "the teacher trained in 10.0 min (read from the cache this run)" in text
+    assert "the 9 students took 41.0 min in all (4.0–5.0 min each)" in text
+    assert "read 8 of them from the cache" in text
