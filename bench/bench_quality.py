@@ -4,8 +4,10 @@ Four parts, each written to its own section of docs/BENCHMARKS.md as soon
 as it finishes (with `--write`), in order of importance:
 
 1. `hinton`: Hinton, Vinyals & Dean (2015) on MNIST: teacher
-   784-1200-1200-10 (dropout, ±2-pixel jitter), student 784-800-800-10
-   alone and distilled at T = 20 (paper: 67 / 146 / 74 test errors).
+   784-1200-1200-10 trained as the paper's (dropout 0.2 / 0.5, max-norm,
+   ±2-pixel jitter, momentum SGD), student 784-800-800-10 alone and
+   distilled for the same 30 epochs, T chosen on 5,000 held-out training
+   images among 3, 8 and 20 (paper: 67 / 146 / 74 test errors at T = 20).
    Goal: the distilled student closes ≥ 80 % of the gap.
 2. `transfer`: the same student alone and distilled on 2 % and 5 %
    stratified subsets. Goal: ≥ 50 % of the gap to the student alone on all
@@ -30,9 +32,11 @@ Usage (from the repository root):
     python bench/bench_quality.py --parts tuning --write   # part 5 (runs/quality_tuning.json)
 
 Teachers are cached under `--cache-dir` (default: a folder in the
-temporary directory), so a rerun skips their training; so are the method
-table's runs (the student alone's too), each under a fingerprint of what
-shapes it, and each of its rows runs in a process of its own
+temporary directory), so a rerun skips their training; so are every
+student run of parts 1–3 (`quality_mnist.Runs`: a student alone is
+trained once for all the parts that use it, whatever the teacher) and the
+method table's runs (the student alone's too), each under a fingerprint of
+what shapes it, and each method row runs in a process of its own
 (`quality_methods.run_methods`). The figures are
 saved as JSON (`--results`, default `runs/quality.json`, or
 `runs/quality_quick.json` with `--quick`) with the plots beside it.
@@ -68,18 +72,26 @@ FULL = {
     "methods_seeds": 3,
     "hinton": {
         "train_size": None,
+        # Held out of the 60,000 training images: T is chosen on them.
+        "validation_size": 5000,
         "test_size": None,
-        "batch_size": 128,
-        # Lighter dropout than the paper's 0.2 / 0.5, which needs far more
-        # epochs than this budget to converge.
-        "teacher_epochs": 16,
-        "teacher_learning_rate": 1e-3,
-        "teacher_input_dropout": 0.1,
-        "teacher_dropout": 0.3,
+        "batch_size": 256,
+        # The paper's teacher: dropout 0.2 / 0.5, max-norm, ±2-pixel jitter,
+        # momentum SGD at a high learning rate (here decayed to 0).
+        "teacher_epochs": 60,
+        "teacher_learning_rate": 0.1,
+        "teacher_momentum": 0.9,
+        "teacher_max_norm": 3.5,
+        "teacher_input_dropout": 0.2,
+        "teacher_dropout": 0.5,
         "jitter": quality_mnist.JITTER_PIXELS,
         "student_batch_size": 256,
-        "student_epochs": 8,
+        # The same for alone and distilled; the student alone has settled by then.
+        "student_epochs": 30,
         "learning_rate": 1e-3,
+        # Parts 1-3 choose among these on the validation images.
+        "temperatures": [3.0, 8.0, 20.0],
+        # Part 5's default KD.
         "temperature": 20.0,
         "alpha": 0.1,
         "subset_steps": 600,
@@ -113,9 +125,11 @@ QUICK = {
     "hinton": {
         **FULL["hinton"],
         "train_size": 600,
+        "validation_size": 200,
         "test_size": 1000,
         "teacher_epochs": 2,
         "student_epochs": 1,
+        "temperatures": [4.0, 20.0],
         "subset_steps": 2,
         "fractions": [0.05, 0.1],
         "unlabeled_fraction": 0.05,
@@ -311,7 +325,10 @@ def main(argv=None):
     teacher = data = None
     if {"hinton", "transfer", "unlabeled", "tuning"} & set(args.parts):
         data = common.load_mnist(
-            train_size=hinton["train_size"], test_size=hinton["test_size"], path=args.data
+            train_size=hinton["train_size"],
+            validation_size=hinton["validation_size"],
+            test_size=hinton["test_size"],
+            path=args.data,
         )
         common.log(f"Data: {data}")
         run.begin_part("teacher")
@@ -321,31 +338,36 @@ def main(argv=None):
         results["hinton"] = {
             "teacher": info,
             "teacher_errors": teacher_errors,
+            "teacher_validation_errors": quality_mnist.count_errors(
+                teacher, data.x_val, data.y_val
+            ),
             "train_size": len(data.x_train),
+            "validation_size": len(data.x_val),
             "test_size": len(data.y_test),
         }
         run.finish_part("teacher", None)
+        # Every student run of parts 1-3 is cached under its fingerprint.
+        runs = quality_mnist.Runs(args.cache_dir, data, hinton, teacher, info["path"])
 
-    if "hinton" in args.parts:
-        run.begin_part("hinton")
-        results["hinton"]["errors"] = quality_mnist.run_hinton(teacher, data, hinton, seeds)
-        run.finish_part("hinton", quality_report.hinton_section, quality_report.plot_hinton)
+    temperature = None
+    if {"hinton", "transfer", "unlabeled"} & set(args.parts):
+        # Parts 2 and 3 use part 1's T: from the cache when part 1 is not asked for.
+        if "hinton" in args.parts:
+            run.begin_part("hinton")
+        results["hinton"].update(quality_mnist.run_hinton(runs, hinton, seeds))
+        temperature = results["hinton"]["chosen_temperature"]
+        if "hinton" in args.parts:
+            run.finish_part("hinton", quality_report.hinton_section, quality_report.plot_hinton)
 
     if "transfer" in args.parts:
         run.begin_part("transfer")
-        if "errors" in results.get("hinton", {}):
-            alone_all = results["hinton"]["errors"]["alone"]
-        else:
-            train = tf_distill_cache(teacher, data)
-            alone_all = quality_mnist.paired_runs(
-                teacher, train, hinton["student_epochs"], seeds, hinton, data, "all", ("alone",)
-            )["alone"]
         subsets = quality_mnist.run_small_transfer(
-            teacher, data, hinton, seeds, hinton["fractions"]
+            runs, hinton, seeds, hinton["fractions"], temperature
         )
         results["transfer"] = {
-            "alone_all": alone_all,
+            "alone_all": results["hinton"]["errors"]["alone"],
             "subsets": {repr(fraction): entry for fraction, entry in subsets.items()},
+            "temperature": temperature,
             "test_size": len(data.y_test),
         }
         run.finish_part("transfer", quality_report.transfer_section, quality_report.plot_transfer)
@@ -405,7 +427,7 @@ def main(argv=None):
         run.begin_part("unlabeled")
         fraction = hinton["unlabeled_fraction"]
         try:
-            part = quality_mnist.run_unlabeled(teacher, data, hinton, seeds, fraction)
+            part = quality_mnist.run_unlabeled(runs, hinton, seeds, fraction, temperature)
         except Exception as error:  # guarded: the other parts' figures stand
             traceback.print_exc()
             part = {"error": f"{type(error).__name__}: {error}"}
@@ -434,12 +456,6 @@ def main(argv=None):
     run.save()
     common.log(f"Done in {results['total_seconds'] / 60:.1f} min; results in {args.results}")
     return 0
-
-
-def tf_distill_cache(teacher, data):
-    import tf_distill
-
-    return tf_distill.build_teacher_cache(teacher, (data.x_train, data.y_train))
 
 
 if __name__ == "__main__":

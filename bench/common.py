@@ -161,14 +161,23 @@ def cached_model(path, train, name):
         name: What the log lines call the model (`"Hinton teacher"`).
 
     Returns:
-        `(model, info)`; `info` holds the `path` and the `seconds` `train`
-        took (None when the model was loaded).
+        `(model, info)`; `info` holds the `path`, the `seconds` `train`
+        took (None when the model was loaded) and `trained_seconds`, the
+        time its training took when it was trained (kept beside the file in
+        `path + ".json"`; None if unknown).
     """
     from tf_distill.backend import keras
+    from tf_distill.files import atomic_write
 
+    record = path + ".json"
     if os.path.exists(path):
         log(f"{name}: loading {path}")
-        return keras.saving.load_model(path), {"path": path, "seconds": None}
+        trained = None
+        if os.path.exists(record):
+            with open(record, encoding="utf-8") as handle:
+                trained = json.load(handle).get("seconds")
+        info = {"path": path, "seconds": None, "trained_seconds": trained}
+        return keras.saving.load_model(path), info
     with stopwatch() as clock:
         model = train()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -176,8 +185,10 @@ def cached_model(path, train, name):
     partial = path + f".{os.getpid()}.keras"
     keras.saving.save_model(model, partial)
     os.replace(partial, path)
+    atomic_write(record, json.dumps({"seconds": clock["seconds"]}))
     log(f"{name}: trained in {clock['seconds']:.0f} s, cached at {path}")
-    return model, {"path": path, "seconds": clock["seconds"]}
+    info = {"path": path, "seconds": clock["seconds"], "trained_seconds": clock["seconds"]}
+    return model, info
 
 
 def log(message):

@@ -1,20 +1,26 @@
 """Parts 1–3 of `bench_quality.py`: Hinton et al. (2015)'s MNIST MLPs.
 
-- `hinton_teacher`: 784-1200-1200-10 with dropout, trained on all 60,000
-  images with ±2-pixel jitter, once, and cached as a `.keras` file.
+- `hinton_teacher`: 784-1200-1200-10 trained as the paper's (dropout 0.2 on
+  the inputs and 0.5 on the hidden units, max-norm, ±2-pixel jitter,
+  momentum SGD), once, and cached as a `.keras` file named after its recipe
+  and data.
 - `run_hinton`: the 784-800-800-10 student without regularization, alone
-  and distilled at T = 20, on all the data.
+  and distilled at each of a few temperatures; T chosen on validation.
 - `run_small_transfer`: the same student alone and distilled on stratified
   subsets (2 %, 5 %) of the training set.
 - `run_unlabeled`: the labeled 2 % plus the rest of MNIST without labels.
 
-Every student run is a `tf_distill.Distiller` training on the teacher's
-cached logits (`tf_distill.build_teacher_cache`): "alone" is the same
-Distiller with `student_loss_weight=1` and the distillation weight 0, so
-that, within a seed, alone and distilled start from the same weights and
-see the same batches in the same order.
+Every student run goes through `Runs`, which keeps its errors under a
+fingerprint (settings, data, teacher file for distilled runs, code), so a
+rerun or a later part reads it back. Distilled students train with a
+`tf_distill.Distiller` on the teacher's cached logits
+(`tf_distill.build_teacher_cache`); the student alone trains with plain
+cross-entropy on `ordered_batches`, the same batches in the same order,
+from the same initial weights, so the comparison is paired within a seed
+and the student alone needs no teacher.
 """
 
+import os
 import time
 
 import common
@@ -27,10 +33,30 @@ from tf_distill.backend import tf
 TEACHER_HIDDEN = (1200, 1200)
 STUDENT_HIDDEN = (800, 800)
 JITTER_PIXELS = 2
+# Bumped when `hinton_teacher`'s training code changes (see `teacher_description`).
+TEACHER_RECIPE = 2
 
 
-def build_mlp(hidden, num_classes, input_shape, input_dropout=0.0, dropout=0.0, seed=0, name=None):
-    """A ReLU MLP that outputs logits, seeded layer by layer."""
+def build_mlp(
+    hidden,
+    num_classes,
+    input_shape,
+    input_dropout=0.0,
+    dropout=0.0,
+    seed=0,
+    name=None,
+    max_norm=None,
+):
+    """A ReLU MLP that outputs logits, seeded layer by layer.
+
+    `max_norm` bounds the L2 norm of each unit's incoming weights
+    (Srivastava et al. 2014, the constraint Hinton et al.'s dropout nets
+    were trained with); None leaves them free.
+    """
+
+    def constraint():
+        return None if max_norm is None else keras.constraints.MaxNorm(max_norm, axis=0)
+
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = keras.layers.Flatten(name="flatten")(inputs)
     if input_dropout > 0:
@@ -40,6 +66,7 @@ def build_mlp(hidden, num_classes, input_shape, input_dropout=0.0, dropout=0.0, 
             units,
             activation="relu",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + index),
+            kernel_constraint=constraint(),
             name=f"dense{index}",
         )(x)
         if dropout > 0:
@@ -47,6 +74,7 @@ def build_mlp(hidden, num_classes, input_shape, input_dropout=0.0, dropout=0.0, 
     outputs = keras.layers.Dense(
         num_classes,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 99),
+        kernel_constraint=constraint(),
         name="logits",
     )(x)
     return keras.Model(inputs, outputs, name=name or "mlp")
@@ -108,22 +136,49 @@ def count_errors(model, x, y):
     return int(np.sum(np.argmax(logits, axis=-1) != y))
 
 
-def hinton_teacher(data, settings, cache_dir):
-    """Loads the cached teacher, or trains it once (dropout, jitter) and
-    caches it. Returns `(teacher, info)`."""
-    batch_size = settings["batch_size"]
-    # Everything that shapes the teacher names its file.
-    description = {
+def momentum_sgd(learning_rate, momentum, total_steps):
+    """Nesterov momentum SGD with a cosine decay of `learning_rate` to 0."""
+    return keras.optimizers.SGD(
+        keras.optimizers.schedules.CosineDecay(learning_rate, max(1, int(total_steps))),
+        momentum=momentum,
+        nesterov=True,
+    )
+
+
+def teacher_description(data, settings):
+    """Everything that shapes the teacher: its recipe, the content of its
+    training data, the versions. The teacher is plain Keras (no tf_distill
+    code trains it), so `TEACHER_RECIPE` is bumped by hand when
+    `hinton_teacher`'s code changes."""
+    from tf_distill.data import fingerprint_arrays
+
+    return {
         "kind": "hinton_teacher",
+        "recipe": TEACHER_RECIPE,
         "hidden": TEACHER_HIDDEN,
-        "train": len(data.x_train),
+        "data": fingerprint_arrays(data.x_train, data.y_train),
         "epochs": settings["teacher_epochs"],
-        "batch": batch_size,
+        "batch": settings["batch_size"],
+        "optimizer": "sgd_nesterov_cosine",
         "lr": settings["teacher_learning_rate"],
+        "momentum": settings["teacher_momentum"],
+        "max_norm": settings["teacher_max_norm"],
         "dropout": [settings["teacher_input_dropout"], settings["teacher_dropout"]],
         "jitter": JITTER_PIXELS,
+        "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+
+
+def hinton_teacher(data, settings, cache_dir):
+    """Loads the cached teacher, or trains it once and caches it.
+
+    As Hinton et al. (2015) trained theirs: dropout 0.2 on the inputs and
+    0.5 on the hidden units, max-norm constraints, ±2-pixel jitter, momentum
+    SGD at a high learning rate (decayed to 0). The file is named after
+    `teacher_description`. Returns `(teacher, info)`.
+    """
+    batch_size = settings["batch_size"]
 
     def train():
         teacher = build_mlp(
@@ -132,48 +187,114 @@ def hinton_teacher(data, settings, cache_dir):
             data.input_shape,
             input_dropout=settings["teacher_input_dropout"],
             dropout=settings["teacher_dropout"],
+            max_norm=settings["teacher_max_norm"],
             seed=0,
             name="hinton_teacher",
         )
         steps = settings["teacher_epochs"] * -(-len(data.x_train) // batch_size)
         teacher.compile(
-            optimizer=common.adam(settings["teacher_learning_rate"], steps),
+            optimizer=momentum_sgd(
+                settings["teacher_learning_rate"], settings["teacher_momentum"], steps
+            ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         teacher.fit(
             jittered_batches(data.x_train, data.y_train, batch_size, seed=0),
             epochs=settings["teacher_epochs"],
             verbose=0,
+            callbacks=[EpochLog("Hinton teacher")],
         )
         return teacher
 
-    path = common.cache_path(cache_dir, "hinton_teacher", description)
+    path = common.cache_path(cache_dir, "hinton_teacher", teacher_description(data, settings))
     return common.cached_model(path, train, "Hinton teacher")
 
 
-def distill_student(teacher, train, epochs, seed, settings, distilled, data, extra=None):
+class EpochLog(keras.callbacks.Callback):
+    """Logs the loss every `every` epochs: a long training shows its progress."""
+
+    def __init__(self, name, every=5):
+        super().__init__()
+        self.name, self.every = name, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            common.log(f"{self.name}: epoch {epoch + 1}, loss {(logs or {}).get('loss', 0):.4f}")
+
+
+def ordered_batches(x, y, batch_size, seed):
+    """`(x, y)` batches in the order `TeacherCache.dataset(shuffle=True,
+    seed=seed)` gives its examples: the student alone sees, batch for
+    batch, what its distilled twin sees, without any teacher."""
+    tensors = [tf.constant(x), tf.constant(y)]
+    indices = tf.data.Dataset.range(len(x))
+    indices = indices.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def gather(index):
+        index = tf.sort(index)
+        return tuple(tf.gather(t, index) for t in tensors)
+
+    batches = indices.batch(batch_size).map(gather, deterministic=True)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def build_student(data, seed):
+    return build_mlp(
+        STUDENT_HIDDEN, data.num_classes, data.input_shape, seed=1000 + seed, name="student"
+    )
+
+
+def evaluate(student, data):
+    """`{"validation": errors or None, "test": errors}`."""
+    validation = None
+    if data.x_val is not None and len(data.x_val):
+        validation = count_errors(student, data.x_val, data.y_val)
+    return {"validation": validation, "test": count_errors(student, data.x_test, data.y_test)}
+
+
+def train_alone(x, y, epochs, seed, settings, data):
+    """The 784-800-800-10 student trained alone (cross-entropy, no teacher)
+    on `(x, y)`. Returns `evaluate`'s errors."""
+    # The global seed too: the shuffles depend on it (paired with `distill_student`).
+    keras.utils.set_random_seed(seed)
+    student = build_student(data, seed)
+    batch_size = settings["student_batch_size"]
+    steps = -(-len(x) // batch_size)
+    student.compile(
+        optimizer=common.adam(settings["learning_rate"], epochs * steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    student.fit(ordered_batches(x, y, batch_size, seed), epochs=epochs, verbose=0)
+    return evaluate(student, data)
+
+
+def distill_student(teacher, train, epochs, seed, settings, distilled, data, extra=None,
+                    temperature=None, both_splits=False):
     """Trains one 784-800-800-10 student on `train` (a `TeacherCache`).
 
     Args:
-        distilled: KD at `settings["temperature"]` with hard-label weight
-            `settings["alpha"]`; otherwise the student alone (CE only).
+        distilled: KD at `temperature` (default `settings["temperature"]`)
+            with hard-label weight `settings["alpha"]`; otherwise the
+            student alone (CE only, the same Distiller with KD weight 0).
         extra: An optional second `TeacherCache` (unlabeled: x only),
             alternated with `train` epoch by epoch, `extra` first.
+        both_splits: Return `evaluate`'s dict instead of the test count.
 
     Returns:
-        Test error count (of `len(data.y_test)`).
+        Test error count (of `len(data.y_test)`), or the dict.
     """
-    student = build_mlp(
-        STUDENT_HIDDEN, data.num_classes, data.input_shape, seed=1000 + seed, name="student"
-    )
+    keras.utils.set_random_seed(seed)
+    student = build_student(data, seed)
     batch_size = settings["student_batch_size"]
     steps = -(-len(train) // batch_size)
     if extra is not None:
         steps += -(-len(extra) // batch_size)
+    if temperature is None:
+        temperature = settings["temperature"]
     distiller = tf_distill.Distiller(
         teacher=teacher,
         student=student,
-        distillation_losses=tf_distill.LogitsDistillation(temperature=settings["temperature"]),
+        distillation_losses=tf_distill.LogitsDistillation(temperature=temperature),
         distillation_loss_weights=[1.0 if distilled else 0.0],
         student_loss_weight=settings["alpha"] if distilled else 1.0,
     )
@@ -189,39 +310,181 @@ def distill_student(teacher, train, epochs, seed, settings, distilled, data, ext
         for _ in range(epochs):
             distiller.fit(unlabeled, epochs=1, verbose=0)
             distiller.fit(batches, epochs=1, verbose=0)
-    return count_errors(student, data.x_test, data.y_test)
+    errors = evaluate(student, data)
+    return errors if both_splits else errors["test"]
 
 
-def paired_runs(teacher, train, epochs, seeds, settings, data, label, variants):
-    """`{variant: [errors per seed]}` for `variants` ⊂ {"alone", "distilled"}."""
-    errors = {variant: [] for variant in variants}
-    for seed in seeds:
-        for variant in variants:
-            start = time.perf_counter()
-            value = distill_student(
-                teacher, train, epochs, seed, settings, variant == "distilled", data
+# ----------------------------------------------------------------------
+# Fingerprinted runs: a student's errors are kept under a digest of what
+# shapes them, so that a rerun, or a later part, reads them back.
+
+# The source of these functions is the code that shapes a student run.
+_RUN_CODE = (
+    "build_mlp", "ordered_batches", "build_student", "evaluate", "train_alone",
+    "distill_student", "count_errors",
+)
+_STUDENT_SETTINGS = ("student_batch_size", "learning_rate", "alpha")
+
+
+def code_fingerprint():
+    """sha256 of the library's source and of the functions above: a change
+    anywhere in either trains anew; a change elsewhere in the bench does not."""
+    import hashlib
+    import inspect
+
+    import quality_methods
+
+    digest = hashlib.sha256(quality_methods.library_fingerprint().encode())
+    for name in _RUN_CODE:
+        digest.update(inspect.getsource(globals()[name]).encode())
+    return digest.hexdigest()
+
+
+class Runs:
+    """The student runs of parts 1–3, each cached as JSON under
+    `cache_dir/hinton_runs/` with a name digested from its description:
+    the settings that shape it, the content of its data, the teacher's file
+    (distilled runs only: a student alone does not depend on the teacher),
+    the code and the versions."""
+
+    def __init__(self, cache_dir, data, settings, teacher=None, teacher_path=None):
+        import quality_methods
+
+        from tf_distill.data import fingerprint_arrays
+
+        self.cache_dir, self.data, self.settings = cache_dir, data, settings
+        self.teacher = teacher
+        self.teacher_digest = quality_methods.file_digest(teacher_path) if teacher_path else None
+        self.shared = {
+            "students": {key: settings[key] for key in _STUDENT_SETTINGS},
+            "evaluation": fingerprint_arrays(data.x_val, data.y_val, data.x_test, data.y_test),
+            "code": code_fingerprint(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        }
+        self._train_fingerprints = {}
+        self._caches = {}
+
+    def _train_fingerprint(self, indices):
+        from tf_distill.data import fingerprint_arrays
+
+        key = None if indices is None else indices.tobytes()
+        if key not in self._train_fingerprints:
+            x, y = self._arrays(indices)
+            self._train_fingerprints[key] = fingerprint_arrays(x, y)
+        return self._train_fingerprints[key]
+
+    def _arrays(self, indices):
+        if indices is None:
+            return self.data.x_train, self.data.y_train
+        return self.data.x_train[indices], self.data.y_train[indices]
+
+    def teacher_cache(self, indices, labeled=True):
+        key = (None if indices is None else indices.tobytes(), labeled)
+        if key not in self._caches:
+            x, y = self._arrays(indices)
+            self._caches[key] = tf_distill.build_teacher_cache(
+                self.teacher, (x, y if labeled else None)
             )
-            errors[variant].append(value)
-            common.log(
-                f"{label} seed {seed} {variant}: {value} errors "
-                f"({time.perf_counter() - start:.0f} s)"
+        return self._caches[key]
+
+    def run(self, label, variant, seed, epochs, indices=None, temperature=None, unlabeled=None):
+        """One student's `{"validation", "test", "seconds", "cached"}`.
+
+        Args:
+            variant: "alone" or "distilled".
+            indices: Training images (rows of `data.x_train`); None: all.
+            unlabeled: Rows used without labels, alternated with `indices`
+                epoch by epoch (distilled only).
+        """
+        import hashlib
+        import json
+
+        description = {
+            "kind": "hinton_run",
+            "variant": variant,
+            "seed": seed,
+            "epochs": epochs,
+            "train": self._train_fingerprint(indices),
+            "unlabeled": None if unlabeled is None else self._train_fingerprint(unlabeled),
+            **self.shared,
+        }
+        if variant == "distilled":
+            description.update({"temperature": float(temperature), "teacher": self.teacher_digest})
+        text = json.dumps(description, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        path = None
+        if self.cache_dir:
+            path = os.path.join(self.cache_dir, "hinton_runs", f"{variant}_{digest}.json")
+        name = f"{label} seed {seed} {variant}" + (
+            f" T={temperature:g}" if variant == "distilled" else ""
+        )
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                result = {**json.load(handle), "cached": True}
+            common.log(f"{name}: {result['test']} test errors (cached)")
+            return result
+        start = time.perf_counter()
+        if variant == "alone":
+            x, y = self._arrays(indices)
+            errors = train_alone(x, y, epochs, seed, self.settings, self.data)
+        else:
+            extra = None if unlabeled is None else self.teacher_cache(unlabeled, labeled=False)
+            errors = distill_student(
+                self.teacher, self.teacher_cache(indices), epochs, seed, self.settings, True,
+                self.data, extra=extra, temperature=temperature, both_splits=True,
             )
-    return errors
+        result = {**errors, "seconds": time.perf_counter() - start}
+        if path:
+            from tf_distill.files import atomic_write
+
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write(path, json.dumps(result))
+        common.log(
+            f"{name}: {result['test']} test, {result['validation']} validation errors "
+            f"({result['seconds']:.0f} s)"
+        )
+        return {**result, "cached": False}
 
 
-def run_hinton(teacher, data, settings, seeds):
-    """Part 1: the student alone and distilled on all the training data."""
-    train = tf_distill.build_teacher_cache(teacher, (data.x_train, data.y_train))
-    return paired_runs(
-        teacher,
-        train,
-        settings["student_epochs"],
-        seeds,
-        settings,
-        data,
-        "hinton",
-        ("alone", "distilled"),
-    )
+def choose_temperature(by_temperature):
+    """The temperature of fewest validation errors summed over seeds (the
+    first listed on a tie). `by_temperature`: `{T: {"validation": [...]}}`."""
+    return min(by_temperature, key=lambda t: sum(by_temperature[t]["validation"]))
+
+
+def run_hinton(runs, settings, seeds):
+    """Part 1: the student alone and distilled at each of
+    `settings["temperatures"]` on all the training data, every seed; T
+    chosen on the validation images, the test errors reported at it.
+
+    Returns `{"errors": {"alone": [...], "distilled": [...]} (test, at the
+    chosen T), "alone_validation", "temperatures": {T: {"validation",
+    "test"}}, "chosen_temperature", "seconds", "cached"}`.
+    """
+    epochs = settings["student_epochs"]
+    alone = [runs.run("hinton", "alone", seed, epochs) for seed in seeds]
+    by_temperature = {}
+    for temperature in settings["temperatures"]:
+        results = [
+            runs.run("hinton", "distilled", seed, epochs, temperature=temperature)
+            for seed in seeds
+        ]
+        by_temperature[float(temperature)] = {
+            "validation": [r["validation"] for r in results],
+            "test": [r["test"] for r in results],
+            "seconds": [r["seconds"] for r in results],
+            "cached": [r["cached"] for r in results],
+        }
+    chosen = choose_temperature(by_temperature)
+    return {
+        "errors": {"alone": [r["test"] for r in alone], "distilled": by_temperature[chosen]["test"]},
+        "alone_validation": [r["validation"] for r in alone],
+        "alone_seconds": [r["seconds"] for r in alone],
+        "alone_cached": [r["cached"] for r in alone],
+        "temperatures": {repr(t): entry for t, entry in by_temperature.items()},
+        "chosen_temperature": chosen,
+    }
 
 
 def subset_epochs(size, settings):
@@ -231,50 +494,53 @@ def subset_epochs(size, settings):
     return max(settings["student_epochs"], round(settings["subset_steps"] / steps_per_epoch))
 
 
-def run_small_transfer(teacher, data, settings, seeds, fractions):
-    """Part 2: alone and distilled on the same stratified subsets.
+def run_small_transfer(runs, settings, seeds, fractions, temperature):
+    """Part 2: alone and distilled (at `temperature`) on the same
+    stratified subsets.
 
     Returns `{fraction: {"size", "epochs", "alone": [...], "distilled": [...]}}`.
     """
+    labels = runs.data.y_train
     results = {}
     for fraction in fractions:
-        size = int(round(fraction * len(data.x_train)))
-        chosen, _ = stratified_indices(data.y_train, size, seed=0)
-        train = tf_distill.build_teacher_cache(
-            teacher, (data.x_train[chosen], data.y_train[chosen])
-        )
+        size = int(round(fraction * len(labels)))
+        chosen, _ = stratified_indices(labels, size, seed=0)
         epochs = subset_epochs(size, settings)
-        errors = paired_runs(
-            teacher,
-            train,
-            epochs,
-            seeds,
-            settings,
-            data,
-            f"subset {fraction:.0%}",
-            ("alone", "distilled"),
-        )
-        results[fraction] = {"size": size, "epochs": epochs, **errors}
+        label = f"subset {fraction:.0%}"
+        entry = {"size": size, "epochs": epochs, "temperature": temperature, "seconds": 0.0}
+        for variant in ("alone", "distilled"):
+            done = [
+                runs.run(label, variant, seed, epochs, indices=chosen, temperature=temperature)
+                for seed in seeds
+            ]
+            entry[variant] = [r["test"] for r in done]
+            entry["seconds"] += sum(r["seconds"] for r in done)
+        results[fraction] = entry
     return results
 
 
-def run_unlabeled(teacher, data, settings, seeds, fraction):
+def run_unlabeled(runs, settings, seeds, fraction, temperature):
     """Part 3: the labeled subset plus the rest of the training images
-    without their labels, alternated epoch by epoch.
+    without their labels, alternated epoch by epoch, distilled at
+    `temperature`.
 
     Returns `{"labeled", "unlabeled", "epochs", "distilled": [...]}`.
     """
-    size = int(round(fraction * len(data.x_train)))
-    chosen, rest = stratified_indices(data.y_train, size, seed=0)
-    labeled = tf_distill.build_teacher_cache(teacher, (data.x_train[chosen], data.y_train[chosen]))
-    unlabeled = tf_distill.build_teacher_cache(teacher, (data.x_train[rest], None))
+    labels = runs.data.y_train
+    size = int(round(fraction * len(labels)))
+    chosen, rest = stratified_indices(labels, size, seed=0)
     epochs = settings["student_epochs"]
-    errors = []
-    for seed in seeds:
-        start = time.perf_counter()
-        value = distill_student(
-            teacher, labeled, epochs, seed, settings, True, data, extra=unlabeled
+    done = [
+        runs.run(
+            "unlabeled", "distilled", seed, epochs, indices=chosen, temperature=temperature,
+            unlabeled=rest,
         )
-        errors.append(value)
-        common.log(f"unlabeled seed {seed}: {value} errors ({time.perf_counter() - start:.0f} s)")
-    return {"labeled": size, "unlabeled": len(rest), "epochs": epochs, "distilled": errors}
+        for seed in seeds
+    ]
+    return {
+        "labeled": size,
+        "unlabeled": len(rest),
+        "epochs": epochs,
+        "distilled": [r["test"] for r in done],
+        "seconds": sum(r["seconds"] for r in done),
+    }

@@ -127,3 +127,118 @@ def test_the_summary_marks_a_row_measured_before_its_method_changed():
     assert "other classes" in summary["crd"]["changed_since_measured"][0]
     assert summary["kd_standardized"]["changed_since_measured"] == []
     assert summary["kd"]["changed_since_measured"] == []
+
+
+# --- Hinton parts 1-3: paired orders, T on validation, cached student runs ------
+
+
+def _tiny_mnist():
+    import numpy as np
+
+    from tf_distill.data import DataSplits
+
+    rng = np.random.default_rng(0)
+
+    def images(count):
+        return rng.random((count, 28, 28, 1), dtype=np.float32)
+
+    def labels(count):
+        return rng.integers(0, 10, count).astype("int32")
+
+    return DataSplits(
+        name="tiny", x_train=images(64), y_train=labels(64), x_val=images(16),
+        y_val=labels(16), x_test=images(16), y_test=labels(16), input_shape=(28, 28, 1),
+        num_classes=10,
+    )
+
+
+def test_the_student_alone_sees_the_batches_of_its_distilled_twin():
+    import numpy as np
+    import quality_mnist
+
+    import tf_distill
+    from tf_distill.backend import keras
+
+    data = _tiny_mnist()
+    teacher = quality_mnist.build_student(data, 5)
+    cache = tf_distill.build_teacher_cache(teacher, (data.x_train, data.y_train))
+    keras.utils.set_random_seed(3)
+    twin = [y.numpy() for _, y in cache.dataset(batch_size=16, shuffle=True, seed=3).repeat(2)]
+    keras.utils.set_random_seed(3)
+    alone = [y.numpy() for _, y in quality_mnist.ordered_batches(
+        data.x_train, data.y_train, 16, seed=3).repeat(2)]
+    assert len(alone) == len(twin) == 8
+    for ours, theirs in zip(alone, twin):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_temperature_is_chosen_on_validation_errors_only():
+    import quality_mnist
+
+    by_temperature = {
+        3.0: {"validation": [10, 12], "test": [50, 50]},
+        20.0: {"validation": [11, 9], "test": [90, 90]},
+    }
+    assert quality_mnist.choose_temperature(by_temperature) == 20.0  # 20 < 22
+    by_temperature[3.0]["validation"] = [10, 10]
+    assert quality_mnist.choose_temperature(by_temperature) == 3.0  # a tie: the first
+
+
+def test_a_student_run_is_read_back_and_alone_does_not_depend_on_the_teacher(tmp_path):
+    import quality_mnist
+
+    data = _tiny_mnist()
+    settings = {"student_batch_size": 32, "learning_rate": 1e-3, "alpha": 0.1}
+    teacher = quality_mnist.build_student(data, 7)
+    path = str(tmp_path / "teacher.keras")
+    teacher.save(path)
+    runs = quality_mnist.Runs(str(tmp_path), data, settings, teacher, path)
+    first = runs.run("tiny", "alone", 0, 1)
+    distilled = runs.run("tiny", "distilled", 0, 1, temperature=4.0)
+    assert (first["cached"], distilled["cached"]) == (False, False)
+    # Another process, no teacher at all: the student alone is read back.
+    again = quality_mnist.Runs(str(tmp_path), data, settings).run("tiny", "alone", 0, 1)
+    assert again["cached"] and again["test"] == first["test"]
+    # Another temperature or seed is another run.
+    assert not runs.run("tiny", "distilled", 0, 1, temperature=8.0)["cached"]
+    assert runs.run("tiny", "distilled", 0, 1, temperature=4.0)["cached"]
+    assert len(list((tmp_path / "hinton_runs").iterdir())) == 3
+
+
+def test_the_hinton_section_names_the_chosen_temperature_and_every_one_tried():
+    import quality_report
+
+    part = {
+        "teacher": {"path": "t.keras", "seconds": None, "trained_seconds": 600.0},
+        "teacher_errors": 70, "teacher_validation_errors": 40, "train_size": 55000,
+        "validation_size": 5000, "test_size": 10000,
+        "errors": {"alone": [150, 146, 148], "distilled": [80, 78, 76]},
+        "alone_validation": [90, 91, 92],
+        "alone_seconds": [240.0, 250.0, 260.0],
+        "alone_cached": [True, True, False],
+        "temperatures": {
+            "3.0": {"validation": [50, 51, 52], "test": [80, 78, 76],
+                    "seconds": [270.0] * 3, "cached": [True] * 3},
+            "20.0": {"validation": [60, 61, 62], "test": [85, 84, 83],
+                     "seconds": [300.0] * 3, "cached": [True] * 3},
+        },
+        "chosen_temperature": 3.0,
+    }
+    settings = {
+        "teacher_input_dropout": 0.2, "teacher_dropout": 0.5, "teacher_max_norm": 3.5,
+        "jitter": 2, "teacher_epochs": 60, "teacher_momentum": 0.9,
+        "teacher_learning_rate": 0.1, "batch_size": 256, "student_epochs": 30,
+        "learning_rate": 1e-3, "student_batch_size": 256, "alpha": 0.1,
+        "temperatures": [3.0, 20.0],
+    }
+    text = quality_report.hinton_section({
+        "hinton": part, "settings": {"hinton": settings}, "conditions_text": "c",
+        "cache_dir": "/tmp/x", "command": "python bench/bench_quality.py",
+    })
+    assert "student distilled, T = 3 (chosen on validation) | 74 (T = 20) | 80 / 78 / 76" in text
+    assert "| T = 20 | 61.0 ± 1.0 (60 / 61 / 62) | 84.0 ± 1.0 (85 / 84 / 83) |" in text
+    assert "Teacher goal ≤ 75 test\nerrors: **met**" in text
+    assert "**met** (90 %" in text  # (148 - 78) / (148 - 70) = 90 %
+    assert "the teacher trained in 10.0 min (read from the cache this run)" in text
+    assert "the 9 students took 41.0 min in all (4.0–5.0 min each)" in text
+    assert "read 8 of them from the cache" in text
