@@ -31,11 +31,11 @@ from typing import NamedTuple
 
 from tf_distill.backend import register_serializable
 from tf_distill.backend import tf
-from tf_distill.losses.base import DistillationLoss
 from tf_distill.losses.base import reduce_per_example
 from tf_distill.losses.base import static_shape
 from tf_distill.losses.registry import register
 from tf_distill.losses.tokens import TOKEN_DIVERGENCES
+from tf_distill.losses.tokens import TokenDistillation
 from tf_distill.losses.tokens import token_divergence
 from tf_distill.validation import check_choice
 from tf_distill.validation import check_positive
@@ -387,7 +387,7 @@ def check_head_outputs(teacher_outputs, student_outputs):
     "Token-level KD of large vocabularies: the LM heads applied in chunks of positions",
 )
 @register_serializable()
-class ChunkedHeadDistillation(DistillationLoss):
+class ChunkedHeadDistillation(TokenDistillation):
     """Token-level distillation with the LM heads applied in chunks (large vocabularies).
 
     `TokenDistillation`'s divergences (forward KL, reverse KL, GKD's
@@ -434,17 +434,10 @@ class ChunkedHeadDistillation(DistillationLoss):
         chunk_size=DEFAULT_CHUNK_SIZE,
         teacher=None,
     ):
-        super().__init__(teacher=teacher)
-        check_choice("divergence", divergence, TOKEN_DIVERGENCES)
-        check_positive("temperature", temperature)
-        check_unit_interval("beta", beta)
-        check_unit_interval("alpha", alpha)
+        # Checked first: here a chunk size is required (`TokenDistillation`
+        # takes None for all positions at once).
         check_chunk_size(chunk_size)
-        self.divergence = divergence
-        self.temperature = float(temperature)
-        self.beta = float(beta)
-        self.alpha = float(alpha)
-        self.chunk_size = chunk_size
+        super().__init__(divergence, temperature, beta, alpha, chunk_size, teacher)
 
     def call(self, teacher_outputs, student_outputs, mask=None):
         return chunked_head_divergence(
@@ -460,13 +453,3 @@ class ChunkedHeadDistillation(DistillationLoss):
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         check_head_outputs(teacher_outputs, student_outputs)
-
-    def get_config(self):
-        return {
-            "divergence": self.divergence,
-            "temperature": self.temperature,
-            "beta": self.beta,
-            "alpha": self.alpha,
-            "chunk_size": self.chunk_size,
-            **super().get_config(),
-        }
