@@ -73,13 +73,12 @@ from tf_distill.export.arguments import check_quantization
 from tf_distill.export.decode import PADDING_MASK
 from tf_distill.export.decode import TOKEN_IDS
 from tf_distill.export.decode import CausalLMRunner
-from tf_distill.export.errors import AccuracyDropError
 from tf_distill.export.errors import ExportError
 from tf_distill.export.flatbuffer import tf_ops_in
 from tf_distill.export.inputs import unwrap_student
 from tf_distill.export.report import ExportReport
 from tf_distill.export.tokens import check_token_data
-from tf_distill.export.tokens import token_perplexity
+from tf_distill.export.tokens import compare_token_logits
 from tf_distill.export.verify import FLOAT32_TOLERANCE
 from tf_distill.export.weight_only import quantize_weights_int8
 
@@ -300,36 +299,9 @@ def verify_causal_lm(
     )
     _check_finite(keras_logits, litert_logits, quantization, len(token_ids), length, report)
     real = padding_mask.astype(bool)
-    difference = np.abs(keras_logits - litert_logits)[real]
-    report.max_abs_difference = float(difference.max())
-    report.top1_agreement = float(
-        np.mean(keras_logits.argmax(-1)[real] == litert_logits.argmax(-1)[real])
-    )
-    report.keras_perplexity, report.num_tokens = token_perplexity(keras_logits, token_ids, real)
-    report.litert_perplexity, _ = token_perplexity(litert_logits, token_ids, real)
-    report.perplexity_change_percent = 100.0 * (
-        report.litert_perplexity / report.keras_perplexity - 1.0
-    )
-    scale = max(1.0, float(np.abs(keras_logits[real]).max()))
-    if quantization == "float32" and report.max_abs_difference > tolerance * scale:
-        raise ExportError(
-            f"The float32 LiteRT logits differ from Keras by {report.max_abs_difference:.3g} "
-            f"> {tolerance:g} x {scale:.3g}: the conversion changed the model's computation. "
-            "Nothing was written.",
-            report=report,
-        )
-    if (
-        max_perplexity_increase is not None
-        and report.perplexity_change_percent > max_perplexity_increase
-    ):
-        raise AccuracyDropError(
-            f"The {quantization} LiteRT model's perplexity is {report.litert_perplexity:.4g} "
-            f"against Keras's {report.keras_perplexity:.4g} "
-            f"({report.perplexity_change_percent:+.2f} %), more than "
-            f"max_perplexity_increase={max_perplexity_increase}. Nothing was written. "
-            "Try a milder quantization ('float16' or 'float32').",
-            report=report,
-        )
+    compare_token_logits(report, keras_logits, litert_logits, token_ids, real, quantization,
+                         tolerance=tolerance, max_perplexity_increase=max_perplexity_increase,
+                         conversion="conversion", milder="'float16' or 'float32'")
     if latency_runs:
         report.latency_runs = latency_runs
         report.latency_ms = _latency_ms(runner, token_ids[:1], padding_mask[:1], latency_runs)

@@ -4,6 +4,8 @@ import numpy as np
 
 from tf_distill.export.decode import PADDING_MASK
 from tf_distill.export.decode import TOKEN_IDS
+from tf_distill.export.errors import AccuracyDropError
+from tf_distill.export.errors import ExportError
 
 
 def token_perplexity(logits, token_ids, padding_mask):
@@ -30,6 +32,56 @@ def token_perplexity(logits, token_ids, padding_mask):
     target_logits = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     negative_log_likelihood = (log_normalizer - target_logits)[counted]
     return float(np.exp(negative_log_likelihood.mean())), int(counted.sum())
+
+
+def compare_token_logits(report, keras_logits, litert_logits, token_ids, real, quantization, *,
+                         tolerance, max_perplexity_increase, conversion, milder):
+    """Fills `report` with how LiteRT's logits compare with Keras's, and refuses
+    a file that changed the computation or the perplexity too much.
+
+    Sets `max_abs_difference`, `top1_agreement`, both perplexities,
+    `num_tokens` and `perplexity_change_percent`, over the `real` positions.
+
+    Args:
+        conversion: What made the file, in the float32 error ("conversion").
+        milder: The quantizations a too large perplexity rise suggests.
+
+    Raises:
+        ExportError: In float32, for logits further than `tolerance` times
+            the largest Keras logit (at least 1).
+        AccuracyDropError: For a perplexity rise above
+            `max_perplexity_increase` percent.
+    """
+    difference = np.abs(keras_logits - litert_logits)[real]
+    report.max_abs_difference = float(difference.max())
+    report.top1_agreement = float(
+        np.mean(keras_logits.argmax(-1)[real] == litert_logits.argmax(-1)[real])
+    )
+    report.keras_perplexity, report.num_tokens = token_perplexity(keras_logits, token_ids, real)
+    report.litert_perplexity, _ = token_perplexity(litert_logits, token_ids, real)
+    report.perplexity_change_percent = 100.0 * (
+        report.litert_perplexity / report.keras_perplexity - 1.0
+    )
+    scale = max(1.0, float(np.abs(keras_logits[real]).max()))
+    if quantization == "float32" and report.max_abs_difference > tolerance * scale:
+        raise ExportError(
+            f"The float32 LiteRT logits differ from Keras by {report.max_abs_difference:.3g} "
+            f"> {tolerance:g} x {scale:.3g}: the {conversion} changed the model's "
+            "computation. Nothing was written.",
+            report=report,
+        )
+    if (
+        max_perplexity_increase is not None
+        and report.perplexity_change_percent > max_perplexity_increase
+    ):
+        raise AccuracyDropError(
+            f"The {quantization} LiteRT model's perplexity is {report.litert_perplexity:.4g} "
+            f"against Keras's {report.keras_perplexity:.4g} "
+            f"({report.perplexity_change_percent:+.2f} %), more than "
+            f"max_perplexity_increase={max_perplexity_increase}. Nothing was written. "
+            f"Try a milder quantization ({milder}).",
+            report=report,
+        )
 
 
 def check_token_data(token_data, sequence_length, vocabulary_size=None):
