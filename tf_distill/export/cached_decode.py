@@ -14,6 +14,7 @@ import weakref
 
 import numpy as np
 
+from tf_distill.export.decode import check_prompt
 from tf_distill.export.errors import ExportError
 from tf_distill.export.kv_cache import DECODE
 from tf_distill.export.kv_cache import INPUT_POSITIONS
@@ -114,7 +115,7 @@ class CachedLMRunner:
 
     def generate(self, prompt_ids, num_tokens):
         """Greedy ids `[num_tokens]` after `prompt_ids`, from empty caches."""
-        prompt = _check_prompt(prompt_ids, num_tokens, self.vocabulary_size, "CachedLMRunner")
+        prompt = check_prompt(prompt_ids, num_tokens, self.vocabulary_size, "CachedLMRunner")
         if len(prompt) + num_tokens > self.max_num_tokens:
             raise ValueError(
                 f"The prompt and the tokens to generate ({len(prompt)} + {num_tokens}) exceed "
@@ -153,7 +154,7 @@ def keras_generate(model, prompt_ids, num_tokens):
     """
     import keras_hub
 
-    prompt = _check_prompt(prompt_ids, num_tokens, None, "keras_generate")
+    prompt = check_prompt(prompt_ids, num_tokens, None, "keras_generate")
     # Lengths rounded up to a multiple of 64 share one trace of the model's
     # greedy generate function (kept per model); the tokens past
     # `num_tokens` are generated and dropped. GPT-2 has no positions past
@@ -181,20 +182,3 @@ def keras_generate(model, prompt_ids, num_tokens):
     return np.asarray(outputs["token_ids"], np.int32)[0, len(prompt) : len(prompt) + num_tokens]
 
 
-def _check_prompt(prompt_ids, num_tokens, vocabulary_size, caller):
-    prompt = np.asarray(prompt_ids)
-    if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
-        raise ValueError(
-            f"{caller}: `prompt_ids` must be a non-empty 1-D sequence of token ids. "
-            f"Received: prompt_ids of shape {prompt.shape} and dtype {prompt.dtype}"
-        )
-    if vocabulary_size is not None and not ((prompt >= 0) & (prompt < vocabulary_size)).all():
-        raise ValueError(
-            f"{caller}: `prompt_ids` must be token ids in [0, {vocabulary_size}). "
-            f"Received: {prompt.tolist()[:8]}"
-        )
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-        raise ValueError(
-            f"{caller}: `num_tokens` must be an integer >= 1. Received: num_tokens={num_tokens!r}"
-        )
-    return prompt.astype(np.int32)

@@ -159,7 +159,13 @@ def keras_greedy_decode(model, prompt_ids, num_tokens=32, sequence_length=None):
     )
 
 
-def _greedy(run, prompt_ids, num_tokens, sequence_length, caller, vocabulary_size=None):
+def check_prompt(prompt_ids, num_tokens, vocabulary_size, caller):
+    """`prompt_ids` as int32 NumPy, after checking it and `num_tokens`.
+
+    Raises:
+        ValueError: naming `caller`, for a prompt that is not a non-empty
+            1-D sequence of ids in `[0, vocabulary_size)`, or `num_tokens` < 1.
+    """
     prompt = np.asarray(prompt_ids)
     if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
         raise ValueError(
@@ -177,6 +183,11 @@ def _greedy(run, prompt_ids, num_tokens, sequence_length, caller, vocabulary_siz
         raise ValueError(
             f"{caller}: `num_tokens` must be an integer >= 1. Received: num_tokens={num_tokens!r}"
         )
+    return prompt.astype(np.int32)
+
+
+def _greedy(run, prompt_ids, num_tokens, sequence_length, caller, vocabulary_size=None):
+    prompt = check_prompt(prompt_ids, num_tokens, vocabulary_size, caller)
     text = [int(token) for token in prompt]
     for _ in range(num_tokens):
         window = text[-sequence_length:]
