@@ -30,9 +30,11 @@ import numpy as np
 from tf_distill.data import tokenization
 from tf_distill.data.text import TEXT_SPLITS
 from tf_distill.data.text import TextSplits
+from tf_distill.data.text import check_fraction
 from tf_distill.data.text import read_text_file
 from tf_distill.data.text import split_by_position
 from tf_distill.language.alignment import response_alignment
+from tf_distill.validation import check_positive_integer
 
 
 def read_jsonl(path, prompt_key="prompt", response_key="response"):
@@ -197,20 +199,11 @@ def load_instructions(
     ...                          sequence_length=128)
     >>> distiller.fit(data.dataset("train", batch_size=8, seed=0), epochs=1)
     """
-    for argument, value in (("sequence_length", sequence_length),
-                            ("teacher_sequence_length", teacher_sequence_length)):
-        if value is None and argument != "sequence_length":
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"`{argument}` must be a positive integer. Received: {argument}={value!r}"
-            )
-    for argument, value in (("validation_fraction", validation_fraction),
-                            ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(
-                f"`{argument}` must be a number in (0, 1). Received: {argument}={value!r}"
-            )
+    check_positive_integer("sequence_length", sequence_length)
+    if teacher_sequence_length is not None:
+        check_positive_integer("teacher_sequence_length", teacher_sequence_length)
+    check_fraction("validation_fraction", validation_fraction)
+    check_fraction("test_fraction", test_fraction)
     if tokenizer is None:
         tokenizer = tokenization.byte_tokenizer()
     tokenization.end_token_id(tokenizer, end_token_id)  # Checked before reading.

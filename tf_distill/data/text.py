@@ -285,7 +285,8 @@ def make_windows(ids, sequence_length, stride=None):
     return token_ids, labels, mask
 
 
-def _check_fraction(argument, value):
+def check_fraction(argument, value):
+    """Raises `ValueError` unless `value` is a number in (0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(
             f"`{argument}` must be a number in (0, 1). Received: {argument}={value!r}"
@@ -348,8 +349,8 @@ def load_text(
             raise ValueError(
                 f"`{argument}` must be a positive integer. Received: {argument}={value!r}"
             )
-    _check_fraction("validation_fraction", validation_fraction)
-    _check_fraction("test_fraction", test_fraction)
+    check_fraction("validation_fraction", validation_fraction)
+    check_fraction("test_fraction", test_fraction)
     if validation_fraction + test_fraction >= 1:
         raise ValueError(
             "`validation_fraction + test_fraction` must be < 1 (training needs text). "
