@@ -276,19 +276,26 @@ def uses_presets(config):
             or config["student"]["from_teacher"] is not None)
 
 
+def check_cross_tokenizer_losses(losses, reason):
+    """Raises `ConfigError` (`reason`, then what is expected) unless every loss
+    of `distillation.losses` compares different tokenizers ('uld')."""
+    names = [loss if isinstance(loss, str) else loss.get("name") for loss in losses]
+    if any(name != "uld" for name in names):
+        raise ConfigError(
+            f"{reason}: every loss must compare different tokenizers ('uld'). "
+            f"Received: distillation.losses={show(names)}"
+        )
+
+
 def _check_tokenizers(config):
     """A byte-level student of a preset teacher needs a cross-tokenizer loss,
     and instruction data to align the two tokenizations."""
     if config["teacher"]["preset"] is None or config["student"]["tokenizer"] != "bytes":
         return
-    names = [loss if isinstance(loss, str) else loss.get("name")
-             for loss in config["distillation"]["losses"]]
-    if any(name != "uld" for name in names):
-        raise ConfigError(
-            "A byte-level student (`student.tokenizer: bytes`) of a preset teacher reads "
-            "other tokens than the teacher: every loss must compare different tokenizers "
-            f"('uld'). Received: distillation.losses={show(names)}"
-        )
+    check_cross_tokenizer_losses(
+        config["distillation"]["losses"],
+        "A byte-level student (`student.tokenizer: bytes`) of a preset teacher reads "
+        "other tokens than the teacher")
     if data_format(config["data"]) != "instructions":
         raise ConfigError(
             "Different tokenizers are aligned on instruction data (a JSONL file of "

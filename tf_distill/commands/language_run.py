@@ -21,6 +21,7 @@ from tf_distill.cache.topk import build_topk_cache
 from tf_distill.callbacks import EpochOrder
 from tf_distill.commands import common
 from tf_distill.commands.config import ConfigError
+from tf_distill.commands.language_config import check_cross_tokenizer_losses
 from tf_distill.commands.language_config import data_format
 from tf_distill.commands.language_report import language_comparison
 from tf_distill.commands.language_report import write_language_report
@@ -138,13 +139,8 @@ class LanguageJob(Job):
     def load_data(self):
         student_tokenizer, teacher_tokenizer = self.tokenizers()
         if teacher_tokenizer is not None:
-            losses = [loss if isinstance(loss, str) else loss.get("name")
-                      for loss in self.config["distillation"]["losses"]]
-            if any(name != "uld" for name in losses):
-                raise ConfigError(
-                    "The teacher's and the student's tokenizers differ: every loss must "
-                    f"compare different tokenizers ('uld'). Received: distillation.losses="
-                    f"{losses}")
+            check_cross_tokenizer_losses(self.config["distillation"]["losses"],
+                                         "The teacher's and the student's tokenizers differ")
         self.student_tokenizer = student_tokenizer
         return load_corpus(self.config["data"], student_tokenizer, teacher_tokenizer)
 
