@@ -37,17 +37,18 @@ from tf_distill.language.alignment import response_alignment
 from tf_distill.validation import check_positive_integer
 
 
-def read_jsonl(path, prompt_key="prompt", response_key="response"):
+def read_jsonl(path, prompt_key="prompt", response_key="response", data=None):
     """The `(prompt, response)` pairs of a JSONL file, in order.
 
-    Blank lines are skipped.
+    Blank lines are skipped. `data`, the file's bytes when the caller has
+    read them already (see `read_text_file`), saves reading it again.
 
     Raises:
         ValueError: naming the file and line, for a line that is not a JSON
             object with string `prompt_key` and `response_key` (the
             response not empty), or a file without any example.
     """
-    text = read_text_file(path).decode("utf-8")
+    text = (read_text_file(path) if data is None else data).decode("utf-8")
     examples = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -212,7 +213,8 @@ def load_instructions(
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"The instruction data is not a file. Received: source={path!r}")
-    examples = read_jsonl(path, prompt_key, response_key)
+    raw = read_text_file(path)
+    examples = read_jsonl(path, prompt_key, response_key, data=raw)
     bounds = split_by_position(len(examples), validation_fraction, test_fraction)
     empty = [split for split, (start, end) in zip(TEXT_SPLITS, bounds) if end <= start]
     if empty:
@@ -220,7 +222,7 @@ def load_instructions(
             f"Too few examples for every split: no {' nor '.join(empty)} example among "
             f"{len(examples)}. Use more examples or larger fractions. Received: source={path!r}"
         )
-    digest = hashlib.sha256(read_text_file(path))
+    digest = hashlib.sha256(raw)
     digest.update(f"\0{prompt_key}\0{response_key}".encode())
     identity = f"instructions:sha256:{digest.hexdigest()}"
     name = name or os.path.basename(path)
