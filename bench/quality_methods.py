@@ -696,8 +696,11 @@ def _row_in_process(spec):
     )
 
 
-def _row_in_subprocess(spec):
-    """Runs one row in a fresh Python process (`--worker`); returns its result."""
+def _row_in_subprocess(spec, threads=None):
+    """Runs one row in a fresh Python process (`--worker`); returns its result.
+
+    `threads`: TensorFlow's intra-op threads in that process (None: its
+    default, every core)."""
     with tempfile.TemporaryDirectory() as folder:
         spec_path = os.path.join(folder, "spec.json")
         out_path = os.path.join(folder, "result.json")
@@ -707,6 +710,9 @@ def _row_in_subprocess(spec):
         environment["PYTHONPATH"] = os.pathsep.join(
             [REPO_ROOT, BENCH_DIR] + [p for p in [environment.get("PYTHONPATH")] if p]
         )
+        if threads is not None:
+            environment["TF_NUM_INTRAOP_THREADS"] = str(threads)
+            environment["TF_NUM_INTEROP_THREADS"] = "1"
         subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--worker", spec_path, out_path],
             check=True, env=environment,
@@ -724,7 +730,7 @@ def _int_seeds(row):
 
 
 def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS,
-                cache_dir=None, teacher_path=None, data_args=None, isolate=None):
+                cache_dir=None, teacher_path=None, data_args=None, isolate=None, jobs=1):
     """Trains the student alone and every method; returns the raw results.
 
     Each row (the student alone, then each method) runs in a process of its
@@ -735,7 +741,9 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS,
     are saved under the fingerprint of everything that shapes them
     (`run_description`: settings, method, data, teacher file, code), and a
     later part or run with the same fingerprint reads them instead of
-    training again.
+    training again. With `isolate`, `jobs` rows run at a time, each process
+    on `cpu_count // jobs` threads (a small CNN uses 2 cores poorly: two rows
+    of one thread each finish sooner than one after the other on two).
 
     Returns:
         `{"alone": {"test": [...], "validation": [...]}, "methods": {key:
@@ -760,7 +768,9 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS,
                                    cache_dir, cached_only=True)
                 except NotCached:
                     pass
-            return _row_in_subprocess({**spec, "key": key})
+            return _row_in_subprocess({**spec, "key": key}, threads)
+
+        threads = None if jobs <= 1 else max(1, (os.cpu_count() or 1) // jobs)
     else:
         cache = teacher_cache(teacher, data)
         common.log(f"Methods: {cache}")
@@ -768,6 +778,12 @@ def run_methods(teacher, data, settings, seeds, keys, factors=SEARCH_FACTORS,
         def row(key):
             return run_row(teacher, cache, data, settings, seeds, key, factors, shared, cache_dir)
 
+    if isolate and jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            done = list(pool.map(row, [None, *keys]))
+        return {"alone": done[0], "methods": dict(zip(keys, done[1:]))}
     alone = row(None)
     return {"alone": alone, "methods": {key: row(key) for key in keys}}
 

@@ -46,26 +46,36 @@ def footer(results):
 # Part 1.
 
 
+def _row(label, validation, test):
+    return [
+        label,
+        f"{format_mean_std(validation)} ({_seeds(validation)})",
+        f"{format_mean_std(test)} ({_seeds(test)})",
+    ]
+
+
 def _temperature_rows(part):
-    """One row per temperature tried: validation and test errors per seed."""
+    """One row per temperature tried (the students distilled on jittered
+    images), then the other students: validation and test errors per seed."""
     rows = []
     chosen = part["chosen_temperature"]
     for key, entry in part["temperatures"].items():
         mark = " (chosen)" if float(key) == chosen else ""
         rows.append(
-            [
-                f"T = {float(key):g}{mark}",
-                f"{format_mean_std(entry['validation'])} ({_seeds(entry['validation'])})",
-                f"{format_mean_std(entry['test'])} ({_seeds(entry['test'])})",
-            ]
+            _row(f"distilled on jittered images, T = {float(key):g}{mark}",
+                 entry["validation"], entry["test"])
         )
-    rows.append(
-        [
-            "alone",
-            f"{format_mean_std(part['alone_validation'])} ({_seeds(part['alone_validation'])})",
-            f"{format_mean_std(part['errors']['alone'])} ({_seeds(part['errors']['alone'])})",
-        ]
-    )
+    others = part.get("others", {})
+    if "distilled_unjittered" in others:
+        entry = others["distilled_unjittered"]
+        rows.append(
+            _row(f"distilled on the images as they are, T = {chosen:g}",
+                 entry["validation"], entry["test"])
+        )
+    if "alone_jittered" in others:
+        entry = others["alone_jittered"]
+        rows.append(_row("alone on jittered images", entry["validation"], entry["test"]))
+    rows.append(_row("alone", part["alone_validation"], part["errors"]["alone"]))
     return rows
 
 
@@ -74,7 +84,7 @@ def _compute_text(part):
     trained (a run read from the cache keeps the time it took)."""
     seconds = list(part["alone_seconds"])
     cached = list(part["alone_cached"])
-    for entry in part["temperatures"].values():
+    for entry in [*part["temperatures"].values(), *part.get("others", {}).values()]:
         seconds += entry["seconds"]
         cached += entry["cached"]
     teacher = part["teacher"].get("trained_seconds") or part["teacher"]["seconds"]
@@ -92,29 +102,83 @@ def _compute_text(part):
     )
 
 
+def _teacher_text(part, settings):
+    teacher = part["teacher_errors"]
+    optimizer = (
+        f"Adam {settings['teacher_learning_rate']:g}"
+        if settings.get("teacher_optimizer") == "adam"
+        else f"Nesterov momentum SGD ({settings['teacher_momentum']:g}) at "
+        f"{settings['teacher_learning_rate']:g}"
+    )
+    return f"""Teacher: 784-1200-1200-10 ReLU MLP with the paper's regularization: dropout
+{settings["teacher_input_dropout"]:g} on the input and {settings["teacher_dropout"]:g} on the
+hidden layers, max-norm {settings["teacher_max_norm"]:g} on each unit's incoming weights,
+each training image shifted by a random whole number of pixels in
+[−{settings["jitter"]}, {settings["jitter"]}] in each direction (zero fill);
+{settings["teacher_epochs"]} epochs of {optimizer} cosine-decayed to 0, batch
+{settings["batch_size"]}, on {part["train_size"]:,} training images
+({part["validation_size"]:,} held out for validation); trained once and cached under a
+fingerprint of its recipe and data ({part["teacher_validation_errors"]} validation errors).
+Teacher goal ≤ {TEACHER_GOAL} test
+errors: {"**met**" if teacher <= TEACHER_GOAL else f"**missed** ({teacher} > {TEACHER_GOAL})"}."""
+
+
+def _own_share_text(own, control, distilled):
+    """"closes 40 % of what is left", or, when the distilled students do
+    worse than the control, that they close none of it and by how much."""
+    if own is None or own >= 0:
+        return f"closes {stats.format_share(own)} of what is left"
+    more = _mean(distilled) - _mean(control)
+    return (
+        f"closes none of what is left ({stats.format_share(own)}: {more:.1f} more errors "
+        "than the control on the means)"
+    )
+
+
+def _control_caveat(control):
+    """What the goal means when the control without a teacher meets it too."""
+    if control is None or control < HINTON_GOAL:
+        return ""
+    return f"""
+
+**The control meets the goal without any teacher** ({stats.format_share(control)} ≥
+{100 * HINTON_GOAL:.0f} %): on jittered images the goal measures the shifts, not
+distillation. What distillation itself adds is the paired comparison with the control
+below, and the row on the images as they are."""
+
+
 def hinton_section(results):
     part = results["hinton"]
     settings = results["settings"]["hinton"]
     test = part["test_size"]
     teacher = part["teacher_errors"]
-    alone, distilled = part["errors"]["alone"], part["errors"]["distilled"]
+    errors = part["errors"]
+    alone, distilled = errors["alone"], errors["distilled"]
+    jittered = "alone_jittered" in errors
     chosen = part["chosen_temperature"]
     share = stats.gap_closed(_mean(alone), teacher, _mean(distilled))
     per_seed = [stats.gap_closed(a, teacher, d) for a, d in zip(alone, distilled)]
-    comparison = paired(alone, distilled)
     paper_share = stats.gap_closed(**dict(zip(("worse", "better", "reached"), (146, 67, 74))))
+    distilled_name = "distilled on jittered images" if jittered else "distilled"
+    rows = [
+        ["teacher 784-1200-1200-10, dropout + jitter", 67, teacher, f"{teacher} (one model)"],
+        ["student 784-800-800-10 alone", 146, _seeds(alone), format_mean_std(alone)],
+    ]
+    if jittered:
+        unjittered = errors["distilled_unjittered"]
+        rows += [
+            [f"student distilled on the images as they are, T = {chosen:g}", "74 (T = 20)",
+             _seeds(unjittered), format_mean_std(unjittered)],
+            ["student alone on jittered images (control)", "—",
+             _seeds(errors["alone_jittered"]), format_mean_std(errors["alone_jittered"])],
+            [f"student distilled on jittered images, teacher on the same, T = {chosen:g} "
+             "(chosen on validation)", "—", _seeds(distilled), format_mean_std(distilled)],
+        ]
+    else:
+        rows.append([f"student distilled, T = {chosen:g} (chosen on validation)", "74 (T = 20)",
+                     _seeds(distilled), format_mean_std(distilled)])
     table = common.rows_table(
-        ["model", "paper (errors of 10,000)", "ours: errors per seed", "ours: mean ± std"],
-        [
-            ["teacher 784-1200-1200-10, dropout + jitter", 67, teacher, f"{teacher} (one model)"],
-            ["student 784-800-800-10 alone", 146, _seeds(alone), format_mean_std(alone)],
-            [
-                f"student distilled, T = {chosen:g} (chosen on validation)",
-                "74 (T = 20)",
-                _seeds(distilled),
-                format_mean_std(distilled),
-            ],
-        ],
+        ["model", "paper (errors of 10,000)", "ours: errors per seed", "ours: mean ± std"], rows
     )
     temperatures = common.rows_table(
         [
@@ -124,22 +188,9 @@ def hinton_section(results):
         ],
         _temperature_rows(part),
     )
-    return f"""## Quality 1: Hinton et al. (2015) on MNIST
-
-Teacher: 784-1200-1200-10 ReLU MLP as the paper trained it: dropout
-{settings["teacher_input_dropout"]:g} on the input and {settings["teacher_dropout"]:g} on the
-hidden layers, max-norm {settings["teacher_max_norm"]:g} on each unit's incoming weights,
-each training image shifted by a random whole number of pixels in
-[−{settings["jitter"]}, {settings["jitter"]}] in each direction (zero fill),
-{settings["teacher_epochs"]} epochs of Nesterov momentum SGD ({settings["teacher_momentum"]:g}) at
-{settings["teacher_learning_rate"]:g} cosine-decayed to 0, batch {settings["batch_size"]}, on
-{part["train_size"]:,} training images ({part["validation_size"]:,} held out for
-validation); trained once and cached under a fingerprint of its recipe and data
-({part["teacher_validation_errors"]} validation errors). Teacher goal ≤ {TEACHER_GOAL} test
-errors: {"**met**" if teacher <= TEACHER_GOAL else f"**missed** ({teacher} > {TEACHER_GOAL})"}.
-Student: 784-800-800-10 ReLU MLP without any regularization, {settings["student_epochs"]}
-epochs of Adam {settings["learning_rate"]:g} cosine-decayed to 0, batch
-{settings["student_batch_size"]}, on the same images without jitter, the same epochs
+    verdicts = [f"- {stats.verdict_sentence(paired(alone, distilled), distilled_name)}."]
+    shares = ""
+    protocol = f"""on the same images without jitter, the same epochs
 alone and distilled. Distilled:
 `Distiller(student_loss_weight={settings["alpha"]:g},
 distillation_losses=LogitsDistillation(temperature=T))`, i.e.
@@ -147,18 +198,66 @@ distillation_losses=LogitsDistillation(temperature=T))`, i.e.
 targets lightly), at each T in {", ".join(f"{t:g}" for t in settings["temperatures"])}; T is
 chosen by the fewest validation errors summed over the seeds, and the test errors are
 reported at that T. Alone: plain cross-entropy, the same initial weights and the
-same batches in the same order as its distilled twin of the seed. Test errors of
-{test:,}, {len(alone)} paired seeds.
+same batches in the same order as its distilled twin of the seed."""
+    if jittered:
+        alone_jittered, unjittered = errors["alone_jittered"], errors["distilled_unjittered"]
+        own = stats.gap_closed(_mean(alone_jittered), teacher, _mean(distilled))
+        control = stats.gap_closed(_mean(alone), teacher, _mean(alone_jittered))
+        literal = stats.gap_closed(_mean(alone), teacher, _mean(unjittered))
+        verdicts = [
+            f"- {stats.verdict_sentence(paired(alone_jittered, distilled), distilled_name, 'alone on jittered images')} "
+            "(the same initial weights and the same jittered batches: distillation's own effect).",
+            f"- {stats.verdict_sentence(paired(alone, distilled), distilled_name)} "
+            "(the same initial weights; jitter and distillation together).",
+            f"- {stats.verdict_sentence(paired(alone, unjittered), 'distilled on the images as they are')}.",
+        ]
+        shares = f"""
+
+Where the gain comes from, on the means: the jitter alone (the control, no
+teacher) closes {stats.format_share(control)} of the gap; distillation on the jittered
+images {_own_share_text(own, alone_jittered, distilled)} between the control and the
+teacher, (alone on jittered − distilled) / (alone on jittered − teacher). The paper's
+protocol read literally, the student distilled on the images as they are with the
+teacher's logits on them (cached), closes {stats.format_share(literal)}.{_control_caveat(control)}"""
+        protocol = f"""the same epochs for every student, in two ways:
+
+- **on jittered images** (the row the goal reads): every image shifted anew each
+  epoch as the teacher's were, alone (the control) or distilled by a `Distiller`
+  that queries the teacher on the very images the student sees at each step (the
+  "consistent" teaching of Beyer et al. 2022): the transfer set is the teacher's
+  own training distribution, and its soft targets pass on the shift invariance it
+  learned. The paper does not say whether its transfer set was jittered; its
+  distilled student was "regularized solely by" the soft targets;
+- **on the images as they are** (the paper's protocol read literally): the
+  teacher's logits on the unshifted images, cached; the student alone sees the
+  same batches in the same order as its distilled twin.
+
+Distilled: `Distiller(student_loss_weight={settings["alpha"]:g},
+distillation_losses=LogitsDistillation(temperature=T))`, i.e.
+{settings["alpha"]:g} · CE + {1 - settings["alpha"]:g} · T² · KL (the paper weighted the hard
+targets lightly). On jittered images at each T in
+{", ".join(f"{t:g}" for t in settings["temperatures"])}; T is chosen by the fewest validation
+errors summed over the seeds, the test errors reported at that T, and the student on
+the images as they are distilled at the same T. Within a seed every student starts
+from the same initial weights."""
+    return f"""## Quality 1: Hinton et al. (2015) on MNIST
+
+{_teacher_text(part, settings)}
+Student: 784-800-800-10 ReLU MLP without any regularization, {settings["student_epochs"]}
+epochs of Adam {settings["learning_rate"]:g} cosine-decayed to 0, batch
+{settings["student_batch_size"]}, {protocol} Test errors of {test:,}, {len(alone)} paired seeds.
 
 {table}
 
 Share of the gap between the student alone and the teacher that distillation
-closes, (alone − distilled) / (alone − teacher): paper {stats.format_share(paper_share)};
+closes, (alone − {distilled_name}) / (alone − teacher): paper {stats.format_share(paper_share)};
 ours {stats.format_share(share)} on the means (per seed:
 {", ".join(stats.format_share(s) for s in per_seed)}). Goal ≥ {100 * HINTON_GOAL:.0f} %:
-{stats.goal_text(share, HINTON_GOAL)}.
+{stats.goal_text(share, HINTON_GOAL)}.{shares}
 
-Paired, {stats.verdict_sentence(comparison)}.
+Paired:
+
+{chr(10).join(verdicts)}
 
 Every temperature tried (the choice reads only the validation column):
 
@@ -513,30 +612,39 @@ def _pyplot():
 def plot_hinton(results, folder):
     plt = _pyplot()
     part = results["hinton"]
-    labels = ["teacher", "student alone", "student distilled"]
-    ours = [
-        (part["teacher_errors"], 0.0),
-        mean_std(part["errors"]["alone"]),
-        mean_std(part["errors"]["distilled"]),
+    errors = part["errors"]
+    chosen = part["chosen_temperature"]
+    bars = [
+        ("teacher", (part["teacher_errors"], 0.0), HINTON_PAPER["teacher"]),
+        ("student alone", mean_std(errors["alone"]), HINTON_PAPER["alone"]),
     ]
-    paper = [HINTON_PAPER["teacher"], HINTON_PAPER["alone"], HINTON_PAPER["distilled"]]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    positions = range(len(labels))
+    if "alone_jittered" in errors:
+        bars += [
+            ("distilled,\nimages as they are", mean_std(errors["distilled_unjittered"]),
+             HINTON_PAPER["distilled"]),
+            ("alone,\njittered", mean_std(errors["alone_jittered"]), None),
+            ("distilled,\njittered", mean_std(errors["distilled"]), None),
+        ]
+    else:
+        bars.append(("student distilled", mean_std(errors["distilled"]),
+                     HINTON_PAPER["distilled"]))
+    figure, axis = plt.subplots(figsize=(8, 4))
+    positions = list(range(len(bars)))
     axis.bar(
         [p - 0.2 for p in positions],
-        [m for m, _ in ours],
+        [m for _, (m, _), _ in bars],
         0.4,
-        yerr=[s for _, s in ours],
+        yerr=[s for _, (_, s), _ in bars],
         capsize=4,
-        label=f"ours (mean ± std, {len(part['errors']['alone'])} seeds)",
+        label=f"ours (mean ± std, {len(errors['alone'])} seeds)",
     )
-    axis.bar([p + 0.2 for p in positions], paper, 0.4, label="Hinton et al. 2015", alpha=0.6)
-    axis.set_xticks(list(positions), labels)
+    paper = [(p + 0.2, value) for p, (_, _, value) in zip(positions, bars) if value is not None]
+    axis.bar([p for p, _ in paper], [v for _, v in paper], 0.4, label="Hinton et al. 2015",
+             alpha=0.6)
+    axis.set_xticks(positions, [label for label, _, _ in bars])
     axis.set_ylim(bottom=0)
     axis.set_ylabel(f"test errors (of {part['test_size']:,}); axis from 0")
-    axis.set_title(
-        f"MNIST: 784-800-800-10 student, distilled at T = {part['chosen_temperature']:g}"
-    )
+    axis.set_title(f"MNIST: 784-800-800-10 student, distilled at T = {chosen:g}")
     axis.legend()
     return _save(figure, folder, "quality_hinton.png")
 

@@ -184,15 +184,22 @@ def test_the_temperature_is_chosen_on_validation_errors_only():
     assert quality_mnist.choose_temperature(by_temperature) == 3.0  # a tie: the first
 
 
-def test_a_student_run_is_read_back_and_alone_does_not_depend_on_the_teacher(tmp_path):
+def _tiny_runs(data, tmp_path):
+    """`(Runs, settings)` over `data`, a tiny teacher saved under `tmp_path`."""
     import quality_mnist
 
-    data = _tiny_mnist()
     settings = {"student_batch_size": 32, "learning_rate": 1e-3, "alpha": 0.1}
     teacher = quality_mnist.build_student(data, 7)
     path = str(tmp_path / "teacher.keras")
     teacher.save(path)
-    runs = quality_mnist.Runs(str(tmp_path), data, settings, teacher, path)
+    return quality_mnist.Runs(str(tmp_path), data, settings, teacher, path), settings
+
+
+def test_a_student_run_is_read_back_and_alone_does_not_depend_on_the_teacher(tmp_path):
+    import quality_mnist
+
+    data = _tiny_mnist()
+    runs, settings = _tiny_runs(data, tmp_path)
     first = runs.run("tiny", "alone", 0, 1)
     distilled = runs.run("tiny", "distilled", 0, 1, temperature=4.0)
     assert (first["cached"], distilled["cached"]) == (False, False)
@@ -205,25 +212,61 @@ def test_a_student_run_is_read_back_and_alone_does_not_depend_on_the_teacher(tmp
     assert len(list((tmp_path / "hinton_runs").iterdir())) == 3
 
 
-def test_the_hinton_section_names_the_chosen_temperature_and_every_one_tried():
-    import quality_report
+def test_jittered_students_see_the_same_shifted_batches_and_cache_apart(tmp_path):
+    import numpy as np
+    import quality_mnist
 
-    part = {
+    data = _tiny_mnist()
+    first = [x.numpy() for x, _ in quality_mnist.jittered_batches(
+        data.x_train, data.y_train, 16, seed=3).repeat(2)]
+    again = [x.numpy() for x, _ in quality_mnist.jittered_batches(
+        data.x_train, data.y_train, 16, seed=3).repeat(2)]
+    assert len(first) == 8
+    for ours, theirs in zip(first, again):
+        np.testing.assert_array_equal(ours, theirs)
+    # A fresh shift each epoch, and the images really shifted.
+    assert not np.array_equal(np.sort(first[0], axis=None), np.sort(first[4], axis=None))
+    assert not np.array_equal(first[0], data.x_train[:16])
+
+    runs, _ = _tiny_runs(data, tmp_path)
+    alone = runs.run("tiny", "alone_jittered", 0, 1)
+    distilled = runs.run("tiny", "distilled_jittered", 0, 1, temperature=4.0)
+    assert (alone["cached"], distilled["cached"]) == (False, False)
+    assert runs.run("tiny", "alone_jittered", 0, 1)["cached"]
+    # Not the unjittered runs' cache entries.
+    assert not runs.run("tiny", "alone", 0, 1)["cached"]
+    assert not runs.run("tiny", "distilled", 0, 1, temperature=4.0)["cached"]
+
+
+def _hinton_part():
+    def entry(validation, test, seconds):
+        return {"validation": validation, "test": test, "seconds": [seconds] * 3,
+                "cached": [True] * 3}
+
+    return {
         "teacher": {"path": "t.keras", "seconds": None, "trained_seconds": 600.0},
         "teacher_errors": 70, "teacher_validation_errors": 40, "train_size": 55000,
         "validation_size": 5000, "test_size": 10000,
-        "errors": {"alone": [150, 146, 148], "distilled": [80, 78, 76]},
+        "errors": {"alone": [150, 146, 148], "distilled": [80, 78, 76],
+                   "alone_jittered": [120, 118, 116], "distilled_unjittered": [110, 112, 114]},
         "alone_validation": [90, 91, 92],
         "alone_seconds": [240.0, 250.0, 260.0],
         "alone_cached": [True, True, False],
+        "others": {
+            "alone_jittered": entry([70, 71, 72], [120, 118, 116], 240.0),
+            "distilled_unjittered": entry([65, 66, 67], [110, 112, 114], 240.0),
+        },
         "temperatures": {
-            "3.0": {"validation": [50, 51, 52], "test": [80, 78, 76],
-                    "seconds": [270.0] * 3, "cached": [True] * 3},
-            "20.0": {"validation": [60, 61, 62], "test": [85, 84, 83],
-                     "seconds": [300.0] * 3, "cached": [True] * 3},
+            "3.0": entry([50, 51, 52], [80, 78, 76], 270.0),
+            "20.0": entry([60, 61, 62], [85, 84, 83], 300.0),
         },
         "chosen_temperature": 3.0,
     }
+
+
+def test_the_hinton_section_names_the_chosen_temperature_every_one_tried_and_the_control():
+    import quality_report
+
     settings = {
         "teacher_input_dropout": 0.2, "teacher_dropout": 0.5, "teacher_max_norm": 3.5,
         "jitter": 2, "teacher_epochs": 60, "teacher_momentum": 0.9,
@@ -232,13 +275,56 @@ def test_the_hinton_section_names_the_chosen_temperature_and_every_one_tried():
         "temperatures": [3.0, 20.0],
     }
     text = quality_report.hinton_section({
+        "hinton": _hinton_part(), "settings": {"hinton": settings}, "conditions_text": "c",
+        "cache_dir": "/tmp/x", "command": "python bench/bench_quality.py",
+    })
+    assert ("student distilled on jittered images, teacher on the same, T = 3 (chosen on "
+            "validation) | — | 80 / 78 / 76") in text
+    assert "student distilled on the images as they are, T = 3 | 74 (T = 20) | 110 / 112 / 114" \
+        in text
+    assert "student alone on jittered images (control) | — | 120 / 118 / 116" in text
+    assert ("| distilled on jittered images, T = 20 | 61.0 ± 1.0 (60 / 61 / 62) | "
+            "84.0 ± 1.0 (85 / 84 / 83) |") in text
+    assert "Teacher goal ≤ 75 test\nerrors: **met**" in text
+    assert "60 epochs of Nesterov momentum SGD (0.9) at 0.1 cosine-decayed" in text
+    assert "**met** (90 %" in text  # (148 - 78) / (148 - 70) = 90 %
+    # The control closes (148 - 118) / 78 = 38 %; distillation (118 - 78) / 48 = 83 % of
+    # the rest; the literal protocol (148 - 112) / 78 = 46 %.
+    assert "the jitter alone (the control, no\nteacher) closes 38 %" in text
+    assert "images closes 83 % of what is left" in text
+    assert "(cached), closes 46 %" in text
+    assert "distilled on jittered images vs alone on jittered images: fewer errors on 3 of 3" \
+        in text
+    assert "the teacher trained in 10.0 min (read from the cache this run)" in text
+    assert "the 15 students took 65.0 min in all (4.0–5.0 min each)" in text
+    assert "read 14 of them from the cache" in text
+    assert "The control meets the goal" not in text
+    settings.update({"teacher_optimizer": "adam", "teacher_learning_rate": 0.001})
+    text = quality_report.hinton_section({
+        "hinton": _hinton_part(), "settings": {"hinton": settings}, "conditions_text": "c",
+        "cache_dir": "/tmp/x", "command": "python bench/bench_quality.py",
+    })
+    assert "epochs of Adam 0.001 cosine-decayed" in text
+
+
+def test_the_hinton_section_says_when_the_control_alone_meets_the_goal():
+    import quality_report
+
+    part = _hinton_part()
+    # Jitter without a teacher: (148 - 82) / (148 - 70) = 85 % of the gap.
+    part["errors"]["alone_jittered"] = [82, 82, 82]
+    # And distillation on top does worse than the control: (82 - 85) / (82 - 70).
+    part["errors"]["distilled"] = [85, 85, 85]
+    settings = {
+        "teacher_input_dropout": 0.2, "teacher_dropout": 0.5, "teacher_max_norm": 3.5,
+        "jitter": 2, "teacher_epochs": 100, "teacher_optimizer": "adam",
+        "teacher_learning_rate": 0.001, "batch_size": 256, "student_epochs": 30,
+        "learning_rate": 1e-3, "student_batch_size": 256, "alpha": 0.1,
+        "temperatures": [3.0, 20.0],
+    }
+    text = quality_report.hinton_section({
         "hinton": part, "settings": {"hinton": settings}, "conditions_text": "c",
         "cache_dir": "/tmp/x", "command": "python bench/bench_quality.py",
     })
-    assert "student distilled, T = 3 (chosen on validation) | 74 (T = 20) | 80 / 78 / 76" in text
-    assert "| T = 20 | 61.0 ± 1.0 (60 / 61 / 62) | 84.0 ± 1.0 (85 / 84 / 83) |" in text
-    assert "Teacher goal ≤ 75 test\nerrors: **met**" in text
-    assert "**met** (90 %" in text  # (148 - 78) / (148 - 70) = 90 %
-    assert "the teacher trained in 10.0 min (read from the cache this run)" in text
-    assert "the 9 students took 41.0 min in all (4.0–5.0 min each)" in text
-    assert "read 8 of them from the cache" in text
+    assert "**The control meets the goal without any teacher** (85 % ≥\n80 %)" in text
+    assert "closes none of what is left (-25 %: 3.0 more errors than the control" in text
