@@ -65,16 +65,14 @@ def _temperature_rows(part):
             _row(f"distilled on jittered images, T = {float(key):g}{mark}",
                  entry["validation"], entry["test"])
         )
-    others = part.get("others", {})
-    if "distilled_unjittered" in others:
-        entry = others["distilled_unjittered"]
-        rows.append(
-            _row(f"distilled on the images as they are, T = {chosen:g}",
-                 entry["validation"], entry["test"])
-        )
-    if "alone_jittered" in others:
-        entry = others["alone_jittered"]
-        rows.append(_row("alone on jittered images", entry["validation"], entry["test"]))
+    others = part["others"]
+    entry = others["distilled_unjittered"]
+    rows.append(
+        _row(f"distilled on the images as they are, T = {chosen:g}",
+             entry["validation"], entry["test"])
+    )
+    entry = others["alone_jittered"]
+    rows.append(_row("alone on jittered images", entry["validation"], entry["test"]))
     rows.append(_row("alone", part["alone_validation"], part["errors"]["alone"]))
     return rows
 
@@ -84,7 +82,7 @@ def _compute_text(part):
     trained (a run read from the cache keeps the time it took)."""
     seconds = list(part["alone_seconds"])
     cached = list(part["alone_cached"])
-    for entry in [*part["temperatures"].values(), *part.get("others", {}).values()]:
+    for entry in [*part["temperatures"].values(), *part["others"].values()]:
         seconds += entry["seconds"]
         cached += entry["cached"]
     teacher = part["teacher"].get("trained_seconds") or part["teacher"]["seconds"]
@@ -154,31 +152,24 @@ def hinton_section(results):
     teacher = part["teacher_errors"]
     errors = part["errors"]
     alone, distilled = errors["alone"], errors["distilled"]
-    jittered = "alone_jittered" in errors
+    alone_jittered, unjittered = errors["alone_jittered"], errors["distilled_unjittered"]
     chosen = part["chosen_temperature"]
     share = stats.gap_closed(_mean(alone), teacher, _mean(distilled))
     per_seed = [stats.gap_closed(a, teacher, d) for a, d in zip(alone, distilled)]
     paper_share = stats.gap_closed(**dict(zip(("worse", "better", "reached"), (146, 67, 74))))
-    distilled_name = "distilled on jittered images" if jittered else "distilled"
-    rows = [
-        ["teacher 784-1200-1200-10, dropout + jitter", 67, teacher, f"{teacher} (one model)"],
-        ["student 784-800-800-10 alone", 146, _seeds(alone), format_mean_std(alone)],
-    ]
-    if jittered:
-        unjittered = errors["distilled_unjittered"]
-        rows += [
+    distilled_name = "distilled on jittered images"
+    table = common.rows_table(
+        ["model", "paper (errors of 10,000)", "ours: errors per seed", "ours: mean ± std"],
+        [
+            ["teacher 784-1200-1200-10, dropout + jitter", 67, teacher, f"{teacher} (one model)"],
+            ["student 784-800-800-10 alone", 146, _seeds(alone), format_mean_std(alone)],
             [f"student distilled on the images as they are, T = {chosen:g}", "74 (T = 20)",
              _seeds(unjittered), format_mean_std(unjittered)],
             ["student alone on jittered images (control)", "—",
-             _seeds(errors["alone_jittered"]), format_mean_std(errors["alone_jittered"])],
+             _seeds(alone_jittered), format_mean_std(alone_jittered)],
             [f"student distilled on jittered images, teacher on the same, T = {chosen:g} "
              "(chosen on validation)", "—", _seeds(distilled), format_mean_std(distilled)],
-        ]
-    else:
-        rows.append([f"student distilled, T = {chosen:g} (chosen on validation)", "74 (T = 20)",
-                     _seeds(distilled), format_mean_std(distilled)])
-    table = common.rows_table(
-        ["model", "paper (errors of 10,000)", "ours: errors per seed", "ours: mean ± std"], rows
+        ],
     )
     temperatures = common.rows_table(
         [
@@ -188,30 +179,17 @@ def hinton_section(results):
         ],
         _temperature_rows(part),
     )
-    verdicts = [f"- {stats.verdict_sentence(paired(alone, distilled), distilled_name)}."]
-    shares = ""
-    protocol = f"""on the same images without jitter, the same epochs
-alone and distilled. Distilled:
-`Distiller(student_loss_weight={settings["alpha"]:g},
-distillation_losses=LogitsDistillation(temperature=T))`, i.e.
-{settings["alpha"]:g} · CE + {1 - settings["alpha"]:g} · T² · KL (the paper weighted the hard
-targets lightly), at each T in {", ".join(f"{t:g}" for t in settings["temperatures"])}; T is
-chosen by the fewest validation errors summed over the seeds, and the test errors are
-reported at that T. Alone: plain cross-entropy, the same initial weights and the
-same batches in the same order as its distilled twin of the seed."""
-    if jittered:
-        alone_jittered, unjittered = errors["alone_jittered"], errors["distilled_unjittered"]
-        own = stats.gap_closed(_mean(alone_jittered), teacher, _mean(distilled))
-        control = stats.gap_closed(_mean(alone), teacher, _mean(alone_jittered))
-        literal = stats.gap_closed(_mean(alone), teacher, _mean(unjittered))
-        verdicts = [
-            f"- {stats.verdict_sentence(paired(alone_jittered, distilled), distilled_name, 'alone on jittered images')} "
-            "(the same initial weights and the same jittered batches: distillation's own effect).",
-            f"- {stats.verdict_sentence(paired(alone, distilled), distilled_name)} "
-            "(the same initial weights; jitter and distillation together).",
-            f"- {stats.verdict_sentence(paired(alone, unjittered), 'distilled on the images as they are')}.",
-        ]
-        shares = f"""
+    own = stats.gap_closed(_mean(alone_jittered), teacher, _mean(distilled))
+    control = stats.gap_closed(_mean(alone), teacher, _mean(alone_jittered))
+    literal = stats.gap_closed(_mean(alone), teacher, _mean(unjittered))
+    verdicts = [
+        f"- {stats.verdict_sentence(paired(alone_jittered, distilled), distilled_name, 'alone on jittered images')} "
+        "(the same initial weights and the same jittered batches: distillation's own effect).",
+        f"- {stats.verdict_sentence(paired(alone, distilled), distilled_name)} "
+        "(the same initial weights; jitter and distillation together).",
+        f"- {stats.verdict_sentence(paired(alone, unjittered), 'distilled on the images as they are')}.",
+    ]
+    shares = f"""
 
 Where the gain comes from, on the means: the jitter alone (the control, no
 teacher) closes {stats.format_share(control)} of the gap; distillation on the jittered
@@ -219,7 +197,7 @@ images {_own_share_text(own, alone_jittered, distilled)} between the control and
 teacher, (alone on jittered − distilled) / (alone on jittered − teacher). The paper's
 protocol read literally, the student distilled on the images as they are with the
 teacher's logits on them (cached), closes {stats.format_share(literal)}.{_control_caveat(control)}"""
-        protocol = f"""the same epochs for every student, in two ways:
+    protocol = f"""the same epochs for every student, in two ways:
 
 - **on jittered images** (the row the goal reads): every image shifted anew each
   epoch as the teacher's were, alone (the control) or distilled by a `Distiller`
@@ -618,16 +596,12 @@ def plot_hinton(results, folder):
         ("teacher", (part["teacher_errors"], 0.0), HINTON_PAPER["teacher"]),
         ("student alone", mean_std(errors["alone"]), HINTON_PAPER["alone"]),
     ]
-    if "alone_jittered" in errors:
-        bars += [
-            ("distilled,\nimages as they are", mean_std(errors["distilled_unjittered"]),
-             HINTON_PAPER["distilled"]),
-            ("alone,\njittered", mean_std(errors["alone_jittered"]), None),
-            ("distilled,\njittered", mean_std(errors["distilled"]), None),
-        ]
-    else:
-        bars.append(("student distilled", mean_std(errors["distilled"]),
-                     HINTON_PAPER["distilled"]))
+    bars += [
+        ("distilled,\nimages as they are", mean_std(errors["distilled_unjittered"]),
+         HINTON_PAPER["distilled"]),
+        ("alone,\njittered", mean_std(errors["alone_jittered"]), None),
+        ("distilled,\njittered", mean_std(errors["distilled"]), None),
+    ]
     figure, axis = plt.subplots(figsize=(8, 4))
     positions = list(range(len(bars)))
     axis.bar(
