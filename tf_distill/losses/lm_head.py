@@ -424,6 +424,7 @@ class ChunkedHeadDistillation(TokenDistillation):
     """
 
     applies_head = True
+    divergence_function = staticmethod(chunked_head_divergence)
 
     def __init__(
         self,
@@ -438,18 +439,6 @@ class ChunkedHeadDistillation(TokenDistillation):
         # takes None for all positions at once).
         check_chunk_size(chunk_size)
         super().__init__(divergence, temperature, beta, alpha, chunk_size, teacher)
-
-    def call(self, teacher_outputs, student_outputs, mask=None):
-        return chunked_head_divergence(
-            teacher_outputs,
-            student_outputs,
-            self.divergence,
-            temperature=self.temperature,
-            beta=self.beta,
-            alpha=self.alpha,
-            mask=mask,
-            chunk_size=self.chunk_size,
-        )
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         check_head_outputs(teacher_outputs, student_outputs)

@@ -272,8 +272,12 @@ class TokenDistillation(DistillationLoss):
         self.alpha = float(alpha)
         self.chunk_size = chunk_size
 
+    # What computes the divergence per example from the two models' outputs;
+    # `ChunkedHeadDistillation` computes it from their LM heads, in chunks.
+    divergence_function = staticmethod(token_divergence)
+
     def call(self, teacher_outputs, student_outputs, mask=None):
-        return token_divergence(
+        return self.divergence_function(
             teacher_outputs,
             student_outputs,
             self.divergence,
