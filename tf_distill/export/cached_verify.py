@@ -26,8 +26,10 @@ from tf_distill.export.cached_decode import keras_generate
 from tf_distill.export.errors import ExportError
 from tf_distill.export.inputs import unwrap_student
 from tf_distill.export.report import ExportReport
+from tf_distill.export.tokens import check_finite_logits
 from tf_distill.export.tokens import check_token_data
 from tf_distill.export.tokens import compare_token_logits
+from tf_distill.export.tokens import keras_token_logits
 from tf_distill.export.verify import FLOAT32_TOLERANCE
 
 
@@ -78,9 +80,7 @@ def verify_cached_lm(
     vocabulary_size = int(model.backbone.vocabulary_size)
     token_ids, padding_mask = check_token_data(token_data, runner.max_num_tokens, vocabulary_size)
     real = padding_mask.astype(bool)
-    keras_logits = np.asarray(
-        model({"token_ids": token_ids, "padding_mask": real}, training=False), np.float32
-    )
+    keras_logits = keras_token_logits(model, token_ids, padding_mask)
     litert_logits = np.zeros_like(keras_logits)
     for index, length in enumerate(real.sum(axis=1)):
         litert_logits[index, :length] = runner.score(token_ids[index, :length])
@@ -96,8 +96,10 @@ def verify_cached_lm(
         cache_length=runner.cache_length,
         prefill_length=runner.prefill_length,
     )
-    _check_finite(keras_logits[real], "The Keras model itself", report)
-    _check_finite(litert_logits[real], f"The {quantization} LiteRT model", report)
+    check_finite_logits(
+        keras_logits[real], litert_logits[real], quantization,
+        f"of {keras_logits[real].size} on {len(token_ids)} sequences", report,
+    )
     compare_token_logits(report, keras_logits, litert_logits, token_ids, real, quantization,
                          tolerance=FLOAT32_TOLERANCE, max_perplexity_increase=max_perplexity_increase,
                          conversion="cached conversion", milder="'int8' or 'float32'")
@@ -143,14 +145,3 @@ def _greedy_check(runner, model, prompt_ids, num_tokens, quantization, report):
             )
     report.greedy_agreement = equal / total if total else None
     return generated
-
-
-def _check_finite(logits, who, report):
-    broken = ~np.isfinite(logits)
-    if broken.any():
-        nan = int(np.isnan(logits[broken]).sum())
-        raise ExportError(
-            f"{who} gives non-finite logits: {nan} NaN and {int(broken.sum()) - nan} "
-            f"infinite values of {logits.size}. Nothing was written.",
-            report=report,
-        )

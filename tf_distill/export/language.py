@@ -77,14 +77,14 @@ from tf_distill.export.errors import ExportError
 from tf_distill.export.flatbuffer import tf_ops_in
 from tf_distill.export.inputs import unwrap_student
 from tf_distill.export.report import ExportReport
+from tf_distill.export.tokens import check_finite_logits
 from tf_distill.export.tokens import check_token_data
 from tf_distill.export.tokens import compare_token_logits
+from tf_distill.export.tokens import keras_token_logits
 from tf_distill.export.verify import FLOAT32_TOLERANCE
 from tf_distill.export.weight_only import quantize_weights_int8
 
 SIGNATURE = "serving_default"
-_KERAS_BATCH_SIZE = 32
-
 
 def is_causal_lm(model):
     """Whether `model` (or a Distiller's student) is a KerasHub `CausalLM`."""
@@ -279,7 +279,7 @@ def verify_causal_lm(
     runner = CausalLMRunner(litert_model, num_threads=num_threads)
     length = runner.sequence_length
     token_ids, padding_mask = check_token_data(token_data, length, _vocabulary_size(model))
-    keras_logits = _keras_logits(model, token_ids, padding_mask)
+    keras_logits = keras_token_logits(model, token_ids, padding_mask)
     progress = keras.utils.Progbar(len(token_ids), verbose=verbose, unit_name="sequence")
     litert_logits = []
     for index in range(len(token_ids)):
@@ -297,7 +297,12 @@ def verify_causal_lm(
         tf_ops=tf_ops_in(litert_model),
         sequence_length=length,
     )
-    _check_finite(keras_logits, litert_logits, quantization, len(token_ids), length, report)
+    check_finite_logits(
+        keras_logits, litert_logits, quantization,
+        f"of {litert_logits.size} on {len(token_ids)} sequences of length {length}", report,
+        litert_hint="A model whose weights were left as uninitialized variables does this "
+        "(see tf_distill.export.language); export it with export_causal_lm.",
+    )
     real = padding_mask.astype(bool)
     compare_token_logits(report, keras_logits, litert_logits, token_ids, real, quantization,
                          tolerance=tolerance, max_perplexity_increase=max_perplexity_increase,
@@ -307,24 +312,6 @@ def verify_causal_lm(
         report.latency_ms = _latency_ms(runner, token_ids[:1], padding_mask[:1], latency_runs)
     report.verified = True
     return report
-
-
-def _keras_logits(model, token_ids, padding_mask):
-    outputs = []
-    for start in range(0, len(token_ids), _KERAS_BATCH_SIZE):
-        inputs = {
-            TOKEN_IDS: token_ids[start : start + _KERAS_BATCH_SIZE],
-            PADDING_MASK: padding_mask[start : start + _KERAS_BATCH_SIZE].astype(bool),
-        }
-        outputs.append(np.asarray(model(inputs, training=False), np.float32))
-    logits = np.concatenate(outputs)
-    if logits.ndim != 3 or logits.shape[:2] != token_ids.shape:
-        raise ValueError(
-            "A causal LM must map token ids [batch, length] to logits "
-            f"[batch, length, vocabulary]. Received logits of shape {logits.shape} "
-            f"for ids of shape {token_ids.shape}."
-        )
-    return logits
 
 
 def _latency_ms(runner, token_ids, padding_mask, runs):
@@ -360,32 +347,3 @@ def _vocabulary_size(model):
     backbone = getattr(model, "backbone", None)
     size = getattr(backbone, "vocabulary_size", None)
     return None if size is None else int(size)
-
-
-def _check_finite(keras_logits, litert_logits, quantization, sequences, length, report):
-    """Raises `ExportError` if any logit, Keras's or LiteRT's, is NaN or infinite.
-
-    A non-finite Keras logit means the model itself is broken (NaN weights,
-    say): exporting it would ship a model that predicts nothing.
-    """
-    where = f"of {litert_logits.size} on {sequences} sequences of length {length}"
-    keras_broken = ~np.isfinite(keras_logits)
-    if keras_broken.any():
-        nan = int(np.isnan(keras_logits[keras_broken]).sum())
-        raise ExportError(
-            f"The Keras model itself gives non-finite logits: {nan} NaN and "
-            f"{int(keras_broken.sum()) - nan} infinite values {where}. Nothing was written: "
-            "check its weights (a diverged training leaves NaN weights).",
-            report=report,
-        )
-    broken = ~np.isfinite(litert_logits)
-    if broken.any():
-        nan = int(np.isnan(litert_logits[broken]).sum())
-        raise ExportError(
-            f"The {quantization} LiteRT model gives non-finite logits where Keras's "
-            f"are finite: {nan} NaN and {int(broken.sum()) - nan} infinite values {where}. "
-            "Nothing was written. A model whose weights were left as uninitialized "
-            "variables does this (see tf_distill.export.language); export it with "
-            "export_causal_lm.",
-            report=report,
-        )

@@ -7,6 +7,9 @@ from tf_distill.export.decode import TOKEN_IDS
 from tf_distill.export.errors import AccuracyDropError
 from tf_distill.export.errors import ExportError
 
+# Sequences the Keras model scores at a time when its logits are compared.
+KERAS_BATCH_SIZE = 32
+
 
 def token_perplexity(logits, token_ids, padding_mask):
     """Next-token perplexity: `exp(mean NLL)` over pairs of real tokens.
@@ -143,3 +146,59 @@ def check_token_data(token_data, sequence_length, vocabulary_size=None):
     padded_ids[:, :length] = np.where(padding_mask, token_ids, 0)
     padded_mask[:, :length] = padding_mask
     return padded_ids, padded_mask
+
+
+def keras_token_logits(model, token_ids, padding_mask):
+    """The Keras causal LM's float32 logits `[batch, length, vocabulary]` for
+    `token_ids` and `padding_mask` (`check_token_data`'s), `KERAS_BATCH_SIZE`
+    sequences at a time."""
+    outputs = []
+    for start in range(0, len(token_ids), KERAS_BATCH_SIZE):
+        inputs = {
+            TOKEN_IDS: token_ids[start : start + KERAS_BATCH_SIZE],
+            PADDING_MASK: padding_mask[start : start + KERAS_BATCH_SIZE].astype(bool),
+        }
+        outputs.append(np.asarray(model(inputs, training=False), np.float32))
+    logits = np.concatenate(outputs)
+    if logits.ndim != 3 or logits.shape[:2] != token_ids.shape:
+        raise ValueError(
+            "A causal LM must map token ids [batch, length] to logits "
+            f"[batch, length, vocabulary]. Received logits of shape {logits.shape} "
+            f"for ids of shape {token_ids.shape}."
+        )
+    return logits
+
+
+def check_finite_logits(keras_logits, litert_logits, quantization, where, report,
+                        litert_hint=""):
+    """Raises `ExportError` if any logit, Keras's or LiteRT's, is NaN or infinite.
+
+    A non-finite Keras logit means the model itself is broken (NaN weights,
+    say): exporting it would ship a model that predicts nothing. `where`
+    ends the count of bad values (e.g. "of 640 on 5 sequences of length
+    8"); `litert_hint` follows the LiteRT model's message.
+    """
+    counts = _nonfinite_counts(keras_logits)
+    if counts:
+        raise ExportError(
+            f"The Keras model itself gives non-finite logits: {counts} {where}. Nothing was "
+            "written: check its weights (a diverged training leaves NaN weights).",
+            report=report,
+        )
+    counts = _nonfinite_counts(litert_logits)
+    if counts:
+        raise ExportError(
+            f"The {quantization} LiteRT model gives non-finite logits where Keras's "
+            f"are finite: {counts} {where}. "
+            "Nothing was written." + (f" {litert_hint}" if litert_hint else ""),
+            report=report,
+        )
+
+
+def _nonfinite_counts(logits):
+    """"3 NaN and 1 infinite values" for the logits' bad values, or None."""
+    broken = ~np.isfinite(logits)
+    if not broken.any():
+        return None
+    nan = int(np.isnan(logits[broken]).sum())
+    return f"{nan} NaN and {int(broken.sum()) - nan} infinite values"
